@@ -1,0 +1,198 @@
+#include "config/config.h"
+
+#include <charconv>
+#include <cstdlib>
+#include <map>
+
+#include "pg/conninfo.h"
+
+namespace shapeproxy::config {
+namespace {
+
+// One setting: its flag, its environment variable, and how to apply a value.
+struct Setting {
+  const char* flag;
+  const char* env;
+  const char* value_name;
+  const char* help;
+  std::function<Result<void>(Config&, const std::string&)> apply;
+};
+
+Error invalid(const Setting& setting, const std::string& why) {
+  return Error{"invalid_config",
+               std::string("invalid value for ") + setting.flag + " (" + setting.env + "): " + why,
+               std::string("see shapeproxy --help")};
+}
+
+Result<std::int64_t> parse_integer(const std::string& text, std::int64_t min, std::int64_t max) {
+  std::int64_t value = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc() || end != text.data() + text.size() || value < min || value > max) {
+    return Error{"",
+                 "expected a whole number from " + std::to_string(min) + " to " +
+                     std::to_string(max) + ", got '" + text + "'",
+                 ""};
+  }
+  return value;
+}
+
+bool is_slot_name(const std::string& name) {
+  if (name.empty() || name.size() > 63) return false;
+  for (char c : name) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+const std::vector<Setting>& settings() {
+  static const std::vector<Setting> all = {
+      {"--database-url", "DATABASE_URL", "URL",
+       "PostgreSQL to serve (libpq URI or key=value). Unset: start an embedded cluster with demo "
+       "data under the data directory.",
+       [](Config& c, const std::string& v) -> Result<void> {
+         if (auto ok = pg::validate_conninfo(v); !ok) return Error{"", ok.error().message, ""};
+         c.database_url = v;
+         return {};
+       }},
+      {"--listen", "SHAPEPROXY_LISTEN", "ADDRESS", "Address to listen on (default 0.0.0.0).",
+       [](Config& c, const std::string& v) -> Result<void> {
+         if (v.empty()) return Error{"", "must not be empty", ""};
+         c.listen_address = v;
+         return {};
+       }},
+      {"--port", "SHAPEPROXY_PORT", "PORT", "HTTP port (default 3000).",
+       [](Config& c, const std::string& v) -> Result<void> {
+         auto port = parse_integer(v, 1, 65535);
+         if (!port) return port.error();
+         c.port = static_cast<std::uint16_t>(port.value());
+         return {};
+       }},
+      {"--data-dir", "SHAPEPROXY_DATA_DIR", "DIR",
+       "Where shape logs and the embedded cluster live (default ./shapeproxy-data).",
+       [](Config& c, const std::string& v) -> Result<void> {
+         if (v.empty()) return Error{"", "must not be empty", ""};
+         c.data_dir = v;
+         return {};
+       }},
+      {"--slot", "SHAPEPROXY_SLOT", "NAME", "Logical replication slot name (default shapeproxy).",
+       [](Config& c, const std::string& v) -> Result<void> {
+         if (!is_slot_name(v)) {
+           return Error{"", "a slot name is 1-63 characters of a-z, 0-9 and _, got '" + v + "'",
+                        ""};
+         }
+         c.slot_name = v;
+         return {};
+       }},
+      {"--publication", "SHAPEPROXY_PUBLICATION", "NAME", "Publication name (default shapeproxy).",
+       [](Config& c, const std::string& v) -> Result<void> {
+         if (v.empty() || v.size() > 63) return Error{"", "must be 1-63 characters", ""};
+         c.publication_name = v;
+         return {};
+       }},
+      {"--log-level", "SHAPEPROXY_LOG_LEVEL", "LEVEL",
+       "trace, debug, info, warn, error or off (default info).",
+       [](Config& c, const std::string& v) -> Result<void> {
+         static const char* levels[] = {"trace", "debug", "info", "warn", "error", "off"};
+         for (const char* level : levels) {
+           if (v == level) {
+             c.log_level = v;
+             return {};
+           }
+         }
+         return Error{"", "expected trace, debug, info, warn, error or off, got '" + v + "'", ""};
+       }},
+      {"--secret", "SHAPEPROXY_SECRET", "SECRET", "When set, /v1/shape requires ?secret=SECRET.",
+       [](Config& c, const std::string& v) -> Result<void> {
+         if (v.empty()) return Error{"", "must not be empty", ""};
+         c.secret = v;
+         return {};
+       }},
+      {"--replication-status-interval-ms", "SHAPEPROXY_REPLICATION_STATUS_INTERVAL_MS", "MS",
+       "How often to report the confirmed position to PostgreSQL (default 10000).",
+       [](Config& c, const std::string& v) -> Result<void> {
+         auto ms = parse_integer(v, 100, 3'600'000);
+         if (!ms) return ms.error();
+         c.replication_status_interval = std::chrono::milliseconds(ms.value());
+         return {};
+       }},
+  };
+  return all;
+}
+
+const Setting* find_flag(const std::string& flag) {
+  for (const auto& setting : settings()) {
+    if (flag == setting.flag) return &setting;
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+Environment process_environment() {
+  return [](const std::string& name) -> std::optional<std::string> {
+    const char* value = std::getenv(name.c_str());
+    if (value == nullptr) return std::nullopt;
+    return std::string(value);
+  };
+}
+
+Result<Invocation> parse_invocation(const std::vector<std::string>& args,
+                                    const Environment& environment) {
+  Invocation invocation;
+  std::map<const Setting*, std::string> from_flags;
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    const std::string& arg = args[i];
+    if (arg == "--help" || arg == "-h") {
+      invocation.action = Invocation::Action::kHelp;
+      return invocation;
+    }
+    if (arg == "--version") {
+      invocation.action = Invocation::Action::kVersion;
+      return invocation;
+    }
+    auto equals = arg.find('=');
+    std::string flag = arg.substr(0, equals);
+    const Setting* setting = find_flag(flag);
+    if (setting == nullptr) {
+      return Error{"invalid_config", "unknown option '" + flag + "'", "see shapeproxy --help"};
+    }
+    if (equals != std::string::npos) {
+      from_flags[setting] = arg.substr(equals + 1);
+    } else if (i + 1 < args.size()) {
+      from_flags[setting] = args[++i];
+    } else {
+      return Error{"invalid_config", std::string("option ") + flag + " needs a value",
+                   "see shapeproxy --help"};
+    }
+  }
+  for (const auto& setting : settings()) {
+    std::optional<std::string> value;
+    if (auto it = from_flags.find(&setting); it != from_flags.end()) {
+      value = it->second;
+    } else {
+      value = environment(setting.env);
+    }
+    if (!value) continue;
+    if (auto applied = setting.apply(invocation.config, *value); !applied) {
+      return invalid(setting, applied.error().message);
+    }
+  }
+  return invocation;
+}
+
+std::string usage() {
+  std::string text =
+      "Usage: shapeproxy [options]\n\n"
+      "Serves live shapes of a PostgreSQL database over the Electric HTTP shape protocol,\n"
+      "and keeps serving when logical replication is down.\n\nOptions (environment variable in "
+      "brackets; the flag wins):\n";
+  for (const auto& setting : settings()) {
+    std::string left = std::string("  ") + setting.flag + " " + setting.value_name;
+    text += left + "  [" + setting.env + "]\n      " + setting.help + "\n";
+  }
+  text += "  --help, --version\n";
+  return text;
+}
+
+}  // namespace shapeproxy::config

@@ -1,0 +1,51 @@
+// shapeproxy's configuration: command-line flags, each with an environment
+// variable equivalent (the flag wins). Values are validated at start-up and an
+// invalid one is refused with a message naming the setting.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/result.h"
+
+namespace shapeproxy::config {
+
+struct Config {
+  // libpq URI or key=value conninfo; unset: start an embedded cluster.
+  std::optional<std::string> database_url;
+  std::string listen_address = "0.0.0.0";
+  std::uint16_t port = 3000;
+  std::filesystem::path data_dir = "./shapeproxy-data";
+  std::string slot_name = "shapeproxy";
+  std::string publication_name = "shapeproxy";
+  std::string log_level = "info";
+  std::optional<std::string> secret;  // when set, /v1/shape requires ?secret=
+  std::chrono::milliseconds replication_status_interval{10'000};
+};
+
+// What the command line asked for.
+struct Invocation {
+  enum class Action { kRun, kHelp, kVersion };
+  Action action = Action::kRun;
+  Config config;
+};
+
+// Looks up an environment variable; injected so tests need not touch the
+// process environment.
+using Environment = std::function<std::optional<std::string>(const std::string& name)>;
+Environment process_environment();
+
+// Parses argv (without argv[0]) and the environment. Errors name the flag
+// or variable and say what is expected.
+Result<Invocation> parse_invocation(const std::vector<std::string>& args,
+                                    const Environment& environment);
+
+// The --help text.
+std::string usage();
+
+}  // namespace shapeproxy::config

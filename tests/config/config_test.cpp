@@ -1,0 +1,102 @@
+// Flags, environment variables and their validation.
+#include "config/config.h"
+
+#include <gtest/gtest.h>
+
+#include <map>
+
+namespace shapeproxy::config {
+namespace {
+
+Environment fake_environment(std::map<std::string, std::string> values) {
+  return [values](const std::string& name) -> std::optional<std::string> {
+    auto it = values.find(name);
+    if (it == values.end()) return std::nullopt;
+    return it->second;
+  };
+}
+
+Result<Invocation> parse(std::vector<std::string> args,
+                         std::map<std::string, std::string> env = {}) {
+  return parse_invocation(args, fake_environment(std::move(env)));
+}
+
+TEST(ConfigTest, DefaultsWithoutFlagsOrEnvironment) {
+  auto parsed = parse({});
+  ASSERT_TRUE(parsed) << parsed.error().to_string();
+  const Config& config = parsed->config;
+  EXPECT_EQ(parsed->action, Invocation::Action::kRun);
+  EXPECT_FALSE(config.database_url.has_value());
+  EXPECT_EQ(config.port, 3000);
+  EXPECT_EQ(config.data_dir, "./shapeproxy-data");
+  EXPECT_EQ(config.slot_name, "shapeproxy");
+  EXPECT_EQ(config.publication_name, "shapeproxy");
+  EXPECT_EQ(config.log_level, "info");
+}
+
+TEST(ConfigTest, EnvironmentSetsValuesAndFlagsWin) {
+  auto parsed = parse({"--port", "4100", "--slot=flag_slot"},
+                      {{"SHAPEPROXY_PORT", "4000"},
+                       {"SHAPEPROXY_SLOT", "env_slot"},
+                       {"DATABASE_URL", "postgresql://u@localhost:5432/app"},
+                       {"SHAPEPROXY_DATA_DIR", "/var/lib/shapeproxy"}});
+  ASSERT_TRUE(parsed) << parsed.error().to_string();
+  EXPECT_EQ(parsed->config.port, 4100);
+  EXPECT_EQ(parsed->config.slot_name, "flag_slot");
+  EXPECT_EQ(parsed->config.database_url, "postgresql://u@localhost:5432/app");
+  EXPECT_EQ(parsed->config.data_dir, "/var/lib/shapeproxy");
+}
+
+TEST(ConfigTest, KeyValueConninfoIsAccepted) {
+  auto parsed = parse({"--database-url", "host=/tmp port=5432 dbname=app user=u"});
+  ASSERT_TRUE(parsed) << parsed.error().to_string();
+  EXPECT_EQ(parsed->config.database_url, "host=/tmp port=5432 dbname=app user=u");
+}
+
+TEST(ConfigTest, InvalidValuesNameTheSetting) {
+  struct Case {
+    std::vector<std::string> args;
+    std::map<std::string, std::string> env;
+    std::string must_mention;
+  };
+  std::vector<Case> cases = {
+      {{"--port", "0"}, {}, "--port"},
+      {{"--port", "70000"}, {}, "SHAPEPROXY_PORT"},
+      {{}, {{"SHAPEPROXY_PORT", "abc"}}, "SHAPEPROXY_PORT"},
+      {{"--slot", "Bad-Name"}, {}, "--slot"},
+      {{"--log-level", "loud"}, {}, "--log-level"},
+      {{"--database-url", "postgresql://host:notaport/db"}, {}, "DATABASE_URL"},
+      {{"--database-url", "host=a bogus_key=1"}, {}, "--database-url"},
+      {{"--data-dir="}, {}, "--data-dir"},
+  };
+  for (const auto& c : cases) {
+    auto parsed = parse(c.args, c.env);
+    ASSERT_FALSE(parsed) << "accepted: " << (c.args.empty() ? "" : c.args[0]);
+    EXPECT_NE(parsed.error().message.find(c.must_mention), std::string::npos)
+        << parsed.error().message;
+  }
+}
+
+TEST(ConfigTest, UnknownOptionAndMissingValueAreRefused) {
+  auto unknown = parse({"--prot", "3000"});
+  ASSERT_FALSE(unknown);
+  EXPECT_NE(unknown.error().message.find("--prot"), std::string::npos);
+  auto missing = parse({"--port"});
+  ASSERT_FALSE(missing);
+  EXPECT_NE(missing.error().message.find("needs a value"), std::string::npos);
+}
+
+TEST(ConfigTest, HelpListsEveryFlagWithItsVariable) {
+  auto parsed = parse({"--help"});
+  ASSERT_TRUE(parsed);
+  EXPECT_EQ(parsed->action, Invocation::Action::kHelp);
+  std::string text = usage();
+  for (const char* expected :
+       {"--database-url", "DATABASE_URL", "--port", "SHAPEPROXY_PORT", "--data-dir",
+        "SHAPEPROXY_DATA_DIR", "--slot", "--publication", "--log-level"}) {
+    EXPECT_NE(text.find(expected), std::string::npos) << expected;
+  }
+}
+
+}  // namespace
+}  // namespace shapeproxy::config
