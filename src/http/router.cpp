@@ -1,0 +1,41 @@
+#include "http/router.h"
+
+#include <boost/beast/http/verb.hpp>
+
+namespace shapeproxy::http {
+
+void Router::add(Verb method, std::string path, Handler handler) {
+  auto& handlers = routes_[std::move(path)];
+  for (auto& [verb, h] : handlers) {
+    if (verb == method) {
+      h = std::move(handler);
+      return;
+    }
+  }
+  handlers.emplace_back(method, std::move(handler));
+}
+
+const Handler* Router::find(Verb method, std::string_view path) const {
+  auto it = routes_.find(path);
+  if (it == routes_.end()) return nullptr;
+  for (const auto& [verb, h] : it->second)
+    if (verb == method) return &h;
+  return nullptr;
+}
+
+bool Router::has_path(std::string_view path) const { return routes_.find(path) != routes_.end(); }
+
+std::string Router::allowed_methods(std::string_view path) const {
+  std::string out;
+  auto it = routes_.find(path);
+  if (it != routes_.end()) {
+    for (const auto& [verb, h] : it->second) {
+      if (verb == Verb::options) continue;
+      out += std::string(boost::beast::http::to_string(verb));
+      out += ", ";
+    }
+  }
+  return out + "OPTIONS";
+}
+
+}  // namespace shapeproxy::http

@@ -1,0 +1,74 @@
+// What: the HTTP/1.1 server: accepts connections (one session object per
+// connection, each on its own strand), parses requests with limits and
+// timeouts, routes them to handlers, and writes responses, SSE streams and
+// JSON errors. Handlers may park an exchange and answer later from any thread.
+// Why: the transport the shape API plugs into; it owns everything about
+// sockets (keep-alive, limits, CORS, graceful shutdown) so handlers don't.
+#pragma once
+
+#include <boost/asio/io_context.hpp>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "common/result.h"
+#include "http/router.h"
+
+namespace shapeproxy::http {
+
+struct ServerOptions {
+  std::string address = "0.0.0.0";
+  uint16_t port = 3000;  // 0: pick an ephemeral port (see HttpServer::port())
+  // Whole request (first byte to end of headers/body) must arrive within this.
+  std::chrono::milliseconds read_timeout{std::chrono::seconds(30)};
+  // Each response write (or SSE frame) must complete within this.
+  std::chrono::milliseconds write_timeout{std::chrono::seconds(30)};
+  // A keep-alive connection may sit between requests this long.
+  std::chrono::milliseconds idle_timeout{std::chrono::seconds(60)};
+  size_t max_header_bytes = 16 * 1024;  // -> 431
+  size_t max_url_bytes = 8 * 1024;      // -> 414
+  size_t max_body_bytes = 64 * 1024;    // -> 413
+  size_t max_connections = 10000;       // -> 503 + retry-after, then close
+  int retry_after_seconds = 5;          // retry-after on 503 responses from the server
+  // On shutdown: how long parked exchanges/writes get before connections are cut.
+  std::chrono::milliseconds shutdown_grace{std::chrono::seconds(5)};
+  // access-control-expose-headers on every response.
+  std::string cors_expose_headers =
+      "electric-offset, electric-handle, electric-schema, electric-cursor, electric-up-to-date, "
+      "electric-fallback-mode, retry-after, etag";
+  int cors_max_age_seconds = 86400;  // access-control-max-age on preflight
+};
+
+namespace detail {
+struct ServerState;
+}
+
+// Run the io_context on one or more threads; the server is thread-safe.
+class HttpServer {
+ public:
+  HttpServer(boost::asio::io_context& ioc, ServerOptions options, Router router);
+  ~HttpServer();  // closes the acceptor; open sessions finish on their own
+  HttpServer(const HttpServer&) = delete;
+  HttpServer& operator=(const HttpServer&) = delete;
+
+  // Binds and starts accepting. Error code "bind_failed" etc. on failure.
+  Result<void> start();
+  // The bound port (useful with options.port = 0). Valid after start().
+  uint16_t port() const;
+  // Open connections (sessions) right now.
+  size_t open_connections() const;
+
+  // Graceful shutdown: stop accepting, close idle connections, run parked
+  // exchanges' shutdown callbacks (or answer them 503), let writes finish;
+  // after options.shutdown_grace cut what is left. `done` runs (on the
+  // io_context) once every session is gone. Call once.
+  void shutdown(std::function<void()> done);
+
+ private:
+  std::shared_ptr<detail::ServerState> state_;
+};
+
+}  // namespace shapeproxy::http

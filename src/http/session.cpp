@@ -1,0 +1,497 @@
+#include "http/session.h"
+
+#include <spdlog/spdlog.h>
+
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/http/chunk_encode.hpp>
+#include <boost/beast/http/error.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/write.hpp>
+
+namespace shapeproxy::http::detail {
+
+namespace net = boost::asio;
+namespace beast = boost::beast;
+namespace bhttp = boost::beast::http;
+using boost::system::error_code;
+using tcp = net::ip::tcp;
+
+namespace {
+
+constexpr size_t kFirstReadBytes = 4096;
+constexpr std::chrono::milliseconds kMaxLinger{2000};
+
+bool is_http_parse_error(const error_code& ec) {
+  return ec.category() == bhttp::make_error_code(bhttp::error::bad_method).category();
+}
+
+// "data: <line>\n" per line of `data`, then a blank line.
+std::string sse_data_frame(std::string_view data) {
+  std::string out;
+  out.reserve(data.size() + 8);
+  while (true) {
+    size_t nl = data.find('\n');
+    out += "data: ";
+    out += data.substr(0, nl);
+    out += '\n';
+    if (nl == std::string_view::npos) break;
+    data.remove_prefix(nl + 1);
+  }
+  out += '\n';
+  return out;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+// ExchangeImpl
+
+ExchangeImpl::ExchangeImpl(Request request, std::weak_ptr<Session> session,
+                           net::any_io_executor strand)
+    : request_(std::move(request)), session_(std::move(session)), strand_(std::move(strand)) {}
+
+template <class F>
+void ExchangeImpl::post_to_session(F f) {
+  net::post(strand_, [self = shared_from_this(), f = std::move(f)]() mutable {
+    if (auto session = self->session_.lock()) f(*session, self);
+  });
+}
+
+void ExchangeImpl::respond(Response response) {
+  if (responded_.exchange(true)) return;
+  post_to_session([r = std::move(response)](Session& s, const auto& self) mutable {
+    s.deliver(self, std::move(r));
+  });
+}
+
+void ExchangeImpl::start_event_stream(Params headers) {
+  if (responded_.exchange(true)) return;
+  post_to_session([h = std::move(headers)](Session& s, const auto& self) mutable {
+    s.stream_start(self, std::move(h));
+  });
+}
+
+void ExchangeImpl::send_event(std::string data) {
+  post_to_session([frame = sse_data_frame(data)](Session& s, const auto& self) mutable {
+    s.stream_frame(self, std::move(frame));
+  });
+}
+
+void ExchangeImpl::send_comment(std::string text) {
+  post_to_session([frame = ": " + text + "\n\n"](Session& s, const auto& self) mutable {
+    s.stream_frame(self, std::move(frame));
+  });
+}
+
+void ExchangeImpl::end_event_stream() {
+  post_to_session([](Session& s, const auto& self) { s.stream_end(self); });
+}
+
+void ExchangeImpl::on_abort(std::function<void()> callback) {
+  {
+    std::lock_guard lock(mu_);
+    if (!aborted_) {
+      abort_callbacks_.push_back(std::move(callback));
+      return;
+    }
+  }
+  callback();
+}
+
+void ExchangeImpl::on_shutdown(std::function<void()> callback) {
+  std::lock_guard lock(mu_);
+  shutdown_callbacks_.push_back(std::move(callback));
+}
+
+void ExchangeImpl::fire_abort() {
+  std::vector<std::function<void()>> callbacks;
+  {
+    std::lock_guard lock(mu_);
+    if (aborted_) return;
+    aborted_ = true;
+    callbacks.swap(abort_callbacks_);
+    shutdown_callbacks_.clear();
+  }
+  responded_ = true;
+  for (auto& cb : callbacks) cb();
+}
+
+bool ExchangeImpl::fire_shutdown() {
+  std::vector<std::function<void()>> callbacks;
+  {
+    std::lock_guard lock(mu_);
+    callbacks.swap(shutdown_callbacks_);
+  }
+  for (auto& cb : callbacks) cb();
+  return !callbacks.empty();
+}
+
+// ---------------------------------------------------------------------------
+// Session: lifecycle
+
+Session::Session(tcp::socket&& socket, std::shared_ptr<ServerState> server, uint64_t id)
+    : server_(std::move(server)), opts_(server_->options), id_(id), stream_(std::move(socket)) {}
+
+Session::~Session() {
+  if (id_ != 0) server_->unregister(id_);
+}
+
+void Session::run() {
+  net::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->wait_for_request(); });
+}
+
+void Session::run_rejected() {
+  net::dispatch(stream_.get_executor(), [self = shared_from_this()] {
+    Response r = json_error(503, "Too many open connections");
+    r.headers.emplace_back("retry-after", std::to_string(self->opts_.retry_after_seconds));
+    self->write_response(std::move(r), /*close=*/true);
+  });
+}
+
+void Session::begin_shutdown() {
+  net::post(stream_.get_executor(), [self = shared_from_this()] { self->do_shutdown(); });
+}
+
+void Session::force_close() {
+  net::post(stream_.get_executor(), [self = shared_from_this()] { self->close_now(); });
+}
+
+void Session::do_shutdown() {
+  closing_ = true;
+  switch (state_) {
+    case State::kReading: {
+      error_code ec;
+      stream_.socket().cancel(ec);  // the pending read completes with operation_aborted
+      break;
+    }
+    case State::kHandling:
+      if (!exchange_->fire_shutdown()) {
+        Response r = json_error(503, "Server is shutting down");
+        r.headers.emplace_back("retry-after", std::to_string(opts_.retry_after_seconds));
+        exchange_->respond(std::move(r));
+      }
+      break;
+    case State::kStreaming:
+      if (!exchange_->fire_shutdown()) stream_end(exchange_);
+      break;
+    default:  // writing closes after the write; closing/closed need nothing
+      break;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Session: reading
+
+void Session::wait_for_request() {
+  state_ = State::kReading;
+  if (closing_) return close_now();
+  if (buffer_.size() > 0) return read_request();  // pipelined bytes already here
+  stream_.expires_after(first_request_ ? opts_.read_timeout : opts_.idle_timeout);
+  stream_.async_read_some(
+      buffer_.prepare(kFirstReadBytes),
+      [self = shared_from_this()](error_code ec, size_t n) { self->on_first_bytes(ec, n); });
+}
+
+void Session::on_first_bytes(error_code ec, size_t n) {
+  if (ec) return close_now();  // eof, idle timeout, or shutdown
+  buffer_.commit(n);
+  read_request();
+}
+
+void Session::read_request() {
+  parser_.emplace();
+  parser_->header_limit(static_cast<uint32_t>(opts_.max_header_bytes + opts_.max_url_bytes + 1024));
+  parser_->body_limit(opts_.max_body_bytes);
+  stream_.expires_after(opts_.read_timeout);
+  bhttp::async_read(stream_, buffer_, *parser_,
+                    [self = shared_from_this()](error_code ec, size_t) { self->on_read(ec); });
+}
+
+void Session::on_read(error_code ec) {
+  if (ec == bhttp::error::header_limit) {
+    unsigned status = classify_header_limit();
+    return write_error_and_close(status,
+                                 status == 414 ? "URI too long" : "Request headers too large");
+  }
+  if (ec == bhttp::error::body_limit) return write_error_and_close(413, "Request body too large");
+  if (ec && ec != bhttp::error::end_of_stream && is_http_parse_error(ec)) {
+    spdlog::debug("http: malformed request: {}", ec.message());
+    return write_error_and_close(400, "Malformed request");
+  }
+  if (ec) return close_now();  // eof, timeout, reset, shutdown
+
+  first_request_ = false;
+  const auto& req = parser_->get();
+  if (req.target().size() > opts_.max_url_bytes) return write_error_and_close(414, "URI too long");
+  if (header_bytes() > opts_.max_header_bytes)
+    return write_error_and_close(431, "Request headers too large");
+
+  keep_alive_ = req.keep_alive();
+  Params headers;
+  for (const auto& field : req) headers.emplace_back(field.name_string(), field.value());
+  Request request(req.method(), std::string(req.target()), std::move(headers),
+                  std::move(parser_->get().body()));
+  parser_.reset();
+  handle(std::move(request));
+}
+
+// On header_limit the parser has consumed nothing, so the buffer starts with
+// the request line: if that line alone is over the URL limit, it is a 414.
+unsigned Session::classify_header_limit() const {
+  std::string_view data(static_cast<const char*>(buffer_.data().data()), buffer_.size());
+  size_t eol = data.find("\r\n");
+  size_t line = eol == std::string_view::npos ? data.size() : eol;
+  return line > opts_.max_url_bytes ? 414 : 431;
+}
+
+size_t Session::header_bytes() const {
+  size_t n = 0;
+  for (const auto& field : parser_->get())
+    n += field.name_string().size() + field.value().size() + 4;
+  return n;
+}
+
+void Session::handle(Request request) {
+  origin_ = std::string(request.header("origin").value_or(""));
+  const Router& router = server_->router;
+  if (request.method() == Verb::options && !router.find(Verb::options, request.path())) {
+    if (!router.has_path(request.path()))
+      return write_response(json_error(404, "Not found"), false);
+    Response r;
+    r.status = 204;
+    r.headers = {{"access-control-allow-methods", router.allowed_methods(request.path())},
+                 {"access-control-allow-headers",
+                  std::string(request.header("access-control-request-headers").value_or("*"))},
+                 {"access-control-max-age", std::to_string(opts_.cors_max_age_seconds)}};
+    return write_response(std::move(r), false);
+  }
+  const Handler* handler = router.find(request.method(), request.path());
+  if (!handler) {
+    if (!router.has_path(request.path()))
+      return write_response(json_error(404, "Not found"), false);
+    Response r = json_error(405, "Method not allowed");
+    r.headers.emplace_back("allow", router.allowed_methods(request.path()));
+    return write_response(std::move(r), false);
+  }
+  state_ = State::kHandling;
+  exchange_ =
+      std::make_shared<ExchangeImpl>(std::move(request), weak_from_this(), stream_.get_executor());
+  stream_.expires_never();  // parked for as long as the handler likes
+  start_watch();
+  try {
+    (*handler)(exchange_);
+  } catch (const std::exception& e) {
+    spdlog::error("http: handler threw: {}", e.what());
+    exchange_->respond(json_error(500, "Internal server error"));
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Session: writing
+
+template <class Message>
+void Session::add_common_headers(Message& m) {
+  if (m.find("access-control-allow-origin") == m.end()) {
+    m.set("access-control-allow-origin", origin_.empty() ? "*" : origin_);
+    if (!origin_.empty()) m.insert("vary", "origin");
+  }
+  if (m.find("access-control-expose-headers") == m.end())
+    m.set("access-control-expose-headers", opts_.cors_expose_headers);
+}
+
+void Session::write_response(Response response, bool close) {
+  state_ = State::kWriting;
+  close_after_write_ = close || !keep_alive_ || closing_;
+  auto& res = response_.emplace();
+  res.version(11);
+  res.result(response.status);
+  for (auto& [name, value] : response.headers) res.insert(name, value);
+  add_common_headers(res);
+  res.body() = std::move(response.body);
+  res.keep_alive(!close_after_write_);
+  res.prepare_payload();
+  stream_.expires_after(opts_.write_timeout);
+  bhttp::async_write(stream_, res,
+                     [self = shared_from_this()](error_code ec, size_t) { self->on_write(ec); });
+}
+
+void Session::on_write(error_code ec) {
+  response_.reset();
+  if (ec) {
+    spdlog::debug("http: write failed: {}", ec.message());
+    return close_now();
+  }
+  if (close_after_write_) return linger_close();
+  wait_for_request();
+}
+
+void Session::write_error_and_close(unsigned status, std::string_view message) {
+  parser_.reset();
+  write_response(json_error(status, message), /*close=*/true);
+}
+
+void Session::deliver(const std::shared_ptr<ExchangeImpl>& ex, Response response) {
+  if (ex != exchange_ || state_ != State::kHandling) return;
+  stop_watch();
+  exchange_.reset();
+  write_response(std::move(response), false);
+}
+
+// ---------------------------------------------------------------------------
+// Session: disconnect detection while parked. The socket becomes readable when
+// the peer closes (or sends more); readable with nothing to read means gone.
+
+void Session::start_watch() {
+  watching_ = true;
+  uint64_t generation = ++watch_generation_;
+  stream_.socket().async_wait(
+      tcp::socket::wait_read,
+      [self = shared_from_this(), generation](error_code ec) { self->on_watch(ec, generation); });
+}
+
+// Only call with no read or write outstanding: cancel() hits every socket op.
+void Session::stop_watch() {
+  if (!watching_) return;
+  watching_ = false;
+  ++watch_generation_;
+  error_code ec;
+  stream_.socket().cancel(ec);
+}
+
+void Session::on_watch(error_code ec, uint64_t generation) {
+  if (generation != watch_generation_ || !watching_) return;
+  watching_ = false;
+  if (ec == net::error::operation_aborted) return;
+  if (state_ != State::kHandling && state_ != State::kStreaming) return;
+  error_code avail_ec;
+  size_t available = stream_.socket().available(avail_ec);
+  if (!ec && !avail_ec && available > 0) return;  // pipelined request: read it later
+  spdlog::debug("http: client went away while parked");
+  close_now();
+}
+
+// ---------------------------------------------------------------------------
+// Session: server-sent events (chunked transfer, one chunk per frame)
+
+void Session::stream_start(const std::shared_ptr<ExchangeImpl>& ex, Params headers) {
+  if (ex != exchange_ || state_ != State::kHandling) return;
+  state_ = State::kStreaming;
+  auto& res = stream_header_.emplace();
+  res.version(11);
+  res.result(bhttp::status::ok);
+  for (auto& [name, value] : headers) res.insert(name, value);
+  if (res.find(bhttp::field::content_type) == res.end())
+    res.set(bhttp::field::content_type, "text/event-stream");
+  add_common_headers(res);
+  res.keep_alive(keep_alive_ && !closing_);
+  res.chunked(true);
+  stream_serializer_.emplace(res);
+  stream_header_pending_ = true;
+  pump_stream();
+}
+
+void Session::stream_frame(const std::shared_ptr<ExchangeImpl>& ex, std::string frame) {
+  if (ex != exchange_ || state_ != State::kStreaming || stream_ending_) return;
+  stream_frames_.push_back(std::move(frame));
+  pump_stream();
+}
+
+void Session::stream_end(const std::shared_ptr<ExchangeImpl>& ex) {
+  if (ex != exchange_ || state_ != State::kStreaming) return;
+  stream_ending_ = true;
+  pump_stream();
+}
+
+void Session::pump_stream() {
+  if (stream_writing_) return;
+  auto self = shared_from_this();
+  if (stream_header_pending_) {
+    stream_writing_ = true;
+    stream_.expires_after(opts_.write_timeout);
+    bhttp::async_write_header(stream_, *stream_serializer_, [self](error_code ec, size_t) {
+      self->stream_header_pending_ = false;
+      self->on_stream_write(ec);
+    });
+  } else if (!stream_frames_.empty()) {
+    stream_writing_ = true;
+    stream_.expires_after(opts_.write_timeout);
+    net::async_write(stream_, bhttp::make_chunk(net::buffer(stream_frames_.front())),
+                     [self](error_code ec, size_t) {
+                       self->stream_frames_.pop_front();
+                       self->on_stream_write(ec);
+                     });
+  } else if (stream_ending_) {
+    stream_writing_ = true;
+    stream_.expires_after(opts_.write_timeout);
+    net::async_write(stream_, bhttp::make_chunk_last(),
+                     [self](error_code ec, size_t) { self->on_stream_done(ec); });
+  } else {
+    stream_.expires_never();  // idle between frames; the handler paces the stream
+  }
+}
+
+void Session::on_stream_write(error_code ec) {
+  stream_writing_ = false;
+  if (ec) {
+    spdlog::debug("http: stream write failed: {}", ec.message());
+    return close_now();
+  }
+  pump_stream();
+}
+
+void Session::on_stream_done(error_code ec) {
+  stream_writing_ = false;
+  bool keep_alive = stream_header_->keep_alive() && !closing_;
+  exchange_.reset();
+  stop_watch();
+  stream_serializer_.reset();
+  stream_header_.reset();
+  stream_frames_.clear();
+  stream_ending_ = false;
+  if (ec) return close_now();
+  if (!keep_alive) return linger_close();
+  wait_for_request();
+}
+
+// ---------------------------------------------------------------------------
+// Session: closing
+
+void Session::abort_exchange() {
+  if (!exchange_) return;
+  auto ex = std::move(exchange_);
+  ex->fire_abort();
+}
+
+void Session::close_now() {
+  if (state_ == State::kClosed) return;
+  abort_exchange();
+  state_ = State::kClosed;
+  watching_ = false;
+  error_code ec;
+  stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
+  stream_.close();
+}
+
+// Closing right after writing with unread input makes the kernel send RST,
+// which can destroy the response before the client reads it. Half-close and
+// drain what the client still sends (bounded in time) first.
+void Session::linger_close() {
+  state_ = State::kClosing;
+  error_code ec;
+  stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+  if (ec) return close_now();
+  stream_.expires_after(std::min<std::chrono::milliseconds>(opts_.read_timeout, kMaxLinger));
+  drain();
+}
+
+void Session::drain() {
+  stream_.async_read_some(net::buffer(drain_buffer_),
+                          [self = shared_from_this()](error_code ec, size_t) {
+                            if (ec) return self->close_now();
+                            self->drain();
+                          });
+}
+
+}  // namespace shapeproxy::http::detail

@@ -1,0 +1,178 @@
+// What (internal): one Session per TCP connection, living on its own strand:
+// reads requests (with timeouts and size limits), dispatches them to the
+// router, parks exchanges while handlers work (watching for disconnects), and
+// writes responses or SSE streams. ExchangeImpl is the handler-facing side.
+// Why: Beast's one-object-per-connection pattern; every member of a Session is
+// touched only on its strand, so there are no locks on the hot path.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/empty_body.hpp>
+#include <boost/beast/http/message.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/serializer.hpp>
+#include <boost/beast/http/string_body.hpp>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "http/exchange.h"
+#include "http/server_state.h"
+
+namespace shapeproxy::http::detail {
+
+// A Beast body whose value is a shared immutable string: one buffer can be
+// written to many connections without copying.
+struct SharedBody {
+  using value_type = std::shared_ptr<const std::string>;
+  static std::uint64_t size(const value_type& v) { return v ? v->size() : 0; }
+
+  class writer {
+   public:
+    using const_buffers_type = boost::asio::const_buffer;
+    template <bool isRequest, class Fields>
+    writer(const boost::beast::http::header<isRequest, Fields>&, const value_type& body)
+        : body_(body) {}
+    void init(boost::system::error_code& ec) { ec = {}; }
+    boost::optional<std::pair<const_buffers_type, bool>> get(boost::system::error_code& ec) {
+      ec = {};
+      if (done_ || !body_ || body_->empty()) return boost::none;
+      done_ = true;
+      return {{const_buffers_type(body_->data(), body_->size()), false}};
+    }
+
+   private:
+    const value_type& body_;
+    bool done_ = false;
+  };
+};
+
+class Session;
+
+class ExchangeImpl final : public Exchange, public std::enable_shared_from_this<ExchangeImpl> {
+ public:
+  ExchangeImpl(Request request, std::weak_ptr<Session> session,
+               boost::asio::any_io_executor strand);
+
+  const Request& request() const override { return request_; }
+  void respond(Response response) override;
+  bool responded() const override { return responded_.load(); }
+  void start_event_stream(Params headers) override;
+  void send_event(std::string data) override;
+  void send_comment(std::string text) override;
+  void end_event_stream() override;
+  void on_abort(std::function<void()> callback) override;
+  void on_shutdown(std::function<void()> callback) override;
+
+  // Strand side (called by Session).
+  void fire_abort();     // once; runs the abort callbacks
+  bool fire_shutdown();  // runs the shutdown callbacks; false if there were none
+
+ private:
+  // Posts `f(session, self)` onto the session's strand if the session lives.
+  template <class F>
+  void post_to_session(F f);
+
+  const Request request_;
+  const std::weak_ptr<Session> session_;
+  const boost::asio::any_io_executor strand_;
+  std::atomic<bool> responded_{false};
+  std::mutex mu_;
+  bool aborted_ = false;                                   // guarded by mu_
+  std::vector<std::function<void()>> abort_callbacks_;     // guarded by mu_
+  std::vector<std::function<void()>> shutdown_callbacks_;  // guarded by mu_
+};
+
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  // id 0: not registered (a connection over the limit, answered 503).
+  Session(boost::asio::ip::tcp::socket&& socket, std::shared_ptr<ServerState> server, uint64_t id);
+  ~Session();
+
+  void run();           // serve requests
+  void run_rejected();  // answer 503 (connection limit) and close
+  // Thread-safe: both post onto the strand.
+  void begin_shutdown();
+  void force_close();
+
+  // Strand side, called by ExchangeImpl; ignored unless `ex` is current.
+  void deliver(const std::shared_ptr<ExchangeImpl>& ex, Response response);
+  void stream_start(const std::shared_ptr<ExchangeImpl>& ex, Params headers);
+  void stream_frame(const std::shared_ptr<ExchangeImpl>& ex, std::string frame);
+  void stream_end(const std::shared_ptr<ExchangeImpl>& ex);
+
+ private:
+  enum class State { kReading, kHandling, kWriting, kStreaming, kClosing, kClosed };
+  using Parser = boost::beast::http::request_parser<boost::beast::http::string_body>;
+
+  // Reading.
+  void wait_for_request();
+  void on_first_bytes(boost::system::error_code ec, size_t n);
+  void read_request();
+  void on_read(boost::system::error_code ec);
+  unsigned classify_header_limit() const;  // 414 or 431
+  size_t header_bytes() const;
+  void handle(Request request);
+
+  // Writing a complete response.
+  void write_response(Response response, bool close);
+  void on_write(boost::system::error_code ec);
+  void write_error_and_close(unsigned status, std::string_view message);
+  template <class Message>
+  void add_common_headers(Message& m);
+
+  // Parked exchange: disconnect detection.
+  void start_watch();
+  void stop_watch();
+  void on_watch(boost::system::error_code ec, uint64_t generation);
+
+  // SSE.
+  void pump_stream();
+  void on_stream_write(boost::system::error_code ec);
+  void on_stream_done(boost::system::error_code ec);
+
+  // Closing.
+  void do_shutdown();
+  void abort_exchange();
+  void close_now();
+  void linger_close();  // half-close, drain input briefly, then close
+  void drain();
+
+  const std::shared_ptr<ServerState> server_;
+  const ServerOptions& opts_;
+  const uint64_t id_;
+  boost::beast::tcp_stream stream_;
+  boost::beast::flat_buffer buffer_;
+  std::optional<Parser> parser_;
+  State state_ = State::kReading;
+  bool first_request_ = true;
+  bool keep_alive_ = false;
+  bool closing_ = false;  // graceful shutdown requested
+  bool close_after_write_ = false;
+  std::string origin_;  // Origin of the current request (CORS echo)
+
+  std::shared_ptr<ExchangeImpl> exchange_;  // parked or streaming exchange
+  bool watching_ = false;
+  uint64_t watch_generation_ = 0;
+
+  std::optional<boost::beast::http::response<SharedBody>> response_;
+
+  std::optional<boost::beast::http::response<boost::beast::http::empty_body>> stream_header_;
+  std::optional<boost::beast::http::response_serializer<boost::beast::http::empty_body>>
+      stream_serializer_;
+  std::deque<std::string> stream_frames_;
+  bool stream_header_pending_ = false;
+  bool stream_writing_ = false;
+  bool stream_ending_ = false;
+
+  std::array<char, 4096> drain_buffer_{};
+};
+
+}  // namespace shapeproxy::http::detail
