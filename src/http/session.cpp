@@ -237,13 +237,13 @@ void Session::on_read(error_code ec) {
   handle(std::move(request));
 }
 
-// On header_limit the parser has consumed nothing, so the buffer starts with
-// the request line: if that line alone is over the URL limit, it is a 414.
+// On header_limit: if the parser got through the request line, the target is
+// known and decides; if not, the request line alone exceeded the whole header
+// limit (which is larger than the URL limit), so the URL is too long.
 unsigned Session::classify_header_limit() const {
-  std::string_view data(static_cast<const char*>(buffer_.data().data()), buffer_.size());
-  size_t eol = data.find("\r\n");
-  size_t line = eol == std::string_view::npos ? data.size() : eol;
-  return line > opts_.max_url_bytes ? 414 : 431;
+  size_t target = parser_->get().target().size();
+  if (target == 0) return 414;
+  return target > opts_.max_url_bytes ? 414 : 431;
 }
 
 size_t Session::header_bytes() const {

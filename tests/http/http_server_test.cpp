@@ -1,0 +1,608 @@
+// Tests of the HTTP transport: a real server on an ephemeral port, driven by
+// synchronous Beast clients and raw sockets from the test thread.
+#include <gtest/gtest.h>
+
+#include <boost/asio/connect.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http.hpp>
+#include <chrono>
+#include <condition_variable>
+#include <future>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "http/handlers.h"
+#include "http/server.h"
+
+namespace shapeproxy::http {
+namespace {
+
+namespace net = boost::asio;
+namespace beast = boost::beast;
+namespace bhttp = boost::beast::http;
+using tcp = net::ip::tcp;
+using namespace std::chrono_literals;
+using json = nlohmann::json;
+
+using ClientResponse = bhttp::response<bhttp::string_body>;
+
+// Parked exchanges handed over from the server's threads to the test thread.
+class Parking {
+ public:
+  void park(std::shared_ptr<Exchange> ex) {
+    std::lock_guard lock(mu_);
+    parked_.push_back(std::move(ex));
+    cv_.notify_all();
+  }
+  // Blocks until `n` exchanges are parked (or fails after 20 s).
+  std::vector<std::shared_ptr<Exchange>> wait_for(size_t n) {
+    std::unique_lock lock(mu_);
+    EXPECT_TRUE(cv_.wait_for(lock, 20s, [&] { return parked_.size() >= n; }))
+        << "only " << parked_.size() << " parked";
+    return parked_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<std::shared_ptr<Exchange>> parked_;
+};
+
+class HttpServerTest : public ::testing::Test {
+ protected:
+  void TearDown() override {
+    if (server_) {
+      std::promise<void> done;
+      server_->shutdown([&] { done.set_value(); });
+      EXPECT_EQ(done.get_future().wait_for(10s), std::future_status::ready);
+    }
+    work_.reset();
+    ioc_.stop();
+    for (auto& t : threads_) t.join();
+  }
+
+  void start(Router router, ServerOptions options = {}) {
+    options.address = "127.0.0.1";
+    options.port = 0;
+    server_ = std::make_unique<HttpServer>(ioc_, options, std::move(router));
+    auto started = server_->start();
+    ASSERT_TRUE(started.ok()) << started.error().to_string();
+    for (int i = 0; i < 2; ++i) threads_.emplace_back([this] { ioc_.run(); });
+  }
+
+  tcp::socket connect() {
+    tcp::socket socket(client_ioc_);
+    socket.connect({net::ip::make_address("127.0.0.1"), server_->port()});
+    return socket;
+  }
+
+  static void send_get(tcp::socket& socket, std::string target, bhttp::fields extra = {}) {
+    bhttp::request<bhttp::empty_body> req{bhttp::verb::get, target, 11};
+    req.set(bhttp::field::host, "localhost");
+    for (const auto& f : extra) req.set(f.name_string(), f.value());
+    bhttp::write(socket, req);
+  }
+
+  static ClientResponse read_response(tcp::socket& socket, beast::flat_buffer& buffer) {
+    ClientResponse res;
+    bhttp::read(socket, buffer, res);
+    return res;
+  }
+
+  // One request on a fresh connection.
+  ClientResponse get(std::string target, bhttp::fields extra = {}) {
+    auto socket = connect();
+    send_get(socket, std::move(target), std::move(extra));
+    beast::flat_buffer buffer;
+    return read_response(socket, buffer);
+  }
+
+  // Sends raw bytes, reads one response.
+  ClientResponse raw(const std::string& bytes) {
+    auto socket = connect();
+    net::write(socket, net::buffer(bytes));
+    beast::flat_buffer buffer;
+    return read_response(socket, buffer);
+  }
+
+  // True when the server closes `socket` (EOF/reset) within `limit`.
+  static bool closed_by_server(tcp::socket& socket, std::chrono::milliseconds limit) {
+    struct timeval tv {
+      static_cast<time_t>(limit.count() / 1000),
+          static_cast<suseconds_t>((limit.count() % 1000) * 1000)
+    };
+    setsockopt(socket.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    char c;
+    boost::system::error_code ec;
+    socket.read_some(net::buffer(&c, 1), ec);
+    return ec == net::error::eof || ec == net::error::connection_reset;
+  }
+
+  static Handler text(std::string body) {
+    return [body](std::shared_ptr<Exchange> ex) {
+      Response r;
+      r.body = std::make_shared<const std::string>(body);
+      ex->respond(std::move(r));
+    };
+  }
+
+  static void expect_json_error(const ClientResponse& res, unsigned status, std::string message,
+                                int line = __builtin_LINE()) {
+    SCOPED_TRACE(line);
+    EXPECT_EQ(res.result_int(), status);
+    EXPECT_EQ(res[bhttp::field::content_type], "application/json");
+    EXPECT_EQ(res[bhttp::field::cache_control], "no-store");
+    EXPECT_EQ(res["surrogate-control"], "no-store");
+    EXPECT_EQ(json::parse(res.body()), json({{"message", message}}));
+  }
+
+  net::io_context ioc_;
+  net::executor_work_guard<net::io_context::executor_type> work_{ioc_.get_executor()};
+  std::vector<std::thread> threads_;
+  net::io_context client_ioc_;
+  std::unique_ptr<HttpServer> server_;
+};
+
+// --- pure functions -------------------------------------------------------
+
+TEST(RequestTest, ParsesAndDecodesQuery) {
+  Request r(
+      Verb::get,
+      "/v1/shape?table=items&where=id%20%3D%20%241+OR+x&params[1]=a&params%5B2%5D=b&flag&a=1&a=2",
+      {{"Content-Type", "x"}});
+  EXPECT_EQ(r.path(), "/v1/shape");
+  EXPECT_EQ(r.query("table"), "items");
+  EXPECT_EQ(r.query("where"), "id = $1 OR x");
+  EXPECT_EQ(r.query("params[1]"), "a");
+  EXPECT_EQ(r.query("params[2]"), "b");
+  EXPECT_EQ(r.query("flag"), "");
+  EXPECT_EQ(r.query("a"), "1");
+  EXPECT_FALSE(r.query("missing"));
+  EXPECT_EQ(r.query_params().size(), 7u);
+  EXPECT_EQ(r.header("content-type"), "x");
+  EXPECT_EQ(percent_decode("%zz%4"), "%zz%4");  // malformed escapes kept
+  EXPECT_EQ(percent_decode("a+b", false), "a+b");
+}
+
+TEST(AuthTest, SecretHelper) {
+  std::optional<std::string> none;
+  std::optional<std::string> secret = "s3cret";
+  EXPECT_TRUE(authorized(Request(Verb::get, "/v1/shape", {}), none));
+  EXPECT_FALSE(authorized(Request(Verb::get, "/v1/shape", {}), secret));
+  EXPECT_TRUE(authorized(Request(Verb::get, "/v1/shape?secret=s3cret", {}), secret));
+  EXPECT_TRUE(authorized(Request(Verb::get, "/v1/shape?api_secret=s3cret", {}), secret));
+  EXPECT_FALSE(authorized(Request(Verb::get, "/v1/shape?secret=s3cre", {}), secret));
+  EXPECT_FALSE(authorized(Request(Verb::get, "/v1/shape?secret=wrong!", {}), secret));
+}
+
+// --- routing, parsing, keep-alive ------------------------------------------
+
+TEST_F(HttpServerTest, RoutesAndAnswers404And405) {
+  Router router;
+  router.add(Verb::get, "/v1/status", text("ok"));
+  start(std::move(router));
+
+  auto ok = get("/v1/status");
+  EXPECT_EQ(ok.result_int(), 200);
+  EXPECT_EQ(ok.body(), "ok");
+  EXPECT_EQ(ok["access-control-allow-origin"], "*");
+
+  expect_json_error(get("/nope"), 404, "Not found");
+
+  auto socket = connect();
+  bhttp::request<bhttp::empty_body> del{bhttp::verb::delete_, "/v1/status", 11};
+  bhttp::write(socket, del);
+  beast::flat_buffer buffer;
+  auto res = read_response(socket, buffer);
+  expect_json_error(res, 405, "Method not allowed");
+  EXPECT_EQ(res[bhttp::field::allow], "GET, OPTIONS");
+}
+
+TEST_F(HttpServerTest, QueryParametersReachTheHandlerDecoded) {
+  Router router;
+  router.add(Verb::get, "/echo", [](std::shared_ptr<Exchange> ex) {
+    json j = json::array();
+    for (const auto& [k, v] : ex->request().query_params()) j.push_back({k, v});
+    ex->respond(Response::json(200, j.dump()));
+  });
+  start(std::move(router));
+  auto res = get(
+      "/echo?table=a.b&where=x%20%3E%20%241&params[1]=a&params[2]=b+c&params%5B3%5D=%F0%9F%98%80");
+  EXPECT_EQ(json::parse(res.body()),
+            json::parse(R"([["table","a.b"],["where","x > $1"],["params[1]","a"],)"
+                        R"(["params[2]","b c"],["params[3]","😀"]])"));
+}
+
+TEST_F(HttpServerTest, KeepAliveServesTwoRequestsOnOneSocket) {
+  Router router;
+  router.add(Verb::get, "/a", text("A"));
+  router.add(Verb::get, "/b", text("B"));
+  start(std::move(router));
+  auto socket = connect();
+  beast::flat_buffer buffer;
+  send_get(socket, "/a");
+  auto first = read_response(socket, buffer);
+  send_get(socket, "/b");
+  auto second = read_response(socket, buffer);
+  EXPECT_EQ(first.body(), "A");
+  EXPECT_EQ(second.body(), "B");
+  EXPECT_TRUE(second.keep_alive());
+  EXPECT_EQ(server_->open_connections(), 1u);
+}
+
+TEST_F(HttpServerTest, ConnectionCloseIsHonoured) {
+  Router router;
+  router.add(Verb::get, "/a", text("A"));
+  start(std::move(router));
+  auto socket = connect();
+  bhttp::fields f;
+  f.set(bhttp::field::connection, "close");
+  send_get(socket, "/a", f);
+  beast::flat_buffer buffer;
+  auto res = read_response(socket, buffer);
+  EXPECT_EQ(res.body(), "A");
+  EXPECT_FALSE(res.keep_alive());
+  EXPECT_TRUE(closed_by_server(socket, 5s));
+}
+
+// --- limits and bad input ---------------------------------------------------
+
+TEST_F(HttpServerTest, LongUrlIs414AndLargeHeadersAre431) {
+  Router router;
+  router.add(Verb::get, "/a", text("A"));
+  ServerOptions options;
+  options.max_url_bytes = 1024;
+  options.max_header_bytes = 2048;
+  start(std::move(router), options);
+
+  std::string just_over(1100, 'x');
+  expect_json_error(get("/a?q=" + just_over), 414, "URI too long");
+  std::string way_over(50000, 'x');  // trips the parser's header limit
+  expect_json_error(raw("GET /a?q=" + way_over + " HTTP/1.1\r\nHost: x\r\n\r\n"), 414,
+                    "URI too long");
+
+  bhttp::fields big;
+  big.set("x-big", std::string(2500, 'y'));
+  expect_json_error(get("/a", big), 431, "Request headers too large");
+  expect_json_error(raw("GET /a HTTP/1.1\r\nx-huge: " + std::string(50000, 'z') + "\r\n\r\n"), 431,
+                    "Request headers too large");
+  EXPECT_EQ(get("/a").body(), "A");
+}
+
+TEST_F(HttpServerTest, GarbageIs400AndServerSurvives) {
+  Router router;
+  router.add(Verb::get, "/a", text("A"));
+  start(std::move(router));
+  expect_json_error(raw(std::string("\x01\x02\xff garbage\r\n\r\n", 16)), 400, "Malformed request");
+  expect_json_error(raw("GET /a HTTP/9\r\n\r\n"), 400, "Malformed request");
+  expect_json_error(raw("GET /a HTTP/1.1\r\nbad header\r\n\r\n"), 400, "Malformed request");
+  expect_json_error(raw("GET /a HTTP/1.1\r\nContent-Length: zz\r\n\r\n"), 400, "Malformed request");
+  EXPECT_EQ(get("/a").body(), "A");
+}
+
+TEST_F(HttpServerTest, ConnectionLimitAnswers503WithRetryAfter) {
+  Router router;
+  router.add(Verb::get, "/a", text("A"));
+  ServerOptions options;
+  options.max_connections = 2;
+  start(std::move(router), options);
+  auto c1 = connect();
+  auto c2 = connect();
+  beast::flat_buffer b1, b2;
+  send_get(c1, "/a");
+  send_get(c2, "/a");
+  EXPECT_EQ(read_response(c1, b1).body(), "A");  // both are now registered sessions
+  EXPECT_EQ(read_response(c2, b2).body(), "A");
+  EXPECT_EQ(server_->open_connections(), 2u);
+
+  auto c3 = connect();
+  send_get(c3, "/a");
+  beast::flat_buffer b3;
+  auto res = read_response(c3, b3);
+  expect_json_error(res, 503, "Too many open connections");
+  EXPECT_EQ(res[bhttp::field::retry_after], "5");
+  EXPECT_FALSE(res.keep_alive());
+  EXPECT_TRUE(closed_by_server(c3, 5s));
+
+  c1.close();  // frees a slot
+  for (int i = 0; i < 500 && server_->open_connections() > 1; ++i)
+    std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(get("/a").body(), "A");
+}
+
+TEST_F(HttpServerTest, ReadAndIdleTimeoutsCloseConnections) {
+  Router router;
+  router.add(Verb::get, "/a", text("A"));
+  ServerOptions options;
+  options.read_timeout = 200ms;
+  options.idle_timeout = 200ms;
+  start(std::move(router), options);
+
+  auto silent = connect();
+  EXPECT_TRUE(closed_by_server(silent, 5s));
+
+  auto partial = connect();  // slowloris: never finishes the header
+  net::write(partial, net::buffer(std::string("GET /a HTTP/1.1\r\nHost: x\r\n")));
+  EXPECT_TRUE(closed_by_server(partial, 5s));
+
+  auto idle = connect();
+  send_get(idle, "/a");
+  beast::flat_buffer buffer;
+  EXPECT_EQ(read_response(idle, buffer).body(), "A");
+  EXPECT_TRUE(closed_by_server(idle, 5s));
+}
+
+// --- parking ----------------------------------------------------------------
+
+TEST_F(HttpServerTest, ParkedExchangeAnsweredLaterFromAnotherThread) {
+  Parking parking;
+  Router router;
+  router.add(Verb::get, "/poll", [&](std::shared_ptr<Exchange> ex) { parking.park(ex); });
+  ServerOptions options;
+  options.read_timeout = 100ms;  // parking must not be cut by the read/write timers
+  options.write_timeout = 100ms;
+  start(std::move(router), options);
+
+  auto socket = connect();
+  send_get(socket, "/poll");
+  auto parked = parking.wait_for(1);
+  std::thread later([ex = parked[0]] {
+    std::this_thread::sleep_for(300ms);
+    ex->respond(Response::json(200, R"([{"headers":{"control":"up-to-date"}}])"));
+    ex->respond(json_error(500, "ignored: second respond"));
+  });
+  beast::flat_buffer buffer;
+  auto res = read_response(socket, buffer);
+  later.join();
+  EXPECT_EQ(res.result_int(), 200);
+  EXPECT_EQ(res.body(), R"([{"headers":{"control":"up-to-date"}}])");
+  // The connection is still usable (timer re-armed after parking).
+  send_get(socket, "/poll");
+  parking.wait_for(2)[1]->respond(Response::json(200, "[]"));
+  EXPECT_EQ(read_response(socket, buffer).body(), "[]");
+}
+
+TEST_F(HttpServerTest, ThousandParkedAnsweredByOneNotify) {
+  constexpr size_t kClients = 1000;
+  Parking parking;
+  Router router;
+  router.add(Verb::get, "/v1/shape", [&](std::shared_ptr<Exchange> ex) { parking.park(ex); });
+  start(std::move(router));
+
+  std::vector<tcp::socket> sockets;
+  for (size_t i = 0; i < kClients; ++i) {
+    sockets.push_back(connect());
+    send_get(sockets.back(), "/v1/shape?live=true&i=" + std::to_string(i));
+  }
+  auto parked = parking.wait_for(kClients);
+  EXPECT_EQ(server_->open_connections(), kClients);
+
+  auto body = std::make_shared<const std::string>(R"([{"value":{"id":"1"}}])");
+  for (auto& ex : parked) ex->respond(Response::json(200, body));  // the "notify"
+  for (auto& socket : sockets) {
+    beast::flat_buffer buffer;
+    auto res = read_response(socket, buffer);
+    ASSERT_EQ(res.result_int(), 200);
+    ASSERT_EQ(res.body(), *body);
+  }
+}
+
+TEST_F(HttpServerTest, ClientDisconnectWhileParkedFiresOnAbort) {
+  Parking parking;
+  std::promise<void> aborted;
+  Router router;
+  router.add(Verb::get, "/poll", [&](std::shared_ptr<Exchange> ex) {
+    ex->on_abort([&] { aborted.set_value(); });
+    parking.park(ex);
+  });
+  start(std::move(router));
+  {
+    auto socket = connect();
+    send_get(socket, "/poll");
+    parking.wait_for(1);
+  }  // client closes
+  ASSERT_EQ(aborted.get_future().wait_for(5s), std::future_status::ready);
+  auto ex = parking.wait_for(1)[0];
+  EXPECT_TRUE(ex->responded());
+  ex->respond(Response::json(200, "[]"));  // harmless after abort
+  bool late = false;
+  ex->on_abort([&] { late = true; });  // registered after the fact: runs at once
+  EXPECT_TRUE(late);
+  for (int i = 0; i < 500 && server_->open_connections() > 0; ++i)
+    std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(server_->open_connections(), 0u);
+}
+
+TEST_F(HttpServerTest, GracefulShutdownAnswersParkedRequests) {
+  Parking parking;
+  Router router;
+  router.add(Verb::get, "/hooked", [&](std::shared_ptr<Exchange> ex) {
+    ex->on_shutdown([ex] { ex->respond(Response::json(200, R"(["up-to-date"])")); });
+    parking.park(ex);
+  });
+  router.add(Verb::get, "/plain", [&](std::shared_ptr<Exchange> ex) { parking.park(ex); });
+  router.add(Verb::get, "/a", text("A"));
+  start(std::move(router));
+
+  auto hooked = connect();
+  auto plain = connect();
+  auto idle = connect();
+  send_get(hooked, "/hooked");
+  send_get(plain, "/plain");
+  send_get(idle, "/a");
+  beast::flat_buffer b1, b2, b3;
+  EXPECT_EQ(read_response(idle, b3).body(), "A");
+  parking.wait_for(2);
+
+  std::promise<void> done;
+  server_->shutdown([&] { done.set_value(); });
+  auto r1 = read_response(hooked, b1);
+  EXPECT_EQ(r1.result_int(), 200);
+  EXPECT_EQ(r1.body(), R"(["up-to-date"])");
+  EXPECT_FALSE(r1.keep_alive());
+  auto r2 = read_response(plain, b2);
+  expect_json_error(r2, 503, "Server is shutting down");
+  EXPECT_TRUE(closed_by_server(idle, 5s));
+  EXPECT_TRUE(closed_by_server(hooked, 5s));
+  EXPECT_EQ(done.get_future().wait_for(5s), std::future_status::ready);
+  EXPECT_EQ(server_->open_connections(), 0u);
+  server_.reset();  // already shut down
+}
+
+TEST_F(HttpServerTest, ShutdownGraceCutsUnansweredExchanges) {
+  Parking parking;
+  std::promise<void> aborted;
+  Router router;
+  router.add(Verb::get, "/stubborn", [&](std::shared_ptr<Exchange> ex) {
+    ex->on_shutdown([] {});  // claims to handle shutdown but never answers
+    ex->on_abort([&] { aborted.set_value(); });
+    parking.park(ex);
+  });
+  ServerOptions options;
+  options.shutdown_grace = 200ms;
+  start(std::move(router), options);
+  auto socket = connect();
+  send_get(socket, "/stubborn");
+  parking.wait_for(1);
+  std::promise<void> done;
+  server_->shutdown([&] { done.set_value(); });
+  EXPECT_EQ(aborted.get_future().wait_for(5s), std::future_status::ready);
+  EXPECT_EQ(done.get_future().wait_for(5s), std::future_status::ready);
+  EXPECT_TRUE(closed_by_server(socket, 5s));
+  server_.reset();
+}
+
+// --- SSE --------------------------------------------------------------------
+
+TEST_F(HttpServerTest, ServerSentEventsArriveInOrder) {
+  Parking parking;
+  Router router;
+  router.add(Verb::get, "/sse", [&](std::shared_ptr<Exchange> ex) {
+    ex->start_event_stream({{"cache-control", "public, max-age=59"}});
+    parking.park(ex);
+  });
+  start(std::move(router));
+  auto socket = connect();
+  send_get(socket, "/sse");
+  auto ex = parking.wait_for(1)[0];
+  std::thread producer([ex] {
+    for (int i = 0; i < 100; ++i) ex->send_event(json{{"n", i}}.dump());
+    ex->send_comment("keep-alive");
+    ex->send_event("a\nb");
+    ex->end_event_stream();
+    ex->send_event("after end: dropped");
+  });
+  beast::flat_buffer buffer;
+  auto res = read_response(socket, buffer);
+  producer.join();
+  EXPECT_EQ(res.result_int(), 200);
+  EXPECT_EQ(res[bhttp::field::content_type], "text/event-stream");
+  EXPECT_EQ(res[bhttp::field::cache_control], "public, max-age=59");
+  EXPECT_TRUE(res.chunked());
+  std::string expected;
+  for (int i = 0; i < 100; ++i) expected += "data: " + json{{"n", i}}.dump() + "\n\n";
+  expected += ": keep-alive\n\ndata: a\ndata: b\n\n";
+  EXPECT_EQ(res.body(), expected);
+  ex->respond(Response::json(200, "[]"));  // ignored: the stream was the response
+
+  // Keep-alive survives the stream.
+  send_get(socket, "/sse");
+  auto second = parking.wait_for(2)[1];
+  second->end_event_stream();
+  EXPECT_EQ(read_response(socket, buffer).body(), "");
+}
+
+TEST_F(HttpServerTest, SseClientDisconnectFiresOnAbort) {
+  Parking parking;
+  std::promise<void> aborted;
+  Router router;
+  router.add(Verb::get, "/sse", [&](std::shared_ptr<Exchange> ex) {
+    ex->on_abort([&] { aborted.set_value(); });
+    ex->start_event_stream({});
+    parking.park(ex);
+  });
+  start(std::move(router));
+  {
+    auto socket = connect();
+    send_get(socket, "/sse");
+    parking.wait_for(1)[0]->send_event("{}");
+    beast::flat_buffer buffer;
+    bhttp::response_parser<bhttp::string_body> parser;
+    bhttp::read_header(socket, buffer, parser);
+  }
+  EXPECT_EQ(aborted.get_future().wait_for(5s), std::future_status::ready);
+}
+
+// --- CORS, auth, health -----------------------------------------------------
+
+TEST_F(HttpServerTest, CorsPreflightAndExposedHeaders) {
+  Router router;
+  router.add(Verb::get, "/v1/shape", text("[]"));
+  router.add(Verb::delete_, "/v1/shape", text(""));
+  start(std::move(router));
+
+  auto socket = connect();
+  bhttp::request<bhttp::empty_body> req{bhttp::verb::options, "/v1/shape?table=x", 11};
+  req.set(bhttp::field::origin, "https://app.example");
+  req.set(bhttp::field::access_control_request_headers, "x-custom");
+  bhttp::write(socket, req);
+  beast::flat_buffer buffer;
+  auto pre = read_response(socket, buffer);
+  EXPECT_EQ(pre.result_int(), 204);
+  EXPECT_EQ(pre["access-control-allow-origin"], "https://app.example");
+  EXPECT_EQ(pre["access-control-allow-methods"], "GET, DELETE, OPTIONS");
+  EXPECT_EQ(pre["access-control-allow-headers"], "x-custom");
+  EXPECT_EQ(pre["access-control-max-age"], "86400");
+
+  bhttp::fields origin;
+  origin.set(bhttp::field::origin, "https://app.example");
+  auto res = get("/v1/shape", origin);
+  EXPECT_EQ(res["access-control-allow-origin"], "https://app.example");
+  EXPECT_EQ(res["access-control-expose-headers"],
+            "electric-offset, electric-handle, electric-schema, electric-cursor, "
+            "electric-up-to-date, electric-fallback-mode, retry-after, etag");
+  EXPECT_EQ(get("/nope")["access-control-allow-origin"], "*");  // errors carry CORS too
+}
+
+TEST_F(HttpServerTest, SecretProtectedRoute) {
+  Router router;
+  router.add(Verb::get, "/v1/shape", require_secret(std::string("s3cret"), text("[]")));
+  start(std::move(router));
+  expect_json_error(get("/v1/shape"), 401, "Unauthorized - Invalid API secret");
+  expect_json_error(get("/v1/shape?secret=nope"), 401, "Unauthorized - Invalid API secret");
+  EXPECT_EQ(get("/v1/shape?secret=s3cret").result_int(), 200);
+  EXPECT_EQ(get("/v1/shape?api_secret=s3cret").result_int(), 200);
+}
+
+TEST_F(HttpServerTest, HealthStatuses) {
+  std::atomic<HealthState> state{HealthState::kStarting};
+  Router router;
+  router.add(Verb::get, "/v1/health", health_handler([&] { return state.load(); }));
+  start(std::move(router));
+  auto check = [&](unsigned status, const char* name) {
+    auto res = get("/v1/health");
+    EXPECT_EQ(res.result_int(), status);
+    EXPECT_EQ(json::parse(res.body()), json({{"status", name}}));
+    EXPECT_EQ(res[bhttp::field::cache_control], "no-cache, no-store, must-revalidate");
+  };
+  check(202, "starting");
+  state = HealthState::kWaiting;
+  check(202, "waiting");
+  state = HealthState::kActive;
+  check(200, "active");
+}
+
+TEST_F(HttpServerTest, ThrowingHandlerIs500) {
+  Router router;
+  router.add(Verb::get, "/boom", [](std::shared_ptr<Exchange>) { throw std::runtime_error("x"); });
+  start(std::move(router));
+  expect_json_error(get("/boom"), 500, "Internal server error");
+}
+
+}  // namespace
+}  // namespace shapeproxy::http
