@@ -1,0 +1,25 @@
+// Renders a typed where-clause Expr as SQL: either with every constant as a
+// bound placeholder (snapshot queries) or with constants inlined (the
+// canonical text used in a shape's identity). Identifiers are always
+// double-quoted; user text never reaches SQL except as a bound value or, in
+// the canonical form, a properly quoted literal.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "shapes/where_expr.h"
+
+namespace shapeproxy::shapes {
+
+// `bound` != nullptr: constants render as $first_param, $first_param+1, ...
+// (with a cast to their type) and their text values are appended to *bound.
+// `bound` == nullptr: constants are inlined as quoted literals.
+std::string render_sql(const Expr& e, int first_param,
+                       std::vector<std::optional<std::string>>* bound);
+
+std::string quote_identifier(std::string_view name);
+std::string quote_literal(std::string_view text);
+
+}  // namespace shapeproxy::shapes
