@@ -324,35 +324,45 @@ std::string percent_encode(const std::string& value) {
   return out;
 }
 
+bool has_server_binaries(const fs::path& dir) {
+  return access((dir / "initdb").c_str(), X_OK) == 0 && access((dir / "pg_ctl").c_str(), X_OK) == 0;
+}
+
+// `pg_config --bindir` of the first pg_config on PATH, if any.
+std::optional<fs::path> pg_config_bindir() {
+  const char* path = std::getenv("PATH");
+  if (path == nullptr) return std::nullopt;
+  std::stringstream dirs(path);
+  for (std::string dir; std::getline(dirs, dir, ':');) {
+    fs::path pg_config = fs::path(dir.empty() ? "." : dir) / "pg_config";
+    if (access(pg_config.c_str(), X_OK) != 0) continue;
+    auto out = capture({pg_config.string(), "--bindir"});
+    if (out) return fs::path(*out);
+    return std::nullopt;
+  }
+  return std::nullopt;
+}
+
+// options.bin_dir, else $SHAPEPROXY_PG_BINDIR, else the Debian PG15 path,
+// else `pg_config --bindir`.
 Result<fs::path> find_bin_dir(const fs::path& configured) {
-  std::vector<fs::path> candidates;
+  std::vector<fs::path> searched;
+  const char* env = std::getenv("SHAPEPROXY_PG_BINDIR");
   if (!configured.empty()) {
-    candidates.push_back(configured);
+    searched.push_back(configured);
+  } else if (env != nullptr && *env != '\0') {
+    searched.emplace_back(env);
   } else {
-    if (const char* env = std::getenv("SHAPEPROXY_PG_BINDIR"); env && *env) {
-      candidates.emplace_back(env);
-    }
-    candidates.emplace_back(kDefaultBinDir);
-    if (const char* path = std::getenv("PATH")) {
-      std::stringstream dirs(path);
-      for (std::string dir; std::getline(dirs, dir, ':');) {
-        fs::path pg_config = fs::path(dir.empty() ? "." : dir) / "pg_config";
-        if (access(pg_config.c_str(), X_OK) != 0) continue;
-        if (auto out = capture({pg_config.string(), "--bindir"})) candidates.emplace_back(*out);
-        break;
-      }
+    searched.emplace_back(kDefaultBinDir);
+    if (!has_server_binaries(searched.back())) {
+      if (auto bindir = pg_config_bindir()) searched.push_back(*bindir);
     }
   }
-  for (const auto& dir : candidates) {
-    if (access((dir / "initdb").c_str(), X_OK) == 0 &&
-        access((dir / "pg_ctl").c_str(), X_OK) == 0) {
-      return fs::absolute(dir);
-    }
-  }
-  std::string searched;
-  for (const auto& dir : candidates) searched += (searched.empty() ? "" : ", ") + dir.string();
+  if (has_server_binaries(searched.back())) return fs::absolute(searched.back());
+  std::string list;
+  for (const auto& dir : searched) list += (list.empty() ? "" : ", ") + dir.string();
   return Error{"initdb_not_found",
-               "PostgreSQL 15 server binaries (initdb, pg_ctl) not found in: " + searched,
+               "PostgreSQL 15 server binaries (initdb, pg_ctl) not found in: " + list,
                std::string(kInstallHint) + ", or set SHAPEPROXY_PG_BINDIR to its bin directory"};
 }
 
@@ -513,7 +523,7 @@ Result<std::unique_ptr<EmbeddedPostgres>> EmbeddedPostgres::start(EmbeddedPostgr
   if (!bin_dir) return bin_dir.error();
   options.bin_dir = bin_dir.value();
   options.data_dir = fs::absolute(options.data_dir).lexically_normal();
-  if (options.data_dir.has_filename() == false) options.data_dir = options.data_dir.parent_path();
+  if (!options.data_dir.has_filename()) options.data_dir = options.data_dir.parent_path();
   warn_if_not_15(options.bin_dir);
 
   auto user = resolve_run_user();

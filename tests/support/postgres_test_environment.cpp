@@ -138,7 +138,8 @@ void PostgresTestEnvironment::SetUp() {
   std::string tmpl = "/tmp/shapeproxy-test-XXXXXX";
   if (mkdtemp(tmpl.data()) == nullptr) {
     g_start_error = std::string("mkdtemp failed: ") + std::strerror(errno);
-    GTEST_FAIL() << g_start_error;
+    ADD_FAILURE() << g_start_error;
+    return;
   }
   chmod(tmpl.c_str(), 0711);  // as root, the server runs as another user
   embedded::EmbeddedPostgresOptions options;
@@ -151,8 +152,8 @@ void PostgresTestEnvironment::SetUp() {
     std::error_code ec;
     fs::remove_all(tmpl, ec);
     g_start_error = "could not start the test PostgreSQL cluster: " + started.error().to_string();
-    std::cerr << g_start_error << std::endl;
-    GTEST_FAIL() << g_start_error;
+    ADD_FAILURE() << g_start_error;
+    return;
   }
   g_cluster = std::move(started).value();
   start_reaper(tmpl, g_cluster->data_dir(), g_cluster->socket_dir());
@@ -174,8 +175,10 @@ void PostgresTestEnvironment::TearDown() {
 
 embedded::EmbeddedPostgres& PostgresTestEnvironment::cluster() {
   if (!g_cluster) {
+    // Tests still run after a failed SetUp (a non-fatal failure), so each one
+    // that needs the cluster fails here with the reason.
     ADD_FAILURE() << g_start_error;
-    throw std::runtime_error(g_start_error);
+    throw std::runtime_error("no PostgreSQL test cluster");
   }
   return *g_cluster;
 }
