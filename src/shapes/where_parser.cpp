@@ -296,9 +296,11 @@ class TreeBuilder {
     if (is_integral_literal(text)) {
       if (auto i = parse_datum(SqlType::kInt8, text)) return make_const(SqlType::kInt8, *i);
     }
-    auto n = parse_datum(SqlType::kNumeric, text);
-    if (!n) fail("numeric literal " + text + " is outside the supported range");
-    return make_const(SqlType::kNumeric, *n);
+    if (auto n = parse_datum(SqlType::kNumeric, text)) return make_const(SqlType::kNumeric, *n);
+    // Beyond our 38-digit numeric: keep it as float8 (both the evaluator and
+    // the rendered SQL then compare in float8).
+    if (auto f = parse_datum(SqlType::kFloat8, text)) return make_const(SqlType::kFloat8, *f);
+    fail("numeric literal " + text + " is outside the supported range");
   }
 
   ExprPtr build_param(const json& body) {

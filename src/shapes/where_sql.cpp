@@ -87,7 +87,10 @@ class SqlRenderer {
   SqlRenderer(int first_param, std::vector<std::optional<std::string>>* bound)
       : next_param_(first_param), bound_(bound) {}
 
+  // Placeholders are numbered in output order, so every function appends
+  // left to right (the operands of `a + b` may be evaluated in any order).
   std::string render(const Expr& e) {
+    std::string out;
     switch (e.kind) {
       case ExprKind::kColumn:
         return quote_identifier(e.column_name);
@@ -102,34 +105,37 @@ class SqlRenderer {
       case ExprKind::kCompare:
         return render_compare(e);
       case ExprKind::kDistinct:
-        return operand(*e.args[0]) + (e.negated ? " IS NOT DISTINCT FROM " : " IS DISTINCT FROM ") +
-               operand(*e.args[1]);
+        return binary(*e.args[0], e.negated ? " IS NOT DISTINCT FROM " : " IS DISTINCT FROM ",
+                      *e.args[1]);
       case ExprKind::kIsNull:
         return operand(*e.args[0]) + (e.negated ? " IS NOT NULL" : " IS NULL");
       case ExprKind::kBoolTest:
         return operand(*e.args[0]) + bool_test_sql(e.bool_test);
       case ExprKind::kIn:
-        return operand(*e.args[0]) + (e.negated ? " NOT IN (" : " IN (") + join(e, 1, ", ") + ")";
+        out = operand(*e.args[0]);
+        out += e.negated ? " NOT IN (" : " IN (";
+        out += join(e, 1, ", ");
+        return out + ")";
       case ExprKind::kBetween:
         return render_between(e);
       case ExprKind::kLike:
         return render_like(e);
       case ExprKind::kArith:
-        return operand(*e.args[0]) + " " + std::string(arith_op_sql(e.arith_op)) + " " +
-               operand(*e.args[1]);
+        return binary(*e.args[0], " " + std::string(arith_op_sql(e.arith_op)) + " ", *e.args[1]);
       case ExprKind::kNegate:
         return "- " + operand(*e.args[0]);
       case ExprKind::kConcat:
-        return operand(*e.args[0]) + " || " + operand(*e.args[1]);
+        return binary(*e.args[0], " || ", *e.args[1]);
       case ExprKind::kCast:
         if (e.implicit) return render(*e.args[0]);
-        return "CAST(" + render(*e.args[0]) + " AS " + std::string(sql_type_name(e.type)) + ")";
+        out = "CAST(" + render(*e.args[0]);
+        return out + " AS " + std::string(sql_type_name(e.type)) + ")";
       case ExprKind::kFunc:
         return render_func(e);
       case ExprKind::kCoalesce:
         return "COALESCE(" + join(e, 0, ", ") + ")";
     }
-    return "";
+    return out;
   }
 
  private:
@@ -155,6 +161,12 @@ class SqlRenderer {
     return "(" + operand(e) + " COLLATE \"C\")";
   }
 
+  std::string binary(const Expr& left, std::string_view op, const Expr& right) {
+    std::string out = operand(left);
+    out += op;
+    return out + operand(right);
+  }
+
   std::string join(const Expr& e, size_t from, std::string_view separator) {
     std::string out;
     for (size_t i = from; i < e.args.size(); ++i) {
@@ -175,26 +187,37 @@ class SqlRenderer {
     if (is_null(e.value)) return "NULL::" + type;
     if (e.type == SqlType::kBool) return std::get<bool>(e.value) ? "TRUE" : "FALSE";
     if (e.type == SqlType::kText) return quote_literal(std::get<std::string>(e.value));
-    return quote_literal(format_datum(e.type, e.value)) + "::" + type;
+    std::string text = format_datum(e.type, e.value);
+    bool plain_number = (is_integer_type(e.type) || e.type == SqlType::kNumeric) &&
+                        text.find_first_not_of("-0123456789.") == std::string::npos;
+    if (!plain_number) return quote_literal(text) + "::" + type;
+    if (text[0] == '-') text = "(" + text + ")";  // never "--", which starts a comment
+    bool self_typed = e.type == SqlType::kInt4 ||
+                      (e.type == SqlType::kNumeric && text.find('.') != std::string::npos);
+    return self_typed ? text : text + "::" + type;
   }
 
   std::string render_compare(const Expr& e) {
     bool ordering = e.compare_op != CompareOp::kEq && e.compare_op != CompareOp::kNe;
-    std::string left = ordering ? c_collated(*e.args[0]) : operand(*e.args[0]);
-    return left + " " + std::string(compare_op_sql(e.compare_op)) + " " + operand(*e.args[1]);
+    std::string out = ordering ? c_collated(*e.args[0]) : operand(*e.args[0]);
+    out += " " + std::string(compare_op_sql(e.compare_op)) + " ";
+    return out + operand(*e.args[1]);
   }
 
   std::string render_between(const Expr& e) {
-    std::string keyword = e.negated ? " NOT BETWEEN " : " BETWEEN ";
-    if (e.symmetric) keyword += "SYMMETRIC ";
-    return c_collated(*e.args[0]) + keyword + operand(*e.args[1]) + " AND " + operand(*e.args[2]);
+    std::string out = c_collated(*e.args[0]);
+    out += e.negated ? " NOT BETWEEN " : " BETWEEN ";
+    if (e.symmetric) out += "SYMMETRIC ";
+    out += operand(*e.args[1]);
+    out += " AND ";
+    return out + operand(*e.args[2]);
   }
 
   std::string render_like(const Expr& e) {
-    std::string keyword =
-        std::string(e.negated ? " NOT" : "") + (e.case_insensitive ? " ILIKE " : " LIKE ");
-    std::string left = e.case_insensitive ? c_collated(*e.args[0]) : operand(*e.args[0]);
-    std::string out = left + keyword + operand(*e.args[1]);
+    std::string out = e.case_insensitive ? c_collated(*e.args[0]) : operand(*e.args[0]);
+    out += e.negated ? " NOT" : "";
+    out += e.case_insensitive ? " ILIKE " : " LIKE ";
+    out += operand(*e.args[1]);
     if (e.args.size() > 2) out += " ESCAPE " + operand(*e.args[2]);
     return out;
   }
