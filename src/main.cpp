@@ -1,1 +1,115 @@
-int main() { return 0; }
+// shapeproxy: serves live shapes of a PostgreSQL database over the Electric
+// HTTP shape protocol. main() handles the process: flags, logging, the
+// embedded cluster when no DATABASE_URL is given, signals, exit codes.
+#include <spdlog/spdlog.h>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <cstdio>
+#include <iostream>
+#include <optional>
+
+#include "app/demo_data.h"
+#include "app/proxy.h"
+#include "config/config.h"
+#include "embedded/embedded_postgres.h"
+#include "shapeproxy/version.h"
+
+namespace {
+
+namespace asio = boost::asio;
+using shapeproxy::Error;
+using shapeproxy::Result;
+
+struct Database {
+  std::unique_ptr<shapeproxy::embedded::EmbeddedPostgres> cluster;  // null with DATABASE_URL
+  std::string conninfo;
+  std::vector<shapeproxy::replication::TableName> tables_to_publish;
+};
+
+Result<Database> open_database(const shapeproxy::config::Config& config) {
+  if (config.database_url) return Database{nullptr, *config.database_url, {}};
+  shapeproxy::embedded::EmbeddedPostgresOptions options;
+  options.data_dir = std::filesystem::absolute(config.data_dir / "postgres");
+  spdlog::info("no DATABASE_URL: starting an embedded PostgreSQL in {}", options.data_dir.string());
+  auto cluster = shapeproxy::embedded::EmbeddedPostgres::start(options);
+  if (!cluster) return cluster.error();
+  if (auto seeded = shapeproxy::app::ensure_demo_data(**cluster); !seeded) return seeded.error();
+  std::string conninfo = (*cluster)->conninfo(shapeproxy::app::kDemoDatabase);
+  spdlog::info("embedded PostgreSQL ready: psql '{}'",
+               (*cluster)->uri(shapeproxy::app::kDemoDatabase));
+  return Database{std::move(cluster).value(), conninfo, {{"public", shapeproxy::app::kDemoTable}}};
+}
+
+int run(const shapeproxy::config::Config& config) {
+  auto database = open_database(config);
+  if (!database) {
+    spdlog::error("cannot start: {}", database.error().to_string());
+    return 1;
+  }
+  asio::io_context io;
+  shapeproxy::app::Proxy proxy(io, config, database->conninfo);
+  int exit_code = 0;
+  bool stopping = false;
+  asio::signal_set signals(io, SIGINT, SIGTERM);
+  auto stop = [&](int code) {
+    if (stopping) return;
+    stopping = true;
+    exit_code = code;
+    signals.cancel();
+    proxy.shutdown([&io] { io.stop(); });
+  };
+  signals.async_wait([&](const boost::system::error_code& ec, int signal) {
+    if (ec) return;
+    spdlog::info("received {}, shutting down", signal == SIGINT ? "SIGINT" : "SIGTERM");
+    stop(0);
+  });
+  asio::co_spawn(io, proxy.start(database->tables_to_publish),
+                 [&](std::exception_ptr failure, Result<void> started) {
+                   if (failure || !started) {
+                     spdlog::error("cannot start: {}",
+                                   failure ? "internal error" : started.error().to_string());
+                     stop(1);
+                     return;
+                   }
+                   if (database->cluster) {
+                     spdlog::info("try: curl -i 'http://localhost:{}/v1/health'",
+                                  proxy.http_port());
+                   }
+                 });
+  io.run();
+  if (database->cluster) {
+    if (auto stopped = database->cluster->stop(); !stopped) {
+      spdlog::warn("embedded PostgreSQL did not stop cleanly: {}", stopped.error().to_string());
+    } else {
+      spdlog::info("embedded PostgreSQL stopped");
+    }
+  }
+  spdlog::info("shapeproxy stopped");
+  return exit_code;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  auto invocation =
+      shapeproxy::config::parse_invocation(args, shapeproxy::config::process_environment());
+  if (!invocation) {
+    std::cerr << "shapeproxy: " << invocation.error().message << "\n"
+              << "(" << invocation.error().hint << ")\n";
+    return 2;
+  }
+  using Action = shapeproxy::config::Invocation::Action;
+  if (invocation->action == Action::kHelp) {
+    std::cout << shapeproxy::config::usage();
+    return 0;
+  }
+  if (invocation->action == Action::kVersion) {
+    std::cout << "shapeproxy " << shapeproxy::kVersion << "\n";
+    return 0;
+  }
+  spdlog::set_level(spdlog::level::from_str(invocation->config.log_level));
+  return run(invocation->config);
+}

@@ -1,0 +1,39 @@
+// Proxy: composes one running shapeproxy from a Config and a database
+// connection string: publication set-up, the replication stream, and the
+// HTTP server with its routes. main() owns the process concerns (flags,
+// signals, the embedded cluster); Proxy owns the serving.
+#pragma once
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/result.h"
+#include "config/config.h"
+#include "replication/publication.h"
+
+namespace shapeproxy::app {
+
+class Proxy {
+ public:
+  Proxy(boost::asio::io_context& io, config::Config config, std::string database_conninfo);
+  ~Proxy();
+
+  // Creates the publication (publishing `tables`), then starts replication
+  // and the HTTP server. An Error says what to fix.
+  boost::asio::awaitable<Result<void>> start(std::vector<replication::TableName> tables);
+  // Stops accepting, answers parked requests, stops replication; `done` runs
+  // on the io_context when everything has stopped.
+  void shutdown(std::function<void()> done);
+
+  std::uint16_t http_port() const;
+
+ private:
+  struct State;
+  std::shared_ptr<State> state_;
+};
+
+}  // namespace shapeproxy::app
