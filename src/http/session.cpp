@@ -1,6 +1,9 @@
 #include "http/session.h"
 
 #include <spdlog/spdlog.h>
+#include <sys/socket.h>
+
+#include <cerrno>
 
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/post.hpp>
@@ -365,9 +368,16 @@ void Session::on_watch(error_code ec, uint64_t generation) {
   watching_ = false;
   if (ec == net::error::operation_aborted) return;
   if (state_ != State::kHandling && state_ != State::kStreaming) return;
-  error_code avail_ec;
-  size_t available = stream_.socket().available(avail_ec);
-  if (!ec && !avail_ec && available > 0) return;  // pipelined request: read it later
+  if (!ec) {
+    // Readiness can be stale (edge-triggered epoll reporting bytes we already
+    // consumed), so peek: 0 = orderly EOF, EAGAIN = spurious, >0 = pipelined.
+    char byte;
+    ssize_t n = ::recv(stream_.socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n > 0) return;  // pipelined request: read it after this exchange
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+      return start_watch();
+    }
+  }
   spdlog::debug("http: client went away while parked");
   close_now();
 }
