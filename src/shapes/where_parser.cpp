@@ -446,8 +446,23 @@ class TreeBuilder {
     if (!is_numeric_family(arg->type))
       fail("operator " + op + " is not supported for type " + type_name(arg->type));
     if (op == "+") return arg;
+    if (arg->kind == ExprKind::kConst) return negate_const(std::move(arg));
     SqlType t = arg->type;
     return make_node(ExprKind::kNegate, t, expr_list(std::move(arg)));
+  }
+
+  // Folds -constant so that `- +-3` and `3` are the same tree (and text).
+  static ExprPtr negate_const(ExprPtr c) {
+    if (const auto* i = std::get_if<int64_t>(&c->value)) {
+      if (!fits_integer_type(c->type, -static_cast<__int128>(*i)))
+        fail("integer constant out of range");
+      c->value = -*i;
+    } else if (const auto* n = std::get_if<Numeric>(&c->value)) {
+      c->value = numeric_neg(*n);
+    } else if (const auto* f = std::get_if<double>(&c->value)) {
+      c->value = -*f;
+    }
+    return c;
   }
 
   ExprPtr build_compare(CompareOp cmp, const std::string& op, const json& body) {

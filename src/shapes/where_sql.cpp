@@ -192,7 +192,8 @@ class SqlRenderer {
                         text.find_first_not_of("-0123456789.") == std::string::npos;
     if (!plain_number) return quote_literal(text) + "::" + type;
     if (text[0] == '-') text = "(" + text + ")";  // never "--", which starts a comment
-    bool self_typed = e.type == SqlType::kInt4 ||
+    // (-2147483648) would read back as int8, like in PostgreSQL.
+    bool self_typed = (e.type == SqlType::kInt4 && text != "(-2147483648)") ||
                       (e.type == SqlType::kNumeric && text.find('.') != std::string::npos);
     return self_typed ? text : text + "::" + type;
   }

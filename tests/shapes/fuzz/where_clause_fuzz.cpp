@@ -2,7 +2,9 @@
 // parameters) must never crash parse/to_sql/normalized/matches, and a
 // clause's normalized text must itself parse to the same normalized text.
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
+#include <map>
 #include <string>
 
 #include "shapes/where_clause.h"
