@@ -1,0 +1,99 @@
+// ShapeService: what the HTTP shape API asks of the shapes core. It owns the
+// registry of shapes (one per normalized definition), their logs and the
+// live waiters. The HTTP layer parses and validates parameters, then calls
+// read(); it never touches shape state directly. Implementations are
+// thread-safe: callbacks may run on any thread.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "common/result.h"
+#include "shapes/log_offset.h"
+
+namespace shapeproxy::shapes {
+
+enum class ReplicaMode { kDefault, kFull };
+enum class LogMode { kFull, kChangesOnly };
+
+// A shape as requested: names are unquoted (the HTTP layer resolves quoting),
+// the where clause is raw user text (the service parses and validates it).
+struct ShapeDefinitionRequest {
+  std::string schema = "public";
+  std::string table;
+  std::optional<std::string> where;
+  std::map<int, std::string> params;                // $n -> text value
+  std::optional<std::vector<std::string>> columns;  // unset: all columns
+  ReplicaMode replica = ReplicaMode::kDefault;
+  LogMode log = LogMode::kFull;
+};
+
+struct ReadRequest {
+  enum class Start { kBeforeAll, kNow, kAt };
+  Start start = Start::kBeforeAll;  // offset=-1, offset=now, offset=<tx>_<op>
+  LogOffset offset;                 // with kAt
+  std::optional<std::string> handle;
+  bool live = false;  // wait for new data (long-poll), up to the live timeout
+};
+
+// A successful read: the body is a JSON array of messages.
+struct ReadResult {
+  std::string handle;
+  LogOffset offset;  // electric-offset: the last offset the body reaches
+  std::shared_ptr<const std::string> body;
+  bool up_to_date = false;             // the body ends with the up-to-date control message
+  std::string schema_json;             // electric-schema header value
+  bool fallback = false;               // served from a direct query (degraded mode)
+};
+
+// The handle no longer names the current instance of the shape (rotated,
+// deleted, unknown, or offset before the log's start): 409 must-refetch.
+struct MustRefetch {
+  std::optional<std::string> new_handle;  // the current instance, when one exists
+};
+
+// A parameter the service found invalid (unknown table or column, where
+// clause outside the whitelist...): 400 naming `field`.
+struct InvalidRequest {
+  std::string field;  // "table", "where", "columns", "params", "offset", "handle"
+  std::string message;
+};
+
+// Temporary trouble (database unreachable, snapshot failed, overloaded): 503
+// with retry-after.
+struct Unavailable {
+  std::string message;
+  std::chrono::seconds retry_after{5};
+};
+
+using ReadOutcome = std::variant<ReadResult, MustRefetch, InvalidRequest, Unavailable>;
+
+struct DeleteOutcome {
+  bool deleted = false;  // false: no such shape/handle
+};
+
+class ShapeService {
+ public:
+  virtual ~ShapeService() = default;
+
+  // Resolves (or creates: catalog lookup, snapshot) the shape and reads its
+  // log after the requested offset. A live read waits until new operations
+  // arrive or the live timeout passes (then: an up-to-date-only body at the
+  // same offset). `done` is called exactly once, unless the returned cancel
+  // function is called first (client gone), after which it is not called.
+  virtual std::function<void()> read(ShapeDefinitionRequest definition, ReadRequest request,
+                                     std::function<void(ReadOutcome)> done) = 0;
+
+  // Removes the shape (by handle if given, else by definition); its clients
+  // get 409 from then on.
+  virtual void remove(ShapeDefinitionRequest definition, std::optional<std::string> handle,
+                      std::function<void(Result<DeleteOutcome>)> done) = 0;
+};
+
+}  // namespace shapeproxy::shapes
