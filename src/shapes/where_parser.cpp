@@ -293,8 +293,12 @@ class TreeBuilder {
   }
 
   ExprPtr build_numeric_literal(const std::string& text) {
+    // Like PostgreSQL's make_const: integral values are int4 when they fit, else int8.
     if (is_integral_literal(text)) {
-      if (auto i = parse_datum(SqlType::kInt8, text)) return make_const(SqlType::kInt8, *i);
+      if (auto i = parse_datum(SqlType::kInt8, text)) {
+        bool fits_int4 = fits_integer_type(SqlType::kInt4, std::get<int64_t>(*i));
+        return make_const(fits_int4 ? SqlType::kInt4 : SqlType::kInt8, *i);
+      }
     }
     if (auto n = parse_datum(SqlType::kNumeric, text)) return make_const(SqlType::kNumeric, *n);
     // Beyond our 38-digit numeric: keep it as float8 (both the evaluator and

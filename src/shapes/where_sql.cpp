@@ -156,8 +156,9 @@ class SqlRenderer {
   std::string operand(const Expr& e) { return is_atom(e) ? render(e) : "(" + render(e) + ")"; }
 
   // Operand whose comparison must use C collation (text ordering, ILIKE).
+  // Only in executable SQL: the canonical text stays reparseable.
   std::string c_collated(const Expr& e) {
-    if (!is_text_type(e.type)) return operand(e);
+    if (!is_text_type(e.type) || bound_ == nullptr) return operand(e);
     return "(" + operand(e) + " COLLATE \"C\")";
   }
 
@@ -192,8 +193,7 @@ class SqlRenderer {
                         text.find_first_not_of("-0123456789.") == std::string::npos;
     if (!plain_number) return quote_literal(text) + "::" + type;
     if (text[0] == '-') text = "(" + text + ")";  // never "--", which starts a comment
-    // (-2147483648) would read back as int8, like in PostgreSQL.
-    bool self_typed = (e.type == SqlType::kInt4 && text != "(-2147483648)") ||
+    bool self_typed = e.type == SqlType::kInt4 ||
                       (e.type == SqlType::kNumeric && text.find('.') != std::string::npos);
     return self_typed ? text : text + "::" + type;
   }
@@ -224,7 +224,7 @@ class SqlRenderer {
   }
 
   std::string render_func(const Expr& e) {
-    bool case_mapping = e.func == Func::kLower || e.func == Func::kUpper;
+    bool case_mapping = bound_ != nullptr && (e.func == Func::kLower || e.func == Func::kUpper);
     std::string out = std::string(func_sql_name(e.func)) + "(";
     for (size_t i = 0; i < e.args.size(); ++i) {
       if (i > 0) out += ", ";
