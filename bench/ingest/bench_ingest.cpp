@@ -606,9 +606,10 @@ int run_benchmark(const Options& options, embedded::EmbeddedPostgres& cluster,
       return 1;
     }
   }
-  auto wal = run_sql(conn,
-                     "SELECT pg_current_wal_insert_lsn(), pg_size_pretty(pg_current_wal_insert_lsn() - "
-                     "(SELECT min(restart_lsn) FROM pg_replication_slots))");
+  auto wal =
+      run_sql(conn,
+              "SELECT pg_current_wal_insert_lsn(), pg_size_pretty(pg_current_wal_insert_lsn() - "
+              "(SELECT min(restart_lsn) FROM pg_replication_slots))");
   if (!wal) {
     std::fprintf(stderr, "error: %s\n", wal.error().to_string().c_str());
     return 1;
@@ -644,7 +645,9 @@ int run_benchmark(const Options& options, embedded::EmbeddedPostgres& cluster,
   };
 
   // Warm-up (unmeasured): also yields the exact end LSN of the last load
-  // transaction, the point where both sides stop.
+  // transaction, the point where both sides stop. (pg_current_wal_lsn() is
+  // the WAL *write* position: with synchronous_commit=off it can lag behind
+  // the last commit, and an end point taken from it would cut the load short.)
   auto warmup = run_candidate(conninfo, slot_name(0), expected_transactions,
                               std::numeric_limits<Lsn>::max(), consumer_cpu, options.run_timeout);
   if (!check_candidate(warmup, "warm-up candidate")) return 1;
@@ -655,6 +658,9 @@ int run_benchmark(const Options& options, embedded::EmbeddedPostgres& cluster,
               pg::format_lsn(end_lsn).c_str());
 
   std::vector<double> ratios, candidate_rates, reference_rates;
+  // Consumer CPU per change: less sensitive to a busy machine than wall time,
+  // and shows the ingest's headroom when the walsender bounds both sides.
+  std::vector<double> candidate_cpu_us, reference_cpu_us;
   const double rows = static_cast<double>(options.rows);
   for (int pair = 0; pair < options.pairs; ++pair) {
     const std::string reference_slot = slot_name(1 + 2 * pair);
@@ -679,6 +685,8 @@ int run_benchmark(const Options& options, embedded::EmbeddedPostgres& cluster,
     reference_rates.push_back(reference_rate);
     candidate_rates.push_back(candidate_rate);
     ratios.push_back(ratio);
+    candidate_cpu_us.push_back(candidate.cpu_seconds * 1e6 / rows);
+    reference_cpu_us.push_back(reference.cpu_seconds * 1e6 / rows);
     std::printf(
         "pair %d/%d: pg_recvlogical %.2f s %.0f changes/s (cpu %.2f s) | candidate %.2f s "
         "%.0f changes/s (cpu %.2f s) | ratio %.2f\n",
@@ -687,6 +695,8 @@ int run_benchmark(const Options& options, embedded::EmbeddedPostgres& cluster,
     std::fflush(stdout);
   }
 
+  std::printf("consumer CPU per change (median): candidate %.2f us, pg_recvlogical %.2f us\n",
+              median(candidate_cpu_us), median(reference_cpu_us));
   std::printf("peak RSS (VmHWM) of bench_ingest: %s\n", peak_rss().c_str());
   std::printf(
       "ratio %.2f (median of %zu; min %.2f, max %.2f) candidate %.0f changes/s, "
