@@ -41,7 +41,9 @@ class Exchange {
 
   // Runs when the exchange dies unanswered (or mid-stream): the client
   // disconnected, a write failed/timed out, or shutdown's grace period ended.
-  // Use it to drop a waiter. Runs at once if the exchange is already aborted.
+  // Use it to drop a waiter. Runs at once if the exchange is already aborted;
+  // dropped if it was already answered. Callbacks are released once the
+  // exchange is answered or aborted, so they may capture the exchange.
   virtual void on_abort(std::function<void()> callback) = 0;
   // Runs when the server starts a graceful shutdown while this exchange is
   // parked or streaming, so the handler can answer (e.g. up-to-date) or end

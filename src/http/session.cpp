@@ -46,6 +46,17 @@ std::string sse_data_frame(std::string_view data) {
   return out;
 }
 
+// Callbacks run on the strand; an exception must not unwind the io_context.
+void run_callbacks(std::vector<std::function<void()>>& callbacks, const char* what) {
+  for (auto& cb : callbacks) {
+    try {
+      cb();
+    } catch (const std::exception& e) {
+      spdlog::error("http: {} callback threw: {}", what, e.what());
+    }
+  }
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------
@@ -95,6 +106,7 @@ void ExchangeImpl::end_event_stream() {
 void ExchangeImpl::on_abort(std::function<void()> callback) {
   {
     std::lock_guard lock(mu_);
+    if (finished_) return;
     if (!aborted_) {
       abort_callbacks_.push_back(std::move(callback));
       return;
@@ -105,20 +117,20 @@ void ExchangeImpl::on_abort(std::function<void()> callback) {
 
 void ExchangeImpl::on_shutdown(std::function<void()> callback) {
   std::lock_guard lock(mu_);
-  shutdown_callbacks_.push_back(std::move(callback));
+  if (!finished_ && !aborted_) shutdown_callbacks_.push_back(std::move(callback));
 }
 
 void ExchangeImpl::fire_abort() {
   std::vector<std::function<void()>> callbacks;
   {
     std::lock_guard lock(mu_);
-    if (aborted_) return;
+    if (aborted_ || finished_) return;
     aborted_ = true;
     callbacks.swap(abort_callbacks_);
     shutdown_callbacks_.clear();
   }
   responded_ = true;
-  for (auto& cb : callbacks) cb();
+  run_callbacks(callbacks, "abort");
 }
 
 bool ExchangeImpl::fire_shutdown() {
@@ -127,8 +139,18 @@ bool ExchangeImpl::fire_shutdown() {
     std::lock_guard lock(mu_);
     callbacks.swap(shutdown_callbacks_);
   }
-  for (auto& cb : callbacks) cb();
+  run_callbacks(callbacks, "shutdown");
   return !callbacks.empty();
+}
+
+void ExchangeImpl::finish() {
+  std::vector<std::function<void()>> abort_callbacks, shutdown_callbacks;
+  {
+    std::lock_guard lock(mu_);
+    finished_ = true;  // later on_abort()/on_shutdown() are dropped
+    abort_callbacks.swap(abort_callbacks_);
+    shutdown_callbacks.swap(shutdown_callbacks_);
+  }
 }
 
 // ---------------------------------------------------------------------------
@@ -307,6 +329,10 @@ void Session::add_common_headers(Message& m) {
 void Session::write_response(Response response, bool close) {
   state_ = State::kWriting;
   close_after_write_ = close || !keep_alive_ || closing_;
+  if (response.status < 100 || response.status > 999) {
+    spdlog::error("http: handler answered invalid status {}", response.status);
+    response = json_error(500, "Internal server error");
+  }
   auto& res = response_.emplace();
   res.version(11);
   res.result(response.status);
@@ -338,6 +364,7 @@ void Session::write_error_and_close(unsigned status, std::string_view message) {
 void Session::deliver(const std::shared_ptr<ExchangeImpl>& ex, Response response) {
   if (ex != exchange_ || state_ != State::kHandling) return;
   stop_watch();
+  exchange_->finish();
   exchange_.reset();
   write_response(std::move(response), false);
 }
@@ -454,6 +481,7 @@ void Session::on_stream_write(error_code ec) {
 void Session::on_stream_done(error_code ec) {
   stream_writing_ = false;
   bool keep_alive = stream_header_->keep_alive() && !closing_;
+  exchange_->finish();
   exchange_.reset();
   stop_watch();
   stream_serializer_.reset();

@@ -74,6 +74,7 @@ class ExchangeImpl final : public Exchange, public std::enable_shared_from_this<
   // Strand side (called by Session).
   void fire_abort();     // once; runs the abort callbacks
   bool fire_shutdown();  // runs the shutdown callbacks; false if there were none
+  void finish();         // answered: drop callbacks (they may hold the exchange)
 
  private:
   // Posts `f(session, self)` onto the session's strand if the session lives.
@@ -86,6 +87,7 @@ class ExchangeImpl final : public Exchange, public std::enable_shared_from_this<
   std::atomic<bool> responded_{false};
   std::mutex mu_;
   bool aborted_ = false;                                   // guarded by mu_
+  bool finished_ = false;                                  // guarded by mu_
   std::vector<std::function<void()>> abort_callbacks_;     // guarded by mu_
   std::vector<std::function<void()>> shutdown_callbacks_;  // guarded by mu_
 };

@@ -477,6 +477,32 @@ TEST_F(HttpServerTest, ShutdownGraceCutsUnansweredExchanges) {
   server_.reset();
 }
 
+TEST_F(HttpServerTest, CallbacksCapturingTheExchangeDoNotLeak) {
+  std::mutex mu;
+  std::weak_ptr<Exchange> weak;
+  Router router;
+  router.add(Verb::get, "/a", [&](std::shared_ptr<Exchange> ex) {
+    ex->on_shutdown([ex] { ex->respond(json_error(503, "x")); });
+    ex->on_abort([ex] {});
+    {
+      std::lock_guard lock(mu);
+      weak = ex;
+    }
+    ex->respond(Response::json(200, "[]"));
+  });
+  start(std::move(router));
+  EXPECT_EQ(get("/a").body(), "[]");
+  bool released = false;
+  for (int i = 0; i < 500 && !released; ++i) {
+    {
+      std::lock_guard lock(mu);
+      released = weak.expired();
+    }
+    if (!released) std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_TRUE(released);
+}
+
 // --- SSE --------------------------------------------------------------------
 
 TEST_F(HttpServerTest, ServerSentEventsArriveInOrder) {
