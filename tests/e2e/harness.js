@@ -1,0 +1,386 @@
+// The e2e harness: one throwaway PostgreSQL cluster and one shapeproxy per
+// test file (node --test runs each file in its own process, so files run in
+// parallel without sharing anything).
+//
+//   import { useHarness } from './harness.js'
+//   const h = useHarness()            // registers before/after/afterEach hooks
+//   test('...', async () => { await h.sql('INSERT ...'); fetch(h.shapeUrl) })
+//
+// Binaries come from the environment:
+//   SHAPEPROXY_TEST_CLUSTER  the shapeproxy_test_cluster launcher
+//   SHAPEPROXY_BIN           the proxy
+// Everything started here is stopped in after(), and killed on process exit
+// if after() never ran. Proxy logs are printed when a test fails.
+import { spawn } from 'node:child_process'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { createServer } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { createInterface } from 'node:readline'
+import { after, afterEach, before } from 'node:test'
+import pg from 'pg'
+
+// How long the cluster and the proxy may take to come up.
+const CLUSTER_START_TIMEOUT_MS = 60_000
+const PROXY_START_TIMEOUT_MS = 30_000
+const PROXY_STOP_TIMEOUT_MS = 10_000
+// Proxy log lines kept for printing on failure.
+const MAX_LOG_LINES = 2_000
+
+// Children to kill synchronously if the process exits without after().
+const liveChildren = new Set()
+process.on('exit', () => {
+  for (const child of liveChildren) {
+    try {
+      child.kill('SIGKILL')
+    } catch {}
+  }
+})
+for (const signal of ['SIGINT', 'SIGTERM']) {
+  process.once(signal, () => process.exit(128 + (signal === 'SIGINT' ? 2 : 15)))
+}
+
+function requireEnv(name) {
+  const value = process.env[name]
+  if (!value) throw new Error(`${name} is not set (see tests/e2e/README.md)`)
+  return value
+}
+
+// Polls `predicate` (sync or async) until it returns a truthy value, which is
+// returned. Throws after `timeoutMs` with `what` and the last error, if any.
+export async function waitFor(predicate, timeoutMs = 5_000, { intervalMs = 10, what } = {}) {
+  const deadline = Date.now() + timeoutMs
+  let lastError
+  for (;;) {
+    try {
+      const value = await predicate()
+      if (value) return value
+    } catch (error) {
+      lastError = error
+    }
+    if (Date.now() >= deadline) {
+      const label = what ?? predicate.toString().slice(0, 120)
+      const cause = lastError ? ` (last error: ${lastError.message})` : ''
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${label}${cause}`)
+    }
+    await new Promise((resolve) => setTimeout(resolve, intervalMs))
+  }
+}
+
+// A loopback port nobody listens on right now.
+export async function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = createServer()
+    server.unref()
+    server.on('error', reject)
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address()
+      server.close(() => resolve(port))
+    })
+  })
+}
+
+// Resolves with the child's exit, or after timeoutMs with null.
+function waitForExit(child, timeoutMs) {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(child.exitCode)
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve(null), timeoutMs)
+    child.once('exit', (code) => {
+      clearTimeout(timer)
+      resolve(code)
+    })
+  })
+}
+
+// Starts shapeproxy_test_cluster and resolves with the child and the JSON
+// line it prints ({conninfo, uri, port, socket_dir}). The cluster stops when
+// its stdin closes, so it also goes away if this process dies.
+async function startCluster() {
+  const bin = requireEnv('SHAPEPROXY_TEST_CLUSTER')
+  const child = spawn(bin, [], { stdio: ['pipe', 'pipe', 'pipe'] })
+  liveChildren.add(child)
+  child.on('exit', () => liveChildren.delete(child))
+  const stderr = []
+  child.stderr.setEncoding('utf8').on('data', (chunk) => stderr.push(chunk))
+  const lines = createInterface({ input: child.stdout })
+  try {
+    const info = await new Promise((resolve, reject) => {
+      const timer = setTimeout(
+        () => reject(new Error('timed out waiting for the cluster')),
+        CLUSTER_START_TIMEOUT_MS,
+      )
+      // The JSON line; anything else on stdout is passed on as a log line.
+      lines.on('line', (line) => {
+        if (!line.startsWith('{')) return stderr.push(`${line}\n`)
+        clearTimeout(timer)
+        lines.removeAllListeners('line')
+        resolve(JSON.parse(line))
+      })
+      child.once('exit', (code) => {
+        clearTimeout(timer)
+        reject(new Error(`shapeproxy_test_cluster exited with ${code}`))
+      })
+      child.once('error', reject)
+    })
+    return { child, info, stderr }
+  } catch (error) {
+    child.kill('SIGKILL')
+    throw new Error(`${error.message}\n${stderr.join('')}`)
+  }
+}
+
+async function stopCluster(cluster) {
+  if (!cluster) return
+  cluster.child.stdin.end() // the launcher stops and removes the cluster
+  if ((await waitForExit(cluster.child, 30_000)) === null) cluster.child.kill('SIGKILL')
+}
+
+// libpq key=value conninfo for another database of the same cluster.
+function conninfoFor(info, database) {
+  return `${info.conninfo.replace(/dbname=('(?:[^'\\]|\\.)*'|\S+)/, '').trim()} dbname=${database}`
+}
+
+function uriFor(info, database) {
+  const url = new URL(info.uri)
+  url.pathname = `/${database}`
+  return url.toString()
+}
+
+// The proxy process: spawned with fixed data dir, slot and port, so a
+// restart picks up where it left off.
+class ProxyProcess {
+  constructor({ bin, args, name }) {
+    this.bin = bin
+    this.args = args
+    this.name = name
+    this.logs = []
+    this.child = null
+    this.exits = [] // {code, signal} of every stop, for diagnostics
+  }
+
+  log(line) {
+    this.logs.push(line)
+    if (this.logs.length > MAX_LOG_LINES) this.logs.splice(0, this.logs.length - MAX_LOG_LINES)
+  }
+
+  start() {
+    this.log(`[harness] starting ${this.bin} ${this.args.join(' ')}`)
+    const child = spawn(this.bin, this.args, { stdio: ['ignore', 'pipe', 'pipe'] })
+    this.child = child
+    liveChildren.add(child)
+    for (const stream of [child.stdout, child.stderr]) {
+      createInterface({ input: stream }).on('line', (line) => this.log(line))
+    }
+    child.on('error', (error) => this.log(`[harness] spawn error: ${error.message}`))
+    child.on('exit', (code, signal) => {
+      liveChildren.delete(child)
+      this.exits.push({ code, signal })
+      this.log(`[harness] proxy exited (code ${code}, signal ${signal})`)
+    })
+  }
+
+  get running() {
+    return this.child !== null && this.child.exitCode === null && this.child.signalCode === null
+  }
+
+  // SIGTERM, then SIGKILL if it has not exited in time. Resolves with the
+  // exit code (null if it had to be killed).
+  async stop() {
+    const child = this.child
+    if (!child || !this.running) return child?.exitCode ?? null
+    child.kill('SIGTERM')
+    const code = await waitForExit(child, PROXY_STOP_TIMEOUT_MS)
+    if (code === null && this.running) {
+      this.log('[harness] proxy ignored SIGTERM, sending SIGKILL')
+      child.kill('SIGKILL')
+      await waitForExit(child, 5_000)
+    }
+    return code
+  }
+
+  dumpLogs(header) {
+    process.stderr.write(
+      `\n----- ${header}: proxy logs (${this.name}) -----\n${this.logs.join('\n')}\n----- end of proxy logs -----\n`,
+    )
+  }
+}
+
+let databaseCounter = 0
+
+// Builds the harness object; useHarness() wires it into node:test.
+export function createHarness({ proxyArgs = [], name = 'e2e' } = {}) {
+  const h = {
+    cluster: null, // {child, info, stderr}
+    database: null, // name of this file's database
+    databaseUri: null,
+    databaseConninfo: null,
+    pool: null,
+    proxy: null,
+    port: null,
+    dataDir: null,
+    slot: null,
+    publication: null,
+    get baseUrl() {
+      return `http://localhost:${h.port}`
+    },
+    get shapeUrl() {
+      return `${h.baseUrl}/v1/shape`
+    },
+    get healthUrl() {
+      return `${h.baseUrl}/v1/health`
+    },
+    cleanups: [], // functions run (newest first) before the proxy stops
+    waitFor,
+
+    // Runs SQL on this file's database; resolves with the pg result
+    // (rows with pg's default parsing: int8 and numeric as strings).
+    async sql(text, params) {
+      return h.pool.query(text, params)
+    },
+
+    // Registers something to close before the proxy stops (streams, agents).
+    onCleanup(fn) {
+      h.cleanups.push(fn)
+    },
+
+    async start() {
+      const started = Date.now()
+      h.cluster = await startCluster()
+      const { info } = h.cluster
+      const suffix = `${process.pid}_${++databaseCounter}`
+      h.database = `e2e_${name.replace(/[^a-z0-9_]/gi, '_').toLowerCase()}_${suffix}`
+      h.databaseUri = uriFor(info, h.database)
+      h.databaseConninfo = conninfoFor(info, h.database)
+      const admin = new pg.Client({ connectionString: uriFor(info, 'postgres') })
+      await admin.connect()
+      try {
+        await admin.query(`CREATE DATABASE "${h.database}"`)
+      } finally {
+        await admin.end()
+      }
+      h.pool = new pg.Pool({ connectionString: h.databaseUri, max: 4 })
+      h.pool.on('error', () => {}) // idle clients dropped at teardown
+
+      h.port = await freePort()
+      h.dataDir = mkdtempSync(join(tmpdir(), 'shapeproxy-e2e-data-'))
+      h.slot = `e2e_${suffix}`
+      h.publication = `e2e_${suffix}`
+      h.proxy = new ProxyProcess({
+        bin: requireEnv('SHAPEPROXY_BIN'),
+        name,
+        args: [
+          '--database-url', h.databaseConninfo,
+          '--listen', '127.0.0.1',
+          '--port', String(h.port),
+          '--data-dir', h.dataDir,
+          '--slot', h.slot,
+          '--publication', h.publication,
+          '--log-level', process.env.SHAPEPROXY_LOG_LEVEL ?? 'info',
+          ...proxyArgs,
+        ],
+      })
+      await h.startProxy()
+      h.log(`cluster + proxy up in ${Date.now() - started} ms (proxy port ${h.port})`)
+    },
+
+    // Starts the proxy (again) and waits for /v1/health to answer 200.
+    async startProxy() {
+      h.proxy.start()
+      try {
+        await waitFor(async () => {
+          if (!h.proxy.running) {
+            throw new Error(`proxy exited: ${JSON.stringify(h.proxy.exits.at(-1))}`)
+          }
+          return (await h.health()).status === 200
+        }, PROXY_START_TIMEOUT_MS, { intervalMs: 25, what: 'GET /v1/health to return 200' })
+      } catch (error) {
+        const tail = h.proxy.logs.slice(-40).join('\n')
+        // Stop polling at once if the proxy died.
+        throw new Error(`proxy did not become healthy: ${error.message}\n--- proxy log tail ---\n${tail}`)
+      }
+    },
+
+    async stopProxy() {
+      return h.proxy?.stop()
+    },
+
+    // SIGTERM the proxy, then start it again with the same data dir, slot
+    // and port; resolves once it is healthy again.
+    async restartProxy() {
+      const code = await h.stopProxy()
+      h.log(`proxy stopped with exit code ${code}; restarting`)
+      await h.startProxy()
+    },
+
+    // GET /v1/health: {status, body} (body parsed when JSON). A connection
+    // error resolves with status 0.
+    async health() {
+      try {
+        const response = await fetch(h.healthUrl, { signal: AbortSignal.timeout(2_000) })
+        const text = await response.text()
+        let body = text
+        try {
+          body = JSON.parse(text)
+        } catch {}
+        return { status: response.status, body, headers: response.headers }
+      } catch {
+        return { status: 0, body: null }
+      }
+    },
+
+    log(message) {
+      h.proxy?.log(`[harness] ${message}`)
+      if (process.env.E2E_VERBOSE) process.stderr.write(`[${name}] ${message}\n`)
+    },
+
+    dumpLogs(header) {
+      h.proxy?.dumpLogs(header)
+    },
+
+    async stop() {
+      for (const fn of h.cleanups.splice(0).reverse()) {
+        try {
+          await fn()
+        } catch {}
+      }
+      await h.pool?.end().catch(() => {})
+      h.pool = null
+      const proxyCode = await h.stopProxy()
+      await stopCluster(h.cluster)
+      h.cluster = null
+      if (h.dataDir) rmSync(h.dataDir, { recursive: true, force: true })
+      return proxyCode
+    },
+  }
+  return h
+}
+
+// Creates a harness and registers it with node:test: started in before(),
+// stopped in after(), proxy logs printed after any failed test (or when
+// E2E_SHOW_LOGS is set).
+export function useHarness(options = {}) {
+  const h = createHarness(options)
+  let anyFailed = false
+  before(async () => {
+    try {
+      await h.start()
+    } catch (error) {
+      anyFailed = true
+      throw error
+    }
+  })
+  afterEach((t) => {
+    if (t.passed === false) {
+      anyFailed = true
+      h.dumpLogs(`test "${t.name}" failed`)
+    }
+  })
+  after(async () => {
+    const code = await h.stop()
+    if (process.env.E2E_SHOW_LOGS && !anyFailed) h.dumpLogs('E2E_SHOW_LOGS')
+    if (code !== null && code !== 0 && !anyFailed) {
+      h.dumpLogs(`proxy exited with code ${code} at teardown`)
+    }
+  })
+  return h
+}
