@@ -34,8 +34,8 @@ struct LogOffset {
 
   friend bool operator==(const LogOffset&, const LogOffset&) = default;
   friend std::strong_ordering operator<=>(const LogOffset& a, const LogOffset& b) {
-    if (a.before_all != b.before_all) return a.before_all ? std::strong_ordering::less
-                                                          : std::strong_ordering::greater;
+    if (a.before_all != b.before_all)
+      return a.before_all ? std::strong_ordering::less : std::strong_ordering::greater;
     if (auto c = a.tx <=> b.tx; c != 0) return c;
     return a.op <=> b.op;
   }

@@ -1,0 +1,60 @@
+#include "pg/connection_pool.h"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+namespace shapeproxy::pg {
+namespace asio = boost::asio;
+
+ConnectionPool::ConnectionPool(asio::any_io_executor executor, std::string conninfo,
+                               std::size_t max_connections,
+                               std::chrono::milliseconds connect_timeout)
+    : executor_(std::move(executor)),
+      conninfo_(std::move(conninfo)),
+      max_connections_(max_connections == 0 ? 1 : max_connections),
+      connect_timeout_(connect_timeout) {}
+
+ConnectionPool::Lease::Lease(std::shared_ptr<ConnectionPool> pool,
+                             std::unique_ptr<AsyncConnection> connection)
+    : pool_(std::move(pool)), connection_(std::move(connection)) {}
+
+ConnectionPool::Lease::~Lease() {
+  if (pool_ && connection_) pool_->release(std::move(connection_));
+}
+
+asio::awaitable<Result<ConnectionPool::Lease>> ConnectionPool::acquire() {
+  auto self = shared_from_this();
+  for (;;) {
+    if (!idle_.empty()) {
+      auto connection = std::move(idle_.front());
+      idle_.pop_front();
+      co_return Lease(self, std::move(connection));
+    }
+    if (open_ < max_connections_) {
+      ++open_;
+      auto connected = co_await AsyncConnection::connect(executor_, conninfo_, connect_timeout_);
+      if (!connected) {
+        --open_;
+        co_return connected.error();
+      }
+      co_return Lease(self, std::move(connected).value());
+    }
+    asio::steady_timer wake(executor_, asio::steady_timer::time_point::max());
+    auto position = waiters_.insert(waiters_.end(), &wake);
+    co_await wake.async_wait(asio::as_tuple(asio::use_awaitable));
+    waiters_.erase(position);
+  }
+}
+
+void ConnectionPool::release(std::unique_ptr<AsyncConnection> connection) {
+  bool healthy = PQstatus(connection->native()) == CONNECTION_OK &&
+                 PQtransactionStatus(connection->native()) == PQTRANS_IDLE;
+  if (healthy) {
+    idle_.push_back(std::move(connection));
+  } else {
+    --open_;
+  }
+  if (!waiters_.empty()) waiters_.front()->cancel();
+}
+
+}  // namespace shapeproxy::pg

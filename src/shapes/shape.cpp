@@ -1,0 +1,282 @@
+#include "shapes/shape.h"
+
+#include "shapes/json_text.h"
+
+namespace shapeproxy::shapes {
+using replication::Change;
+using replication::ColumnValue;
+
+struct Shape::Operation {
+  enum class Kind { kInsert, kUpdate, kDelete };
+  Kind kind;
+  std::string key;
+  Row row;                           // insert/update: the new row; delete: the old row
+  Row old_row;                       // update: the previous row
+  std::vector<std::size_t> changed;  // update: served columns that changed
+};
+
+Shape::Shape(ShapeDefinition definition, std::string handle, std::size_t chunk_bytes)
+    : definition_(std::move(definition)), handle_(std::move(handle)), log_(chunk_bytes) {
+  schema_json_ = table().electric_schema_json(definition_.selected);
+  relation_json_ = "[";
+  append_json_string(relation_json_, table().schema);
+  relation_json_ += ',';
+  append_json_string(relation_json_, table().name);
+  relation_json_ += ']';
+  key_prefix_ = table_key(table().schema, table().name);
+}
+
+bool Shape::matches_relation(const replication::Relation& relation) const {
+  if (relation.schema != table().schema || relation.name != table().name) return false;
+  if (relation.columns.size() != table().columns.size()) return false;
+  for (std::size_t i = 0; i < relation.columns.size(); ++i) {
+    if (relation.columns[i].name != table().columns[i].name ||
+        relation.columns[i].type_oid != table().columns[i].type_oid) {
+      return false;
+    }
+  }
+  return true;
+}
+
+bool Shape::apply_snapshot(SnapshotRows snapshot) {
+  std::vector<std::string> messages;
+  if (definition_.log == LogMode::kFull) messages.reserve(snapshot.rows.size());
+  for (auto& row : snapshot.rows) {
+    std::string key = row_key(row);
+    if (definition_.log == LogMode::kFull) messages.push_back(render_snapshot_row(key, row));
+    rows_.emplace(std::move(key), std::move(row));
+  }
+  log_.set_snapshot(messages);
+  snapshot_ = std::move(snapshot.snapshot);
+  phase_ = Phase::kReady;
+  bool grew = false;
+  for (auto& buffered : buffered_) {
+    std::vector<const Change*> changes;
+    for (const auto& change : buffered.changes) changes.push_back(&change);
+    grew = apply_changes(buffered.xid, buffered.commit_lsn, changes) || grew;
+  }
+  buffered_.clear();
+  return grew;
+}
+
+bool Shape::apply_transaction(const replication::Transaction& transaction,
+                              const std::vector<const Change*>& changes) {
+  if (phase_ == Phase::kGone) return false;
+  if (phase_ == Phase::kSnapshotting) {
+    Buffered buffered{transaction.xid, transaction.commit_lsn, {}};
+    for (const Change* change : changes) buffered.changes.push_back(*change);
+    buffered_.push_back(std::move(buffered));
+    return false;
+  }
+  return apply_changes(transaction.xid, transaction.commit_lsn, changes);
+}
+
+bool Shape::apply_changes(replication::Xid xid, replication::Lsn commit_lsn,
+                          const std::vector<const Change*>& changes) {
+  if (filtering_ && snapshot_) {
+    if (snapshot_->visible(xid)) return false;  // already in the snapshot's rows
+    if (snapshot_->after_snapshot(xid)) filtering_ = false;
+  }
+  std::vector<Operation> operations;
+  for (const Change* change : changes) {
+    switch (change->kind) {
+      case Change::Kind::kInsert:
+        apply_insert(*change, operations);
+        break;
+      case Change::Kind::kUpdate:
+        apply_update(*change, operations);
+        break;
+      case Change::Kind::kDelete:
+        apply_delete(*change, operations);
+        break;
+      case Change::Kind::kTruncate:
+        break;  // the service rotates the shape
+    }
+  }
+  if (operations.empty()) return false;
+  const std::string lsn_text = std::to_string(commit_lsn);
+  std::vector<LogEntry> entries;
+  entries.reserve(operations.size());
+  for (std::size_t i = 0; i < operations.size(); ++i) {
+    bool last = i + 1 == operations.size();
+    entries.push_back(
+        {LogOffset::at(commit_lsn, i), render(operations[i], lsn_text.c_str(), i, xid, last)});
+  }
+  log_.append(std::move(entries));
+  return true;
+}
+
+void Shape::apply_insert(const Change& change, std::vector<Operation>& out) {
+  Row row = to_row(change.new_tuple, nullptr);
+  if (!in_shape(row)) return;
+  std::string key = row_key(row);
+  rows_[key] = row;
+  out.push_back({Operation::Kind::kInsert, std::move(key), std::move(row), {}, {}});
+}
+
+void Shape::apply_update(const Change& change, std::vector<Operation>& out) {
+  // The row before: from the old tuple's key when the key changed, else the new key.
+  std::string old_key;
+  if (change.old_tuple) {
+    old_key = row_key(to_row(*change.old_tuple, nullptr));
+  }
+  Row provisional = to_row(change.new_tuple, nullptr);
+  if (old_key.empty()) old_key = row_key(provisional);
+  auto previous = rows_.find(old_key);
+  const Row* previous_row = previous == rows_.end() ? nullptr : &previous->second;
+  Row row = to_row(change.new_tuple, previous_row);
+  std::string new_key = row_key(row);
+  bool was_in = previous_row != nullptr;
+  bool now_in = in_shape(row);
+
+  if (was_in && (!now_in || new_key != old_key)) {
+    Row old_row = std::move(previous->second);
+    rows_.erase(previous);
+    out.push_back({Operation::Kind::kDelete, old_key, std::move(old_row), {}, {}});
+    was_in = false;
+  }
+  if (!now_in) return;
+  if (!was_in) {
+    rows_[new_key] = row;
+    out.push_back({Operation::Kind::kInsert, std::move(new_key), std::move(row), {}, {}});
+    return;
+  }
+  Operation update{Operation::Kind::kUpdate, new_key, row, previous->second, {}};
+  for (std::size_t index : definition_.selected) {
+    if (row[index] != previous->second[index]) update.changed.push_back(index);
+  }
+  previous->second = std::move(row);
+  if (!update.changed.empty()) out.push_back(std::move(update));
+}
+
+void Shape::apply_delete(const Change& change, std::vector<Operation>& out) {
+  if (!change.old_tuple) return;
+  std::string key = row_key(to_row(*change.old_tuple, nullptr));
+  auto previous = rows_.find(key);
+  if (previous == rows_.end()) return;
+  Row old_row = std::move(previous->second);
+  rows_.erase(previous);
+  out.push_back({Operation::Kind::kDelete, std::move(key), std::move(old_row), {}, {}});
+}
+
+Row Shape::to_row(const replication::TupleData& tuple, const Row* previous) const {
+  Row row(tuple.size());
+  for (std::size_t i = 0; i < tuple.size(); ++i) {
+    switch (tuple[i].kind) {
+      case ColumnValue::Kind::kText:
+      case ColumnValue::Kind::kBinary:
+        row[i] = tuple[i].data;
+        break;
+      case ColumnValue::Kind::kUnchangedToast:
+        // Same as before; unknown if the row was not in the shape.
+        if (previous != nullptr && i < previous->size()) row[i] = (*previous)[i];
+        break;
+      case ColumnValue::Kind::kNull:
+        break;
+    }
+  }
+  return row;
+}
+
+std::string Shape::row_key(const Row& row) const {
+  std::string key = key_prefix_;
+  for (std::size_t index : table().key_columns) {
+    key += '/';
+    if (index >= row.size() || !row[index]) {
+      key += '_';
+      continue;
+    }
+    key += '"';
+    for (char c : *row[index]) {
+      if (c == '/') key += '/';
+      key += c;
+    }
+    key += '"';
+  }
+  return key;
+}
+
+bool Shape::in_shape(const Row& row) const {
+  return !definition_.where || definition_.where->matches(row);
+}
+
+void Shape::append_values(std::string& out, const Row& row,
+                          const std::vector<std::size_t>& columns) const {
+  out += '{';
+  bool first = true;
+  for (std::size_t index : columns) {
+    if (!first) out += ',';
+    first = false;
+    append_json_string(out, table().columns[index].name);
+    out += ':';
+    if (index < row.size() && row[index]) {
+      append_json_string(out, *row[index]);
+    } else {
+      out += "null";
+    }
+  }
+  out += '}';
+}
+
+std::string Shape::render_snapshot_row(const std::string& key, const Row& row) const {
+  std::string out = "{\"key\":";
+  append_json_string(out, key);
+  out += ",\"value\":";
+  append_values(out, row, definition_.selected);
+  out += ",\"headers\":{\"operation\":\"insert\",\"relation\":";
+  out += relation_json_;
+  out += "}}";
+  return out;
+}
+
+std::string Shape::render(const Operation& operation, const char* lsn_text, std::size_t position,
+                          replication::Xid xid, bool last) const {
+  std::string out = "{\"key\":";
+  append_json_string(out, operation.key);
+  out += ",\"value\":";
+  const char* name = "insert";
+  bool full = definition_.replica == ReplicaMode::kFull;
+  switch (operation.kind) {
+    case Operation::Kind::kInsert:
+      append_values(out, operation.row, definition_.selected);
+      break;
+    case Operation::Kind::kUpdate: {
+      name = "update";
+      if (full) {
+        append_values(out, operation.row, definition_.selected);
+        out += ",\"old_value\":";
+        append_values(out, operation.old_row, operation.changed);
+      } else {
+        std::vector<std::size_t> columns = table().key_columns;
+        for (std::size_t index : operation.changed) {
+          if (std::find(columns.begin(), columns.end(), index) == columns.end()) {
+            columns.push_back(index);
+          }
+        }
+        std::sort(columns.begin(), columns.end());
+        append_values(out, operation.row, columns);
+      }
+      break;
+    }
+    case Operation::Kind::kDelete:
+      name = "delete";
+      append_values(out, operation.row, full ? definition_.selected : table().key_columns);
+      break;
+  }
+  out += ",\"headers\":{\"operation\":\"";
+  out += name;
+  out += "\",\"relation\":";
+  out += relation_json_;
+  out += ",\"lsn\":\"";
+  out += lsn_text;
+  out += "\",\"op_position\":";
+  out += std::to_string(position);
+  out += ",\"txids\":[";
+  out += std::to_string(xid);
+  out += ']';
+  if (last) out += ",\"last\":true";
+  out += "}}";
+  return out;
+}
+
+}  // namespace shapeproxy::shapes

@@ -1,0 +1,96 @@
+// Shape: one instance of a shape definition, named by its handle. It keeps
+// the shape's log and the rows currently in the shape (key -> all column
+// values), which is what turns replicated changes into the shape's own
+// operations: an update that moves a row into the where clause becomes an
+// insert, out of it a delete; an update touching no served column is
+// dropped. Until its initial snapshot is in, it buffers transactions; then
+// it skips those the snapshot already saw.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "replication/transaction.h"
+#include "shapes/pg_snapshot.h"
+#include "shapes/shape_definition.h"
+#include "shapes/shape_log.h"
+
+namespace shapeproxy::shapes {
+
+// A row in table column order; nullopt = NULL.
+using Row = RowValues;
+
+struct SnapshotRows {
+  PgSnapshot snapshot;
+  std::vector<Row> rows;  // every column, in table order
+};
+
+class Shape {
+ public:
+  enum class Phase { kSnapshotting, kReady, kGone };
+
+  Shape(ShapeDefinition definition, std::string handle, std::size_t chunk_bytes);
+
+  const std::string& handle() const { return handle_; }
+  const ShapeDefinition& definition() const { return definition_; }
+  const TableSchema& table() const { return *definition_.table; }
+  Phase phase() const { return phase_; }
+  const ShapeLog& log() const { return log_; }
+  const std::string& schema_json() const { return schema_json_; }
+  std::size_t row_count() const { return rows_.size(); }
+
+  // Installs the initial snapshot, then applies the transactions buffered
+  // meanwhile. Returns whether any operation was appended.
+  bool apply_snapshot(SnapshotRows snapshot);
+
+  // Applies the changes of `transaction` that concern this shape's table
+  // (`changes` point into the transaction). Returns whether the log grew.
+  bool apply_transaction(const replication::Transaction& transaction,
+                         const std::vector<const replication::Change*>& changes);
+
+  // Whether a relation announced by the stream still matches the schema this
+  // shape was built on (same column names and types, in order).
+  bool matches_relation(const replication::Relation& relation) const;
+
+  void mark_gone() { phase_ = Phase::kGone; }
+
+ private:
+  struct Operation;
+  struct Buffered {
+    replication::Xid xid;
+    replication::Lsn commit_lsn;
+    std::vector<replication::Change> changes;
+  };
+
+  bool apply_changes(replication::Xid xid, replication::Lsn commit_lsn,
+                     const std::vector<const replication::Change*>& changes);
+  void apply_insert(const replication::Change& change, std::vector<Operation>& out);
+  void apply_update(const replication::Change& change, std::vector<Operation>& out);
+  void apply_delete(const replication::Change& change, std::vector<Operation>& out);
+
+  Row to_row(const replication::TupleData& tuple, const Row* previous) const;
+  std::string row_key(const Row& row) const;
+  bool in_shape(const Row& row) const;
+  std::string render(const Operation& operation, const char* lsn_text, std::size_t position,
+                     replication::Xid xid, bool last) const;
+  std::string render_snapshot_row(const std::string& key, const Row& row) const;
+  void append_values(std::string& out, const Row& row,
+                     const std::vector<std::size_t>& columns) const;
+
+  ShapeDefinition definition_;
+  std::string handle_;
+  std::string schema_json_;
+  std::string relation_json_;  // ["schema","table"]
+  std::string key_prefix_;     // "schema"."table"
+  Phase phase_ = Phase::kSnapshotting;
+  ShapeLog log_;
+  std::unordered_map<std::string, Row> rows_;
+  std::optional<PgSnapshot> snapshot_;
+  bool filtering_ = true;  // still skipping transactions visible in the snapshot
+  std::vector<Buffered> buffered_;
+};
+
+}  // namespace shapeproxy::shapes

@@ -1,0 +1,63 @@
+#include "shapes/shape_log.h"
+
+#include <algorithm>
+
+namespace shapeproxy::shapes {
+
+void ShapeLog::set_snapshot(const std::vector<std::string>& messages) {
+  chunks_.clear();
+  std::string body = "[";
+  for (const auto& message : messages) {
+    if (body.size() > 1 && body.size() + message.size() + 2 > chunk_bytes_) {
+      body += ']';
+      chunks_.push_back(std::make_shared<const std::string>(std::move(body)));
+      body = "[";
+    }
+    if (body.size() > 1) body += ',';
+    body += message;
+  }
+  body += ']';
+  chunks_.push_back(std::make_shared<const std::string>(std::move(body)));
+}
+
+void ShapeLog::append(std::vector<LogEntry> entries) {
+  entries_.reserve(entries_.size() + entries.size());
+  for (auto& entry : entries) entries_.push_back(std::move(entry));
+}
+
+LogOffset ShapeLog::end() const {
+  if (!entries_.empty()) return entries_.back().offset;
+  return LogOffset::snapshot_chunk(chunks_.empty() ? 0 : chunks_.size() - 1);
+}
+
+bool ShapeLog::contains(LogOffset offset) const {
+  if (offset.before_all) return true;
+  if (offset.is_snapshot()) return offset.op < chunks_.size();
+  return true;  // any operation offset: reads continue strictly after it
+}
+
+ShapeLog::Slice ShapeLog::read_after(LogOffset after) const {
+  Slice slice;
+  slice.last = after;
+  if (after.before_all || (after.is_snapshot() && after.op + 1 < chunks_.size())) {
+    std::size_t next = after.before_all ? 0 : after.op + 1;
+    slice.chunk = chunks_.at(next);
+    slice.last = LogOffset::snapshot_chunk(next);
+    slice.reached_end = next + 1 == chunks_.size() && entries_.empty();
+    return slice;
+  }
+  auto it = std::upper_bound(
+      entries_.begin(), entries_.end(), after,
+      [](const LogOffset& offset, const LogEntry& entry) { return offset < entry.offset; });
+  std::size_t bytes = 0;
+  for (; it != entries_.end(); ++it) {
+    if (!slice.entries.empty() && bytes + it->json.size() > chunk_bytes_) break;
+    bytes += it->json.size() + 1;
+    slice.entries.push_back(it->json);
+    slice.last = it->offset;
+  }
+  slice.reached_end = it == entries_.end();
+  return slice;
+}
+
+}  // namespace shapeproxy::shapes

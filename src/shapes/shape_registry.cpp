@@ -1,0 +1,387 @@
+#include "shapes/shape_registry.h"
+
+#include <spdlog/spdlog.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <functional>
+
+#include "replication/publication.h"
+#include "shapes/snapshot_query.h"
+
+namespace shapeproxy::shapes {
+namespace asio = boost::asio;
+using replication::Change;
+
+// One read in flight: finished once, or cancelled by the client going away.
+struct ShapeRegistry::Ticket {
+  std::function<void(ReadOutcome)> done;
+  bool finished = false;
+  bool cancelled = false;
+  std::function<void()> unpark;  // set while parked
+
+  void finish(ReadOutcome outcome) {
+    if (finished || cancelled) return;
+    finished = true;
+    unpark = nullptr;
+    auto callback = std::move(done);
+    callback(std::move(outcome));
+  }
+};
+
+// A parked live read.
+struct ShapeRegistry::Waiter {
+  LogOffset after;
+  std::shared_ptr<Ticket> ticket;
+  std::unique_ptr<asio::steady_timer> timeout;
+};
+
+ShapeRegistry::ShapeRegistry(asio::any_io_executor executor,
+                             std::shared_ptr<pg::ConnectionPool> pool, ShapeRegistryOptions options)
+    : executor_(std::move(executor)), pool_(std::move(pool)), options_(std::move(options)) {}
+
+ShapeRegistry::~ShapeRegistry() = default;
+
+std::function<void()> ShapeRegistry::read(ShapeDefinitionRequest definition, ReadRequest request,
+                                          std::function<void(ReadOutcome)> done) {
+  auto ticket = std::make_shared<Ticket>();
+  ticket->done = std::move(done);
+  auto self = shared_from_this();
+  asio::co_spawn(
+      executor_,
+      [self, definition = std::move(definition), request = std::move(request), ticket]() mutable {
+        return self->serve(std::move(definition), std::move(request), ticket);
+      },
+      asio::detached);
+  return [self, ticket] {
+    asio::post(self->executor_, [ticket] {
+      ticket->cancelled = true;
+      if (auto unpark = std::exchange(ticket->unpark, nullptr)) unpark();
+    });
+  };
+}
+
+void ShapeRegistry::remove(ShapeDefinitionRequest definition, std::optional<std::string> handle,
+                           std::function<void(Result<DeleteOutcome>)> done) {
+  auto self = shared_from_this();
+  asio::co_spawn(
+      executor_,
+      [self, definition = std::move(definition), handle = std::move(handle),
+       done = std::move(done)]() mutable -> asio::awaitable<void> {
+        std::shared_ptr<Shape> shape;
+        if (handle) {
+          auto it = self->by_handle_.find(*handle);
+          if (it != self->by_handle_.end()) shape = it->second;
+        } else {
+          auto table = co_await self->table_schema(definition.schema, definition.table);
+          if (!table) {
+            done(table.error());
+            co_return;
+          }
+          auto made = ShapeDefinition::make(definition, table.value());
+          if (auto* valid = std::get_if<ShapeDefinition>(&made)) {
+            auto it = self->by_key_.find(valid->key);
+            if (it != self->by_key_.end()) shape = it->second;
+          }
+        }
+        if (shape) self->rotate(shape, "deleted by request");
+        done(DeleteOutcome{shape != nullptr});
+      },
+      asio::detached);
+}
+
+std::size_t ShapeRegistry::shape_count() const { return by_key_.size(); }
+
+asio::awaitable<void> ShapeRegistry::serve(ShapeDefinitionRequest request_definition,
+                                           ReadRequest request, std::shared_ptr<Ticket> ticket) {
+  auto self = shared_from_this();
+  auto table = co_await table_schema(request_definition.schema, request_definition.table);
+  if (!table) {
+    if (table.error().code == "table_not_found") {
+      ticket->finish(InvalidRequest{"table", table.error().message});
+    } else {
+      ticket->finish(Unavailable{"database unavailable: " + table.error().message});
+    }
+    co_return;
+  }
+  auto made = ShapeDefinition::make(request_definition, table.value());
+  if (auto* invalid = std::get_if<InvalidRequest>(&made)) {
+    ticket->finish(*invalid);
+    co_return;
+  }
+  auto& definition = std::get<ShapeDefinition>(made);
+  std::shared_ptr<Shape> shape;
+  if (request.start == ReadRequest::Start::kAt) {
+    auto it = request.handle ? by_handle_.find(*request.handle) : by_handle_.end();
+    if (it == by_handle_.end() || it->second->definition().key != definition.key) {
+      ticket->finish(MustRefetch{shape_for(definition)->handle()});
+      co_return;
+    }
+    shape = it->second;
+  } else {
+    shape = shape_for(definition);
+  }
+  if (!co_await wait_until_ready(shape)) {
+    ticket->finish(Unavailable{"the shape's initial query failed; retry shortly"});
+    co_return;
+  }
+  if (ticket->cancelled) co_return;
+  if (auto outcome = read_now(*shape, request)) {
+    ticket->finish(std::move(*outcome));
+    co_return;
+  }
+  park(shape, request.offset, ticket, std::chrono::steady_clock::now() + options_.live_timeout);
+}
+
+asio::awaitable<Result<std::shared_ptr<const TableSchema>>> ShapeRegistry::table_schema(
+    const std::string& schema, const std::string& table) {
+  std::string key = table_key(schema, table);
+  if (auto it = tables_.find(key); it != tables_.end()) co_return it->second;
+  auto lease = co_await pool_->acquire();
+  if (!lease) co_return lease.error();
+  auto loaded = co_await load_table_schema(**lease, schema, table);
+  if (!loaded) co_return loaded.error();
+  auto shared = std::make_shared<const TableSchema>(std::move(loaded).value());
+  tables_[key] = shared;
+  co_return shared;
+}
+
+std::shared_ptr<Shape> ShapeRegistry::shape_for(const ShapeDefinition& definition) {
+  if (auto it = by_key_.find(definition.key); it != by_key_.end()) return it->second;
+  auto shape =
+      std::make_shared<Shape>(definition, new_handle(definition.key), options_.chunk_bytes);
+  by_key_[definition.key] = shape;
+  by_handle_[shape->handle()] = shape;
+  by_table_[table_key(shape->table().schema, shape->table().name)].push_back(shape);
+  spdlog::info("shapes: new shape {} on {}.{}", shape->handle(), shape->table().schema,
+               shape->table().name);
+  asio::co_spawn(executor_, take_snapshot(shape), asio::detached);
+  return shape;
+}
+
+asio::awaitable<void> ShapeRegistry::take_snapshot(std::shared_ptr<Shape> shape) {
+  auto self = shared_from_this();
+  auto fail = [&](const Error& error) {
+    spdlog::warn("shapes: initial query of {} failed: {}", shape->handle(), error.to_string());
+    forget(shape);
+  };
+  auto lease = co_await pool_->acquire();
+  if (!lease) co_return fail(lease.error());
+  replication::TableName table{shape->table().schema, shape->table().name};
+  auto published =
+      co_await replication::add_table_to_publication(**lease, options_.publication_name, table);
+  if (!published) co_return fail(published.error());
+  auto rows = co_await query_snapshot(**lease, shape->definition());
+  if (!rows) co_return fail(rows.error());
+  if (shape->phase() == Shape::Phase::kGone) co_return;
+  std::size_t count = rows->rows.size();
+  shape->apply_snapshot(std::move(rows).value());
+  spdlog::info("shapes: {} ready with {} rows", shape->handle(), count);
+  for (auto* timer : ready_waiters_[shape.get()]) timer->cancel();
+  ready_waiters_.erase(shape.get());
+  wake_waiters(shape);
+}
+
+asio::awaitable<bool> ShapeRegistry::wait_until_ready(const std::shared_ptr<Shape>& shape) {
+  while (shape->phase() == Shape::Phase::kSnapshotting) {
+    asio::steady_timer wake(executor_, asio::steady_timer::time_point::max());
+    auto& list = ready_waiters_[shape.get()];
+    auto position = list.insert(list.end(), &wake);
+    co_await wake.async_wait(asio::as_tuple(asio::use_awaitable));
+    if (auto it = ready_waiters_.find(shape.get()); it != ready_waiters_.end()) {
+      it->second.erase(position);
+    }
+  }
+  co_return shape->phase() == Shape::Phase::kReady;
+}
+
+ReadResult ShapeRegistry::result(const Shape& shape, LogOffset offset,
+                                 std::shared_ptr<const std::string> body, bool up_to_date) const {
+  ReadResult out;
+  out.handle = shape.handle();
+  out.offset = offset;
+  out.body = std::move(body);
+  out.up_to_date = up_to_date;
+  out.schema_json = shape.schema_json();
+  return out;
+}
+
+std::string ShapeRegistry::up_to_date_json() const {
+  return "{\"headers\":{\"control\":\"up-to-date\",\"global_last_seen_lsn\":\"" +
+         std::to_string(last_seen_lsn_) + "\"}}";
+}
+
+std::optional<ReadOutcome> ShapeRegistry::read_now(const Shape& shape, const ReadRequest& request) {
+  const ShapeLog& log = shape.log();
+  if (request.start == ReadRequest::Start::kNow) {
+    auto body = std::make_shared<const std::string>("[" + up_to_date_json() + "]");
+    return result(shape, log.end(), std::move(body), true);
+  }
+  LogOffset after =
+      request.start == ReadRequest::Start::kBeforeAll ? LogOffset::start() : request.offset;
+  if (!log.contains(after)) return InvalidRequest{"offset", "offset out of bounds for this shape"};
+  auto slice = log.read_after(after);
+  if (slice.chunk) return result(shape, slice.last, slice.chunk, false);
+  if (slice.entries.empty() && request.live) return std::nullopt;  // park
+  std::string body = "[";
+  for (const auto& entry : slice.entries) {
+    if (body.size() > 1) body += ',';
+    body.append(entry);
+  }
+  if (slice.reached_end) {
+    if (body.size() > 1) body += ',';
+    body += up_to_date_json();
+  }
+  body += ']';
+  return result(shape, slice.last, std::make_shared<const std::string>(std::move(body)),
+                slice.reached_end);
+}
+
+void ShapeRegistry::park(const std::shared_ptr<Shape>& shape, LogOffset after,
+                         const std::shared_ptr<Ticket>& ticket,
+                         std::chrono::steady_clock::time_point deadline) {
+  auto waiter = std::make_shared<Waiter>();
+  waiter->after = after;
+  waiter->ticket = ticket;
+  waiter->timeout = std::make_unique<asio::steady_timer>(executor_, deadline);
+  auto& list = waiters_[shape];
+  auto position = list.insert(list.end(), waiter);
+  std::weak_ptr<Shape> key = shape;
+  std::weak_ptr<ShapeRegistry> weak = shared_from_this();
+  auto unpark = [weak, key, position, waiter] {
+    auto self = weak.lock();
+    if (!self) return;
+    waiter->timeout->cancel();
+    auto shape = key.lock();
+    if (!shape) return;
+    if (auto it = self->waiters_.find(shape); it != self->waiters_.end()) {
+      it->second.erase(position);
+      if (it->second.empty()) self->waiters_.erase(it);
+    }
+  };
+  ticket->unpark = unpark;
+  waiter->timeout->async_wait([weak, shape, waiter, unpark](boost::system::error_code ec) {
+    auto self = weak.lock();
+    if (ec || !self || waiter->ticket->finished) return;
+    unpark();
+    auto body = std::make_shared<const std::string>("[" + self->up_to_date_json() + "]");
+    waiter->ticket->finish(self->result(*shape, waiter->after, std::move(body), true));
+  });
+}
+
+void ShapeRegistry::wake_waiters(const std::shared_ptr<Shape>& shape) {
+  auto it = waiters_.find(shape);
+  if (it == waiters_.end()) return;
+  auto parked = std::move(it->second);
+  waiters_.erase(it);
+  // Waiters at the same offset share one response body.
+  std::map<LogOffset, ReadOutcome> by_offset;
+  for (auto& waiter : parked) {
+    auto deadline = waiter->timeout->expiry();
+    waiter->timeout->cancel();
+    waiter->ticket->unpark = nullptr;
+    if (shape->phase() == Shape::Phase::kGone) {
+      waiter->ticket->finish(MustRefetch{});
+      continue;
+    }
+    auto found = by_offset.find(waiter->after);
+    if (found == by_offset.end()) {
+      ReadRequest request;
+      request.start = ReadRequest::Start::kAt;
+      request.offset = waiter->after;
+      auto outcome = read_now(*shape, request);
+      if (!outcome) {  // nothing new for this offset: stay parked
+        park(shape, waiter->after, waiter->ticket, deadline);
+        continue;
+      }
+      found = by_offset.emplace(waiter->after, std::move(*outcome)).first;
+    }
+    waiter->ticket->finish(found->second);
+  }
+}
+
+void ShapeRegistry::release_waiters() {
+  auto parked = std::move(waiters_);
+  waiters_.clear();
+  auto body = std::make_shared<const std::string>("[" + up_to_date_json() + "]");
+  for (auto& [shape, list] : parked) {
+    for (auto& waiter : list) {
+      waiter->timeout->cancel();
+      waiter->ticket->unpark = nullptr;
+      waiter->ticket->finish(result(*shape, waiter->after, body, true));
+    }
+  }
+}
+
+void ShapeRegistry::forget(const std::shared_ptr<Shape>& shape) {
+  shape->mark_gone();
+  if (auto it = by_key_.find(shape->definition().key); it != by_key_.end() && it->second == shape) {
+    by_key_.erase(it);
+  }
+  by_handle_.erase(shape->handle());
+  auto& list = by_table_[table_key(shape->table().schema, shape->table().name)];
+  list.erase(std::remove(list.begin(), list.end(), shape), list.end());
+  if (auto it = ready_waiters_.find(shape.get()); it != ready_waiters_.end()) {
+    for (auto* timer : it->second) timer->cancel();
+  }
+  wake_waiters(shape);
+}
+
+void ShapeRegistry::rotate(const std::shared_ptr<Shape>& shape, const char* why) {
+  spdlog::info("shapes: {} on {}.{} removed ({}); its clients will resync", shape->handle(),
+               shape->table().schema, shape->table().name, why);
+  forget(shape);
+}
+
+void ShapeRegistry::apply_transaction(const replication::Transaction& transaction) {
+  last_seen_lsn_ = std::max(last_seen_lsn_, transaction.commit_lsn);
+  for (const auto& relation : transaction.relations) {
+    std::vector<std::shared_ptr<Shape>> stale;
+    for (const auto& [table, shapes] : by_table_) {
+      for (const auto& shape : shapes) {
+        if (shape->table().oid == relation->oid && !shape->matches_relation(*relation)) {
+          stale.push_back(shape);
+        }
+      }
+    }
+    for (auto it = tables_.begin(); it != tables_.end();) {
+      it = it->second->oid == relation->oid && !stale.empty() ? tables_.erase(it) : std::next(it);
+    }
+    for (const auto& shape : stale) rotate(shape, "table schema changed");
+  }
+  std::map<std::string, std::vector<const Change*>> by_table;
+  for (const auto& change : transaction.changes) {
+    if (change.kind == Change::Kind::kTruncate) {
+      for (const auto& relation : change.truncated) {
+        auto shapes = by_table_[table_key(relation->schema, relation->name)];
+        for (const auto& shape : shapes) rotate(shape, "table truncated");
+      }
+      continue;
+    }
+    by_table[table_key(change.relation->schema, change.relation->name)].push_back(&change);
+  }
+  for (const auto& [table, changes] : by_table) {
+    auto found = by_table_.find(table);
+    if (found == by_table_.end()) continue;
+    auto shapes = found->second;  // a copy: waking waiters may not alter it, but be safe
+    for (const auto& shape : shapes) {
+      if (shape->apply_transaction(transaction, changes)) wake_waiters(shape);
+    }
+  }
+}
+
+std::string ShapeRegistry::new_handle(const std::string& key) {
+  auto micros = std::chrono::duration_cast<std::chrono::microseconds>(
+                    std::chrono::system_clock::now().time_since_epoch())
+                    .count();
+  last_handle_micros_ = std::max(last_handle_micros_ + 1, static_cast<std::int64_t>(micros));
+  char hash[17];
+  std::snprintf(hash, sizeof hash, "%08zx", std::hash<std::string>{}(key)&0xffffffffu);
+  return std::string(hash) + "-" + std::to_string(last_handle_micros_);
+}
+
+}  // namespace shapeproxy::shapes

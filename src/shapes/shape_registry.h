@@ -1,0 +1,91 @@
+// ShapeRegistry: the shapes core behind the HTTP API. It keeps one shape per
+// normalized definition (created on first request: catalog lookup, table
+// added to the publication, initial snapshot), applies every replicated
+// transaction to the shapes of the tables it touches, and answers reads,
+// parking live ones until their shape's log grows or the live timeout
+// passes. A schema change or a truncate rotates the shapes of that table:
+// their clients get 409 and resync.
+//
+// Threading: all state lives on one strand (`executor`); read() and remove()
+// may be called from any thread, apply_transaction() must run on the strand
+// (the replication stream shares it).
+#pragma once
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <chrono>
+#include <list>
+#include <map>
+#include <memory>
+#include <unordered_map>
+
+#include "pg/connection_pool.h"
+#include "replication/transaction.h"
+#include "shapes/shape.h"
+#include "shapes/shape_service.h"
+
+namespace shapeproxy::shapes {
+
+struct ShapeRegistryOptions {
+  std::string publication_name = "shapeproxy";
+  std::size_t chunk_bytes = 10 * 1024 * 1024;
+  std::chrono::milliseconds live_timeout{20'000};
+};
+
+class ShapeRegistry : public ShapeService, public std::enable_shared_from_this<ShapeRegistry> {
+ public:
+  ShapeRegistry(boost::asio::any_io_executor executor, std::shared_ptr<pg::ConnectionPool> pool,
+                ShapeRegistryOptions options);
+  ~ShapeRegistry() override;
+
+  std::function<void()> read(ShapeDefinitionRequest definition, ReadRequest request,
+                             std::function<void(ReadOutcome)> done) override;
+  void remove(ShapeDefinitionRequest definition, std::optional<std::string> handle,
+              std::function<void(Result<DeleteOutcome>)> done) override;
+
+  // On the strand: applies a committed transaction to every shape it touches.
+  void apply_transaction(const replication::Transaction& transaction);
+
+  // Answers every parked read now (up-to-date at its offset); for shutdown.
+  void release_waiters();
+
+  std::size_t shape_count() const;  // on the strand
+
+ private:
+  struct Ticket;
+  struct Waiter;
+
+  boost::asio::awaitable<void> serve(ShapeDefinitionRequest definition, ReadRequest request,
+                                     std::shared_ptr<Ticket> ticket);
+  boost::asio::awaitable<Result<std::shared_ptr<const TableSchema>>> table_schema(
+      const std::string& schema, const std::string& table);
+  std::shared_ptr<Shape> shape_for(const ShapeDefinition& definition);
+  boost::asio::awaitable<void> take_snapshot(std::shared_ptr<Shape> shape);
+  boost::asio::awaitable<bool> wait_until_ready(const std::shared_ptr<Shape>& shape);
+  std::optional<ReadOutcome> read_now(const Shape& shape, const ReadRequest& request);
+  // Parks a live read until the shape's log grows past `after` or `deadline`.
+  void park(const std::shared_ptr<Shape>& shape, LogOffset after,
+            const std::shared_ptr<Ticket>& ticket, std::chrono::steady_clock::time_point deadline);
+  void wake_waiters(const std::shared_ptr<Shape>& shape);
+  void rotate(const std::shared_ptr<Shape>& shape, const char* why);
+  void forget(const std::shared_ptr<Shape>& shape);
+  std::string new_handle(const std::string& key);
+  std::string up_to_date_json() const;
+  ReadResult result(const Shape& shape, LogOffset offset, std::shared_ptr<const std::string> body,
+                    bool up_to_date) const;
+
+  boost::asio::any_io_executor executor_;
+  std::shared_ptr<pg::ConnectionPool> pool_;
+  ShapeRegistryOptions options_;
+
+  std::map<std::string, std::shared_ptr<const TableSchema>> tables_;  // by table_key
+  std::unordered_map<std::string, std::shared_ptr<Shape>> by_key_;
+  std::unordered_map<std::string, std::shared_ptr<Shape>> by_handle_;
+  std::map<std::string, std::vector<std::shared_ptr<Shape>>> by_table_;
+  std::map<std::shared_ptr<Shape>, std::list<std::shared_ptr<Waiter>>> waiters_;
+  std::map<const Shape*, std::list<boost::asio::steady_timer*>> ready_waiters_;
+  replication::Lsn last_seen_lsn_ = 0;
+  std::int64_t last_handle_micros_ = 0;
+};
+
+}  // namespace shapeproxy::shapes

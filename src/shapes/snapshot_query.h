@@ -1,0 +1,21 @@
+// The initial query of a shape: its rows as one consistent REPEATABLE READ
+// snapshot, together with that snapshot (pg_current_snapshot()) so the
+// replication stream can be lined up with it. The where clause goes in as
+// rendered SQL with bound parameters, never pasted user text.
+#pragma once
+
+#include <boost/asio/awaitable.hpp>
+
+#include "common/result.h"
+#include "shapes/shape.h"
+
+namespace shapeproxy::pg {
+class AsyncConnection;
+}
+
+namespace shapeproxy::shapes {
+
+boost::asio::awaitable<Result<SnapshotRows>> query_snapshot(pg::AsyncConnection& connection,
+                                                            const ShapeDefinition& definition);
+
+}  // namespace shapeproxy::shapes
