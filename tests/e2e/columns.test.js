@@ -10,6 +10,7 @@ const COLUMNS = ['id', 'title', 'qty']
 let sub
 
 before(async () => {
+  await h.ready // Node 20 runs top-level before() hooks concurrently
   await h.sql(`CREATE TABLE items (
     id int4 PRIMARY KEY, title text NOT NULL, qty int4, secret text, big jsonb)`)
   await h.sql(`INSERT INTO items SELECT g, 't' || g, g, 's' || g, '{"x": 1}' FROM generate_series(1, 50) g`)

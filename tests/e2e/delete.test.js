@@ -10,6 +10,7 @@ const h = useHarness({ name: 'delete', proxyArgs: ['--allow-delete'] })
 const sortById = (rows) => [...rows].sort((a, b) => a.id - b.id)
 
 before(async () => {
+  await h.ready // Node 20 runs top-level before() hooks concurrently
   await h.sql('CREATE TABLE items (id int4 PRIMARY KEY, title text NOT NULL)')
   await h.sql(`INSERT INTO items SELECT g, 't' || g FROM generate_series(1, 200) g`)
 })

@@ -4,6 +4,7 @@
 //
 //   import { useHarness } from './harness.js'
 //   const h = useHarness()            // registers before/after/afterEach hooks
+//   before(async () => { await h.ready; ... })   // Node 20 runs top-level hooks concurrently
 //   test('...', async () => { await h.sql('INSERT ...'); fetch(h.shapeUrl) })
 //
 // Binaries come from the environment:
@@ -47,7 +48,8 @@ function requireEnv(name) {
 }
 
 // Polls `predicate` (sync or async) until it returns a truthy value, which is
-// returned. Throws after `timeoutMs` with `what` and the last error, if any.
+// returned. Throws after `timeoutMs` with `what` and the last error, if any;
+// an error thrown by the predicate with `stopWaiting` set ends the wait at once.
 export async function waitFor(predicate, timeoutMs = 5_000, { intervalMs = 10, what } = {}) {
   const deadline = Date.now() + timeoutMs
   let lastError
@@ -56,6 +58,7 @@ export async function waitFor(predicate, timeoutMs = 5_000, { intervalMs = 10, w
       const value = await predicate()
       if (value) return value
     } catch (error) {
+      if (error.stopWaiting) throw error
       lastError = error
     }
     if (Date.now() >= deadline) {
@@ -154,11 +157,14 @@ class ProxyProcess {
     this.args = args
     this.name = name
     this.logs = []
+    this.logged = 0 // lines ever logged
+    this.printed = 0 // lines ever printed by dumpLogs
     this.child = null
     this.exits = [] // {code, signal} of every stop, for diagnostics
   }
 
   log(line) {
+    this.logged++
     this.logs.push(line)
     if (this.logs.length > MAX_LOG_LINES) this.logs.splice(0, this.logs.length - MAX_LOG_LINES)
   }
@@ -198,10 +204,12 @@ class ProxyProcess {
     return code
   }
 
+  // Prints the log lines not printed yet (a failed hook fails every test).
   dumpLogs(header) {
-    process.stderr.write(
-      `\n----- ${header}: proxy logs (${this.name}) -----\n${this.logs.join('\n')}\n----- end of proxy logs -----\n`,
-    )
+    const fresh = this.logs.slice(Math.max(0, this.logs.length - (this.logged - this.printed)))
+    this.printed = this.logged
+    const body = fresh.length > 0 ? fresh.join('\n') : '(no new lines since the last dump)'
+    process.stderr.write(`\n----- ${header}: proxy logs (${this.name}) -----\n${body}\n----- end of proxy logs -----\n`)
   }
 }
 
@@ -209,7 +217,15 @@ let databaseCounter = 0
 
 // Builds the harness object; useHarness() wires it into node:test.
 export function createHarness({ proxyArgs = [], name = 'e2e' } = {}) {
+  let markReady, markFailed
   const h = {
+    // Settles when start() has finished. Node 20 does not await one
+    // top-level before() hook before starting the next, so a file's own
+    // setup hook must wait on this (sql() does so itself).
+    ready: new Promise((resolve, reject) => {
+      markReady = resolve
+      markFailed = reject
+    }),
     cluster: null, // {child, info, stderr}
     database: null, // name of this file's database
     databaseUri: null,
@@ -235,6 +251,7 @@ export function createHarness({ proxyArgs = [], name = 'e2e' } = {}) {
     // Runs SQL on this file's database; resolves with the pg result
     // (rows with pg's default parsing: int8 and numeric as strings).
     async sql(text, params) {
+      await h.ready
       return h.pool.query(text, params)
     },
 
@@ -244,6 +261,16 @@ export function createHarness({ proxyArgs = [], name = 'e2e' } = {}) {
     },
 
     async start() {
+      try {
+        await h.startAll()
+        markReady()
+      } catch (error) {
+        markFailed(error)
+        throw error
+      }
+    },
+
+    async startAll() {
       const started = Date.now()
       h.cluster = await startCluster()
       const { info } = h.cluster
@@ -289,13 +316,14 @@ export function createHarness({ proxyArgs = [], name = 'e2e' } = {}) {
       try {
         await waitFor(async () => {
           if (!h.proxy.running) {
-            throw new Error(`proxy exited: ${JSON.stringify(h.proxy.exits.at(-1))}`)
+            const exited = new Error(`proxy exited: ${JSON.stringify(h.proxy.exits.at(-1))}`)
+            exited.stopWaiting = true
+            throw exited
           }
           return (await h.health()).status === 200
         }, PROXY_START_TIMEOUT_MS, { intervalMs: 25, what: 'GET /v1/health to return 200' })
       } catch (error) {
         const tail = h.proxy.logs.slice(-40).join('\n')
-        // Stop polling at once if the proxy died.
         throw new Error(`proxy did not become healthy: ${error.message}\n--- proxy log tail ---\n${tail}`)
       }
     },

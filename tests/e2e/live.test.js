@@ -23,6 +23,7 @@ async function latencyOf(statement, params, predicate, what) {
 const byId = (rows, id) => rows.find((row) => row.id === id)
 
 before(async () => {
+  await h.ready // Node 20 runs top-level before() hooks concurrently
   await h.sql('CREATE TABLE items (id int4 PRIMARY KEY, title text NOT NULL, n int8 NOT NULL)')
   await h.sql(`INSERT INTO items SELECT g, 'seed ' || g, g FROM generate_series(1, 100) g`)
   sub = openShape(h, { table: 'items' })

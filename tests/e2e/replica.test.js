@@ -10,6 +10,7 @@ const h = useHarness({ name: 'replica' })
 const ALL_COLUMNS = ['id', 'title', 'qty', 'note', 'flag'].sort()
 
 before(async () => {
+  await h.ready // Node 20 runs top-level before() hooks concurrently
   await h.sql(`CREATE TABLE items (
     id int4 PRIMARY KEY, title text NOT NULL, qty int4 NOT NULL, note text, flag bool NOT NULL)`)
   await h.sql(`INSERT INTO items SELECT g, 't' || g, g, 'n' || g, true FROM generate_series(1, 20) g`)

@@ -29,6 +29,7 @@ async function waitUntilRowsMatchSelect(what) {
 }
 
 before(async () => {
+  await h.ready // Node 20 runs top-level before() hooks concurrently
   await h.sql(`CREATE TABLE products (
     id int4 PRIMARY KEY, name text NOT NULL, price numeric NOT NULL, category text NOT NULL)`)
   await h.sql(`
