@@ -1,0 +1,134 @@
+#include "api/shape_api.h"
+
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <mutex>
+
+#include "api/shape_headers.h"
+#include "api/shape_params.h"
+#include "api/sse_session.h"
+#include "http/handlers.h"
+
+namespace shapeproxy::api {
+namespace {
+
+// The state a parked long-poll shares between its done, abort and shutdown
+// callbacks: whichever comes first wins.
+struct LongPoll {
+  std::mutex mu;
+  bool settled = false;
+  std::function<void()> cancel;
+
+  // True for the first caller only.
+  bool settle() {
+    std::lock_guard lock(mu);
+    return !std::exchange(settled, true);
+  }
+  // Runs the read's cancel (outside the lock) if it is known.
+  void cancel_read() {
+    std::function<void()> c;
+    {
+      std::lock_guard lock(mu);
+      c.swap(cancel);
+    }
+    if (c) c();
+  }
+};
+
+void long_poll(shapes::ShapeService& service, std::shared_ptr<const ShapeApiOptions> options,
+               std::shared_ptr<http::Exchange> exchange, ShapeParams params) {
+  auto poll = std::make_shared<LongPoll>();
+  auto shared_params = std::make_shared<const ShapeParams>(std::move(params));
+  auto done = [poll, options, exchange, shared_params](shapes::ReadOutcome outcome) {
+    if (!poll->settle()) return;
+    {
+      std::lock_guard lock(poll->mu);
+      poll->cancel = nullptr;
+    }
+    auto* result = std::get_if<shapes::ReadResult>(&outcome);
+    exchange->respond(result ? read_response(*result, *shared_params, *options,
+                                             exchange->request().header("if-none-match"))
+                             : error_outcome_response(outcome));
+  };
+  std::function<void()> cancel =
+      service.read(shared_params->definition, shared_params->read, std::move(done));
+  {
+    std::lock_guard lock(poll->mu);
+    if (poll->settled) return;  // answered synchronously
+    poll->cancel = std::move(cancel);
+  }
+  exchange->on_abort([poll] {
+    if (poll->settle()) poll->cancel_read();
+  });
+  if (!shared_params->read.live) return;  // the server's 503 covers non-live on shutdown
+  exchange->on_shutdown([poll, options, exchange, shared_params] {
+    if (!poll->settle()) return;
+    poll->cancel_read();
+    exchange->respond(shutdown_up_to_date_response(*shared_params, *options));
+  });
+}
+
+}  // namespace
+
+ShapeApi::ShapeApi(shapes::ShapeService& service, ShapeApiOptions options)
+    : service_(service),
+      options_(std::make_shared<const ShapeApiOptions>(std::move(options))),
+      timers_work_(timers_.get_executor()),
+      timers_thread_([this] { timers_.run(); }) {}
+
+ShapeApi::~ShapeApi() {
+  timers_work_.reset();
+  timers_.stop();
+  timers_thread_.join();
+}
+
+void ShapeApi::register_routes(http::Router& router) {
+  router.add(
+      http::Verb::get, options_->path,
+      http::require_secret(options_->secret, [this](auto ex) { handle_get(std::move(ex)); }));
+  if (options_->allow_delete) {
+    router.add(
+        http::Verb::delete_, options_->path,
+        http::require_secret(options_->secret, [this](auto ex) { handle_delete(std::move(ex)); }));
+  }
+}
+
+void ShapeApi::handle_get(std::shared_ptr<http::Exchange> exchange) {
+  ParamsOutcome parsed = parse_shape_params(exchange->request());
+  if (auto* errors = std::get_if<ValidationErrors>(&parsed)) {
+    exchange->respond(invalid_request_response(*errors));
+    return;
+  }
+  ShapeParams params = std::get<ShapeParams>(std::move(parsed));
+  if (params.live_sse) {
+    start_sse_session(service_, options_, timers_.get_executor(), std::move(exchange),
+                      std::move(params));
+    return;
+  }
+  long_poll(service_, options_, std::move(exchange), std::move(params));
+}
+
+void ShapeApi::handle_delete(std::shared_ptr<http::Exchange> exchange) {
+  DeleteParamsOutcome parsed = parse_delete_params(exchange->request());
+  if (auto* errors = std::get_if<ValidationErrors>(&parsed)) {
+    exchange->respond(invalid_request_response(*errors));
+    return;
+  }
+  DeleteParams params = std::get<DeleteParams>(std::move(parsed));
+  service_.remove(std::move(params.definition), std::move(params.handle),
+                  [exchange](Result<shapes::DeleteOutcome> outcome) {
+                    if (!outcome.ok()) {
+                      spdlog::warn("shape api: delete failed: {}", outcome.error().to_string());
+                      exchange->respond(
+                          unavailable_response({outcome.error().message, std::chrono::seconds(5)}));
+                      return;
+                    }
+                    http::Response r;
+                    r.status = 202;
+                    r.headers.emplace_back("cache-control", "no-cache");
+                    exchange->respond(std::move(r));
+                  });
+}
+
+}  // namespace shapeproxy::api

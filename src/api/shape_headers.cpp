@@ -1,0 +1,161 @@
+#include "api/shape_headers.h"
+
+#include <nlohmann/json.hpp>
+
+#include "api/offset_text.h"
+
+namespace shapeproxy::api {
+namespace {
+
+constexpr char kOffsetMinusOneCache[] =
+    "public, max-age=604800, s-maxage=3600, stale-while-revalidate=2629746";
+constexpr char kLiveCache[] = "public, max-age=5, stale-while-revalidate=5";
+
+std::string cursor_header(const ShapeParams& params, const ShapeApiOptions& options) {
+  return std::to_string(next_live_cursor(
+      options.clock(), options.long_poll_timeout,
+      params.cursor ? std::optional<std::string_view>(*params.cursor) : std::nullopt));
+}
+
+void add_no_store(http::Response& r) {
+  r.set_header("cache-control", "no-store");
+  r.set_header("surrogate-control", "no-store");
+}
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+std::string_view unquote(std::string_view s) {
+  if (s.starts_with("W/")) s.remove_prefix(2);
+  if (s.size() >= 2 && s.front() == '"' && s.back() == '"') s = s.substr(1, s.size() - 2);
+  return s;
+}
+
+// A live read that timed out without changes: its etag is made unique so a
+// CDN revalidation never turns an empty live response into a 304 loop.
+bool is_no_change_live(const shapes::ReadResult& result, const ShapeParams& params) {
+  return params.read.live && params.read.start == shapes::ReadRequest::Start::kAt &&
+         result.offset == params.read.offset;
+}
+
+std::string unique_suffix() {
+  return std::to_string(std::chrono::steady_clock::now().time_since_epoch().count());
+}
+
+}  // namespace
+
+std::string success_cache_control(const ShapeParams& params, const ShapeApiOptions& options) {
+  if (params.read.start == shapes::ReadRequest::Start::kBeforeAll) return kOffsetMinusOneCache;
+  if (params.read.live && params.live_sse) {
+    auto seconds = std::chrono::duration_cast<std::chrono::seconds>(options.sse_max_duration);
+    return "public, max-age=" + std::to_string(std::max<std::int64_t>(1, seconds.count() - 1));
+  }
+  if (params.read.live) return kLiveCache;
+  return "public, max-age=" + std::to_string(options.max_age_seconds) +
+         ", stale-while-revalidate=" + std::to_string(options.stale_while_revalidate_seconds);
+}
+
+std::string shape_etag(std::string_view handle, std::string_view requested_offset,
+                       std::string_view response_offset) {
+  std::string out = "\"";
+  out.append(handle).append(":").append(requested_offset).append(":").append(response_offset);
+  out += '"';
+  return out;
+}
+
+bool etag_matches(std::string_view if_none_match, std::string_view etag) {
+  std::string_view wanted = unquote(etag);
+  while (true) {
+    size_t comma = if_none_match.find(',');
+    std::string_view item = trim(if_none_match.substr(0, comma));
+    if (item == "*" || (!item.empty() && unquote(item) == wanted)) return true;
+    if (comma == std::string_view::npos) return false;
+    if_none_match.remove_prefix(comma + 1);
+  }
+}
+
+http::Response read_response(const shapes::ReadResult& result, const ShapeParams& params,
+                             const ShapeApiOptions& options,
+                             std::optional<std::string_view> if_none_match) {
+  auto body = result.body ? result.body : std::make_shared<const std::string>("[]");
+  http::Response r = http::Response::json(200, std::move(body));
+  std::string offset = offset_text(result.offset);
+  std::string etag = shape_etag(result.handle, params.requested_offset, offset);
+  if (is_no_change_live(result, params)) etag.insert(etag.size() - 1, ":" + unique_suffix());
+  r.headers.emplace_back("electric-handle", result.handle);
+  r.headers.emplace_back("electric-offset", offset);
+  if (params.read.live)
+    r.headers.emplace_back("electric-cursor", cursor_header(params, options));
+  else
+    r.headers.emplace_back("electric-schema", result.schema_json);
+  if (result.up_to_date) r.headers.emplace_back("electric-up-to-date", "");
+  if (result.fallback) r.headers.emplace_back("electric-fallback-mode", "true");
+  r.headers.emplace_back("cache-control", success_cache_control(params, options));
+  r.headers.emplace_back("etag", etag);
+  if (if_none_match && etag_matches(*if_none_match, etag)) {
+    r.status = 304;
+    r.body = nullptr;
+    std::erase_if(r.headers, [](const auto& h) { return http::iequals(h.first, "content-type"); });
+  }
+  return r;
+}
+
+std::string must_refetch_message() { return R"({"headers":{"control":"must-refetch"}})"; }
+
+http::Response must_refetch_response(const shapes::MustRefetch& outcome) {
+  http::Response r = http::Response::json(409, "[" + must_refetch_message() + "]");
+  if (outcome.new_handle) r.headers.emplace_back("electric-handle", *outcome.new_handle);
+  r.headers.emplace_back("cache-control", outcome.new_handle
+                                              ? "public, max-age=60, must-revalidate"
+                                              : "public, max-age=1, must-revalidate");
+  return r;
+}
+
+http::Response service_invalid_response(const shapes::InvalidRequest& outcome) {
+  ValidationErrors errors;
+  errors[outcome.field.empty() ? "request" : outcome.field].push_back(outcome.message);
+  return invalid_request_response(errors);
+}
+
+http::Response unavailable_response(const shapes::Unavailable& outcome) {
+  nlohmann::json body = {{"message", outcome.message}};
+  http::Response r = http::Response::json(
+      503, body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+  add_no_store(r);
+  r.headers.emplace_back("retry-after",
+                         std::to_string(std::max<std::int64_t>(0, outcome.retry_after.count())));
+  return r;
+}
+
+http::Response error_outcome_response(const shapes::ReadOutcome& outcome) {
+  if (const auto* refetch = std::get_if<shapes::MustRefetch>(&outcome))
+    return must_refetch_response(*refetch);
+  if (const auto* invalid = std::get_if<shapes::InvalidRequest>(&outcome))
+    return service_invalid_response(*invalid);
+  if (const auto* unavailable = std::get_if<shapes::Unavailable>(&outcome))
+    return unavailable_response(*unavailable);
+  return unavailable_response(shapes::Unavailable{"Unexpected read outcome", {}});
+}
+
+http::Params sse_headers(const shapes::ReadResult& first, const ShapeParams& params,
+                         const ShapeApiOptions& options) {
+  return {{"electric-handle", first.handle},
+          {"electric-offset", offset_text(first.offset)},
+          {"electric-cursor", cursor_header(params, options)},
+          {"cache-control", success_cache_control(params, options)}};
+}
+
+http::Response shutdown_up_to_date_response(const ShapeParams& params,
+                                            const ShapeApiOptions& options) {
+  shapes::ReadResult result;
+  result.handle = params.read.handle.value_or("");
+  result.offset = params.read.offset;
+  result.body = std::make_shared<const std::string>(R"([{"headers":{"control":"up-to-date"}}])");
+  result.up_to_date = true;
+  return read_response(result, params, options, std::nullopt);
+}
+
+}  // namespace shapeproxy::api
