@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict'
 import { before, test } from 'node:test'
 import { useHarness } from './harness.js'
-import { openShape } from './shapes.js'
+import { canonicalRows, openShape } from './shapes.js'
 
 const h = useHarness({ name: 'delete', proxyArgs: ['--allow-delete'] })
 const sortById = (rows) => [...rows].sort((a, b) => a.id - b.id)
@@ -34,8 +34,8 @@ test('a deleted shape resyncs after 409 with correct rows', async (t) => {
 
   await sub.waitForMessage((m) => m.headers?.control === 'must-refetch', 10_000, 'must-refetch')
   const { rows } = await h.sql('SELECT * FROM items ORDER BY id')
-  const json = JSON.stringify(rows)
-  await sub.waitForRows((current) => JSON.stringify(sortById(current)) === json, 10_000, 'rows after resync')
+  const text = canonicalRows(rows)
+  await sub.waitForRows((current) => canonicalRows(current) === text, 10_000, 'rows after resync')
   assert.deepStrictEqual(sortById(sub.shape.currentRows), rows)
   assert.notEqual(sub.stream.shapeHandle, oldHandle, 'a new handle after the resync')
   t.diagnostic(`handle ${oldHandle} -> ${sub.stream.shapeHandle}`)

@@ -13,7 +13,7 @@
 // Everything started here is stopped in after(), and killed on process exit
 // if after() never ran. Proxy logs are printed when a test fails.
 import { spawn } from 'node:child_process'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { accessSync, constants, mkdtempSync, rmSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -27,6 +27,18 @@ const PROXY_START_TIMEOUT_MS = 30_000
 const PROXY_STOP_TIMEOUT_MS = 10_000
 // Proxy log lines kept for printing on failure.
 const MAX_LOG_LINES = 2_000
+
+// setpriv (util-linux) makes a child get SIGKILL when this process dies,
+// even by SIGKILL; used for the proxy when present. (The cluster launcher
+// stops by itself when its stdin closes.)
+const SETPRIV = ['/usr/bin/setpriv', '/bin/setpriv'].find((path) => {
+  try {
+    accessSync(path, constants.X_OK)
+    return true
+  } catch {
+    return false
+  }
+})
 
 // Children to kill synchronously if the process exits without after().
 const liveChildren = new Set()
@@ -171,7 +183,10 @@ class ProxyProcess {
 
   start() {
     this.log(`[harness] starting ${this.bin} ${this.args.join(' ')}`)
-    const child = spawn(this.bin, this.args, { stdio: ['ignore', 'pipe', 'pipe'] })
+    const [command, args] = SETPRIV
+      ? [SETPRIV, ['--pdeathsig', 'KILL', '--', this.bin, ...this.args]]
+      : [this.bin, this.args]
+    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] })
     this.child = child
     liveChildren.add(child)
     for (const stream of [child.stdout, child.stderr]) {

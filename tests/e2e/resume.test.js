@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { useHarness } from './harness.js'
-import { openShape } from './shapes.js'
+import { canonicalRows, openShape } from './shapes.js'
 
 const h = useHarness({ name: 'resume' })
 const sortById = (rows) => [...rows].sort((a, b) => a.id - b.id)
@@ -36,8 +36,8 @@ test('the same stream resumes after a proxy restart without must-refetch', async
   await h.startProxy()
 
   const { rows } = await h.sql('SELECT * FROM items ORDER BY id')
-  const json = JSON.stringify(rows)
-  await sub.waitForRows((current) => JSON.stringify(sortById(current)) === json, 30_000, 'rows after restart')
+  const text = canonicalRows(rows)
+  await sub.waitForRows((current) => canonicalRows(current) === text, 30_000, 'rows after restart')
   t.diagnostic(`caught up ${Date.now() - downAt} ms after the restart began`)
 
   assert.deepStrictEqual(sortById(sub.shape.currentRows), rows)

@@ -152,8 +152,15 @@ function streamState(sub) {
   return ` [stream ${parts.join(' ')}]`
 }
 
-// Normalises a row for comparison: BigInt and numbers become strings, so a
-// row parsed by the client and one read with pg compare equal.
-export function normalizeRow(row) {
-  return JSON.parse(JSON.stringify(row, (_, value) => (typeof value === 'bigint' ? value.toString() : value)))
+// A canonical text of a set of rows: sorted by id, keys sorted, BigInt as
+// text; equal for equal rows whatever order the server wrote the columns in.
+export function canonicalRows(rows) {
+  const sorted = [...rows].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
+  return JSON.stringify(sorted, (_, value) => {
+    if (typeof value === 'bigint') return `${value}n`
+    if (value && typeof value === 'object' && !Array.isArray(value)) {
+      return Object.fromEntries(Object.keys(value).sort().map((key) => [key, value[key]]))
+    }
+    return value
+  })
 }

@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict'
 import { before, test } from 'node:test'
 import { useHarness } from './harness.js'
-import { openShape } from './shapes.js'
+import { canonicalRows, openShape } from './shapes.js'
 
 const h = useHarness({ name: 'where' })
 const WHERE = 'price > $1 AND category = $2'
@@ -23,8 +23,8 @@ async function selectMatching() {
 // Waits until the shape's rows equal the SELECT.
 async function waitUntilRowsMatchSelect(what) {
   const expected = await selectMatching()
-  const json = JSON.stringify(expected)
-  await sub.waitForRows((rows) => JSON.stringify(sortById(rows)) === json, 5_000, what)
+  const text = canonicalRows(expected)
+  await sub.waitForRows((rows) => canonicalRows(rows) === text, 5_000, what)
   assert.deepStrictEqual(sortById(sub.shape.currentRows), expected)
 }
 
