@@ -1,0 +1,323 @@
+// ShapeRegistry against a real PostgreSQL and a real replication stream:
+// initial snapshots, live operations, where-clause moves, replica modes,
+// snapshot/stream alignment, rotation on schema change and truncate.
+#include "shapes/shape_registry.h"
+
+#include <gtest/gtest.h>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/strand.hpp>
+#include <future>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "replication/replication_stream.h"
+#include "support/postgres_test_environment.h"
+
+namespace shapeproxy::shapes {
+namespace {
+
+namespace asio = boost::asio;
+using namespace std::chrono_literals;
+using nlohmann::json;
+using testing::conninfo;
+using testing::execute_sql;
+
+// The registry fed by a replication stream, on one strand of a running io_context.
+class Core : public replication::ReplicationListener {
+ public:
+  explicit Core(const std::string& database, std::chrono::milliseconds live_timeout = 2s) {
+    auto strand = asio::make_strand(io_);
+    auto pool = std::make_shared<pg::ConnectionPool>(strand, conninfo(database), 2);
+    ShapeRegistryOptions options;
+    options.live_timeout = live_timeout;
+    options.chunk_bytes = 4096;
+    registry_ = std::make_shared<ShapeRegistry>(strand, pool, options);
+    replication::ReplicationStreamOptions stream_options;
+    stream_options.conninfo = conninfo(database);
+    stream_options.slot_name = "slot_" + database;
+    stream_options.status_interval = 200ms;
+    stream_ = std::make_shared<replication::ReplicationStream>(strand, stream_options, *this);
+    stream_->start();
+    thread_ = std::thread([this] { io_.run(); });
+    std::unique_lock lock(mutex_);
+    changed_.wait_for(lock, 30s, [&] { return streaming_; });
+  }
+  ~Core() {
+    stream_->stop();
+    {
+      std::unique_lock lock(mutex_);
+      changed_.wait_for(lock, 10s, [&] { return stopped_; });
+    }
+    work_.reset();
+    io_.stop();
+    thread_.join();
+  }
+
+  void on_transaction(replication::Transaction transaction) override {
+    registry_->apply_transaction(transaction);
+    stream_->acknowledge(transaction.end_lsn);
+  }
+  void on_state(replication::StreamState state, const Error*) override {
+    std::lock_guard lock(mutex_);
+    streaming_ = state == replication::StreamState::kStreaming;
+    stopped_ = state == replication::StreamState::kStopped;
+    changed_.notify_all();
+  }
+
+  ReadOutcome read(ShapeDefinitionRequest definition, ReadRequest request) {
+    auto promise = std::make_shared<std::promise<ReadOutcome>>();
+    auto future = promise->get_future();
+    registry_->read(definition, request,
+                    [promise](ReadOutcome outcome) { promise->set_value(std::move(outcome)); });
+    if (future.wait_for(30s) != std::future_status::ready) {
+      ADD_FAILURE() << "read did not complete";
+      return Unavailable{"timeout"};
+    }
+    return future.get();
+  }
+
+  ShapeRegistry& registry() { return *registry_; }
+
+ private:
+  asio::io_context io_;
+  asio::executor_work_guard<asio::io_context::executor_type> work_{io_.get_executor()};
+  std::shared_ptr<ShapeRegistry> registry_;
+  std::shared_ptr<replication::ReplicationStream> stream_;
+  std::thread thread_;
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  bool streaming_ = false;
+  bool stopped_ = false;
+};
+
+ReadResult expect_result(const ReadOutcome& outcome) {
+  if (auto* result = std::get_if<ReadResult>(&outcome)) return *result;
+  if (auto* invalid = std::get_if<InvalidRequest>(&outcome)) {
+    ADD_FAILURE() << "invalid " << invalid->field << ": " << invalid->message;
+  } else if (std::holds_alternative<MustRefetch>(outcome)) {
+    ADD_FAILURE() << "must refetch";
+  } else {
+    ADD_FAILURE() << "unavailable: " << std::get<Unavailable>(outcome).message;
+  }
+  return {};
+}
+
+json body(const ReadResult& result) { return json::parse(result.body ? *result.body : "[]"); }
+
+ShapeDefinitionRequest shape(const std::string& table, std::optional<std::string> where = {}) {
+  ShapeDefinitionRequest definition;
+  definition.table = table;
+  definition.where = std::move(where);
+  return definition;
+}
+
+ReadRequest from_start() { return ReadRequest{}; }
+ReadRequest after(const ReadResult& previous, bool live = false) {
+  ReadRequest request;
+  request.start = ReadRequest::Start::kAt;
+  request.offset = previous.offset;
+  request.handle = previous.handle;
+  request.live = live;
+  return request;
+}
+
+// Reads from the start through every snapshot chunk until up-to-date.
+std::pair<json, ReadResult> sync(Core& core, const ShapeDefinitionRequest& definition) {
+  json messages = json::array();
+  ReadResult last = expect_result(core.read(definition, from_start()));
+  for (auto& m : body(last)) messages.push_back(m);
+  for (int i = 0; i < 1000 && !last.up_to_date; ++i) {
+    last = expect_result(core.read(definition, after(last)));
+    for (auto& m : body(last)) messages.push_back(m);
+  }
+  return {messages, last};
+}
+
+class ShapeRegistryTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    database_ = testing::create_database("registry");
+    execute_sql(database_,
+                "CREATE PUBLICATION shapeproxy; "
+                "CREATE TABLE items (id int PRIMARY KEY, title text, price numeric, "
+                "tags text[], done bool NOT NULL DEFAULT false)");
+  }
+  std::string database_;
+};
+
+TEST_F(ShapeRegistryTest, SnapshotIsChunkedAndEndsUpToDateWithSchema) {
+  execute_sql(database_,
+              "INSERT INTO items SELECT g, 'item ' || g, g * 1.5, '{a,b}' "
+              "FROM generate_series(1, 300) g");
+  Core core(database_);
+  auto first = expect_result(core.read(shape("items"), from_start()));
+  EXPECT_EQ(first.offset.to_string(), "0_0");
+  EXPECT_FALSE(first.up_to_date);  // offset=-1 never ends up-to-date
+  auto schema = json::parse(first.schema_json);
+  EXPECT_EQ(schema["id"], json({{"type", "int4"}, {"pk_index", 0}, {"not_null", true}}));
+  EXPECT_EQ(schema["tags"], json({{"type", "text"}, {"dims", 1}}));
+  EXPECT_EQ(schema["title"], json({{"type", "text"}}));
+  auto [messages, last] = sync(core, shape("items"));
+  ASSERT_EQ(messages.size(), 301u);  // 300 rows + up-to-date
+  EXPECT_GT(last.offset.op, 1u) << "4 KiB chunks: several chunks expected";
+  EXPECT_EQ(messages[0]["key"], "\"public\".\"items\"/\"1\"");
+  EXPECT_EQ(
+      messages[0]["value"],
+      json({{"id", "1"}, {"title", "item 1"}, {"price", "1.5"}, {"tags", "{a,b}"}, {"done", "f"}}));
+  EXPECT_EQ(messages[0]["headers"],
+            json({{"operation", "insert"}, {"relation", {"public", "items"}}}));
+  EXPECT_EQ(messages.back()["headers"]["control"], "up-to-date");
+  // The same definition is the same shape.
+  auto again = expect_result(core.read(shape("items"), from_start()));
+  EXPECT_EQ(again.handle, first.handle);
+  EXPECT_EQ(*again.body, *first.body);
+}
+
+TEST_F(ShapeRegistryTest, LiveReadsGetInsertsUpdatesAndDeletesInCommitOrder) {
+  execute_sql(database_, "INSERT INTO items (id, title) VALUES (1, 'a')");
+  Core core(database_);
+  auto [messages, synced] = sync(core, shape("items"));
+  ASSERT_EQ(messages.size(), 2u);
+  auto pending = std::async(std::launch::async,
+                            [&] { return core.read(shape("items"), after(synced, true)); });
+  std::this_thread::sleep_for(200ms);
+  execute_sql(database_,
+              "INSERT INTO items (id, title) VALUES (2, 'b'); UPDATE items SET title = 'a2' WHERE "
+              "id = 1; DELETE FROM items WHERE id = 2");
+  auto live = expect_result(pending.get());
+  auto changes = body(live);
+  ASSERT_EQ(changes.size(), 4u) << changes.dump();
+  EXPECT_EQ(changes[0]["headers"]["operation"], "insert");
+  EXPECT_EQ(changes[0]["value"]["title"], "b");
+  EXPECT_EQ(changes[1]["headers"]["operation"], "update");
+  EXPECT_EQ(changes[1]["value"], json({{"id", "1"}, {"title", "a2"}}));  // key + changed columns
+  EXPECT_EQ(changes[2]["headers"]["operation"], "delete");
+  EXPECT_EQ(changes[2]["value"], json({{"id", "2"}}));
+  EXPECT_TRUE(changes[2]["headers"]["last"].get<bool>());
+  EXPECT_FALSE(changes[0]["headers"].contains("last"));
+  EXPECT_EQ(changes[0]["headers"]["lsn"], changes[2]["headers"]["lsn"]);
+  EXPECT_EQ(changes[3]["headers"]["control"], "up-to-date");
+  EXPECT_TRUE(live.up_to_date);
+  EXPECT_GT(live.offset, synced.offset);
+  // A live read with nothing new times out with up-to-date at the same offset.
+  auto idle = expect_result(core.read(shape("items"), after(live, true)));
+  EXPECT_EQ(idle.offset, live.offset);
+  EXPECT_EQ(body(idle).size(), 1u);
+}
+
+TEST_F(ShapeRegistryTest, UpdatesMoveRowsIntoAndOutOfTheWhereClause) {
+  execute_sql(database_,
+              "INSERT INTO items (id, title, price) VALUES (1, 'cheap', 5), (2, 'dear', 50)");
+  Core core(database_);
+  auto definition = shape("items", "price > 10");
+  auto [messages, synced] = sync(core, definition);
+  ASSERT_EQ(messages.size(), 2u);
+  EXPECT_EQ(messages[0]["value"]["id"], "2");
+  execute_sql(database_, "UPDATE items SET price = 20 WHERE id = 1");
+  execute_sql(database_, "UPDATE items SET price = 1 WHERE id = 2");
+  execute_sql(database_, "UPDATE items SET title = 'ignored' WHERE id = 2");
+  auto live = expect_result(core.read(definition, after(synced, true)));
+  auto changes = body(live);
+  if (changes.size() < 3) {
+    auto more = expect_result(core.read(definition, after(live, true)));
+    for (auto& m : body(more)) changes.push_back(m);
+  }
+  ASSERT_GE(changes.size(), 3u) << changes.dump();
+  EXPECT_EQ(changes[0]["headers"]["operation"], "insert");  // moved in: the whole row
+  EXPECT_EQ(changes[0]["value"]["title"], "cheap");
+  EXPECT_EQ(changes[0]["value"]["price"], "20");
+  std::vector<std::string> operations;
+  for (auto& m : changes) {
+    if (m["headers"].contains("operation")) operations.push_back(m["headers"]["operation"]);
+  }
+  EXPECT_EQ(operations,
+            (std::vector<std::string>{"insert", "delete"}));  // the third update is outside
+}
+
+TEST_F(ShapeRegistryTest, ReplicaFullSendsWholeRowsAndOldValues) {
+  execute_sql(database_, "INSERT INTO items (id, title, price) VALUES (1, 'a', 5)");
+  Core core(database_);
+  auto definition = shape("items");
+  definition.replica = ReplicaMode::kFull;
+  definition.columns = std::vector<std::string>{"id", "title", "price"};
+  auto [messages, synced] = sync(core, definition);
+  EXPECT_EQ(messages[0]["value"].size(), 3u);
+  execute_sql(database_, "UPDATE items SET title = 'b' WHERE id = 1");
+  auto changes = body(expect_result(core.read(definition, after(synced, true))));
+  ASSERT_GE(changes.size(), 2u);
+  EXPECT_EQ(changes[0]["value"], json({{"id", "1"}, {"title", "b"}, {"price", "5"}}));
+  EXPECT_EQ(changes[0]["old_value"], json({{"title", "a"}}));
+}
+
+TEST_F(ShapeRegistryTest, InvalidDefinitionsNameTheField) {
+  execute_sql(database_, "CREATE TABLE nokey_ok (a int)");
+  Core core(database_);
+  auto missing = core.read(shape("nope"), from_start());
+  ASSERT_TRUE(std::holds_alternative<InvalidRequest>(missing));
+  EXPECT_EQ(std::get<InvalidRequest>(missing).field, "table");
+  auto bad_where = core.read(shape("items", "pg_sleep(1) IS NULL"), from_start());
+  ASSERT_TRUE(std::holds_alternative<InvalidRequest>(bad_where));
+  EXPECT_EQ(std::get<InvalidRequest>(bad_where).field, "where");
+  auto no_pk = shape("items");
+  no_pk.columns = std::vector<std::string>{"title"};
+  auto columns = core.read(no_pk, from_start());
+  ASSERT_TRUE(std::holds_alternative<InvalidRequest>(columns));
+  EXPECT_NE(std::get<InvalidRequest>(columns).message.find("id"), std::string::npos);
+}
+
+TEST_F(ShapeRegistryTest, SchemaChangeAndTruncateRotateTheShape) {
+  execute_sql(database_, "INSERT INTO items (id, title) VALUES (1, 'a')");
+  Core core(database_);
+  auto [messages, synced] = sync(core, shape("items"));
+  auto parked = std::async(std::launch::async,
+                           [&] { return core.read(shape("items"), after(synced, true)); });
+  std::this_thread::sleep_for(200ms);
+  execute_sql(database_, "ALTER TABLE items ADD COLUMN extra int");
+  execute_sql(database_, "INSERT INTO items (id, title) VALUES (2, 'b')");
+  EXPECT_TRUE(std::holds_alternative<MustRefetch>(parked.get()));
+  auto stale = core.read(shape("items"), after(synced));
+  ASSERT_TRUE(std::holds_alternative<MustRefetch>(stale));
+  auto [fresh, fresh_last] = sync(core, shape("items"));
+  EXPECT_NE(fresh_last.handle, synced.handle);
+  EXPECT_EQ(fresh.size(), 3u);
+  EXPECT_TRUE(fresh[0]["value"].contains("extra"));
+  execute_sql(database_, "TRUNCATE items");
+  for (int i = 0; i < 50; ++i) {
+    if (std::holds_alternative<MustRefetch>(core.read(shape("items"), after(fresh_last)))) break;
+    std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_TRUE(std::holds_alternative<MustRefetch>(core.read(shape("items"), after(fresh_last))));
+}
+
+TEST_F(ShapeRegistryTest, ConcurrentWritesDuringSnapshotAreNeitherLostNorDoubled) {
+  execute_sql(database_,
+              "INSERT INTO items (id, title) SELECT g, 'x' FROM generate_series(1, 20000) g");
+  Core core(database_);
+  std::atomic<bool> writing{true};
+  std::thread writer([&] {
+    for (int id = 20001; id <= 20200; ++id) {
+      execute_sql(database_,
+                  "INSERT INTO items (id, title) VALUES (" + std::to_string(id) + ", 'w')");
+    }
+    writing = false;
+  });
+  auto [messages, last] = sync(core, shape("items"));
+  writer.join();
+  std::map<std::string, int> seen;
+  for (auto& m : messages) {
+    if (m["headers"].contains("operation")) seen[m["value"]["id"]]++;
+  }
+  // Catch up with what was written after the first up-to-date.
+  for (int i = 0; i < 50 && seen.size() < 20200; ++i) {
+    last = expect_result(core.read(shape("items"), after(last, true)));
+    for (auto& m : body(last)) {
+      if (m["headers"].contains("operation")) seen[m["value"]["id"]]++;
+    }
+  }
+  EXPECT_EQ(seen.size(), 20200u);
+  for (const auto& [id, count] : seen) ASSERT_EQ(count, 1) << "row " << id << " delivered twice";
+}
+
+}  // namespace
+}  // namespace shapeproxy::shapes
