@@ -3,12 +3,15 @@
 // embedded cluster when no DATABASE_URL is given, signals, exit codes.
 #include <spdlog/spdlog.h>
 
+#include <boost/asio/bind_executor.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <boost/asio/strand.hpp>
 #include <cstdio>
 #include <iostream>
 #include <optional>
+#include <thread>
 
 #include "app/demo_data.h"
 #include "app/proxy.h"
@@ -52,7 +55,9 @@ int run(const shapeproxy::config::Config& config) {
   shapeproxy::app::Proxy proxy(io, config, database->conninfo);
   int exit_code = 0;
   bool stopping = false;
-  asio::signal_set signals(io, SIGINT, SIGTERM);
+  // Process control (signals, start-up outcome) runs on one strand.
+  auto control = asio::make_strand(io);
+  asio::signal_set signals(control, SIGINT, SIGTERM);
   auto stop = [&](int code) {
     if (stopping) return;
     stopping = true;
@@ -65,20 +70,25 @@ int run(const shapeproxy::config::Config& config) {
     spdlog::info("received {}, shutting down", signal == SIGINT ? "SIGINT" : "SIGTERM");
     stop(0);
   });
-  asio::co_spawn(io, proxy.start(database->tables_to_publish),
-                 [&](std::exception_ptr failure, Result<void> started) {
-                   if (failure || !started) {
-                     spdlog::error("cannot start: {}",
-                                   failure ? "internal error" : started.error().to_string());
-                     stop(1);
-                     return;
-                   }
-                   if (database->cluster) {
-                     spdlog::info("try: curl -i 'http://localhost:{}/v1/health'",
-                                  proxy.http_port());
-                   }
-                 });
+  asio::co_spawn(
+      proxy.executor(), proxy.start(database->tables_to_publish),
+      asio::bind_executor(control, [&](std::exception_ptr failure, Result<void> started) {
+        if (failure || !started) {
+          spdlog::error("cannot start: {}",
+                        failure ? "internal error" : started.error().to_string());
+          stop(1);
+          return;
+        }
+        if (database->cluster) {
+          spdlog::info("try: curl -i 'http://localhost:{}/v1/shape?table={}&offset=-1'",
+                       proxy.http_port(), shapeproxy::app::kDemoTable);
+        }
+      }));
+  // Two threads: HTTP sessions run on their own strands, replication and
+  // shapes on theirs.
+  std::thread second([&io] { io.run(); });
   io.run();
+  second.join();
   if (database->cluster) {
     if (auto stopped = database->cluster->stop(); !stopped) {
       spdlog::warn("embedded PostgreSQL did not stop cleanly: {}", stopped.error().to_string());

@@ -5,24 +5,34 @@
 #include <atomic>
 #include <utility>
 
+#include <boost/asio/strand.hpp>
+
+#include "api/shape_api.h"
 #include "http/handlers.h"
 #include "http/server.h"
 #include "pg/async_connection.h"
+#include "pg/connection_pool.h"
 #include "pg/conninfo.h"
 #include "replication/replication_stream.h"
+#include "shapes/shape_registry.h"
 
 namespace shapeproxy::app {
 namespace asio = boost::asio;
 
 namespace {
 
-// Until shape logs consume the stream, ingest logs each transaction and
-// acknowledges it at once.
-class TransactionLog : public replication::ReplicationListener {
+// Feeds replicated transactions to the shapes, then acknowledges them.
+// Runs on the shapes strand (the stream shares it with the registry).
+class Ingest : public replication::ReplicationListener {
  public:
-  void attach(std::shared_ptr<replication::ReplicationStream> stream) { stream_ = stream; }
+  void attach(std::shared_ptr<replication::ReplicationStream> stream,
+              std::shared_ptr<shapes::ShapeRegistry> registry) {
+    stream_ = stream;
+    registry_ = std::move(registry);
+  }
 
   void on_transaction(replication::Transaction transaction) override {
+    if (registry_) registry_->apply_transaction(transaction);
     std::size_t inserts = 0, updates = 0, deletes = 0, truncates = 0;
     for (const auto& change : transaction.changes) {
       switch (change.kind) {
@@ -66,6 +76,7 @@ class TransactionLog : public replication::ReplicationListener {
  private:
   std::function<void()> on_stopped_;
   std::weak_ptr<replication::ReplicationStream> stream_;
+  std::shared_ptr<shapes::ShapeRegistry> registry_;
   std::atomic<bool> streaming_{false};
 };
 
@@ -73,12 +84,18 @@ class TransactionLog : public replication::ReplicationListener {
 
 struct Proxy::State {
   State(asio::io_context& io, config::Config config, std::string conninfo)
-      : io(io), config(std::move(config)), conninfo(std::move(conninfo)) {}
+      : io(io),
+        control(asio::make_strand(io)),
+        config(std::move(config)),
+        conninfo(std::move(conninfo)) {}
 
   asio::io_context& io;
+  asio::strand<asio::io_context::executor_type> control;
   config::Config config;
   std::string conninfo;
-  TransactionLog transaction_log;
+  Ingest ingest;
+  std::shared_ptr<shapes::ShapeRegistry> registry;
+  std::unique_ptr<api::ShapeApi> shape_api;
   std::shared_ptr<replication::ReplicationStream> stream;
   std::unique_ptr<http::HttpServer> server;
 };
@@ -88,12 +105,13 @@ Proxy::Proxy(asio::io_context& io, config::Config config, std::string database_c
 
 Proxy::~Proxy() = default;
 
+asio::any_io_executor Proxy::executor() const { return state_->control; }
+
 asio::awaitable<Result<void>> Proxy::start(std::vector<replication::TableName> tables) {
   auto state = state_;
   const auto& config = state->config;
   spdlog::info("database: {}", pg::describe_conninfo(state->conninfo));
-  auto connection =
-      co_await pg::AsyncConnection::connect(state->io.get_executor(), state->conninfo);
+  auto connection = co_await pg::AsyncConnection::connect(state->control, state->conninfo);
   if (!connection) co_return connection.error();
   auto publication =
       co_await replication::ensure_publication(**connection, config.publication_name);
@@ -109,13 +127,28 @@ asio::awaitable<Result<void>> Proxy::start(std::vector<replication::TableName> t
   options.slot_name = config.slot_name;
   options.publication_name = config.publication_name;
   options.status_interval = config.replication_status_interval;
-  state->stream = std::make_shared<replication::ReplicationStream>(state->io.get_executor(),
-                                                                   options, state->transaction_log);
-  state->transaction_log.attach(state->stream);
+  // Replication and the shapes share one strand: transactions apply in order
+  // with no locks.
+  auto strand = asio::make_strand(state->io);
+  auto pool = std::make_shared<pg::ConnectionPool>(strand, state->conninfo, 4);
+  shapes::ShapeRegistryOptions registry_options;
+  registry_options.publication_name = config.publication_name;
+  registry_options.chunk_bytes = config.chunk_bytes;
+  registry_options.live_timeout = config.long_poll_timeout;
+  state->registry = std::make_shared<shapes::ShapeRegistry>(strand, pool, registry_options);
+  state->stream = std::make_shared<replication::ReplicationStream>(strand, options, state->ingest);
+  state->ingest.attach(state->stream, state->registry);
   state->stream->start();
 
+  api::ShapeApiOptions api_options;
+  api_options.secret = config.secret;
+  api_options.allow_delete = config.allow_delete;
+  api_options.long_poll_timeout = config.long_poll_timeout;
+  state->shape_api = std::make_unique<api::ShapeApi>(*state->registry, api_options);
+
   http::Router router;
-  auto* log = &state->transaction_log;
+  state->shape_api->register_routes(router);
+  auto* log = &state->ingest;
   router.add(http::Verb::get, "/v1/health", http::health_handler([state, log] {
                return log->streaming() ? http::HealthState::kActive : http::HealthState::kStarting;
              }));
@@ -134,9 +167,9 @@ void Proxy::shutdown(std::function<void()> done) {
   auto finish_one = [remaining, done = std::move(done)] {
     if (--*remaining == 0) done();
   };
-  asio::post(state->io, [state, finish_one] {
+  asio::post(state->control, [state, finish_one] {
     if (state->stream && state->stream->state() != replication::StreamState::kStopped) {
-      state->transaction_log.when_stopped(finish_one);
+      state->ingest.when_stopped(finish_one);
       state->stream->stop();
     } else {
       finish_one();

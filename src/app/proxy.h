@@ -22,6 +22,9 @@ class Proxy {
   Proxy(boost::asio::io_context& io, config::Config config, std::string database_conninfo);
   ~Proxy();
 
+  // The strand start() must be spawned on; shutdown() runs there too.
+  boost::asio::any_io_executor executor() const;
+
   // Creates the publication (publishing `tables`), then starts replication
   // and the HTTP server. An Error says what to fix.
   boost::asio::awaitable<Result<void>> start(std::vector<replication::TableName> tables);

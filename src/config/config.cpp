@@ -13,10 +13,16 @@ namespace {
 struct Setting {
   const char* flag;
   const char* env;
-  const char* value_name;
+  const char* value_name;  // empty: a switch, `--flag` alone means true
   const char* help;
   std::function<Result<void>(Config&, const std::string&)> apply;
 };
+
+Result<bool> parse_bool(const std::string& text) {
+  if (text == "true" || text == "1" || text == "yes" || text == "on") return true;
+  if (text == "false" || text == "0" || text == "no" || text == "off") return false;
+  return Error{"", "expected true or false, got '" + text + "'", ""};
+}
 
 Error invalid(const Setting& setting, const std::string& why) {
   return Error{"invalid_config",
@@ -116,6 +122,30 @@ const std::vector<Setting>& settings() {
          c.replication_status_interval = std::chrono::milliseconds(ms.value());
          return {};
        }},
+      {"--allow-delete", "SHAPEPROXY_ALLOW_DELETE", "",
+       "Allow DELETE /v1/shape to drop a shape (default off: 405).",
+       [](Config& c, const std::string& v) -> Result<void> {
+         auto on = parse_bool(v);
+         if (!on) return on.error();
+         c.allow_delete = on.value();
+         return {};
+       }},
+      {"--long-poll-timeout-ms", "SHAPEPROXY_LONG_POLL_TIMEOUT_MS", "MS",
+       "How long a live request waits for new data (default 20000).",
+       [](Config& c, const std::string& v) -> Result<void> {
+         auto ms = parse_integer(v, 100, 40'000);
+         if (!ms) return ms.error();
+         c.long_poll_timeout = std::chrono::milliseconds(ms.value());
+         return {};
+       }},
+      {"--chunk-bytes", "SHAPEPROXY_CHUNK_BYTES", "BYTES",
+       "Largest response body of a shape log (default 10485760).",
+       [](Config& c, const std::string& v) -> Result<void> {
+         auto bytes = parse_integer(v, 1024, 1LL << 30);
+         if (!bytes) return bytes.error();
+         c.chunk_bytes = static_cast<std::size_t>(bytes.value());
+         return {};
+       }},
   };
   return all;
 }
@@ -157,8 +187,11 @@ Result<Invocation> parse_invocation(const std::vector<std::string>& args,
     if (setting == nullptr) {
       return Error{"invalid_config", "unknown option '" + flag + "'", "see shapeproxy --help"};
     }
+    bool is_switch = setting->value_name[0] == '\0';
     if (equals != std::string::npos) {
       from_flags[setting] = arg.substr(equals + 1);
+    } else if (is_switch) {
+      from_flags[setting] = "true";
     } else if (i + 1 < args.size()) {
       from_flags[setting] = args[++i];
     } else {
@@ -188,7 +221,8 @@ std::string usage() {
       "and keeps serving when logical replication is down.\n\nOptions (environment variable in "
       "brackets; the flag wins):\n";
   for (const auto& setting : settings()) {
-    std::string left = std::string("  ") + setting.flag + " " + setting.value_name;
+    std::string left = std::string("  ") + setting.flag;
+    if (setting.value_name[0] != '\0') left += std::string(" ") + setting.value_name;
     text += left + "  [" + setting.env + "]\n      " + setting.help + "\n";
   }
   text += "  --help, --version\n";

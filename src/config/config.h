@@ -26,6 +26,9 @@ struct Config {
   std::string log_level = "info";
   std::optional<std::string> secret;  // when set, /v1/shape requires ?secret=
   std::chrono::milliseconds replication_status_interval{10'000};
+  bool allow_delete = false;  // DELETE /v1/shape
+  std::chrono::milliseconds long_poll_timeout{20'000};
+  std::size_t chunk_bytes = 10 * 1024 * 1024;  // largest response body of a shape log
 };
 
 // What the command line asked for.

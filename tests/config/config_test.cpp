@@ -86,6 +86,22 @@ TEST(ConfigTest, UnknownOptionAndMissingValueAreRefused) {
   EXPECT_NE(missing.error().message.find("needs a value"), std::string::npos);
 }
 
+TEST(ConfigTest, SwitchesTakeNoValueButAcceptOne) {
+  auto on = parse({"--allow-delete", "--port", "4000"});
+  ASSERT_TRUE(on) << on.error().to_string();
+  EXPECT_TRUE(on->config.allow_delete);
+  EXPECT_EQ(on->config.port, 4000);
+  auto off = parse({"--allow-delete=false"}, {{"SHAPEPROXY_ALLOW_DELETE", "true"}});
+  ASSERT_TRUE(off);
+  EXPECT_FALSE(off->config.allow_delete);
+  auto from_env = parse({}, {{"SHAPEPROXY_ALLOW_DELETE", "1"}});
+  ASSERT_TRUE(from_env);
+  EXPECT_TRUE(from_env->config.allow_delete);
+  auto bad = parse({}, {{"SHAPEPROXY_ALLOW_DELETE", "maybe"}});
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.error().message.find("SHAPEPROXY_ALLOW_DELETE"), std::string::npos);
+}
+
 TEST(ConfigTest, HelpListsEveryFlagWithItsVariable) {
   auto parsed = parse({"--help"});
   ASSERT_TRUE(parsed);
