@@ -1,0 +1,478 @@
+// Handler tests: ShapeApi on a real HttpServer (ephemeral port) over a fake
+// ShapeService that answers with canned outcomes or parks reads for the test
+// to complete later from another thread, and records cancels.
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+
+#include <boost/asio/connect.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http.hpp>
+#include <condition_variable>
+#include <deque>
+#include <future>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "api/shape_api.h"
+#include "http/server.h"
+
+namespace shapeproxy::api {
+namespace {
+
+namespace net = boost::asio;
+namespace beast = boost::beast;
+namespace bhttp = boost::beast::http;
+using tcp = net::ip::tcp;
+using json = nlohmann::json;
+using namespace std::chrono_literals;
+using ClientResponse = bhttp::response<bhttp::string_body>;
+
+class FakeService : public shapes::ShapeService {
+ public:
+  struct Call {
+    shapes::ShapeDefinitionRequest definition;
+    shapes::ReadRequest request;
+  };
+
+  // The next reads answer these at once, in order; with none left, reads park.
+  void answer_next(shapes::ReadOutcome outcome) {
+    std::lock_guard lock(mu_);
+    canned_.push_back(std::move(outcome));
+  }
+
+  std::function<void()> read(shapes::ShapeDefinitionRequest definition, shapes::ReadRequest request,
+                             std::function<void(shapes::ReadOutcome)> done) override {
+    std::unique_lock lock(mu_);
+    calls_.push_back({std::move(definition), std::move(request)});
+    int id = static_cast<int>(calls_.size()) - 1;
+    if (!canned_.empty()) {
+      auto outcome = std::move(canned_.front());
+      canned_.pop_front();
+      lock.unlock();
+      done(std::move(outcome));
+      return [] {};
+    }
+    parked_[id] = std::move(done);
+    cv_.notify_all();
+    return [this, id] {
+      std::lock_guard lock(mu_);
+      parked_.erase(id);
+      cancelled_.push_back(id);
+      cv_.notify_all();
+    };
+  }
+
+  void remove(shapes::ShapeDefinitionRequest definition, std::optional<std::string> handle,
+              std::function<void(Result<shapes::DeleteOutcome>)> done) override {
+    {
+      std::lock_guard lock(mu_);
+      removed_.emplace_back(definition.table, handle);
+    }
+    done(shapes::DeleteOutcome{true});
+  }
+
+  // Waits for read #id to be parked, then completes it from another thread.
+  void complete(int id, shapes::ReadOutcome outcome) {
+    std::function<void(shapes::ReadOutcome)> done;
+    {
+      std::unique_lock lock(mu_);
+      EXPECT_TRUE(cv_.wait_for(lock, 10s, [&] { return parked_.count(id) > 0; }))
+          << "read " << id << " never parked";
+      if (!parked_.count(id)) return;
+      done = std::move(parked_[id]);
+      parked_.erase(id);
+    }
+    std::thread([done = std::move(done), outcome = std::move(outcome)]() mutable {
+      done(std::move(outcome));
+    }).join();
+  }
+
+  bool wait_parked(int id) {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, 10s, [&] { return parked_.count(id) > 0; });
+  }
+  bool wait_cancelled(int id) {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, 10s, [&] {
+      return std::find(cancelled_.begin(), cancelled_.end(), id) != cancelled_.end();
+    });
+  }
+  std::vector<Call> calls() {
+    std::lock_guard lock(mu_);
+    return calls_;
+  }
+  std::vector<int> cancelled() {
+    std::lock_guard lock(mu_);
+    return cancelled_;
+  }
+  std::vector<std::pair<std::string, std::optional<std::string>>> removed() {
+    std::lock_guard lock(mu_);
+    return removed_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<shapes::ReadOutcome> canned_;
+  std::vector<Call> calls_;
+  std::map<int, std::function<void(shapes::ReadOutcome)>> parked_;
+  std::vector<int> cancelled_;
+  std::vector<std::pair<std::string, std::optional<std::string>>> removed_;
+};
+
+shapes::ReadResult result(shapes::LogOffset offset, std::string body, bool up_to_date) {
+  shapes::ReadResult r;
+  r.handle = "h1";
+  r.offset = offset;
+  r.body = std::make_shared<const std::string>(std::move(body));
+  r.up_to_date = up_to_date;
+  r.schema_json = R"({"id":{"type":"int4","pk_index":0,"not_null":true}})";
+  return r;
+}
+
+constexpr char kUpToDate[] = R"([{"headers":{"control":"up-to-date"}}])";
+constexpr char kTwoChanges[] =
+    R"([{"key":"\"public\".\"items\"/\"1\"","value":{"id":"1"},"headers":{"operation":"insert"}},)"
+    R"({"headers":{"control":"up-to-date","global_last_seen_lsn":"12"}}])";
+
+class ShapeApiTest : public ::testing::Test {
+ protected:
+  void TearDown() override {
+    if (server_) {
+      std::promise<void> done;
+      server_->shutdown([&] { done.set_value(); });
+      EXPECT_EQ(done.get_future().wait_for(10s), std::future_status::ready);
+    }
+    work_.reset();
+    ioc_.stop();
+    for (auto& t : threads_) t.join();
+    server_.reset();
+    api_.reset();
+  }
+
+  void start(ShapeApiOptions options = {}) {
+    options.clock = [] {
+      return std::chrono::system_clock::time_point(
+          std::chrono::seconds(kCursorEpochUnixSeconds + 101));
+    };
+    api_ = std::make_unique<ShapeApi>(service_, std::move(options));
+    http::Router router;
+    api_->register_routes(router);
+    http::ServerOptions server_options;
+    server_options.address = "127.0.0.1";
+    server_options.port = 0;
+    server_options.shutdown_grace = 2s;
+    server_ = std::make_unique<http::HttpServer>(ioc_, server_options, std::move(router));
+    auto started = server_->start();
+    ASSERT_TRUE(started.ok()) << started.error().to_string();
+    for (int i = 0; i < 2; ++i) threads_.emplace_back([this] { ioc_.run(); });
+  }
+
+  tcp::socket connect() {
+    tcp::socket socket(client_ioc_);
+    socket.connect({net::ip::make_address("127.0.0.1"), server_->port()});
+    struct timeval tv {
+      10, 0
+    };
+    setsockopt(socket.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    return socket;
+  }
+
+  static void send(tcp::socket& socket, bhttp::verb verb, const std::string& target,
+                   bhttp::fields extra = {}) {
+    bhttp::request<bhttp::empty_body> req{verb, target, 11};
+    req.set(bhttp::field::host, "localhost");
+    for (const auto& f : extra) req.set(f.name_string(), f.value());
+    bhttp::write(socket, req);
+  }
+
+  ClientResponse request(bhttp::verb verb, const std::string& target, bhttp::fields extra = {}) {
+    auto socket = connect();
+    send(socket, verb, target, std::move(extra));
+    beast::flat_buffer buffer;
+    ClientResponse res;
+    bhttp::read(socket, buffer, res);
+    return res;
+  }
+  ClientResponse get(const std::string& target, bhttp::fields extra = {}) {
+    return request(bhttp::verb::get, target, std::move(extra));
+  }
+
+  // Raw bytes until `needle` shows up (or EOF/timeout); returns all read.
+  static std::string read_until(tcp::socket& socket, std::string& so_far, std::string_view needle) {
+    char buf[4096];
+    while (so_far.find(needle) == std::string::npos) {
+      boost::system::error_code ec;
+      size_t n = socket.read_some(net::buffer(buf), ec);
+      if (ec) break;
+      so_far.append(buf, n);
+    }
+    return so_far;
+  }
+
+  // Lets the server finish its side of an ended stream before the client
+  // closes. Works around a transport race (http::Session::on_stream_done
+  // dereferences exchange_ after close_now() reset it when the peer closes
+  // between the last chunk's write and its completion handler).
+  static void let_stream_end_settle() { std::this_thread::sleep_for(200ms); }
+
+  FakeService service_;
+  std::unique_ptr<ShapeApi> api_;
+  net::io_context ioc_;
+  net::executor_work_guard<net::io_context::executor_type> work_{ioc_.get_executor()};
+  std::vector<std::thread> threads_;
+  net::io_context client_ioc_;
+  std::unique_ptr<http::HttpServer> server_;
+};
+
+TEST_F(ShapeApiTest, SnapshotRequest) {
+  start();
+  service_.answer_next(result(shapes::LogOffset::snapshot_chunk(0), kTwoChanges, false));
+  auto res = get("/v1/shape?table=Items&offset=-1&where=id%3D%241&params%5B1%5D=7&columns=id");
+  EXPECT_EQ(res.result_int(), 200);
+  EXPECT_EQ(res["electric-handle"], "h1");
+  EXPECT_EQ(res["electric-offset"], "0_0");
+  EXPECT_EQ(res["electric-schema"], R"({"id":{"type":"int4","pk_index":0,"not_null":true}})");
+  EXPECT_EQ(res["etag"], "\"h1:-1:0_0\"");
+  EXPECT_EQ(res["cache-control"],
+            "public, max-age=604800, s-maxage=3600, stale-while-revalidate=2629746");
+  EXPECT_EQ(res[bhttp::field::content_type], "application/json");
+  EXPECT_EQ(res.body(), kTwoChanges);
+  auto calls = service_.calls();
+  ASSERT_EQ(calls.size(), 1u);
+  EXPECT_EQ(calls[0].definition.table, "items");
+  EXPECT_EQ(calls[0].definition.where, "id=$1");
+  EXPECT_EQ(calls[0].definition.params.at(1), "7");
+  EXPECT_EQ(calls[0].definition.columns, std::vector<std::string>{"id"});
+  EXPECT_EQ(calls[0].request.start, shapes::ReadRequest::Start::kBeforeAll);
+  EXPECT_FALSE(calls[0].request.live);
+}
+
+TEST_F(ShapeApiTest, InvalidParamsGive400WithoutCallingTheService) {
+  start();
+  auto res = get("/v1/shape?table=items&offset=99999999999999999999999_1&handle=h");
+  EXPECT_EQ(res.result_int(), 400);
+  EXPECT_EQ(
+      json::parse(res.body()),
+      json::parse(R"({"message":"Invalid request","errors":{"offset":["has invalid format"]}})"));
+  EXPECT_EQ(res[bhttp::field::cache_control], "no-store");
+  EXPECT_TRUE(service_.calls().empty());
+}
+
+TEST_F(ShapeApiTest, SecretRequired) {
+  ShapeApiOptions options;
+  options.secret = "s3cret";
+  start(options);
+  auto denied = get("/v1/shape?table=items&offset=-1");
+  EXPECT_EQ(denied.result_int(), 401);
+  EXPECT_EQ(json::parse(denied.body()), json({{"message", "Unauthorized - Invalid API secret"}}));
+  service_.answer_next(result(shapes::LogOffset::snapshot_chunk(0), "[]", false));
+  EXPECT_EQ(get("/v1/shape?table=items&offset=-1&secret=s3cret").result_int(), 200);
+  EXPECT_EQ(service_.calls().size(), 1u);
+}
+
+TEST_F(ShapeApiTest, DeleteDisabledIs405) {
+  start();
+  auto res = request(bhttp::verb::delete_, "/v1/shape?table=items");
+  EXPECT_EQ(res.result_int(), 405);
+  EXPECT_TRUE(service_.removed().empty());
+}
+
+TEST_F(ShapeApiTest, DeleteEnabled) {
+  ShapeApiOptions options;
+  options.allow_delete = true;
+  start(options);
+  EXPECT_EQ(request(bhttp::verb::delete_, "/v1/shape?table=items&handle=h9").result_int(), 202);
+  auto res = request(bhttp::verb::delete_, "/v1/shape");
+  EXPECT_EQ(res.result_int(), 400);
+  EXPECT_EQ(
+      json::parse(res.body()),
+      json::parse(
+          R"({"message":"Invalid request","errors":{"handle":["can't be blank when shape definition is missing"]}})"));
+  auto removed = service_.removed();
+  ASSERT_EQ(removed.size(), 1u);
+  EXPECT_EQ(removed[0].first, "items");
+  EXPECT_EQ(removed[0].second, "h9");
+}
+
+TEST_F(ShapeApiTest, MustRefetchAndUnavailable) {
+  start();
+  service_.answer_next(shapes::MustRefetch{"h2"});
+  auto refetch = get("/v1/shape?table=items&offset=5_0&handle=h1");
+  EXPECT_EQ(refetch.result_int(), 409);
+  EXPECT_EQ(json::parse(refetch.body()),
+            json::parse(R"([{"headers":{"control":"must-refetch"}}])"));
+  EXPECT_EQ(refetch["electric-handle"], "h2");
+  EXPECT_EQ(refetch[bhttp::field::cache_control], "public, max-age=60, must-revalidate");
+
+  service_.answer_next(shapes::Unavailable{"snapshot failed", 3s});
+  auto down = get("/v1/shape?table=items&offset=-1");
+  EXPECT_EQ(down.result_int(), 503);
+  EXPECT_EQ(down["retry-after"], "3");
+  EXPECT_EQ(down[bhttp::field::cache_control], "no-store");
+  EXPECT_EQ(down["surrogate-control"], "no-store");
+
+  service_.answer_next(
+      shapes::InvalidRequest{"table", "Table \"public\".\"nope\" does not exist."});
+  auto bad = get("/v1/shape?table=nope&offset=-1");
+  EXPECT_EQ(bad.result_int(), 400);
+  EXPECT_EQ(json::parse(bad.body())["errors"]["table"][0],
+            "Table \"public\".\"nope\" does not exist.");
+}
+
+TEST_F(ShapeApiTest, IfNoneMatchGives304) {
+  start();
+  service_.answer_next(result(shapes::LogOffset::at(9, 0), kUpToDate, true));
+  bhttp::fields extra;
+  extra.set(bhttp::field::if_none_match, "\"h1:5_0:9_0\"");
+  auto res = get("/v1/shape?table=items&offset=5_0&handle=h1", extra);
+  EXPECT_EQ(res.result_int(), 304);
+  EXPECT_EQ(res.body(), "");
+  EXPECT_EQ(res["electric-offset"], "9_0");
+  EXPECT_EQ(res["etag"], "\"h1:5_0:9_0\"");
+}
+
+TEST_F(ShapeApiTest, LiveLongPollCompletedFromAnotherThread) {
+  start();
+  auto socket = connect();
+  send(socket, bhttp::verb::get, "/v1/shape?table=items&offset=5_0&handle=h1&live=true&cursor=120");
+  ASSERT_TRUE(service_.wait_parked(0));
+  EXPECT_TRUE(service_.calls()[0].request.live);
+  EXPECT_EQ(service_.calls()[0].request.handle, "h1");
+  service_.complete(0, result(shapes::LogOffset::at(12, 1), kTwoChanges, true));
+  beast::flat_buffer buffer;
+  ClientResponse res;
+  bhttp::read(socket, buffer, res);
+  EXPECT_EQ(res.result_int(), 200);
+  EXPECT_EQ(res["electric-cursor"], "140");
+  EXPECT_EQ(res["electric-offset"], "12_1");
+  EXPECT_EQ(res["electric-up-to-date"], "");
+  EXPECT_EQ(res.find("electric-schema"), res.end());
+  EXPECT_EQ(res[bhttp::field::cache_control], "public, max-age=5, stale-while-revalidate=5");
+  EXPECT_EQ(res.body(), kTwoChanges);
+  EXPECT_TRUE(service_.cancelled().empty());
+}
+
+TEST_F(ShapeApiTest, ClientDisconnectDuringLiveReadCancels) {
+  start();
+  {
+    auto socket = connect();
+    send(socket, bhttp::verb::get, "/v1/shape?table=items&offset=5_0&handle=h1&live=true");
+    ASSERT_TRUE(service_.wait_parked(0));
+  }  // closes the socket
+  EXPECT_TRUE(service_.wait_cancelled(0));
+}
+
+TEST_F(ShapeApiTest, ShutdownAnswersParkedLongPollUpToDate) {
+  start();
+  auto socket = connect();
+  send(socket, bhttp::verb::get, "/v1/shape?table=items&offset=5_0&handle=h1&live=true");
+  ASSERT_TRUE(service_.wait_parked(0));
+  std::promise<void> done;
+  server_->shutdown([&] { done.set_value(); });
+  beast::flat_buffer buffer;
+  ClientResponse res;
+  bhttp::read(socket, buffer, res);
+  EXPECT_EQ(res.result_int(), 200);
+  EXPECT_EQ(res["electric-offset"], "5_0");
+  EXPECT_EQ(res["electric-handle"], "h1");
+  EXPECT_EQ(res["electric-up-to-date"], "");
+  EXPECT_TRUE(res.find("electric-cursor") != res.end());
+  EXPECT_EQ(json::parse(res.body()), json::parse(kUpToDate));
+  EXPECT_TRUE(service_.wait_cancelled(0));
+  EXPECT_EQ(done.get_future().wait_for(10s), std::future_status::ready);
+  server_.reset();
+}
+
+TEST_F(ShapeApiTest, SseStreamsEventsKeepAlivesAndEnds) {
+  ShapeApiOptions options;
+  options.sse_keepalive = 100ms;
+  options.sse_max_duration = 1500ms;
+  start(options);
+  // First read (not live) finds nothing new: the stream opens, nothing sent.
+  service_.answer_next(result(shapes::LogOffset::at(5, 0), kUpToDate, true));
+  auto socket = connect();
+  send(socket, bhttp::verb::get,
+       "/v1/shape?table=items&offset=5_0&handle=h1&live=true&live_sse=true&cursor=120");
+  std::string raw;
+  read_until(socket, raw, "\r\n\r\n");
+  EXPECT_NE(raw.find("HTTP/1.1 200"), std::string::npos) << raw;
+  EXPECT_NE(raw.find("text/event-stream"), std::string::npos) << raw;
+  EXPECT_NE(raw.find("electric-handle: h1"), std::string::npos) << raw;
+  EXPECT_NE(raw.find("electric-offset: 5_0"), std::string::npos) << raw;
+  EXPECT_NE(raw.find("electric-cursor: 140"), std::string::npos) << raw;
+  EXPECT_NE(raw.find("public, max-age=1"), std::string::npos) << raw;
+
+  ASSERT_TRUE(service_.wait_parked(1));
+  auto calls = service_.calls();
+  EXPECT_FALSE(calls[0].request.live);
+  EXPECT_TRUE(calls[1].request.live);
+  EXPECT_EQ(calls[1].request.offset, shapes::LogOffset::at(5, 0));
+
+  read_until(socket, raw, ": keep-alive\n\n");
+  EXPECT_NE(raw.find(": keep-alive\n\n"), std::string::npos) << raw;
+
+  service_.complete(1, result(shapes::LogOffset::at(12, 0), kTwoChanges, true));
+  std::string first_event =
+      R"(data: {"headers":{"operation":"insert"},"key":"\"public\".\"items\"/\"1\"","value":{"id":"1"}})"
+      "\n\n";
+  std::string second_event =
+      R"(data: {"headers":{"control":"up-to-date","global_last_seen_lsn":"12"}})"
+      "\n\n";
+  read_until(socket, raw, second_event);
+  EXPECT_NE(raw.find(first_event), std::string::npos) << raw;
+  EXPECT_LT(raw.find(first_event), raw.find(second_event));
+
+  ASSERT_TRUE(service_.wait_parked(2));
+  EXPECT_EQ(service_.calls()[2].request.offset, shapes::LogOffset::at(12, 0));
+  EXPECT_TRUE(service_.calls()[2].request.live);
+
+  read_until(socket, raw, "0\r\n\r\n");  // the last chunk: max duration reached
+  EXPECT_NE(raw.find("0\r\n\r\n"), std::string::npos) << raw;
+  EXPECT_TRUE(service_.wait_cancelled(2));
+  let_stream_end_settle();
+}
+
+TEST_F(ShapeApiTest, SseMustRefetchDuringStream) {
+  start();
+  service_.answer_next(result(shapes::LogOffset::at(5, 0), kUpToDate, true));
+  auto socket = connect();
+  send(socket, bhttp::verb::get,
+       "/v1/shape?table=items&offset=5_0&handle=h1&live=true&live_sse=true");
+  ASSERT_TRUE(service_.wait_parked(1));
+  service_.complete(1, shapes::MustRefetch{"h2"});
+  std::string raw;
+  read_until(socket, raw, "0\r\n\r\n");
+  EXPECT_NE(raw.find("data: {\"headers\":{\"control\":\"must-refetch\"}}\n\n"), std::string::npos)
+      << raw;
+  EXPECT_NE(raw.find("0\r\n\r\n"), std::string::npos) << raw;
+  let_stream_end_settle();
+}
+
+TEST_F(ShapeApiTest, SseFirstReadErrorIsAPlainResponse) {
+  start();
+  service_.answer_next(shapes::MustRefetch{"h2"});
+  auto res = get("/v1/shape?table=items&offset=5_0&handle=h1&live=true&live_sse=true");
+  EXPECT_EQ(res.result_int(), 409);
+  EXPECT_EQ(res["electric-handle"], "h2");
+  EXPECT_EQ(json::parse(res.body()), json::parse(R"([{"headers":{"control":"must-refetch"}}])"));
+}
+
+TEST_F(ShapeApiTest, SseClientDisconnectCancelsTheLiveRead) {
+  start();
+  service_.answer_next(result(shapes::LogOffset::at(5, 0), kUpToDate, true));
+  {
+    auto socket = connect();
+    send(socket, bhttp::verb::get,
+         "/v1/shape?table=items&offset=5_0&handle=h1&live=true&live_sse=true");
+    ASSERT_TRUE(service_.wait_parked(1));
+  }
+  EXPECT_TRUE(service_.wait_cancelled(1));
+}
+
+}  // namespace
+}  // namespace shapeproxy::api
