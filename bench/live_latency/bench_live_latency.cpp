@@ -1,0 +1,378 @@
+// bench_live_latency: commit-to-client latency of live long-polls. Many
+// clients park `live=true` requests on one shape; the benchmark commits one
+// INSERT at a time and measures, for every client, the time from the moment
+// COMMIT returned to the moment that client's response was fully read and
+// its JSON parsed far enough to find the inserted row.
+//
+// This is the client half; bench/live_latency/run.sh starts PostgreSQL and
+// the proxy and runs it (see bench/README.md). Procedure:
+//  1. Raise RLIMIT_NOFILE; open --clients keep-alive connections.
+//  2. Sync the shape once on one connection (offset=-1, then catch-up
+//     requests until electric-up-to-date) to learn its handle and offset.
+//  3. Park one live request per connection at that offset.
+//  4. For --warmup + --commits rounds: wait --settle-ms (re-parked requests
+//     reach the server), BEGIN; INSERT one row; COMMIT via libpq, take t0
+//     right after COMMIT returns; run the event loop until every client has
+//     read and parsed a response containing the new id (each re-parks at its
+//     new offset at once). The warm-up rounds are not recorded.
+//  5. Print p50, p99 and max over all samples (clients x commits) and the
+//     closing line `p99 X ms (target 20 ms)`.
+//
+// Everything runs on one thread (pin it with taskset): the COMMIT blocks the
+// event loop, so responses that arrive before t0 wait in socket buffers and
+// are measured from t0, never before it. Slowness never fails the benchmark;
+// wrong answers (non-200, a missing row, a closed connection, a round that
+// does not complete within --round-timeout) exit 1.
+#include <libpq-fe.h>
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <boost/asio/connect.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http.hpp>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+using Clock = std::chrono::steady_clock;
+using json = nlohmann::json;
+
+struct Options {
+  std::string host = "127.0.0.1";
+  std::string port;
+  std::string conninfo;
+  std::string table = "bench_live";
+  int clients = 1000;
+  int commits = 20;
+  int warmup = 2;
+  std::chrono::milliseconds settle{100};
+  std::chrono::seconds round_timeout{30};
+  bool verbose = false;
+};
+
+void usage(const char* argv0) {
+  std::fprintf(stderr,
+               "usage: %s --port PORT --conninfo CONNINFO [--host H] [--table T]\n"
+               "          [--clients N] [--commits N] [--warmup N] [--settle-ms MS]\n"
+               "          [--round-timeout S] [--verbose]\n"
+               "Commit-to-client latency of N parked live long-polls on one shape.\n",
+               argv0);
+}
+
+std::optional<Options> parse_args(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    auto text = [&]() -> std::optional<std::string> {
+      if (i + 1 >= argc) return std::nullopt;
+      return std::string(argv[++i]);
+    };
+    auto number = [&](long min) -> std::optional<long> {
+      auto t = text();
+      if (!t) return std::nullopt;
+      char* end = nullptr;
+      long v = std::strtol(t->c_str(), &end, 10);
+      if (end == t->c_str() || *end != '\0' || v < min) return std::nullopt;
+      return v;
+    };
+    std::optional<long> n;
+    std::optional<std::string> s;
+    if (arg == "--host" && (s = text())) {
+      o.host = *s;
+    } else if (arg == "--port" && (s = text())) {
+      o.port = *s;
+    } else if (arg == "--conninfo" && (s = text())) {
+      o.conninfo = *s;
+    } else if (arg == "--table" && (s = text())) {
+      o.table = *s;
+    } else if (arg == "--clients" && (n = number(1))) {
+      o.clients = static_cast<int>(*n);
+    } else if (arg == "--commits" && (n = number(1))) {
+      o.commits = static_cast<int>(*n);
+    } else if (arg == "--warmup" && (n = number(0))) {
+      o.warmup = static_cast<int>(*n);
+    } else if (arg == "--settle-ms" && (n = number(0))) {
+      o.settle = std::chrono::milliseconds(*n);
+    } else if (arg == "--round-timeout" && (n = number(1))) {
+      o.round_timeout = std::chrono::seconds(*n);
+    } else if (arg == "--verbose") {
+      o.verbose = true;
+    } else {
+      return std::nullopt;
+    }
+  }
+  if (o.port.empty() || o.conninfo.empty()) return std::nullopt;
+  return o;
+}
+
+[[noreturn]] void die(const std::string& message) {
+  std::fprintf(stderr, "bench_live_latency: %s\n", message.c_str());
+  std::exit(1);
+}
+
+double ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
+
+// Nearest-rank percentile of sorted values (p in [0, 100]).
+double percentile(const std::vector<double>& sorted, double p) {
+  if (sorted.empty()) return 0;
+  auto rank = static_cast<size_t>(p / 100.0 * static_cast<double>(sorted.size()) + 0.999999);
+  return sorted[std::clamp<size_t>(rank, 1, sorted.size()) - 1];
+}
+
+// 1,000 sockets plus libpq and stdio need more than the common soft limit
+// of 1024 descriptors: raise the soft limit to the hard one.
+void raise_nofile(int needed) {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0) die("getrlimit failed");
+  if (limit.rlim_cur < limit.rlim_max) {
+    limit.rlim_cur = limit.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &limit);
+    getrlimit(RLIMIT_NOFILE, &limit);
+  }
+  if (limit.rlim_cur != RLIM_INFINITY && limit.rlim_cur < static_cast<rlim_t>(needed) + 64) {
+    die("RLIMIT_NOFILE is " + std::to_string(limit.rlim_cur) + ", need " +
+        std::to_string(needed + 64) + " (ulimit -n)");
+  }
+}
+
+// Whether a shape response body (a JSON array of messages) holds the insert
+// of row `id`. Electric serialises column values as strings; numbers are
+// accepted too.
+bool has_insert(const std::string& body, const std::string& id) {
+  json messages = json::parse(body, nullptr, /*allow_exceptions=*/false);
+  if (!messages.is_array()) die("response body is not a JSON array: " + body.substr(0, 200));
+  for (const auto& m : messages) {
+    auto headers = m.find("headers");
+    auto value = m.find("value");
+    if (headers == m.end() || value == m.end() || !value->is_object()) continue;
+    auto op = headers->find("operation");
+    if (op == headers->end() || *op != "insert") continue;
+    auto row_id = value->find("id");
+    if (row_id == value->end()) continue;
+    if (row_id->is_string() ? row_id->get<std::string>() == id : row_id->dump() == id) return true;
+  }
+  return false;
+}
+
+// libpq connection for the writes; every statement must succeed.
+class Writer {
+ public:
+  explicit Writer(const std::string& conninfo) : conn_(PQconnectdb(conninfo.c_str())) {
+    if (PQstatus(conn_) != CONNECTION_OK) die(std::string("libpq: ") + PQerrorMessage(conn_));
+  }
+  ~Writer() { PQfinish(conn_); }
+  Writer(const Writer&) = delete;
+  Writer& operator=(const Writer&) = delete;
+
+  void exec(const std::string& sql, std::vector<std::string> params = {}) {
+    std::vector<const char*> values;
+    for (const auto& p : params) values.push_back(p.c_str());
+    PGresult* r = PQexecParams(conn_, sql.c_str(), static_cast<int>(values.size()), nullptr,
+                               values.data(), nullptr, nullptr, 0);
+    auto status = PQresultStatus(r);
+    std::string error = PQresultErrorMessage(r);
+    PQclear(r);
+    if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) die("SQL failed: " + error);
+  }
+
+ private:
+  PGconn* conn_;
+};
+
+// One keep-alive connection and the live request parked on it.
+struct Client {
+  explicit Client(asio::io_context& io) : socket(io) {}
+  tcp::socket socket;
+  beast::flat_buffer buffer;
+  http::request<http::empty_body> request;
+  std::optional<http::response_parser<http::string_body>> parser;
+  std::string offset;          // electric-offset of the last response
+  std::string cursor;          // electric-cursor of the last live response
+  int answered_round = -1;     // the last round this client received its row in
+};
+
+class Bench {
+ public:
+  explicit Bench(Options options) : options_(std::move(options)), work_(io_.get_executor()) {}
+
+  int run() {
+    raise_nofile(options_.clients);
+    Writer writer(options_.conninfo);
+    auto endpoints = tcp::resolver(io_).resolve(options_.host, options_.port);
+
+    // 1. Connections (synchronous: this is setup, not measured).
+    clients_.reserve(options_.clients);
+    for (int i = 0; i < options_.clients; ++i) {
+      auto c = std::make_unique<Client>(io_);
+      asio::connect(c->socket, endpoints);
+      c->socket.set_option(tcp::no_delay(true));
+      clients_.push_back(std::move(c));
+    }
+
+    // 2. Sync the shape once: the snapshot, then catch-up until up to date.
+    std::string offset = "-1";
+    for (int i = 0;; ++i) {
+      if (i > 1000) die("shape never reached up-to-date");
+      std::string target = "/v1/shape?table=" + options_.table + "&offset=" + offset;
+      if (!handle_.empty()) target += "&handle=" + handle_;
+      auto response = get(*clients_[0], target);
+      if (response.result_int() != 200) {
+        die("sync " + target + " answered " + std::to_string(response.result_int()) + ": " +
+            response.body());
+      }
+      handle_ = std::string(response["electric-handle"]);
+      offset = std::string(response["electric-offset"]);
+      if (handle_.empty() || offset.empty()) die("sync response without handle/offset");
+      if (response.find("electric-up-to-date") != response.end()) break;
+    }
+    std::printf("shape %s synced at offset %s; %d connections\n", handle_.c_str(),
+                offset.c_str(), options_.clients);
+
+    // 3. Park every client.
+    for (auto& c : clients_) {
+      c->offset = offset;
+      park(*c);
+    }
+
+    // 4. Rounds: settle, commit, wait for every client's row.
+    const int rounds = options_.warmup + options_.commits;
+    samples_.reserve(static_cast<size_t>(options_.commits) * options_.clients);
+    std::vector<double> slowest_per_round;
+    long next_id = 1;
+    for (round_ = 0; round_ < rounds; ++round_) {
+      io_.run_for(options_.settle);  // re-parked requests reach the server
+      expected_id_ = std::to_string(next_id++);
+      received_ = 0;
+      recording_ = round_ >= options_.warmup;
+      writer.exec("BEGIN");
+      writer.exec(
+          "INSERT INTO " + options_.table +
+              " (id, title, amount, done, created) VALUES ($1::int8, 'row ' || $1, $1::numeric "
+              "* 1.25, false, now())",
+          {expected_id_});
+      writer.exec("COMMIT");
+      t0_ = Clock::now();
+      const auto deadline = t0_ + options_.round_timeout;
+      while (received_ < options_.clients && Clock::now() < deadline) {
+        io_.run_one_until(deadline);
+      }
+      if (received_ < options_.clients) {
+        die("round " + std::to_string(round_) + ": only " + std::to_string(received_) + " of " +
+            std::to_string(options_.clients) + " clients got row " + expected_id_ + " within " +
+            std::to_string(options_.round_timeout.count()) + " s");
+      }
+      double slowest = ms(last_at_ - t0_);
+      if (recording_) slowest_per_round.push_back(slowest);
+      if (options_.verbose) {
+        std::printf("round %d%s: first %.2f ms, last %.2f ms\n", round_,
+                    recording_ ? "" : " (warm-up)", ms(first_at_ - t0_), slowest);
+      }
+    }
+
+    // 5. Report.
+    std::sort(samples_.begin(), samples_.end());
+    std::sort(slowest_per_round.begin(), slowest_per_round.end());
+    std::printf("%zu samples (%d commits x %d clients, after %d warm-up commits)\n",
+                samples_.size(), options_.commits, options_.clients, options_.warmup);
+    std::printf("p50 %.2f ms, p90 %.2f ms, p99 %.2f ms, max %.2f ms; last client per commit: "
+                "median %.2f ms\n",
+                percentile(samples_, 50), percentile(samples_, 90), percentile(samples_, 99),
+                samples_.back(), percentile(slowest_per_round, 50));
+    std::printf("p99 %.2f ms (target 20 ms)\n", percentile(samples_, 99));
+    return 0;
+  }
+
+ private:
+  // A synchronous GET on `c` (setup only).
+  http::response<http::string_body> get(Client& c, const std::string& target) {
+    http::request<http::empty_body> request{http::verb::get, target, 11};
+    request.set(http::field::host, options_.host);
+    http::write(c.socket, request);
+    http::response<http::string_body> response;
+    http::read(c.socket, c.buffer, response);
+    return response;
+  }
+
+  // Sends the live request at the client's offset and reads its response.
+  void park(Client& c) {
+    std::string target = "/v1/shape?table=" + options_.table + "&live=true&handle=" + handle_ +
+                         "&offset=" + c.offset;
+    if (!c.cursor.empty()) target += "&cursor=" + c.cursor;
+    c.request = http::request<http::empty_body>{http::verb::get, target, 11};
+    c.request.set(http::field::host, options_.host);
+    http::async_write(c.socket, c.request, [this, &c](beast::error_code ec, size_t) {
+      if (ec) die("write: " + ec.message());
+      c.parser.emplace();
+      c.parser->body_limit(64 * 1024 * 1024);
+      http::async_read(c.socket, c.buffer, *c.parser,
+                       [this, &c](beast::error_code ec, size_t) { on_response(c, ec); });
+    });
+  }
+
+  void on_response(Client& c, beast::error_code ec) {
+    if (ec) die("read: " + ec.message());
+    auto& response = c.parser->get();
+    if (response.result_int() != 200) {
+      die("live request answered " + std::to_string(response.result_int()) + ": " +
+          response.body());
+    }
+    if (!c.parser->keep_alive()) die("the server closed a keep-alive connection");
+    bool found = has_insert(response.body(), expected_id_);
+    auto now = Clock::now();
+    c.offset = std::string(response["electric-offset"]);
+    c.cursor = std::string(response["electric-cursor"]);
+    if (c.offset.empty()) die("live response without electric-offset");
+    if (found && c.answered_round != round_) {
+      c.answered_round = round_;
+      if (received_ == 0) first_at_ = now;
+      last_at_ = now;
+      ++received_;
+      if (recording_) samples_.push_back(ms(now - t0_));
+    }
+    // A response without the row (a long-poll timeout) just re-parks.
+    park(c);
+  }
+
+  Options options_;
+  asio::io_context io_;
+  asio::executor_work_guard<asio::io_context::executor_type> work_;
+  std::vector<std::unique_ptr<Client>> clients_;
+  std::string handle_;
+  // The current round.
+  int round_ = 0;
+  std::string expected_id_;
+  bool recording_ = false;
+  int received_ = 0;
+  Clock::time_point t0_, first_at_, last_at_;
+  std::vector<double> samples_;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  auto options = parse_args(argc, argv);
+  if (!options) {
+    usage(argv[0]);
+    return 2;
+  }
+  try {
+    return Bench(std::move(*options)).run();
+  } catch (const std::exception& e) {
+    die(e.what());
+  }
+}

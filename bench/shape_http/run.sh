@@ -1,0 +1,244 @@
+#!/usr/bin/env bash
+# bench/shape_http/run.sh: requests/second of the proxy's initial snapshot
+# (GET /v1/shape?table=bench_rows&offset=-1 of a 10k-row shape) against nginx
+# serving exactly the same body bytes as a static file, measured in the same
+# run (see /work/shared/reference/benchmarking.md and bench/README.md).
+#
+# Procedure:
+#  1. Start a private PostgreSQL (shapeproxy_test_cluster, stops and removes
+#     its files when our fd to its stdin closes), create bench_rows
+#     (id int8 pk, title text, amount numeric, done bool, created timestamptz)
+#     with --rows rows.
+#  2. Start the proxy (pinned to core 0) and fetch the snapshot once with
+#     curl; check it holds --rows rows and its size equals content-length.
+#  3. Start nginx (one worker, no access log, sendfile on, pinned to core 0)
+#     serving those bytes with the same content-type at the same path; check
+#     nginx returns the same number of bytes.
+#  4. Warm-up round on each side (unmeasured), then --pairs pairs of
+#     nginx, proxy, each `taskset -c 1 wrk -t1 -cC -dDs` against the same URL.
+#  5. Print one line per pair and the closing line
+#     `ratio X (median of N; min A, max B) candidate C req/s, nginx R req/s`
+#     (ratio per pair = proxy req/s / nginx req/s; C and R are medians).
+#
+# Exit status: 0 when the run completed (whatever the ratio: benchmarks never
+# fail for being slow), 1 when the setup broke or a side answered wrongly
+# (non-2xx responses, socket errors, wrong byte count).
+set -euo pipefail
+
+usage() {
+  cat <<EOF
+usage: $0 [--build DIR] [--rows N] [--pairs N] [--duration SECONDS]
+          [--connections N] [--warmup SECONDS] [--keep-going]
+Requests/s of the proxy's offset=-1 snapshot vs nginx serving the same bytes.
+  --build DIR        build dir with src/shapeproxy and
+                     tests/support/shapeproxy_test_cluster
+                     (default \$SHAPEPROXY_BUILD_DIR or ../build-bench)
+  --rows N           rows in the shape (10000)
+  --pairs N          measured nginx/proxy pairs (5)
+  --duration S       seconds per wrk run (5)
+  --connections N    wrk connections (32)
+  --warmup S         seconds of the unmeasured warm-up run per side (3)
+EOF
+}
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+build="${SHAPEPROXY_BUILD_DIR:-$here/../../../build-bench}"
+rows=10000
+pairs=5
+duration=5
+connections=32
+warmup=3
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --build) build="$2"; shift 2 ;;
+    --rows) rows="$2"; shift 2 ;;
+    --pairs) pairs="$2"; shift 2 ;;
+    --duration) duration="$2"; shift 2 ;;
+    --connections) connections="$2"; shift 2 ;;
+    --warmup) warmup="$2"; shift 2 ;;
+    -h|--help) usage; exit 0 ;;
+    *) usage >&2; exit 2 ;;
+  esac
+done
+
+proxy_bin="$build/src/shapeproxy"
+cluster_bin="$build/tests/support/shapeproxy_test_cluster"
+for bin in "$proxy_bin" "$cluster_bin"; do
+  [[ -x "$bin" ]] || { echo "shape_http: missing $bin (build it, or pass --build DIR)" >&2; exit 1; }
+done
+for tool in nginx wrk curl psql jq taskset; do
+  command -v "$tool" >/dev/null || { echo "shape_http: needs $tool (apt-get install -y nginx-light wrk curl postgresql-client jq)" >&2; exit 1; }
+done
+
+# --- cleanup: runs on every exit, also on failure or Ctrl-C -----------------
+tmp="$(mktemp -d /tmp/shapeproxy-bench-http-XXXXXX)"
+proxy_pid=""
+nginx_pid=""
+cluster_pid=""
+failed=1
+cleanup() {
+  set +e
+  if [[ $failed -ne 0 && -f "$tmp/proxy.log" ]]; then
+    echo "--- proxy log (tail) ---" >&2
+    tail -n 30 "$tmp/proxy.log" >&2
+  fi
+  if [[ $failed -ne 0 && -f "$tmp/nginx/error.log" ]]; then
+    echo "--- nginx error log (tail) ---" >&2
+    tail -n 10 "$tmp/nginx/error.log" >&2
+  fi
+  [[ -n "$nginx_pid" ]] && kill "$nginx_pid" 2>/dev/null && wait "$nginx_pid" 2>/dev/null
+  [[ -n "$proxy_pid" ]] && kill "$proxy_pid" 2>/dev/null && wait "$proxy_pid" 2>/dev/null
+  # Closing the launcher's stdin stops the cluster and removes its directory.
+  exec 3>&- 2>/dev/null
+  [[ -n "$cluster_pid" ]] && wait "$cluster_pid" 2>/dev/null
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+fail() { echo "shape_http: $*" >&2; exit 1; }
+
+# A free loopback TCP port (bind to 0, read it back; tiny race is acceptable).
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# Polls until `curl $1` answers at all (any status), for up to 30 s.
+wait_http() {
+  for _ in $(seq 300); do
+    curl -s -o /dev/null "$1" && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+# --- 1. PostgreSQL and the table --------------------------------------------
+mkfifo "$tmp/cluster.in"
+"$cluster_bin" <"$tmp/cluster.in" >"$tmp/cluster.json" 2>"$tmp/cluster.log" &
+cluster_pid=$!
+exec 3>"$tmp/cluster.in"  # held open for the whole run; closed by cleanup
+for _ in $(seq 600); do
+  [[ -s "$tmp/cluster.json" ]] && break
+  kill -0 "$cluster_pid" 2>/dev/null || { cat "$tmp/cluster.log" >&2; fail "cluster did not start"; }
+  sleep 0.1
+done
+conninfo="$(jq -r .conninfo "$tmp/cluster.json")"
+[[ -n "$conninfo" && "$conninfo" != null ]] || fail "no conninfo from the cluster launcher"
+
+psql "$conninfo" -v ON_ERROR_STOP=1 -q <<SQL
+CREATE TABLE bench_rows (
+  id int8 PRIMARY KEY,
+  title text NOT NULL,
+  amount numeric NOT NULL,
+  done bool NOT NULL,
+  created timestamptz NOT NULL
+);
+INSERT INTO bench_rows
+SELECT i, 'title of row ' || i, round((i * 1.37)::numeric, 2), i % 3 = 0,
+       timestamptz '2024-01-01 00:00:00+00' + i * interval '1 minute'
+FROM generate_series(1, $rows) AS i;
+SQL
+
+# --- 2. the proxy, and the body it serves -----------------------------------
+proxy_port="$(free_port)"
+mkdir -p "$tmp/proxy-data"
+taskset -c 0 "$proxy_bin" --database-url "$conninfo" --listen 127.0.0.1 --port "$proxy_port" \
+  --data-dir "$tmp/proxy-data" --slot bench_http --publication bench_http --log-level warn \
+  >"$tmp/proxy.log" 2>&1 &
+proxy_pid=$!
+path="/v1/shape?table=bench_rows&offset=-1"
+proxy_url="http://127.0.0.1:$proxy_port$path"
+wait_http "http://127.0.0.1:$proxy_port/" || fail "proxy did not come up"
+
+# The first request creates the shape (snapshot query); later ones are served
+# from the shape log, which is what the benchmark measures.
+status="$(curl -sS -o "$tmp/body.json" -D "$tmp/headers.txt" -w '%{http_code}' "$proxy_url")"
+[[ "$status" == 200 ]] || { cat "$tmp/body.json" >&2; fail "proxy answered $status"; }
+content_type="$(awk -F': *' 'tolower($1)=="content-type"{sub(/\r$/,"",$2); print $2}' "$tmp/headers.txt")"
+body_bytes="$(stat -c %s "$tmp/body.json")"
+got_rows="$(jq '[.[] | select(.headers.operation == "insert")] | length' "$tmp/body.json")"
+[[ "$got_rows" == "$rows" ]] || fail "snapshot holds $got_rows insert rows, expected $rows"
+# A second fetch must give the same bytes (served from the log, not re-queried).
+curl -sS -o "$tmp/body2.json" "$proxy_url"
+cmp -s "$tmp/body.json" "$tmp/body2.json" || fail "two offset=-1 responses differ"
+
+# --- 3. nginx serving the same bytes ----------------------------------------
+nginx_port="$(free_port)"
+mkdir -p "$tmp/nginx/www" "$tmp/nginx/tmp"
+cp "$tmp/body.json" "$tmp/nginx/www/shape.json"
+cat >"$tmp/nginx/nginx.conf" <<EOF
+# One worker, no access log, sendfile on: the reference static file server.
+user root;
+worker_processes 1;
+pid $tmp/nginx/nginx.pid;
+error_log $tmp/nginx/error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  keepalive_requests 1000000;
+  client_body_temp_path $tmp/nginx/tmp;
+  proxy_temp_path $tmp/nginx/tmp;
+  fastcgi_temp_path $tmp/nginx/tmp;
+  uwsgi_temp_path $tmp/nginx/tmp;
+  scgi_temp_path $tmp/nginx/tmp;
+  types { }
+  default_type $content_type;
+  server {
+    listen 127.0.0.1:$nginx_port;
+    root $tmp/nginx/www;
+    # Same path (and query) as the proxy, so both see identical requests.
+    location = /v1/shape { try_files /shape.json =404; }
+  }
+}
+EOF
+# Master and its one worker both on core 0 (the worker inherits the mask).
+taskset -c 0 nginx -c "$tmp/nginx/nginx.conf" -p "$tmp/nginx" -g 'daemon off;' \
+  2>>"$tmp/nginx/error.log" &
+nginx_pid=$!
+nginx_url="http://127.0.0.1:$nginx_port$path"
+wait_http "$nginx_url" || fail "nginx did not come up"
+curl -sS -o "$tmp/nginx_body.json" -D "$tmp/nginx_headers.txt" "$nginx_url"
+cmp -s "$tmp/body.json" "$tmp/nginx_body.json" || fail "nginx body differs from the proxy's"
+nginx_type="$(awk -F': *' 'tolower($1)=="content-type"{sub(/\r$/,"",$2); print $2}' "$tmp/nginx_headers.txt")"
+[[ "$nginx_type" == "$content_type" ]] || fail "content-type differs: proxy '$content_type', nginx '$nginx_type'"
+echo "body: $body_bytes bytes, $got_rows rows, content-type $content_type (identical from both)"
+echo "wrk: -t1 -c$connections -d${duration}s on core 1; proxy and nginx on core 0; $pairs pairs"
+
+# --- 4. measure ----------------------------------------------------------------
+# Runs wrk against $1 for $2 seconds; prints req/s. Fails on any non-2xx
+# response or socket error (a wrong answer, not a slow one).
+run_wrk() {
+  local url="$1" seconds="$2" out
+  out="$(taskset -c 1 wrk -t1 -c"$connections" -d"${seconds}s" "$url")" || fail "wrk failed: $out"
+  if grep -q -e 'Non-2xx' -e 'Socket errors' <<<"$out"; then
+    echo "$out" >&2
+    fail "errors during the run against $url"
+  fi
+  awk '/^Requests\/sec:/ {print $2}' <<<"$out"
+}
+
+run_wrk "$nginx_url" "$warmup" >/dev/null
+run_wrk "$proxy_url" "$warmup" >/dev/null
+
+ratios=()
+proxy_rates=()
+nginx_rates=()
+for ((i = 1; i <= pairs; i++)); do
+  ref="$(run_wrk "$nginx_url" "$duration")"
+  cand="$(run_wrk "$proxy_url" "$duration")"
+  ratio="$(awk -v c="$cand" -v r="$ref" 'BEGIN {printf "%.3f", c / r}')"
+  printf 'pair %d: nginx %.0f req/s, proxy %.0f req/s, ratio %s\n' "$i" "$ref" "$cand" "$ratio"
+  ratios+=("$ratio")
+  proxy_rates+=("$cand")
+  nginx_rates+=("$ref")
+done
+
+# Median of the arguments (mean of the middle two for an even count).
+median() { printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END {print (NR%2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2)}'; }
+min_ratio="$(printf '%s\n' "${ratios[@]}" | sort -g | head -1)"
+max_ratio="$(printf '%s\n' "${ratios[@]}" | sort -g | tail -1)"
+printf 'proxy peak RSS %s\n' "$(awk '/VmHWM/ {print $2, $3}' "/proc/$proxy_pid/status")"
+printf 'ratio %.2f (median of %d; min %.2f, max %.2f) candidate %.0f req/s, nginx %.0f req/s\n' \
+  "$(median "${ratios[@]}")" "$pairs" "$min_ratio" "$max_ratio" \
+  "$(median "${proxy_rates[@]}")" "$(median "${nginx_rates[@]}")"
+failed=0
