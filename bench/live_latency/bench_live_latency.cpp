@@ -174,6 +174,12 @@ class Writer {
  public:
   explicit Writer(const std::string& conninfo) : conn_(PQconnectdb(conninfo.c_str())) {
     if (PQstatus(conn_) != CONNECTION_OK) die(std::string("libpq: ") + PQerrorMessage(conn_));
+    // The test cluster runs with synchronous_commit=off, where COMMIT returns
+    // before its WAL is flushed and the walsender only sees it at the WAL
+    // writer's next flush (wal_writer_delay, 200 ms): that would measure the
+    // cluster's setting, not the proxy. With it on, COMMIT returns after the
+    // flush (cheap: fsync=off) and the walsender is woken at once.
+    exec("SET synchronous_commit = on");
   }
   ~Writer() { PQfinish(conn_); }
   Writer(const Writer&) = delete;
