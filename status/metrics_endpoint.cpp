@@ -1,0 +1,155 @@
+#include "status/metrics_endpoint.h"
+
+#include <spdlog/fmt/fmt.h>
+
+#include <cmath>
+#include <iterator>
+#include <utility>
+
+namespace shapeproxy::status {
+namespace {
+
+// Label values: backslash, double quote and newline are escaped.
+std::string escape_label(std::string_view value) {
+  std::string out;
+  out.reserve(value.size());
+  for (char c : value) {
+    if (c == '\\') {
+      out += "\\\\";
+    } else if (c == '"') {
+      out += "\\\"";
+    } else if (c == '\n') {
+      out += "\\n";
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+std::string format_value(double value) {
+  if (std::isnan(value)) return "NaN";
+  if (std::isinf(value)) return value > 0 ? "+Inf" : "-Inf";
+  return fmt::format("{}", value);
+}
+
+class ExpositionWriter {
+ public:
+  void family(std::string_view name, std::string_view type, std::string_view help) {
+    fmt::format_to(std::back_inserter(out_), "# HELP {} {}\n# TYPE {} {}\n", name, help, name,
+                   type);
+  }
+  void sample(std::string_view name, std::string_view labels, double value) {
+    if (labels.empty()) {
+      fmt::format_to(std::back_inserter(out_), "{} {}\n", name, format_value(value));
+    } else {
+      fmt::format_to(std::back_inserter(out_), "{}{{{}}} {}\n", name, labels, format_value(value));
+    }
+  }
+  void sample(std::string_view name, std::string_view labels, std::uint64_t value) {
+    if (labels.empty()) {
+      fmt::format_to(std::back_inserter(out_), "{} {}\n", name, value);
+    } else {
+      fmt::format_to(std::back_inserter(out_), "{}{{{}}} {}\n", name, labels, value);
+    }
+  }
+  std::string take() { return std::move(out_); }
+
+ private:
+  std::string out_;
+};
+
+void write_request_families(ExpositionWriter& out, const RequestMetrics& requests) {
+  const auto routes = requests.snapshot();
+  out.family("shapeproxy_http_requests_total", "counter",
+             "HTTP requests answered, by route and status code.");
+  for (const auto& route : routes) {
+    for (const auto& [status, count] : route.responses_by_status) {
+      out.sample("shapeproxy_http_requests_total",
+                 fmt::format("route=\"{}\",status=\"{}\"", escape_label(route.route), status),
+                 count);
+    }
+  }
+  out.family("shapeproxy_http_request_duration_seconds", "histogram",
+             "Time from request to response, by route.");
+  for (const auto& route : routes) {
+    const std::string label = escape_label(route.route);
+    for (std::size_t i = 0; i < RequestMetrics::kBucketBounds.size(); ++i) {
+      out.sample("shapeproxy_http_request_duration_seconds_bucket",
+                 fmt::format("route=\"{}\",le=\"{}\"", label,
+                             format_value(RequestMetrics::kBucketBounds[i])),
+                 route.cumulative_buckets[i]);
+    }
+    out.sample("shapeproxy_http_request_duration_seconds_bucket",
+               fmt::format("route=\"{}\",le=\"+Inf\"", label), route.count);
+    out.sample("shapeproxy_http_request_duration_seconds_sum", fmt::format("route=\"{}\"", label),
+               route.seconds_sum);
+    out.sample("shapeproxy_http_request_duration_seconds_count", fmt::format("route=\"{}\"", label),
+               route.count);
+  }
+}
+
+}  // namespace
+
+std::string render_metrics(const StatusSnapshot& snapshot, const ServingGauges& gauges,
+                           const RequestMetrics* requests) {
+  ExpositionWriter out;
+  out.family("shapeproxy_status", "gauge",
+             "Serving status: 1 for the current state (starting, live, fallback).");
+  for (ServingStatus state :
+       {ServingStatus::kStarting, ServingStatus::kLive, ServingStatus::kFallback}) {
+    out.sample("shapeproxy_status", fmt::format("state=\"{}\"", to_string(state)),
+               std::uint64_t{snapshot.status == state ? 1u : 0u});
+  }
+  out.family("shapeproxy_status_transitions_total", "counter",
+             "Serving status transitions since the proxy started.");
+  out.sample("shapeproxy_status_transitions_total", "", snapshot.transitions);
+  out.family("shapeproxy_replication_available", "gauge",
+             "1 when the replication stream is streaming from a usable slot.");
+  out.sample("shapeproxy_replication_available", "",
+             std::uint64_t{snapshot.replication_available ? 1u : 0u});
+  out.family("shapeproxy_replication_lag_bytes", "gauge",
+             "Bytes of WAL the replication stream is behind the database.");
+  if (snapshot.lag_bytes) out.sample("shapeproxy_replication_lag_bytes", "", *snapshot.lag_bytes);
+  out.family("shapeproxy_replication_lag_seconds", "gauge",
+             "Seconds since the replication stream was last at the database's WAL head.");
+  if (snapshot.lag_seconds) {
+    out.sample("shapeproxy_replication_lag_seconds", "", *snapshot.lag_seconds);
+  }
+
+  const FallbackActivity fallback = gauges.fallback_activity();
+  out.family("shapeproxy_fallback_queries_running", "gauge",
+             "Fallback-mode direct queries running now.");
+  out.sample("shapeproxy_fallback_queries_running", "", fallback.queries_in_flight);
+  out.family("shapeproxy_fallback_queries_queued", "gauge",
+             "Requests waiting for a fallback query slot.");
+  out.sample("shapeproxy_fallback_queries_queued", "", fallback.queued);
+  out.family("shapeproxy_fallback_queries_refused_total", "counter",
+             "Requests refused (503) because the fallback query cap was reached.");
+  out.sample("shapeproxy_fallback_queries_refused_total", "", fallback.refused_total);
+  out.family("shapeproxy_parked_requests", "gauge",
+             "Live requests (long-poll, SSE) waiting for changes.");
+  out.sample("shapeproxy_parked_requests", "", gauges.parked());
+  out.family("shapeproxy_shapes", "gauge", "Shapes held by the proxy.");
+  out.sample("shapeproxy_shapes", "", gauges.shapes());
+
+  if (requests) write_request_families(out, *requests);
+  return out.take();
+}
+
+http::Handler metrics_handler(std::shared_ptr<const ReplicationStatusMonitor> monitor,
+                              ServingGauges gauges,
+                              std::shared_ptr<const RequestMetrics> requests) {
+  return [monitor = std::move(monitor), gauges = std::move(gauges),
+          requests = std::move(requests)](std::shared_ptr<http::Exchange> exchange) {
+    http::Response response;
+    response.status = 200;
+    response.body = std::make_shared<const std::string>(
+        render_metrics(monitor->snapshot(), gauges, requests.get()));
+    response.set_header("content-type", "text/plain; version=0.0.4; charset=utf-8");
+    response.set_header("cache-control", "no-store");
+    exchange->respond(std::move(response));
+  };
+}
+
+}  // namespace shapeproxy::status

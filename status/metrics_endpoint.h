@@ -1,0 +1,42 @@
+// What: GET /metrics in the Prometheus text exposition format (0.0.4): the
+// serving status (one-hot), transitions, replication lag, fallback query
+// activity, parked requests, shapes, and per-route request counts and
+// latency histograms.
+// Why: operators alert on fallback episodes and lag; one scrape endpoint,
+// rendered from the same snapshot /v1/status uses, so both always agree.
+//
+// Families (all prefixed shapeproxy_):
+//   status{state}                       gauge, 1 for the current state, 0 otherwise
+//   status_transitions_total            counter
+//   replication_available               gauge 0/1
+//   replication_lag_bytes               gauge (absent until the first probe)
+//   replication_lag_seconds             gauge (absent until the first probe)
+//   fallback_queries_running            gauge
+//   fallback_queries_queued             gauge
+//   fallback_queries_refused_total      counter
+//   parked_requests                     gauge
+//   shapes                              gauge
+//   http_requests_total{route,status}   counter
+//   http_request_duration_seconds{route} histogram (_bucket{le}, _sum, _count)
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "http/exchange.h"
+#include "status/request_metrics.h"
+#include "status/serving_gauges.h"
+#include "status/status_monitor.h"
+
+namespace shapeproxy::status {
+
+// The exposition text. `requests` may be null (no request families).
+std::string render_metrics(const StatusSnapshot& snapshot, const ServingGauges& gauges,
+                           const RequestMetrics* requests);
+
+// GET /metrics: 200 `text/plain; version=0.0.4; charset=utf-8`, no-store.
+// `requests` may be null. Thread-safe.
+http::Handler metrics_handler(std::shared_ptr<const ReplicationStatusMonitor> monitor,
+                              ServingGauges gauges, std::shared_ptr<const RequestMetrics> requests);
+
+}  // namespace shapeproxy::status
