@@ -25,6 +25,7 @@
 // does not complete within --round-timeout) exit 1.
 #include <libpq-fe.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <boost/asio/connect.hpp>
@@ -62,6 +63,8 @@ struct Options {
   int warmup = 2;
   std::chrono::milliseconds settle{100};
   std::chrono::seconds round_timeout{30};
+  int proxy_pid = 0;          // when set: report the proxy's CPU per response too
+  bool defer_repark = false;  // diagnostic: re-park only after the round completes
   bool verbose = false;
 };
 
@@ -69,7 +72,8 @@ void usage(const char* argv0) {
   std::fprintf(stderr,
                "usage: %s --port PORT --conninfo CONNINFO [--host H] [--table T]\n"
                "          [--clients N] [--commits N] [--warmup N] [--settle-ms MS]\n"
-               "          [--round-timeout S] [--verbose]\n"
+               "          [--round-timeout S] [--proxy-pid PID]\n"
+               "          [--defer-repark] [--verbose]\n"
                "Commit-to-client latency of N parked live long-polls on one shape.\n",
                argv0);
 }
@@ -110,6 +114,10 @@ std::optional<Options> parse_args(int argc, char** argv) {
       o.settle = std::chrono::milliseconds(*n);
     } else if (arg == "--round-timeout" && (n = number(1))) {
       o.round_timeout = std::chrono::seconds(*n);
+    } else if (arg == "--proxy-pid" && (n = number(1))) {
+      o.proxy_pid = static_cast<int>(*n);
+    } else if (arg == "--defer-repark") {
+      o.defer_repark = true;
     } else if (arg == "--verbose") {
       o.verbose = true;
     } else {
@@ -123,6 +131,34 @@ std::optional<Options> parse_args(int argc, char** argv) {
 [[noreturn]] void die(const std::string& message) {
   std::fprintf(stderr, "bench_live_latency: %s\n", message.c_str());
   std::exit(1);
+}
+
+// User + system CPU seconds of this process so far.
+double cpu_seconds() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  auto seconds = [](const timeval& t) { return t.tv_sec + t.tv_usec / 1e6; };
+  return seconds(usage.ru_utime) + seconds(usage.ru_stime);
+}
+
+// User + system CPU seconds of another process (0 when unreadable).
+double process_cpu_seconds(int pid) {
+  std::FILE* f = std::fopen(("/proc/" + std::to_string(pid) + "/stat").c_str(), "r");
+  if (f == nullptr) return 0;
+  char line[4096];
+  size_t n = std::fread(line, 1, sizeof line - 1, f);
+  std::fclose(f);
+  line[n] = '\0';
+  // Fields after the parenthesised command name; utime and stime are the
+  // 14th and 15th fields, i.e. the 12th and 13th after ')'.
+  const char* p = std::strrchr(line, ')');
+  if (p == nullptr) return 0;
+  unsigned long utime = 0, stime = 0;
+  if (std::sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &utime, &stime) !=
+      2) {
+    return 0;
+  }
+  return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
 }
 
 double ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
@@ -207,9 +243,9 @@ struct Client {
   beast::flat_buffer buffer;
   http::request<http::empty_body> request;
   std::optional<http::response_parser<http::string_body>> parser;
-  std::string offset;          // electric-offset of the last response
-  std::string cursor;          // electric-cursor of the last live response
-  int answered_round = -1;     // the last round this client received its row in
+  std::string offset;       // electric-offset of the last response
+  std::string cursor;       // electric-cursor of the last live response
+  int answered_round = -1;  // the last round this client received its row in
 };
 
 class Bench {
@@ -246,8 +282,8 @@ class Bench {
       if (handle_.empty() || offset.empty()) die("sync response without handle/offset");
       if (response.find("electric-up-to-date") != response.end()) break;
     }
-    std::printf("shape %s synced at offset %s; %d connections\n", handle_.c_str(),
-                offset.c_str(), options_.clients);
+    std::printf("shape %s synced at offset %s; %d connections\n", handle_.c_str(), offset.c_str(),
+                options_.clients);
 
     // 3. Park every client.
     for (auto& c : clients_) {
@@ -260,8 +296,13 @@ class Bench {
     samples_.reserve(static_cast<size_t>(options_.commits) * options_.clients);
     std::vector<double> slowest_per_round;
     long next_id = 1;
+    double cpu_at_first_measured = 0, proxy_cpu_at_first_measured = 0;
     for (round_ = 0; round_ < rounds; ++round_) {
       io_.run_for(options_.settle);  // re-parked requests reach the server
+      if (round_ == options_.warmup) {
+        cpu_at_first_measured = cpu_seconds();
+        proxy_cpu_at_first_measured = process_cpu_seconds(options_.proxy_pid);
+      }
       expected_id_ = std::to_string(next_id++);
       received_ = 0;
       recording_ = round_ >= options_.warmup;
@@ -282,6 +323,8 @@ class Bench {
             std::to_string(options_.clients) + " clients got row " + expected_id_ + " within " +
             std::to_string(options_.round_timeout.count()) + " s");
       }
+      for (Client* c : deferred_) park(*c);
+      deferred_.clear();
       double slowest = ms(last_at_ - t0_);
       if (recording_) slowest_per_round.push_back(slowest);
       if (options_.verbose) {
@@ -290,15 +333,25 @@ class Bench {
       }
     }
 
-    // 5. Report.
+    // 5. Report. The client's CPU per response (write the re-park, read and
+    // parse the answer) shows how much of the latency is the client's own.
+    double client_cpu = cpu_seconds() - cpu_at_first_measured;
+    double proxy_cpu = process_cpu_seconds(options_.proxy_pid) - proxy_cpu_at_first_measured;
     std::sort(samples_.begin(), samples_.end());
     std::sort(slowest_per_round.begin(), slowest_per_round.end());
     std::printf("%zu samples (%d commits x %d clients, after %d warm-up commits)\n",
                 samples_.size(), options_.commits, options_.clients, options_.warmup);
-    std::printf("p50 %.2f ms, p90 %.2f ms, p99 %.2f ms, max %.2f ms; last client per commit: "
-                "median %.2f ms\n",
-                percentile(samples_, 50), percentile(samples_, 90), percentile(samples_, 99),
-                samples_.back(), percentile(slowest_per_round, 50));
+    std::printf(
+        "p50 %.2f ms, p90 %.2f ms, p99 %.2f ms, max %.2f ms; last client per commit: "
+        "median %.2f ms\n",
+        percentile(samples_, 50), percentile(samples_, 90), percentile(samples_, 99),
+        samples_.back(), percentile(slowest_per_round, 50));
+    std::printf("client CPU %.1f us per response", client_cpu * 1e6 / samples_.size());
+    if (options_.proxy_pid != 0) {
+      // Each response's share includes reading the re-park request after it.
+      std::printf(", proxy CPU %.1f us per response", proxy_cpu * 1e6 / samples_.size());
+    }
+    std::printf("\n");
     std::printf("p99 %.2f ms (target 20 ms)\n", percentile(samples_, 99));
     return 0;
   }
@@ -351,7 +404,13 @@ class Bench {
       if (recording_) samples_.push_back(ms(now - t0_));
     }
     // A response without the row (a long-poll timeout) just re-parks.
-    park(c);
+    // --defer-repark (diagnostic) parks answered clients after the round
+    // instead, so the proxy's fan-out does not overlap with new requests.
+    if (options_.defer_repark && found) {
+      deferred_.push_back(&c);
+    } else {
+      park(c);
+    }
   }
 
   Options options_;
@@ -366,6 +425,7 @@ class Bench {
   int received_ = 0;
   Clock::time_point t0_, first_at_, last_at_;
   std::vector<double> samples_;
+  std::vector<Client*> deferred_;  // --defer-repark: answered, not yet re-parked
 };
 
 }  // namespace

@@ -56,6 +56,7 @@ cluster_pid=""
 failed=1
 cleanup() {
   set +e
+  [[ $failed -ne 0 && -f "$tmp/client.out" ]] && cat "$tmp/client.out"
   if [[ $failed -ne 0 && -f "$tmp/proxy.log" ]]; then
     echo "--- proxy log (tail) ---" >&2
     tail -n 30 "$tmp/proxy.log" >&2
@@ -112,6 +113,9 @@ done
 # --- the client on core 1 -----------------------------------------------------
 echo "proxy on core 0, client on core 1; $clients clients x $commits commits"
 taskset -c 1 "$client_bin" --port "$proxy_port" --conninfo "$conninfo" --table bench_live \
-  --clients "$clients" --commits "$commits" "${extra[@]}"
+  --clients "$clients" --commits "$commits" --proxy-pid "$proxy_pid" "${extra[@]}" >"$tmp/client.out"
+# The client's closing line (p99 ... target) stays the last line of the run.
+head -n -1 "$tmp/client.out"
 printf 'proxy peak RSS %s\n' "$(awk '/VmHWM/ {print $2, $3}' "/proc/$proxy_pid/status")"
+tail -n 1 "$tmp/client.out"
 failed=0
