@@ -77,7 +77,6 @@ ReplicationStatusMonitor::ReplicationStatusMonitor(StatusMonitorOptions options,
   last_transition_at_ = wall_clock_();
   stream_down_since_ = now;
   last_progress_at_ = now;
-  last_at_head_at_ = now;
 }
 
 void ReplicationStatusMonitor::on_stream_state(StreamLinkState state, const Error* cause) {
@@ -115,9 +114,7 @@ void ReplicationStatusMonitor::on_progress(std::uint64_t received_lsn) {
     received_lsn_ = received_lsn;
     last_progress_at_ = now;
     behind_since_.reset();
-    // The stream reached the head as it was at each probe it has now passed.
     while (!pending_heads_.empty() && pending_heads_.front().lsn <= received_lsn_) {
-      last_at_head_at_ = pending_heads_.front().probed_at;
       pending_heads_.pop_front();
     }
   }
@@ -173,10 +170,10 @@ void ReplicationStatusMonitor::on_health_probe(const ProbeResult& probe) {
     const std::uint64_t head = *probe.current_wal_lsn;
     current_wal_lsn_ = head;
     if (received_lsn_ >= head) {
-      last_at_head_at_ = now;
       pending_heads_.clear();
+    } else if (pending_heads_.size() >= kMaxPendingHeads) {
+      pending_heads_.back() = {head, now};  // keep the oldest: it defines the lag
     } else {
-      if (pending_heads_.size() >= kMaxPendingHeads) pending_heads_.pop_front();
       pending_heads_.push_back({head, now});
     }
     const bool streaming = stream_state_ == StreamLinkState::kStreaming;
@@ -222,7 +219,9 @@ StatusSnapshot ReplicationStatusMonitor::snapshot() const {
   }
   if (current_wal_lsn_) {
     s.lag_bytes = *current_wal_lsn_ > received_lsn_ ? *current_wal_lsn_ - received_lsn_ : 0;
-    s.lag_seconds = *s.lag_bytes == 0 ? 0.0 : seconds_between(last_at_head_at_, now);
+    s.lag_seconds = *s.lag_bytes == 0 || pending_heads_.empty()
+                        ? 0.0
+                        : seconds_between(pending_heads_.front().probed_at, now);
   }
   s.last_error = last_error_;
   s.transitions = transitions_;

@@ -81,8 +81,10 @@ struct StatusSnapshot {
   // before any successful probe.
   std::optional<std::string> slot_wal_status;
   std::optional<std::uint64_t> lag_bytes;  // current_wal_lsn - received_lsn (>= 0)
-  std::optional<double> lag_seconds;       // time since the stream was last at the WAL head
-  std::string last_error;                  // fixed phrase; "" when none yet
+  // Age of the oldest probed WAL head the stream has not received yet (0 when
+  // caught up): about the time since the stream was last at the head.
+  std::optional<double> lag_seconds;
+  std::string last_error;  // fixed phrase; "" when none yet
   std::uint64_t transitions = 0;
   std::uint64_t received_lsn = 0;
 };
@@ -167,9 +169,8 @@ class ReplicationStatusMonitor {
   std::optional<std::uint64_t> current_wal_lsn_;
   std::optional<TimePoint> behind_since_;  // WAL first seen ahead of a silent stream
 
-  // Lag in time: the stream was at the head as of `last_at_head_at_`;
-  // `pending_heads_` are later probed heads it has not reached yet (bounded).
-  TimePoint last_at_head_at_;
+  // Probed heads the stream has not reached yet, oldest first (bounded): the
+  // oldest one's age is the lag in time.
   std::deque<ProbedHead> pending_heads_;
 };
 
