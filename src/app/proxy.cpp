@@ -5,7 +5,12 @@
 #include <atomic>
 #include <utility>
 
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <filesystem>
 
 #include "api/shape_api.h"
 #include "http/handlers.h"
@@ -18,6 +23,7 @@
 
 namespace shapeproxy::app {
 namespace asio = boost::asio;
+using namespace std::chrono_literals;
 
 namespace {
 
@@ -32,6 +38,7 @@ class Ingest : public replication::ReplicationListener {
   }
 
   void on_transaction(replication::Transaction transaction) override {
+    // The registry acknowledges (on_durable) once the shapes are synced.
     if (registry_) registry_->apply_transaction(transaction);
     std::size_t inserts = 0, updates = 0, deletes = 0, truncates = 0;
     for (const auto& change : transaction.changes) {
@@ -55,7 +62,10 @@ class Ingest : public replication::ReplicationListener {
         "{} delete(s), {} truncate(s)",
         transaction.xid, pg::format_lsn(transaction.commit_lsn), inserts, updates, deletes,
         truncates);
-    if (auto stream = stream_.lock()) stream->acknowledge(transaction.end_lsn);
+  }
+
+  void on_progress(replication::Lsn wal_end) override {
+    if (registry_) registry_->note_progress(wal_end);
   }
 
   void on_state(replication::StreamState state, const Error* cause) override {
@@ -107,26 +117,39 @@ Proxy::~Proxy() = default;
 
 asio::any_io_executor Proxy::executor() const { return state_->control; }
 
+namespace {
+
+// Makes sure the publication exists and holds `tables`, retrying while the
+// database is unreachable, then starts the stream. Runs in the background:
+// shapes already on disk are served meanwhile.
+asio::awaitable<void> prepare_and_stream(asio::any_io_executor executor, std::string conninfo,
+                                         std::string publication,
+                                         std::vector<replication::TableName> tables,
+                                         std::shared_ptr<replication::ReplicationStream> stream) {
+  asio::steady_timer retry(executor);
+  for (auto delay = std::chrono::milliseconds(500);; delay = std::min(delay * 2, 30'000ms)) {
+    auto connection = co_await pg::AsyncConnection::connect(executor, conninfo);
+    Result<void> prepared = connection ? Result<void>{} : Result<void>(connection.error());
+    if (prepared) prepared = co_await replication::ensure_publication(**connection, publication);
+    for (const auto& table : tables) {
+      if (!prepared) break;
+      prepared = co_await replication::add_table_to_publication(**connection, publication, table);
+    }
+    if (prepared) break;
+    spdlog::warn("database: {}; retrying in {} ms", prepared.error().to_string(), delay.count());
+    retry.expires_after(delay);
+    co_await retry.async_wait(asio::use_awaitable);
+  }
+  stream->start();
+}
+
+}  // namespace
+
 asio::awaitable<Result<void>> Proxy::start(std::vector<replication::TableName> tables) {
   auto state = state_;
   const auto& config = state->config;
   spdlog::info("database: {}", pg::describe_conninfo(state->conninfo));
-  auto connection = co_await pg::AsyncConnection::connect(state->control, state->conninfo);
-  if (!connection) co_return connection.error();
-  auto publication =
-      co_await replication::ensure_publication(**connection, config.publication_name);
-  if (!publication) co_return publication.error();
-  for (const auto& table : tables) {
-    auto added = co_await replication::add_table_to_publication(**connection,
-                                                                config.publication_name, table);
-    if (!added) co_return added.error();
-  }
 
-  replication::ReplicationStreamOptions options;
-  options.conninfo = state->conninfo;
-  options.slot_name = config.slot_name;
-  options.publication_name = config.publication_name;
-  options.status_interval = config.replication_status_interval;
   // Replication and the shapes share one strand: transactions apply in order
   // with no locks.
   auto strand = asio::make_strand(state->io);
@@ -135,10 +158,33 @@ asio::awaitable<Result<void>> Proxy::start(std::vector<replication::TableName> t
   registry_options.publication_name = config.publication_name;
   registry_options.chunk_bytes = config.chunk_bytes;
   registry_options.live_timeout = config.long_poll_timeout;
+  registry_options.shapes_dir = std::filesystem::absolute(config.data_dir / "shapes");
   state->registry = std::make_shared<shapes::ShapeRegistry>(strand, pool, registry_options);
+  // Load saved shapes on the strand before anything else touches the registry.
+  auto registry = state->registry;
+  using Loaded = std::pair<std::size_t, std::optional<Error>>;  // co_spawn needs a default
+  auto loaded = co_await asio::co_spawn(
+      strand,
+      [registry]() -> asio::awaitable<Loaded> {
+        auto count = registry->load();
+        if (!count) co_return Loaded{0, count.error()};
+        co_return Loaded{count.value(), std::nullopt};
+      },
+      asio::use_awaitable);
+  if (loaded.second) co_return *loaded.second;
+  spdlog::info("shapes: {} loaded from {}", loaded.first, registry_options.shapes_dir->string());
+
+  replication::ReplicationStreamOptions options;
+  options.conninfo = state->conninfo;
+  options.slot_name = config.slot_name;
+  options.publication_name = config.publication_name;
+  options.status_interval = config.replication_status_interval;
   state->stream = std::make_shared<replication::ReplicationStream>(strand, options, state->ingest);
   state->ingest.attach(state->stream, state->registry);
-  state->stream->start();
+  std::weak_ptr<replication::ReplicationStream> weak_stream = state->stream;
+  state->registry->on_durable([weak_stream](replication::Lsn end_lsn) {
+    if (auto stream = weak_stream.lock()) stream->acknowledge(end_lsn);
+  });
 
   api::ShapeApiOptions api_options;
   api_options.secret = config.secret;
@@ -157,6 +203,11 @@ asio::awaitable<Result<void>> Proxy::start(std::vector<replication::TableName> t
   server_options.port = config.port;
   state->server = std::make_unique<http::HttpServer>(state->io, server_options, std::move(router));
   if (auto started = state->server->start(); !started) co_return started.error();
+
+  asio::co_spawn(strand,
+                 prepare_and_stream(strand, state->conninfo, config.publication_name,
+                                    std::move(tables), state->stream),
+                 asio::detached);
   co_return Result<void>{};
 }
 

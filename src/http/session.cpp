@@ -480,8 +480,10 @@ void Session::on_stream_write(error_code ec) {
 
 void Session::on_stream_done(error_code ec) {
   stream_writing_ = false;
-  bool keep_alive = stream_header_->keep_alive() && !closing_;
-  exchange_->finish();
+  bool keep_alive = stream_header_ && stream_header_->keep_alive() && !closing_;
+  // The client may have gone (and the exchange been aborted) while the last
+  // chunk was in flight.
+  if (exchange_) exchange_->finish();
   exchange_.reset();
   stop_watch();
   stream_serializer_.reset();

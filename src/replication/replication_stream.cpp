@@ -248,8 +248,11 @@ Result<void> ReplicationStream::handle_copy_data(std::string_view bytes,
     server_wal_end_ = std::max(server_wal_end_, keepalive->wal_end);
     // Nothing open and nothing unacknowledged: every transaction committed
     // before this point has been received and handled.
-    if (!assembler.in_transaction() && delivered_lsn_ <= acknowledged_lsn_) {
-      idle_safe_lsn_ = std::max(idle_safe_lsn_, keepalive->wal_end);
+    if (!assembler.in_transaction()) {
+      listener_.on_progress(keepalive->wal_end);
+      if (delivered_lsn_ <= acknowledged_lsn_) {
+        idle_safe_lsn_ = std::max(idle_safe_lsn_, keepalive->wal_end);
+      }
     }
     reply_requested = reply_requested || keepalive->reply_requested;
     return {};

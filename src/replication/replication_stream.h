@@ -57,6 +57,9 @@ class ReplicationListener {
   // The slot did not exist and was created: the stream starts at
   // `consistent_point`; anything before it was never seen by this slot.
   virtual void on_slot_created(Lsn consistent_point) { (void)consistent_point; }
+  // The server is at `wal_end` and no transaction is half-received: every
+  // transaction committed before it has been delivered.
+  virtual void on_progress(Lsn wal_end) { (void)wal_end; }
 };
 
 class ReplicationStream : public std::enable_shared_from_this<ReplicationStream> {

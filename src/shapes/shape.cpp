@@ -1,5 +1,7 @@
 #include "shapes/shape.h"
 
+#include <nlohmann/json.hpp>
+
 #include "shapes/json_text.h"
 
 namespace shapeproxy::shapes {
@@ -38,7 +40,11 @@ bool Shape::matches_relation(const replication::Relation& relation) const {
   return true;
 }
 
-bool Shape::apply_snapshot(SnapshotRows snapshot) {
+ShapeMeta Shape::meta() const {
+  return ShapeMeta{handle_, definition_.request, table(), snapshot_};
+}
+
+Result<bool> Shape::apply_snapshot(SnapshotRows snapshot) {
   std::vector<std::string> messages;
   if (definition_.log == LogMode::kFull) messages.reserve(snapshot.rows.size());
   for (auto& row : snapshot.rows) {
@@ -46,8 +52,13 @@ bool Shape::apply_snapshot(SnapshotRows snapshot) {
     if (definition_.log == LogMode::kFull) messages.push_back(render_snapshot_row(key, row));
     rows_.emplace(std::move(key), std::move(row));
   }
-  log_.set_snapshot(messages);
   snapshot_ = std::move(snapshot.snapshot);
+  if (files_) {
+    // The snapshot is on disk before meta.json says so.
+    if (auto written = files_->write_snapshot(messages); !written) return written.error();
+    if (auto written = files_->write_meta(to_json(meta())); !written) return written.error();
+  }
+  log_.set_snapshot(messages);
   phase_ = Phase::kReady;
   bool grew = false;
   for (auto& buffered : buffered_) {
@@ -61,7 +72,7 @@ bool Shape::apply_snapshot(SnapshotRows snapshot) {
 
 bool Shape::apply_transaction(const replication::Transaction& transaction,
                               const std::vector<const Change*>& changes) {
-  if (phase_ == Phase::kGone) return false;
+  if (phase_ == Phase::kGone || transaction.commit_lsn <= last_logged_tx_) return false;
   if (phase_ == Phase::kSnapshotting) {
     Buffered buffered{transaction.xid, transaction.commit_lsn, {}};
     for (const Change* change : changes) buffered.changes.push_back(*change);
@@ -69,6 +80,52 @@ bool Shape::apply_transaction(const replication::Transaction& transaction,
     return false;
   }
   return apply_changes(transaction.xid, transaction.commit_lsn, changes);
+}
+
+Result<std::shared_ptr<Shape>> Shape::restore(ShapeDefinition definition, const ShapeMeta& meta,
+                                              storage::StoredShape stored,
+                                              std::unique_ptr<storage::ShapeFiles> files,
+                                              std::size_t chunk_bytes) {
+  auto shape = std::make_shared<Shape>(std::move(definition), meta.handle, chunk_bytes);
+  shape->snapshot_ = meta.snapshot;
+  shape->log_.set_snapshot(stored.snapshot);
+  for (const auto& message : stored.snapshot) shape->replay(message);
+  std::vector<LogEntry> transaction;
+  for (auto& operation : stored.operations) {
+    if (!transaction.empty() && transaction.back().offset.tx != operation.tx) {
+      shape->log_.append(std::move(transaction));
+      transaction.clear();
+    }
+    shape->replay(operation.json);
+    shape->last_logged_tx_ = std::max<replication::Lsn>(shape->last_logged_tx_, operation.tx);
+    transaction.push_back({LogOffset::at(operation.tx, operation.op), std::move(operation.json)});
+  }
+  if (!transaction.empty()) shape->log_.append(std::move(transaction));
+  shape->files_ = std::move(files);
+  shape->phase_ = Phase::kReady;
+  return shape;
+}
+
+// Rebuilds the row state from a logged message. Only served columns are
+// known; the rest stay NULL (they matter only for unchanged TOAST values).
+void Shape::replay(const std::string& message) {
+  auto parsed = nlohmann::json::parse(message, nullptr, /*allow_exceptions=*/false);
+  if (!parsed.is_object() || !parsed.contains("key")) return;
+  const std::string key = parsed["key"].get<std::string>();
+  const auto& headers = parsed["headers"];
+  std::string operation = headers.value("operation", "insert");
+  if (operation == "delete") {
+    rows_.erase(key);
+    return;
+  }
+  Row& row = rows_[key];
+  if (row.size() != table().columns.size()) row.assign(table().columns.size(), std::nullopt);
+  for (const auto& [name, value] : parsed["value"].items()) {
+    auto index = table().column_index(name);
+    if (!index) continue;
+    row[*index] =
+        value.is_null() ? std::nullopt : std::optional<std::string>(value.get<std::string>());
+  }
 }
 
 bool Shape::apply_changes(replication::Xid xid, replication::Lsn commit_lsn,
@@ -102,6 +159,14 @@ bool Shape::apply_changes(replication::Xid xid, replication::Lsn commit_lsn,
     entries.push_back(
         {LogOffset::at(commit_lsn, i), render(operations[i], lsn_text.c_str(), i, xid, last)});
   }
+  if (files_) {
+    std::vector<storage::StoredOperation> stored;
+    stored.reserve(entries.size());
+    for (const auto& entry : entries)
+      stored.push_back({entry.offset.tx, entry.offset.op, entry.json});
+    files_->append_transaction(stored);
+  }
+  last_logged_tx_ = commit_lsn;
   log_.append(std::move(entries));
   return true;
 }

@@ -17,6 +17,8 @@
 #include "shapes/pg_snapshot.h"
 #include "shapes/shape_definition.h"
 #include "shapes/shape_log.h"
+#include "shapes/shape_meta.h"
+#include "storage/shape_files.h"
 
 namespace shapeproxy::shapes {
 
@@ -34,6 +36,17 @@ class Shape {
 
   Shape(ShapeDefinition definition, std::string handle, std::size_t chunk_bytes);
 
+  // Brings back a shape saved under its directory: log, rows and snapshot.
+  static Result<std::shared_ptr<Shape>> restore(ShapeDefinition definition, const ShapeMeta& meta,
+                                                storage::StoredShape stored,
+                                                std::unique_ptr<storage::ShapeFiles> files,
+                                                std::size_t chunk_bytes);
+
+  // Persists this shape from now on (before the snapshot is applied).
+  void attach_files(std::unique_ptr<storage::ShapeFiles> files) { files_ = std::move(files); }
+  storage::ShapeFiles* files() const { return files_.get(); }
+  ShapeMeta meta() const;
+
   const std::string& handle() const { return handle_; }
   const ShapeDefinition& definition() const { return definition_; }
   const TableSchema& table() const { return *definition_.table; }
@@ -42,12 +55,14 @@ class Shape {
   const std::string& schema_json() const { return schema_json_; }
   std::size_t row_count() const { return rows_.size(); }
 
-  // Installs the initial snapshot, then applies the transactions buffered
-  // meanwhile. Returns whether any operation was appended.
-  bool apply_snapshot(SnapshotRows snapshot);
+  // Installs the initial snapshot (durably, when persisted), then applies the
+  // transactions buffered meanwhile. Returns whether any operation was appended.
+  Result<bool> apply_snapshot(SnapshotRows snapshot);
 
   // Applies the changes of `transaction` that concern this shape's table
-  // (`changes` point into the transaction). Returns whether the log grew.
+  // (`changes` point into the transaction). Returns whether the log grew;
+  // new operations are queued to disk, see files()->sync(). A transaction
+  // at or before the last one in the log (resent after a restart) is skipped.
   bool apply_transaction(const replication::Transaction& transaction,
                          const std::vector<const replication::Change*>& changes);
 
@@ -56,6 +71,8 @@ class Shape {
   bool matches_relation(const replication::Relation& relation) const;
 
   void mark_gone() { phase_ = Phase::kGone; }
+  // Transactions held until the snapshot is in (they cannot be acknowledged yet).
+  bool has_buffered() const { return !buffered_.empty(); }
 
  private:
   struct Operation;
@@ -91,6 +108,10 @@ class Shape {
   std::optional<PgSnapshot> snapshot_;
   bool filtering_ = true;  // still skipping transactions visible in the snapshot
   std::vector<Buffered> buffered_;
+  replication::Lsn last_logged_tx_ = 0;  // commit LSN of the last transaction in the log
+  std::unique_ptr<storage::ShapeFiles> files_;
+
+  void replay(const std::string& message);
 };
 
 }  // namespace shapeproxy::shapes

@@ -70,6 +70,7 @@ std::variant<ShapeDefinition, InvalidRequest> ShapeDefinition::make(
   definition.key += request.replica == ReplicaMode::kFull ? "|full" : "|default";
   definition.key += request.log == LogMode::kChangesOnly ? "|changes_only" : "|full";
   definition.table = std::move(table);
+  definition.request = request;
   return definition;
 }
 

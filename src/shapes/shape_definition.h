@@ -16,6 +16,7 @@
 namespace shapeproxy::shapes {
 
 struct ShapeDefinition {
+  ShapeDefinitionRequest request;  // as asked for (kept to persist and re-validate)
   std::shared_ptr<const TableSchema> table;
   std::optional<WhereClause> where;
   std::vector<std::size_t> selected;  // column indexes served, in table order

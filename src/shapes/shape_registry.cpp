@@ -11,6 +11,7 @@
 #include <functional>
 
 #include "replication/publication.h"
+#include "shapes/shape_meta.h"
 #include "shapes/snapshot_query.h"
 
 namespace shapeproxy::shapes {
@@ -169,6 +170,12 @@ asio::awaitable<void> ShapeRegistry::take_snapshot(std::shared_ptr<Shape> shape)
     spdlog::warn("shapes: initial query of {} failed: {}", shape->handle(), error.to_string());
     forget(shape);
   };
+  if (options_.shapes_dir) {
+    auto files =
+        storage::ShapeFiles::create(*options_.shapes_dir / shape->handle(), to_json(shape->meta()));
+    if (!files) co_return fail(files.error());
+    shape->attach_files(std::move(files).value());
+  }
   auto lease = co_await pool_->acquire();
   if (!lease) co_return fail(lease.error());
   replication::TableName table{shape->table().schema, shape->table().name};
@@ -179,7 +186,10 @@ asio::awaitable<void> ShapeRegistry::take_snapshot(std::shared_ptr<Shape> shape)
   if (!rows) co_return fail(rows.error());
   if (shape->phase() == Shape::Phase::kGone) co_return;
   std::size_t count = rows->rows.size();
-  shape->apply_snapshot(std::move(rows).value());
+  auto applied = shape->apply_snapshot(std::move(rows).value());
+  if (!applied) co_return fail(applied.error());
+  if (shape->files()) dirty_.insert(shape);
+  schedule_flush();  // buffered transactions: durable, then acknowledged
   spdlog::info("shapes: {} ready with {} rows", shape->handle(), count);
   for (auto* timer : ready_waiters_[shape.get()]) timer->cancel();
   ready_waiters_.erase(shape.get());
@@ -211,6 +221,9 @@ ReadResult ShapeRegistry::result(const Shape& shape, LogOffset offset,
 }
 
 std::string ShapeRegistry::up_to_date_json() const {
+  // SSE clients continue from "<global_last_seen_lsn>_0", so the value lies
+  // after every operation delivered (<commit lsn>_<n>) and before every one
+  // to come; see note_progress() and apply_transaction().
   return "{\"headers\":{\"control\":\"up-to-date\",\"global_last_seen_lsn\":\"" +
          std::to_string(last_seen_lsn_) + "\"}}";
 }
@@ -319,6 +332,12 @@ void ShapeRegistry::release_waiters() {
 
 void ShapeRegistry::forget(const std::shared_ptr<Shape>& shape) {
   shape->mark_gone();
+  dirty_.erase(shape);
+  if (shape->files()) {
+    if (auto removed = shape->files()->remove(); !removed) {
+      spdlog::warn("shapes: {}", removed.error().to_string());
+    }
+  }
   if (auto it = by_key_.find(shape->definition().key); it != by_key_.end() && it->second == shape) {
     by_key_.erase(it);
   }
@@ -337,8 +356,15 @@ void ShapeRegistry::rotate(const std::shared_ptr<Shape>& shape, const char* why)
   forget(shape);
 }
 
+void ShapeRegistry::note_progress(replication::Lsn wal_end) {
+  // Every commit before wal_end was delivered; the next one starts at or
+  // after it, and WAL records are 8-byte aligned.
+  if (wal_end > 0) last_seen_lsn_ = std::max(last_seen_lsn_, wal_end - 1);
+}
+
 void ShapeRegistry::apply_transaction(const replication::Transaction& transaction) {
-  last_seen_lsn_ = std::max(last_seen_lsn_, transaction.commit_lsn);
+  // The next commit record starts past this one's end.
+  last_seen_lsn_ = std::max(last_seen_lsn_, transaction.commit_lsn + 1);
   for (const auto& relation : transaction.relations) {
     std::vector<std::shared_ptr<Shape>> stale;
     for (const auto& [table, shapes] : by_table_) {
@@ -369,9 +395,103 @@ void ShapeRegistry::apply_transaction(const replication::Transaction& transactio
     if (found == by_table_.end()) continue;
     auto shapes = found->second;  // a copy: waking waiters may not alter it, but be safe
     for (const auto& shape : shapes) {
-      if (shape->apply_transaction(transaction, changes)) wake_waiters(shape);
+      if (!shape->apply_transaction(transaction, changes)) continue;
+      if (shape->files()) dirty_.insert(shape);
+      wake_waiters(shape);
     }
   }
+  applied_end_lsn_ = std::max(applied_end_lsn_, transaction.end_lsn);
+  schedule_flush();
+}
+
+void ShapeRegistry::schedule_flush() {
+  if (flush_scheduled_) return;
+  flush_scheduled_ = true;
+  // Posted: transactions delivered in the same burst share one sync.
+  asio::post(executor_, [weak = weak_from_this()] {
+    if (auto self = weak.lock()) self->flush();
+  });
+}
+
+void ShapeRegistry::flush() {
+  flush_scheduled_ = false;
+  for (auto it = dirty_.begin(); it != dirty_.end();) {
+    auto synced = (*it)->files()->sync();
+    if (!synced) {
+      spdlog::error("shapes: cannot make {} durable: {}; the slot will not advance past it",
+                    (*it)->handle(), synced.error().to_string());
+      return;  // retried with the next transaction
+    }
+    it = dirty_.erase(it);
+  }
+  // A shape still taking its snapshot holds transactions that are not on disk.
+  for (const auto& [key, shape] : by_key_) {
+    if (shape->phase() == Shape::Phase::kSnapshotting && shape->has_buffered()) return;
+  }
+  if (on_durable_ && applied_end_lsn_ > 0) on_durable_(applied_end_lsn_);
+}
+
+Result<std::size_t> ShapeRegistry::load() {
+  if (!options_.shapes_dir) return std::size_t{0};
+  std::error_code ec;
+  std::filesystem::create_directories(*options_.shapes_dir, ec);
+  if (ec) {
+    return Error{"storage_io",
+                 "cannot create " + options_.shapes_dir->string() + ": " + ec.message(),
+                 "check permissions of the data directory"};
+  }
+  std::size_t loaded = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(*options_.shapes_dir, ec)) {
+    if (!entry.is_directory()) continue;
+    auto discard = [&](const std::string& why) {
+      spdlog::warn("shapes: dropping saved shape {}: {}", entry.path().filename().string(), why);
+      std::filesystem::remove_all(entry.path(), ec);
+    };
+    auto opened = storage::ShapeFiles::open(entry.path());
+    if (!opened) {
+      discard(opened.error().to_string());
+      continue;
+    }
+    auto [files, stored] = std::move(opened).value();
+    auto meta = shape_meta_from_json(stored.meta);
+    if (!meta) {
+      discard(meta.error().to_string());
+      continue;
+    }
+    if (!meta->snapshot) {
+      discard("its initial snapshot never completed");
+      continue;
+    }
+    auto table = std::make_shared<const TableSchema>(meta->table);
+    auto made = ShapeDefinition::make(meta->request, table);
+    if (auto* invalid = std::get_if<InvalidRequest>(&made)) {
+      discard(invalid->message);
+      continue;
+    }
+    auto definition = std::get<ShapeDefinition>(std::move(made));
+    if (by_key_.count(definition.key)) {
+      discard("a newer instance of the same shape exists");
+      continue;
+    }
+    auto shape = Shape::restore(std::move(definition), *meta, std::move(stored), std::move(files),
+                                options_.chunk_bytes);
+    if (!shape) {
+      discard(shape.error().to_string());
+      continue;
+    }
+    auto& restored = shape.value();
+    tables_.emplace(table_key(table->schema, table->name), table);
+    by_key_[restored->definition().key] = restored;
+    by_handle_[restored->handle()] = restored;
+    by_table_[table_key(table->schema, table->name)].push_back(restored);
+    auto micros = restored->handle().substr(restored->handle().find('-') + 1);
+    last_handle_micros_ = std::max<std::int64_t>(last_handle_micros_, std::stoll(micros));
+    ++loaded;
+  }
+  if (ec)
+    return Error{"storage_io", "cannot list " + options_.shapes_dir->string() + ": " + ec.message(),
+                 ""};
+  return loaded;
 }
 
 std::string ShapeRegistry::new_handle(const std::string& key) {

@@ -14,9 +14,11 @@
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <chrono>
+#include <filesystem>
 #include <list>
 #include <map>
 #include <memory>
+#include <set>
 #include <unordered_map>
 
 #include "pg/connection_pool.h"
@@ -28,6 +30,8 @@ namespace shapeproxy::shapes {
 
 struct ShapeRegistryOptions {
   std::string publication_name = "shapeproxy";
+  // Where shape logs are kept; unset: in memory only (lost on restart).
+  std::optional<std::filesystem::path> shapes_dir;
   std::size_t chunk_bytes = 10 * 1024 * 1024;
   std::chrono::milliseconds live_timeout{20'000};
 };
@@ -43,8 +47,21 @@ class ShapeRegistry : public ShapeService, public std::enable_shared_from_this<S
   void remove(ShapeDefinitionRequest definition, std::optional<std::string> handle,
               std::function<void(Result<DeleteOutcome>)> done) override;
 
+  // Loads the shapes saved under options.shapes_dir (before serving).
+  // Returns how many came back; unreadable ones are removed and logged.
+  Result<std::size_t> load();
+
+  // Called (on the strand) with the end LSN up to which every transaction is
+  // durably handled by every shape: what the slot may confirm.
+  void on_durable(std::function<void(replication::Lsn)> callback) {
+    on_durable_ = std::move(callback);
+  }
+
   // On the strand: applies a committed transaction to every shape it touches.
   void apply_transaction(const replication::Transaction& transaction);
+  // On the strand: the stream is idle at `wal_end` (every earlier commit was
+  // delivered). Advances up-to-date's global_last_seen_lsn.
+  void note_progress(replication::Lsn wal_end);
 
   // Answers every parked read now (up-to-date at its offset); for shutdown.
   void release_waiters();
@@ -70,6 +87,8 @@ class ShapeRegistry : public ShapeService, public std::enable_shared_from_this<S
   void rotate(const std::shared_ptr<Shape>& shape, const char* why);
   void forget(const std::shared_ptr<Shape>& shape);
   std::string new_handle(const std::string& key);
+  void schedule_flush();
+  void flush();
   std::string up_to_date_json() const;
   ReadResult result(const Shape& shape, LogOffset offset, std::shared_ptr<const std::string> body,
                     bool up_to_date) const;
@@ -84,8 +103,16 @@ class ShapeRegistry : public ShapeService, public std::enable_shared_from_this<S
   std::map<std::string, std::vector<std::shared_ptr<Shape>>> by_table_;
   std::map<std::shared_ptr<Shape>, std::list<std::shared_ptr<Waiter>>> waiters_;
   std::map<const Shape*, std::list<boost::asio::steady_timer*>> ready_waiters_;
+  // global_last_seen_lsn: after every delivered operation, before any to come.
   replication::Lsn last_seen_lsn_ = 0;
   std::int64_t last_handle_micros_ = 0;
+
+  // Durability: shapes with operations not yet synced, and the end LSN of
+  // the last transaction applied (acknowledged once everything is synced).
+  std::set<std::shared_ptr<Shape>> dirty_;
+  replication::Lsn applied_end_lsn_ = 0;
+  bool flush_scheduled_ = false;
+  std::function<void(replication::Lsn)> on_durable_;
 };
 
 }  // namespace shapeproxy::shapes

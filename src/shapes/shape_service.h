@@ -47,9 +47,9 @@ struct ReadResult {
   std::string handle;
   LogOffset offset;  // electric-offset: the last offset the body reaches
   std::shared_ptr<const std::string> body;
-  bool up_to_date = false;             // the body ends with the up-to-date control message
-  std::string schema_json;             // electric-schema header value
-  bool fallback = false;               // served from a direct query (degraded mode)
+  bool up_to_date = false;  // the body ends with the up-to-date control message
+  std::string schema_json;  // electric-schema header value
+  bool fallback = false;    // served from a direct query (degraded mode)
 };
 
 // The handle no longer names the current instance of the shape (rotated,

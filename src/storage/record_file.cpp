@@ -1,0 +1,171 @@
+#include "storage/record_file.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <boost/crc.hpp>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <vector>
+
+namespace shapeproxy::storage {
+namespace {
+
+constexpr std::size_t kHeaderBytes = 4 + 4 + 1 + 8 + 8;
+constexpr std::uint32_t kMaxPayload = 1u << 30;
+
+Error io_error(const std::string& what, const std::filesystem::path& path) {
+  return Error{"storage_io", what + " " + path.string() + ": " + std::strerror(errno),
+               "check free disk space and permissions of the data directory"};
+}
+
+template <typename T>
+void put(std::string& out, T value) {
+  for (std::size_t i = 0; i < sizeof(T); ++i) {
+    out += static_cast<char>((static_cast<std::uint64_t>(value) >> (8 * i)) & 0xff);
+  }
+}
+
+template <typename T>
+T get(const char* bytes) {
+  std::uint64_t value = 0;
+  for (std::size_t i = 0; i < sizeof(T); ++i) {
+    value |= static_cast<std::uint64_t>(static_cast<unsigned char>(bytes[i])) << (8 * i);
+  }
+  return static_cast<T>(value);
+}
+
+std::uint32_t checksum(std::string_view covered) {
+  boost::crc_32_type crc;
+  crc.process_bytes(covered.data(), covered.size());
+  return crc.checksum();
+}
+
+Result<void> write_fully(int fd, std::string_view bytes, const std::filesystem::path& path) {
+  while (!bytes.empty()) {
+    ssize_t written = ::write(fd, bytes.data(), bytes.size());
+    if (written < 0) {
+      if (errno == EINTR) continue;
+      return io_error("writing", path);
+    }
+    bytes.remove_prefix(static_cast<std::size_t>(written));
+  }
+  return {};
+}
+
+}  // namespace
+
+Result<std::uint64_t> RecordFile::read_all(const std::filesystem::path& path,
+                                           const std::function<void(const Record&)>& visit) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    if (!std::filesystem::exists(path)) return std::uint64_t{0};
+    return io_error("opening", path);
+  }
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::uint64_t at = 0;
+  while (at + kHeaderBytes <= bytes.size()) {
+    const char* header = bytes.data() + at;
+    auto length = get<std::uint32_t>(header);
+    auto expected = get<std::uint32_t>(header + 4);
+    if (length > kMaxPayload || at + kHeaderBytes + length > bytes.size()) break;
+    std::string_view covered(header + 8, kHeaderBytes - 8 + length);
+    if (checksum(covered) != expected) break;
+    Record record{static_cast<std::uint8_t>(header[8]), get<std::uint64_t>(header + 9),
+                  get<std::uint64_t>(header + 17), std::string_view(header + kHeaderBytes, length)};
+    visit(record);
+    at += kHeaderBytes + length;
+  }
+  return at;
+}
+
+Result<RecordFile> RecordFile::open_for_append(const std::filesystem::path& path,
+                                               std::uint64_t good_length) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) return io_error("opening", path);
+  if (::ftruncate(fd, static_cast<off_t>(good_length)) != 0 ||
+      ::lseek(fd, static_cast<off_t>(good_length), SEEK_SET) < 0) {
+    ::close(fd);
+    return io_error("cutting", path);
+  }
+  return RecordFile(fd, path, good_length);
+}
+
+RecordFile::RecordFile(int fd, std::filesystem::path path, std::uint64_t size)
+    : fd_(fd), path_(std::move(path)), size_(size) {}
+
+RecordFile::RecordFile(RecordFile&& other) noexcept
+    : fd_(std::exchange(other.fd_, -1)),
+      path_(std::move(other.path_)),
+      size_(other.size_),
+      pending_(std::move(other.pending_)),
+      dirty_(other.dirty_) {}
+
+RecordFile& RecordFile::operator=(RecordFile&& other) noexcept {
+  if (this != &other) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = std::exchange(other.fd_, -1);
+    path_ = std::move(other.path_);
+    size_ = other.size_;
+    pending_ = std::move(other.pending_);
+    dirty_ = other.dirty_;
+  }
+  return *this;
+}
+
+RecordFile::~RecordFile() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+void RecordFile::add(const Record& record) {
+  std::size_t start = pending_.size();
+  put<std::uint32_t>(pending_, static_cast<std::uint32_t>(record.payload.size()));
+  put<std::uint32_t>(pending_, 0);  // checksum, filled below
+  pending_ += static_cast<char>(record.kind);
+  put<std::uint64_t>(pending_, record.tx);
+  put<std::uint64_t>(pending_, record.op);
+  pending_.append(record.payload);
+  std::string_view covered(pending_.data() + start + 8, pending_.size() - start - 8);
+  std::uint32_t crc = checksum(covered);
+  for (std::size_t i = 0; i < 4; ++i)
+    pending_[start + 4 + i] = static_cast<char>((crc >> (8 * i)) & 0xff);
+}
+
+Result<void> RecordFile::write() {
+  if (pending_.empty()) return {};
+  if (auto written = write_fully(fd_, pending_, path_); !written) return written;
+  size_ += pending_.size();
+  pending_.clear();
+  dirty_ = true;
+  return {};
+}
+
+Result<void> RecordFile::sync() {
+  if (auto written = write(); !written) return written;
+  if (!dirty_) return {};
+  if (::fdatasync(fd_) != 0) return io_error("syncing", path_);
+  dirty_ = false;
+  return {};
+}
+
+Result<void> write_file_atomically(const std::filesystem::path& path, std::string_view contents) {
+  auto temporary = path;
+  temporary += ".tmp";
+  int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return io_error("creating", temporary);
+  auto written = write_fully(fd, contents, temporary);
+  bool synced = written && ::fsync(fd) == 0;
+  ::close(fd);
+  if (!written) return written;
+  if (!synced) return io_error("syncing", temporary);
+  if (::rename(temporary.c_str(), path.c_str()) != 0) return io_error("renaming", temporary);
+  int dir = ::open(path.parent_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir >= 0) {
+    ::fsync(dir);
+    ::close(dir);
+  }
+  return {};
+}
+
+}  // namespace shapeproxy::storage

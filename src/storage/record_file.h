@@ -1,0 +1,62 @@
+// RecordFile: an append-only file of checksummed records, the unit of
+// durability for shape logs. Each record is
+//   u32 payload length | u32 CRC-32 of (kind, tx, op, payload) | u8 kind |
+//   u64 tx | u64 op | payload
+// (little-endian). Appends are buffered by the OS; sync() makes them durable
+// (fdatasync). Reading stops at the first record that is incomplete or whose
+// checksum fails (a torn tail after a crash), and open_for_append() cuts the
+// file there so new records follow the last good one.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <string>
+#include <string_view>
+
+#include "common/result.h"
+
+namespace shapeproxy::storage {
+
+struct Record {
+  std::uint8_t kind = 0;
+  std::uint64_t tx = 0;
+  std::uint64_t op = 0;
+  std::string_view payload;
+};
+
+class RecordFile {
+ public:
+  // Reads every good record (in order) and returns the byte length of the
+  // good prefix. A missing file reads as empty.
+  static Result<std::uint64_t> read_all(const std::filesystem::path& path,
+                                        const std::function<void(const Record&)>& visit);
+
+  // Opens for appending after cutting the file to `good_length` bytes.
+  static Result<RecordFile> open_for_append(const std::filesystem::path& path,
+                                            std::uint64_t good_length);
+
+  RecordFile(RecordFile&& other) noexcept;
+  RecordFile& operator=(RecordFile&& other) noexcept;
+  ~RecordFile();
+
+  // Queues a record; write() hands the queued records to the OS in one call.
+  void add(const Record& record);
+  Result<void> write();  // writes what add() collected
+  Result<void> sync();   // fdatasync when something was written since the last sync
+  std::uint64_t size() const { return size_; }
+
+ private:
+  RecordFile(int fd, std::filesystem::path path, std::uint64_t size);
+
+  int fd_ = -1;
+  std::filesystem::path path_;
+  std::uint64_t size_ = 0;
+  std::string pending_;
+  bool dirty_ = false;
+};
+
+// Writes `contents` to `path` atomically (temp file, fsync, rename, fsync dir).
+Result<void> write_file_atomically(const std::filesystem::path& path, std::string_view contents);
+
+}  // namespace shapeproxy::storage

@@ -1,0 +1,104 @@
+#include "storage/shape_files.h"
+
+#include <fstream>
+
+namespace shapeproxy::storage {
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr std::uint8_t kOperation = 1;
+constexpr std::uint8_t kLastOfTransaction = 2;
+constexpr std::uint8_t kSnapshotMessage = 3;
+
+Result<nlohmann::json> read_meta(const fs::path& dir) {
+  std::ifstream in(dir / "meta.json");
+  if (!in) return Error{"storage_io", "cannot read " + (dir / "meta.json").string(), ""};
+  auto meta = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  if (meta.is_discarded()) {
+    return Error{"storage_corrupt", "meta.json is not valid JSON in " + dir.string(), ""};
+  }
+  return meta;
+}
+
+}  // namespace
+
+ShapeFiles::ShapeFiles(fs::path dir, RecordFile changes)
+    : dir_(std::move(dir)), changes_(std::move(changes)) {}
+
+Result<std::unique_ptr<ShapeFiles>> ShapeFiles::create(const fs::path& dir,
+                                                       const nlohmann::json& meta) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) {
+    return Error{"storage_io", "cannot create " + dir.string() + ": " + ec.message(),
+                 "check permissions of the data directory"};
+  }
+  if (auto written = write_file_atomically(dir / "meta.json", meta.dump()); !written) {
+    return written.error();
+  }
+  auto changes = RecordFile::open_for_append(dir / "changes.log", 0);
+  if (!changes) return changes.error();
+  return std::unique_ptr<ShapeFiles>(new ShapeFiles(dir, std::move(changes).value()));
+}
+
+Result<std::pair<std::unique_ptr<ShapeFiles>, StoredShape>> ShapeFiles::open(const fs::path& dir) {
+  StoredShape stored;
+  auto meta = read_meta(dir);
+  if (!meta) return meta.error();
+  stored.meta = std::move(meta).value();
+  auto snapshot = RecordFile::read_all(dir / "snapshot.log", [&](const Record& record) {
+    if (record.kind == kSnapshotMessage) stored.snapshot.emplace_back(record.payload);
+  });
+  if (!snapshot) return snapshot.error();
+  // Keep whole transactions only: what follows the last flagged record is a
+  // transaction whose write was torn by a crash.
+  std::uint64_t whole_length = 0;
+  std::size_t whole_count = 0;
+  std::uint64_t offset = 0;
+  auto read = RecordFile::read_all(dir / "changes.log", [&](const Record& record) {
+    offset += 4 + 4 + 1 + 8 + 8 + record.payload.size();
+    stored.operations.push_back({record.tx, record.op, std::string(record.payload)});
+    if (record.kind == kLastOfTransaction) {
+      whole_length = offset;
+      whole_count = stored.operations.size();
+    }
+  });
+  if (!read) return read.error();
+  stored.operations.resize(whole_count);
+  auto changes = RecordFile::open_for_append(dir / "changes.log", whole_length);
+  if (!changes) return changes.error();
+  auto files = std::unique_ptr<ShapeFiles>(new ShapeFiles(dir, std::move(changes).value()));
+  return std::make_pair(std::move(files), std::move(stored));
+}
+
+Result<void> ShapeFiles::write_meta(const nlohmann::json& meta) {
+  return write_file_atomically(dir_ / "meta.json", meta.dump());
+}
+
+Result<void> ShapeFiles::write_snapshot(const std::vector<std::string>& messages) {
+  auto file = RecordFile::open_for_append(dir_ / "snapshot.log", 0);
+  if (!file) return file.error();
+  for (const auto& message : messages) file->add(Record{kSnapshotMessage, 0, 0, message});
+  return file->sync();
+}
+
+void ShapeFiles::append_transaction(const std::vector<StoredOperation>& operations) {
+  for (std::size_t i = 0; i < operations.size(); ++i) {
+    const auto& operation = operations[i];
+    bool last = i + 1 == operations.size();
+    changes_.add(
+        Record{last ? kLastOfTransaction : kOperation, operation.tx, operation.op, operation.json});
+  }
+}
+
+Result<void> ShapeFiles::sync() { return changes_.sync(); }
+
+Result<void> ShapeFiles::remove() {
+  std::error_code ec;
+  fs::remove_all(dir_, ec);
+  if (ec) return Error{"storage_io", "cannot remove " + dir_.string() + ": " + ec.message(), ""};
+  return {};
+}
+
+}  // namespace shapeproxy::storage
