@@ -1,0 +1,146 @@
+// Record files and shape directories: what survives, and what is cut, when a
+// crash tears a write.
+#include "storage/shape_files.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+namespace shapeproxy::storage {
+namespace {
+
+namespace fs = std::filesystem;
+
+class TempDir {
+ public:
+  TempDir() {
+    char pattern[] = "/tmp/shapeproxy-storage-XXXXXX";
+    path_ = ::mkdtemp(pattern);
+  }
+  ~TempDir() { fs::remove_all(path_); }
+  const fs::path& path() const { return path_; }
+
+ private:
+  fs::path path_;
+};
+
+std::vector<StoredOperation> transaction(std::uint64_t tx, int operations) {
+  std::vector<StoredOperation> out;
+  for (int op = 0; op < operations; ++op) {
+    out.push_back({tx, static_cast<std::uint64_t>(op),
+                   "{\"tx\":" + std::to_string(tx) + ",\"op\":" + std::to_string(op) + "}"});
+  }
+  return out;
+}
+
+std::unique_ptr<ShapeFiles> make_shape(const fs::path& dir) {
+  auto files = ShapeFiles::create(dir, nlohmann::json{{"handle", "h-1"}});
+  EXPECT_TRUE(files) << files.error().to_string();
+  EXPECT_TRUE(files.value()->write_snapshot({"{\"row\":1}", "{\"row\":2}"}));
+  return std::move(files).value();
+}
+
+TEST(ShapeFilesTest, RoundTripsMetaSnapshotAndTransactions) {
+  TempDir temp;
+  auto dir = temp.path() / "shape";
+  {
+    auto files = make_shape(dir);
+    files->append_transaction(transaction(100, 3));
+    files->append_transaction(transaction(200, 1));
+    ASSERT_TRUE(files->sync());
+  }
+  auto opened = ShapeFiles::open(dir);
+  ASSERT_TRUE(opened) << opened.error().to_string();
+  auto& [files, stored] = opened.value();
+  EXPECT_EQ(stored.meta["handle"], "h-1");
+  EXPECT_EQ(stored.snapshot, (std::vector<std::string>{"{\"row\":1}", "{\"row\":2}"}));
+  ASSERT_EQ(stored.operations.size(), 4u);
+  EXPECT_EQ(stored.operations[2].tx, 100u);
+  EXPECT_EQ(stored.operations[2].op, 2u);
+  EXPECT_EQ(stored.operations[3].json, "{\"tx\":200,\"op\":0}");
+  // Appending after a reopen continues the file.
+  files->append_transaction(transaction(300, 2));
+  ASSERT_TRUE(files->sync());
+  auto again = ShapeFiles::open(dir);
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again.value().second.operations.size(), 6u);
+}
+
+TEST(ShapeFilesTest, EveryTornTailIsCutBackToTheLastWholeTransaction) {
+  TempDir temp;
+  auto dir = temp.path() / "shape";
+  std::uintmax_t whole_size = 0;
+  std::uintmax_t full_size = 0;
+  {
+    auto files = make_shape(dir);
+    files->append_transaction(transaction(100, 2));
+    ASSERT_TRUE(files->sync());
+    whole_size = fs::file_size(dir / "changes.log");
+    files->append_transaction(transaction(200, 3));
+    ASSERT_TRUE(files->sync());
+    full_size = fs::file_size(dir / "changes.log");
+  }
+  std::ifstream in(dir / "changes.log", std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  // A crash may leave any prefix of the second transaction's write.
+  for (std::uintmax_t length = whole_size; length < full_size; ++length) {
+    {
+      std::ofstream out(dir / "changes.log", std::ios::binary | std::ios::trunc);
+      out.write(bytes.data(), static_cast<std::streamsize>(length));
+    }
+    auto opened = ShapeFiles::open(dir);
+    ASSERT_TRUE(opened) << "length " << length;
+    EXPECT_EQ(opened.value().second.operations.size(), 2u) << "length " << length;
+    EXPECT_EQ(fs::file_size(dir / "changes.log"), whole_size) << "tail not cut at " << length;
+  }
+}
+
+TEST(ShapeFilesTest, CorruptedRecordEndsTheLogThere) {
+  TempDir temp;
+  auto dir = temp.path() / "shape";
+  {
+    auto files = make_shape(dir);
+    files->append_transaction(transaction(100, 1));
+    files->append_transaction(transaction(200, 1));
+    files->append_transaction(transaction(300, 1));
+    ASSERT_TRUE(files->sync());
+  }
+  auto size = fs::file_size(dir / "changes.log");
+  {
+    // Flip one payload byte of the second record.
+    std::fstream file(dir / "changes.log", std::ios::binary | std::ios::in | std::ios::out);
+    file.seekp(static_cast<std::streamoff>(size / 3 + size / 6));
+    file.put('X');
+  }
+  auto opened = ShapeFiles::open(dir);
+  ASSERT_TRUE(opened);
+  ASSERT_EQ(opened.value().second.operations.size(), 1u);
+  EXPECT_EQ(opened.value().second.operations[0].tx, 100u);
+}
+
+TEST(ShapeFilesTest, UnsyncedAppendsAreNotOnDisk) {
+  TempDir temp;
+  auto dir = temp.path() / "shape";
+  auto files = make_shape(dir);
+  files->append_transaction(transaction(100, 1));
+  EXPECT_EQ(fs::file_size(dir / "changes.log"), 0u);
+  ASSERT_TRUE(files->sync());
+  EXPECT_GT(fs::file_size(dir / "changes.log"), 0u);
+}
+
+TEST(ShapeFilesTest, RemoveDeletesTheDirectoryAndBadMetaIsAnError) {
+  TempDir temp;
+  auto dir = temp.path() / "shape";
+  auto files = make_shape(dir);
+  ASSERT_TRUE(files->remove());
+  EXPECT_FALSE(fs::exists(dir));
+  fs::create_directories(dir);
+  std::ofstream(dir / "meta.json") << "{not json";
+  auto opened = ShapeFiles::open(dir);
+  ASSERT_FALSE(opened);
+  EXPECT_EQ(opened.error().code, "storage_corrupt");
+}
+
+}  // namespace
+}  // namespace shapeproxy::storage
