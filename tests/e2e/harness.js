@@ -137,11 +137,49 @@ async function startCluster() {
       })
       child.once('error', reject)
     })
-    return { child, info, stderr }
+    // Later stdout lines answer control commands (see clusterCommand).
+    const cluster = { child, info, stderr, lines, waiting: [], queue: Promise.resolve() }
+    lines.on('line', (line) => {
+      const waiter = cluster.waiting.shift()
+      if (waiter) waiter(line)
+      else stderr.push(`${line}\n`)
+    })
+    return cluster
   } catch (error) {
     child.kill('SIGKILL')
     throw new Error(`${error.message}\n${stderr.join('')}`)
   }
+}
+
+// Sends one control line to the launcher ("stop", "start", "status") and
+// resolves with its answer ("ok ..."); rejects on "error ..." or timeout.
+// Commands are serialized.
+function clusterCommand(cluster, command, timeoutMs = 60_000) {
+  const run = async () => {
+    if (cluster.child.exitCode !== null || cluster.child.signalCode !== null) {
+      throw new Error(`cluster launcher has exited; cannot send "${command}"`)
+    }
+    const answer = await new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        const index = cluster.waiting.indexOf(onLine)
+        if (index >= 0) cluster.waiting.splice(index, 1)
+        reject(new Error(`timed out after ${timeoutMs} ms waiting for the cluster to answer "${command}"`))
+      }, timeoutMs)
+      const onLine = (line) => {
+        clearTimeout(timer)
+        resolve(line)
+      }
+      cluster.waiting.push(onLine)
+      cluster.child.stdin.write(`${command}\n`)
+    })
+    if (!answer.startsWith('ok')) {
+      throw new Error(`cluster "${command}" failed: ${answer}\n${cluster.stderr.slice(-20).join('')}`)
+    }
+    return answer
+  }
+  const result = cluster.queue.then(run, run)
+  cluster.queue = result.catch(() => {})
+  return result
 }
 
 async function stopCluster(cluster) {
@@ -205,11 +243,19 @@ class ProxyProcess {
   }
 
   // SIGTERM, then SIGKILL if it has not exited in time. Resolves with the
-  // exit code (null if it had to be killed).
-  async stop() {
+  // exit code (null if it had to be killed). With {signal: 'SIGKILL'} the
+  // proxy is killed outright (a crash) and this resolves once it is gone.
+  async stop({ signal = 'SIGTERM' } = {}) {
     const child = this.child
     if (!child || !this.running) return child?.exitCode ?? null
-    child.kill('SIGTERM')
+    if (signal === 'SIGKILL') {
+      this.log('[harness] sending SIGKILL')
+      child.kill('SIGKILL')
+      await waitForExit(child, PROXY_STOP_TIMEOUT_MS)
+      if (this.running) throw new Error('proxy did not exit after SIGKILL')
+      return null
+    }
+    child.kill(signal)
     const code = await waitForExit(child, PROXY_STOP_TIMEOUT_MS)
     if (code === null && this.running) {
       this.log('[harness] proxy ignored SIGTERM, sending SIGKILL')
@@ -217,6 +263,17 @@ class ProxyProcess {
       await waitForExit(child, 5_000)
     }
     return code
+  }
+
+  // A mark for logsSince(): the number of lines logged so far.
+  mark() {
+    return this.logged
+  }
+
+  // The (retained) log lines logged after `mark`.
+  logsSince(mark) {
+    const count = Math.min(this.logged - mark, this.logs.length)
+    return count > 0 ? this.logs.slice(this.logs.length - count) : []
   }
 
   // Prints the log lines not printed yet (a failed hook fails every test).
@@ -325,8 +382,10 @@ export function createHarness({ proxyArgs = [], name = 'e2e' } = {}) {
       h.log(`cluster + proxy up in ${Date.now() - started} ms (proxy port ${h.port})`)
     },
 
-    // Starts the proxy (again) and waits for /v1/health to answer 200.
-    async startProxy() {
+    // Starts the proxy (again) and waits for /v1/health to answer 200 (or
+    // one of `healthStatuses`, e.g. [200, 202] when PostgreSQL is down and
+    // the proxy reports "starting").
+    async startProxy({ healthStatuses = [200] } = {}) {
       h.proxy.start()
       try {
         await waitFor(async () => {
@@ -335,16 +394,29 @@ export function createHarness({ proxyArgs = [], name = 'e2e' } = {}) {
             exited.stopWaiting = true
             throw exited
           }
-          return (await h.health()).status === 200
-        }, PROXY_START_TIMEOUT_MS, { intervalMs: 25, what: 'GET /v1/health to return 200' })
+          return healthStatuses.includes((await h.health()).status)
+        }, PROXY_START_TIMEOUT_MS, { intervalMs: 25, what: `GET /v1/health to return ${healthStatuses.join(' or ')}` })
       } catch (error) {
         const tail = h.proxy.logs.slice(-40).join('\n')
         throw new Error(`proxy did not become healthy: ${error.message}\n--- proxy log tail ---\n${tail}`)
       }
     },
 
-    async stopProxy() {
-      return h.proxy?.stop()
+    // SIGTERM by default; stopProxy({signal: 'SIGKILL'}) simulates a crash.
+    async stopProxy(options) {
+      return h.proxy?.stop(options)
+    },
+
+    // Stops / starts this file's PostgreSQL server (same port and data) via
+    // the launcher's stdin control channel. The pool's idle connections
+    // die with the server; new queries reconnect.
+    async stopPostgres() {
+      await clusterCommand(h.cluster, 'stop')
+      h.log('PostgreSQL stopped')
+    },
+    async startPostgres() {
+      await clusterCommand(h.cluster, 'start')
+      h.log('PostgreSQL started')
     },
 
     // SIGTERM the proxy, then start it again with the same data dir, slot

@@ -6,6 +6,13 @@
 //   {"conninfo": "...", "uri": "postgresql://...", "port": N, "socket_dir": "..."}
 // then waits until stdin closes (the parent exited, however it died) or
 // SIGTERM/SIGINT/SIGHUP arrives, then stops the cluster and removes the dir.
+//
+// Control channel (for tests that take the database away): each line read on
+// stdin is a command, answered by one line on stdout:
+//   stop   -> stops the server (fast shutdown), keeps its files   -> "ok"
+//   start  -> starts it again on the same port and socket         -> "ok"
+//   status -> "ok running" or "ok stopped"
+// A failure is answered "error <message>"; unknown lines "error unknown command".
 // Diagnostics go to stderr; the exit code is 0 after a clean stop, 1 when the
 // cluster could not start.
 #include <poll.h>
@@ -69,9 +76,35 @@ std::string json_string(const std::string& text) {
   return out + "\"";
 }
 
-// Blocks until stdin reaches EOF (or errors) or a stop signal arrives.
-void wait_for_stop() {
+// Runs one control command; returns the answer line.
+std::string run_command(const std::string& command, EmbeddedPostgres& cluster, bool& running) {
+  if (command == "stop") {
+    auto stopped = cluster.stop();
+    if (!stopped) return "error " + stopped.error().to_string();
+    running = false;
+    std::cerr << "shapeproxy_test_cluster: stopped PostgreSQL (control channel)\n";
+    return "ok";
+  }
+  if (command == "start") {
+    // restart() is stop() (a no-op once stopped) then a start on the same
+    // port, socket dir and data dir.
+    auto started = cluster.restart();
+    if (!started) return "error " + started.error().to_string();
+    running = true;
+    std::cerr << "shapeproxy_test_cluster: started PostgreSQL on port " << cluster.port()
+              << " (control channel)\n";
+    return "ok";
+  }
+  if (command == "status") return running ? "ok running" : "ok stopped";
+  return "error unknown command";
+}
+
+// Serves control commands until stdin reaches EOF (or errors) or a stop
+// signal arrives.
+void serve_until_stop(EmbeddedPostgres& cluster) {
   char buffer[256];
+  std::string pending;
+  bool running = true;
   while (!g_stop_signal) {
     pollfd fd{STDIN_FILENO, POLLIN, 0};
     int ready = poll(&fd, 1, 1000);
@@ -80,10 +113,20 @@ void wait_for_stop() {
       return;
     }
     if (ready == 0) continue;
-    // Input is read and discarded; EOF or an error (POLLHUP/POLLERR) ends the wait.
+    // EOF or an error (POLLHUP/POLLERR) ends the wait.
     ssize_t n = read(STDIN_FILENO, buffer, sizeof buffer);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) return;
+    pending.append(buffer, static_cast<std::size_t>(n));
+    for (auto newline = pending.find('\n'); newline != std::string::npos;
+         newline = pending.find('\n')) {
+      std::string line = pending.substr(0, newline);
+      pending.erase(0, newline + 1);
+      while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
+      if (line.empty()) continue;
+      std::cout << run_command(line, cluster, running) << std::endl;
+    }
+    if (pending.size() > 4096) pending.clear();  // not a command stream
   }
 }
 
@@ -94,7 +137,8 @@ int main(int argc, char** argv) {
     std::cout << "usage: shapeproxy_test_cluster\n"
                  "Starts a throwaway PostgreSQL 15 cluster, prints one JSON line with\n"
                  "conninfo, uri, port and socket_dir, and stops it (removing its files)\n"
-                 "when stdin closes or on SIGTERM/SIGINT.\n";
+                 "when stdin closes or on SIGTERM/SIGINT. Lines on stdin are commands:\n"
+                 "stop, start, status (answered \"ok ...\" or \"error ...\" on stdout).\n";
     return 0;
   }
   install_signal_handlers();
@@ -138,7 +182,7 @@ int main(int argc, char** argv) {
             << ", \"socket_dir\": " << json_string(cluster->socket_dir().string()) << "}"
             << std::endl;
 
-  if (!g_stop_signal) wait_for_stop();
+  if (!g_stop_signal) serve_until_stop(*cluster);
 
   if (auto stopped = cluster->stop(); !stopped) {
     std::cerr << "shapeproxy_test_cluster: stop failed: " << stopped.error().to_string() << "\n";
