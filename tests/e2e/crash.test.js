@@ -15,7 +15,8 @@ import pg from 'pg'
 import { useHarness } from './harness.js'
 import { canonicalRows, openShape } from './shapes.js'
 
-const h = useHarness({ name: 'crash' })
+// Every replicated transaction is logged: keep enough lines to see a restart.
+const h = useHarness({ name: 'crash', maxLogLines: 50_000 })
 
 const LOOPS = Number(process.env.E2E_CRASH_LOOPS ?? 20)
 const SEED = Number(process.env.E2E_CRASH_SEED ?? Math.floor(Math.random() * 2 ** 31))
@@ -96,7 +97,7 @@ class Writer {
     this.statements++
     const note = random() < 0.2 ? null : `n${randomInt(0, 1e6)} 'q' "d" é ✓`
     const existing = '(SELECT id FROM crash WHERE id >= $1 ORDER BY id LIMIT 1)'
-    if (kind < 0.35) {
+    if (kind < 0.325) {
       await this.client.query('INSERT INTO crash (id, val, note) VALUES ($1, $2, $3)', [
         this.nextId++,
         randomInt(0, 1000),

@@ -202,7 +202,8 @@ function uriFor(info, database) {
 // The proxy process: spawned with fixed data dir, slot and port, so a
 // restart picks up where it left off.
 class ProxyProcess {
-  constructor({ bin, args, name }) {
+  constructor({ bin, args, name, maxLogLines = MAX_LOG_LINES }) {
+    this.maxLogLines = maxLogLines
     this.bin = bin
     this.args = args
     this.name = name
@@ -216,7 +217,7 @@ class ProxyProcess {
   log(line) {
     this.logged++
     this.logs.push(line)
-    if (this.logs.length > MAX_LOG_LINES) this.logs.splice(0, this.logs.length - MAX_LOG_LINES)
+    if (this.logs.length > this.maxLogLines) this.logs.splice(0, this.logs.length - this.maxLogLines)
   }
 
   start() {
@@ -288,7 +289,7 @@ class ProxyProcess {
 let databaseCounter = 0
 
 // Builds the harness object; useHarness() wires it into node:test.
-export function createHarness({ proxyArgs = [], name = 'e2e' } = {}) {
+export function createHarness({ proxyArgs = [], name = 'e2e', maxLogLines } = {}) {
   let markReady, markFailed
   const h = {
     // Settles when start() has finished. Node 20 does not await one
@@ -367,6 +368,7 @@ export function createHarness({ proxyArgs = [], name = 'e2e' } = {}) {
       h.proxy = new ProxyProcess({
         bin: requireEnv('SHAPEPROXY_BIN'),
         name,
+        maxLogLines,
         args: [
           '--database-url', h.databaseConninfo,
           '--listen', '127.0.0.1',
@@ -386,7 +388,9 @@ export function createHarness({ proxyArgs = [], name = 'e2e' } = {}) {
     // one of `healthStatuses`, e.g. [200, 202] when PostgreSQL is down and
     // the proxy reports "starting").
     async startProxy({ healthStatuses = [200] } = {}) {
+      const mark = h.proxy.mark()
       h.proxy.start()
+      let lastHealth = null
       try {
         await waitFor(async () => {
           if (!h.proxy.running) {
@@ -394,11 +398,18 @@ export function createHarness({ proxyArgs = [], name = 'e2e' } = {}) {
             exited.stopWaiting = true
             throw exited
           }
-          return healthStatuses.includes((await h.health()).status)
+          lastHealth = await h.health()
+          return healthStatuses.includes(lastHealth.status)
         }, PROXY_START_TIMEOUT_MS, { intervalMs: 25, what: `GET /v1/health to return ${healthStatuses.join(' or ')}` })
       } catch (error) {
-        const tail = h.proxy.logs.slice(-40).join('\n')
-        throw new Error(`proxy did not become healthy: ${error.message}\n--- proxy log tail ---\n${tail}`)
+        // The start of this run's log (where start-up problems show), then its tail.
+        const lines = h.proxy.logsSince(mark)
+        const head = lines.slice(0, 40).join('\n')
+        const tail = lines.length > 40 ? `\n...\n${lines.slice(-40).join('\n')}` : ''
+        const health = lastHealth && `last health: ${lastHealth.status} ${JSON.stringify(lastHealth.body)}`
+        throw new Error(
+          `proxy did not become healthy: ${error.message}; ${health}\n--- proxy log since start ---\n${head}${tail}`,
+        )
       }
     },
 
