@@ -41,7 +41,28 @@ bool Shape::matches_relation(const replication::Relation& relation) const {
 }
 
 ShapeMeta Shape::meta() const {
-  return ShapeMeta{handle_, definition_.request, table(), snapshot_};
+  return ShapeMeta{handle_,   definition_.request, table(),
+                   snapshot_, snapshot_file_,      log_.compacted_at()};
+}
+
+Result<void> Shape::compact() {
+  LogOffset point = log_.end();
+  if (point.is_snapshot() || log_.compacted_at() == point) return {};  // nothing to fold
+  std::vector<std::string> messages;
+  messages.reserve(rows_.size());
+  for (const auto& [key, row] : rows_) messages.push_back(render_snapshot_row(key, row));
+  if (files_) {
+    std::string previous_file = snapshot_file_;
+    snapshot_file_ = "snapshot-" + point.to_string() + ".log";
+    ShapeMeta next = meta();
+    next.compacted_at = point;
+    if (auto compacted = files_->compact(messages, to_json(next)); !compacted) {
+      snapshot_file_ = previous_file;
+      return compacted.error();
+    }
+  }
+  log_.compact(messages, point);
+  return {};
 }
 
 Result<bool> Shape::apply_snapshot(SnapshotRows snapshot) {
@@ -88,10 +109,16 @@ Result<std::shared_ptr<Shape>> Shape::restore(ShapeDefinition definition, const 
                                               std::size_t chunk_bytes) {
   auto shape = std::make_shared<Shape>(std::move(definition), meta.handle, chunk_bytes);
   shape->snapshot_ = meta.snapshot;
-  shape->log_.set_snapshot(stored.snapshot);
+  shape->snapshot_file_ = meta.snapshot_file;
+  shape->log_.set_snapshot(stored.snapshot, meta.compacted_at);
   for (const auto& message : stored.snapshot) shape->replay(message);
+  if (meta.compacted_at) shape->last_logged_tx_ = meta.compacted_at->tx;
   std::vector<LogEntry> transaction;
   for (auto& operation : stored.operations) {
+    // Left over from a compaction interrupted by a crash: already folded in.
+    if (meta.compacted_at && LogOffset::at(operation.tx, operation.op) <= *meta.compacted_at) {
+      continue;
+    }
     if (!transaction.empty() && transaction.back().offset.tx != operation.tx) {
       shape->log_.append(std::move(transaction));
       transaction.clear();

@@ -71,6 +71,10 @@ class Shape {
   bool matches_relation(const replication::Relation& relation) const;
 
   void mark_gone() { phase_ = Phase::kGone; }
+
+  // Rewrites the log as the rows as they are now (durably, when persisted):
+  // readers at older offsets get must-refetch, everyone else continues.
+  Result<void> compact();
   // Transactions held until the snapshot is in (they cannot be acknowledged yet).
   bool has_buffered() const { return !buffered_.empty(); }
 
@@ -109,6 +113,7 @@ class Shape {
   bool filtering_ = true;  // still skipping transactions visible in the snapshot
   std::vector<Buffered> buffered_;
   replication::Lsn last_logged_tx_ = 0;  // commit LSN of the last transaction in the log
+  std::string snapshot_file_ = "snapshot.log";
   std::unique_ptr<storage::ShapeFiles> files_;
 
   void replay(const std::string& message);

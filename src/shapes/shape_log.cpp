@@ -4,7 +4,9 @@
 
 namespace shapeproxy::shapes {
 
-void ShapeLog::set_snapshot(const std::vector<std::string>& messages) {
+void ShapeLog::set_snapshot(const std::vector<std::string>& messages,
+                            std::optional<LogOffset> compacted_at) {
+  compacted_at_ = compacted_at;
   chunks_.clear();
   std::string body = "[";
   for (const auto& message : messages) {
@@ -25,24 +27,46 @@ void ShapeLog::append(std::vector<LogEntry> entries) {
   for (auto& entry : entries) entries_.push_back(std::move(entry));
 }
 
+void ShapeLog::compact(const std::vector<std::string>& rows, LogOffset point) {
+  set_snapshot(rows, point);
+  entries_.erase(entries_.begin(),
+                 std::upper_bound(entries_.begin(), entries_.end(), point,
+                                  [](const LogOffset& offset, const LogEntry& entry) {
+                                    return offset < entry.offset;
+                                  }));
+}
+
+LogOffset ShapeLog::chunk_offset(std::size_t chunk) const {
+  if (!compacted_at_) return LogOffset::snapshot_chunk(chunk);
+  return LogOffset::at(compacted_at_->tx - 1, chunk);
+}
+
+std::optional<std::size_t> ShapeLog::chunk_index(LogOffset offset) const {
+  if (offset.before_all) return std::nullopt;
+  LogOffset first = chunk_offset(0);
+  if (offset.tx != first.tx || offset.op >= chunks_.size()) return std::nullopt;
+  return offset.op;
+}
+
 LogOffset ShapeLog::end() const {
   if (!entries_.empty()) return entries_.back().offset;
-  return LogOffset::snapshot_chunk(chunks_.empty() ? 0 : chunks_.size() - 1);
+  return chunk_offset(chunks_.empty() ? 0 : chunks_.size() - 1);
 }
 
 bool ShapeLog::contains(LogOffset offset) const {
-  if (offset.before_all) return true;
-  if (offset.is_snapshot()) return offset.op < chunks_.size();
-  return true;  // any operation offset: reads continue strictly after it
+  if (offset.before_all || chunk_index(offset)) return true;
+  if (compacted_at_) return offset >= *compacted_at_;
+  return !offset.is_snapshot();  // any operation offset: reads continue strictly after it
 }
 
 ShapeLog::Slice ShapeLog::read_after(LogOffset after) const {
   Slice slice;
   slice.last = after;
-  if (after.before_all || (after.is_snapshot() && after.op + 1 < chunks_.size())) {
-    std::size_t next = after.before_all ? 0 : after.op + 1;
+  auto current = chunk_index(after);
+  if (after.before_all || (current && *current + 1 < chunks_.size())) {
+    std::size_t next = after.before_all ? 0 : *current + 1;
     slice.chunk = chunks_.at(next);
-    slice.last = LogOffset::snapshot_chunk(next);
+    slice.last = chunk_offset(next);
     slice.reached_end = next + 1 == chunks_.size() && entries_.empty();
     return slice;
   }

@@ -7,6 +7,7 @@
 
 #include <cstddef>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -26,7 +27,16 @@ class ShapeLog {
 
   // Sets the snapshot messages (once, before any append); splits them into
   // chunks of at most chunk_bytes (a single larger message gets its own).
-  void set_snapshot(const std::vector<std::string>& messages);
+  // `compacted_at`: the messages are the shape's rows as of that offset (a
+  // compacted log, see compact()).
+  void set_snapshot(const std::vector<std::string>& messages,
+                    std::optional<LogOffset> compacted_at = std::nullopt);
+  // Compaction: the rows as of `point` (the current end) replace the snapshot
+  // and every operation up to `point`. Their chunks sit just before `point`
+  // (at <point.tx - 1>_<chunk>), so new readers continue after it; a reader
+  // at any older offset can no longer continue (contains() is false).
+  void compact(const std::vector<std::string>& rows, LogOffset point);
+  std::optional<LogOffset> compacted_at() const { return compacted_at_; }
   // Appends one transaction's entries; offsets must increase.
   void append(std::vector<LogEntry> entries);
 
@@ -49,6 +59,10 @@ class ShapeLog {
   bool contains(LogOffset offset) const;
 
  private:
+  LogOffset chunk_offset(std::size_t chunk) const;
+  std::optional<std::size_t> chunk_index(LogOffset offset) const;
+
+  std::optional<LogOffset> compacted_at_;
   std::size_t chunk_bytes_;
   std::vector<std::shared_ptr<const std::string>> chunks_;
   std::vector<LogEntry> entries_;

@@ -56,6 +56,8 @@ json to_json(const ShapeMeta& meta) {
               {"table_schema", table_to_json(meta.table)}};
   out["where"] = request.where ? json(*request.where) : json(nullptr);
   out["columns"] = request.columns ? json(*request.columns) : json(nullptr);
+  out["snapshot_file"] = meta.snapshot_file;
+  if (meta.compacted_at) out["compacted_at"] = meta.compacted_at->to_string();
   if (meta.snapshot) {
     out["snapshot"] = {
         {"xmin", meta.snapshot->xmin}, {"xmax", meta.snapshot->xmax}, {"xip", meta.snapshot->xip}};
@@ -79,6 +81,11 @@ Result<ShapeMeta> shape_meta_from_json(const json& in) {
     meta.request.replica = in.at("replica") == "full" ? ReplicaMode::kFull : ReplicaMode::kDefault;
     meta.request.log = in.at("log") == "changes_only" ? LogMode::kChangesOnly : LogMode::kFull;
     meta.table = table_from_json(in.at("table_schema"));
+    meta.snapshot_file = in.value("snapshot_file", "snapshot.log");
+    if (in.contains("compacted_at")) {
+      meta.compacted_at = LogOffset::parse(in.at("compacted_at").get<std::string>());
+      if (!meta.compacted_at) return Error{"storage_corrupt", "bad compacted_at in meta.json", ""};
+    }
     if (in.contains("snapshot")) {
       const auto& s = in.at("snapshot");
       meta.snapshot =

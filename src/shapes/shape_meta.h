@@ -9,6 +9,7 @@
 #include <string>
 
 #include "common/result.h"
+#include "shapes/log_offset.h"
 #include "shapes/pg_snapshot.h"
 #include "shapes/shape_service.h"
 #include "shapes/table_schema.h"
@@ -20,6 +21,8 @@ struct ShapeMeta {
   ShapeDefinitionRequest request;
   TableSchema table;
   std::optional<PgSnapshot> snapshot;  // set once the snapshot is on disk
+  std::string snapshot_file = "snapshot.log";
+  std::optional<LogOffset> compacted_at;  // the snapshot file holds the rows as of here
 };
 
 nlohmann::json to_json(const ShapeMeta& meta);

@@ -131,6 +131,7 @@ asio::awaitable<void> ShapeRegistry::serve(ShapeDefinitionRequest request_defini
     co_return;
   }
   if (ticket->cancelled) co_return;
+  last_read_[shape.get()] = std::chrono::steady_clock::now();
   if (auto outcome = read_now(*shape, request)) {
     ticket->finish(std::move(*outcome));
     co_return;
@@ -236,7 +237,8 @@ std::optional<ReadOutcome> ShapeRegistry::read_now(const Shape& shape, const Rea
   }
   LogOffset after =
       request.start == ReadRequest::Start::kBeforeAll ? LogOffset::start() : request.offset;
-  if (!log.contains(after)) return InvalidRequest{"offset", "offset out of bounds for this shape"};
+  // Before a compaction point (or past the snapshot): the client resyncs.
+  if (!log.contains(after)) return MustRefetch{shape.handle()};
   auto slice = log.read_after(after);
   if (slice.chunk) return result(shape, slice.last, slice.chunk, false);
   if (slice.entries.empty() && request.live) return std::nullopt;  // park
@@ -330,8 +332,32 @@ void ShapeRegistry::release_waiters() {
   }
 }
 
+void ShapeRegistry::start_housekeeping() {
+  if (options_.idle_timeout.count() == 0) return;
+  housekeeping_ = std::make_unique<asio::steady_timer>(executor_, options_.idle_check_interval);
+  housekeeping_->async_wait([weak = weak_from_this()](boost::system::error_code ec) {
+    auto self = weak.lock();
+    if (ec || !self) return;
+    self->remove_idle_shapes();
+    self->start_housekeeping();
+  });
+}
+
+void ShapeRegistry::remove_idle_shapes() {
+  auto now = std::chrono::steady_clock::now();
+  std::vector<std::shared_ptr<Shape>> idle;
+  for (const auto& [key, shape] : by_key_) {
+    if (shape->phase() != Shape::Phase::kReady || waiters_.count(shape)) continue;
+    auto& last = last_read_[shape.get()];
+    if (last == std::chrono::steady_clock::time_point{}) last = now;  // loaded: count from now
+    if (now - last >= options_.idle_timeout) idle.push_back(shape);
+  }
+  for (const auto& shape : idle) rotate(shape, "idle");
+}
+
 void ShapeRegistry::forget(const std::shared_ptr<Shape>& shape) {
   shape->mark_gone();
+  last_read_.erase(shape.get());
   dirty_.erase(shape);
   if (shape->files()) {
     if (auto removed = shape->files()->remove(); !removed) {
@@ -416,11 +442,22 @@ void ShapeRegistry::schedule_flush() {
 void ShapeRegistry::flush() {
   flush_scheduled_ = false;
   for (auto it = dirty_.begin(); it != dirty_.end();) {
-    auto synced = (*it)->files()->sync();
+    const auto& shape = *it;
+    auto synced = shape->files()->sync();
     if (!synced) {
       spdlog::error("shapes: cannot make {} durable: {}; the slot will not advance past it",
-                    (*it)->handle(), synced.error().to_string());
+                    shape->handle(), synced.error().to_string());
       return;  // retried with the next transaction
+    }
+    if (shape->files()->changes_bytes() > options_.compact_bytes) {
+      auto before = shape->files()->changes_bytes();
+      if (auto compacted = shape->compact(); !compacted) {
+        spdlog::warn("shapes: compacting {} failed: {}", shape->handle(),
+                     compacted.error().to_string());
+      } else {
+        spdlog::info("shapes: compacted {} ({} bytes of operations folded into {} rows)",
+                     shape->handle(), before, shape->row_count());
+      }
     }
     it = dirty_.erase(it);
   }

@@ -13,6 +13,7 @@
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <chrono>
 #include <filesystem>
 #include <list>
@@ -34,6 +35,11 @@ struct ShapeRegistryOptions {
   std::optional<std::filesystem::path> shapes_dir;
   std::size_t chunk_bytes = 10 * 1024 * 1024;
   std::chrono::milliseconds live_timeout{20'000};
+  // A shape's operations on disk past this are compacted into its rows.
+  std::uint64_t compact_bytes = 64 * 1024 * 1024;
+  // Shapes nobody read for this long are removed; zero keeps them forever.
+  std::chrono::seconds idle_timeout{7 * 24 * 3600};
+  std::chrono::seconds idle_check_interval{60};
 };
 
 class ShapeRegistry : public ShapeService, public std::enable_shared_from_this<ShapeRegistry> {
@@ -68,6 +74,9 @@ class ShapeRegistry : public ShapeService, public std::enable_shared_from_this<S
 
   std::size_t shape_count() const;  // on the strand
 
+  // Starts the periodic removal of idle shapes (on the strand).
+  void start_housekeeping();
+
  private:
   struct Ticket;
   struct Waiter;
@@ -89,6 +98,7 @@ class ShapeRegistry : public ShapeService, public std::enable_shared_from_this<S
   std::string new_handle(const std::string& key);
   void schedule_flush();
   void flush();
+  void remove_idle_shapes();
   std::string up_to_date_json() const;
   ReadResult result(const Shape& shape, LogOffset offset, std::shared_ptr<const std::string> body,
                     bool up_to_date) const;
@@ -113,6 +123,8 @@ class ShapeRegistry : public ShapeService, public std::enable_shared_from_this<S
   replication::Lsn applied_end_lsn_ = 0;
   bool flush_scheduled_ = false;
   std::function<void(replication::Lsn)> on_durable_;
+  std::map<const Shape*, std::chrono::steady_clock::time_point> last_read_;
+  std::unique_ptr<boost::asio::steady_timer> housekeeping_;
 };
 
 }  // namespace shapeproxy::shapes

@@ -47,7 +47,8 @@ Result<std::pair<std::unique_ptr<ShapeFiles>, StoredShape>> ShapeFiles::open(con
   auto meta = read_meta(dir);
   if (!meta) return meta.error();
   stored.meta = std::move(meta).value();
-  auto snapshot = RecordFile::read_all(dir / "snapshot.log", [&](const Record& record) {
+  const std::string snapshot_file = stored.meta.value("snapshot_file", "snapshot.log");
+  auto snapshot = RecordFile::read_all(dir / snapshot_file, [&](const Record& record) {
     if (record.kind == kSnapshotMessage) stored.snapshot.emplace_back(record.payload);
   });
   if (!snapshot) return snapshot.error();
@@ -69,6 +70,7 @@ Result<std::pair<std::unique_ptr<ShapeFiles>, StoredShape>> ShapeFiles::open(con
   auto changes = RecordFile::open_for_append(dir / "changes.log", whole_length);
   if (!changes) return changes.error();
   auto files = std::unique_ptr<ShapeFiles>(new ShapeFiles(dir, std::move(changes).value()));
+  files->snapshot_file_ = snapshot_file;
   return std::make_pair(std::move(files), std::move(stored));
 }
 
@@ -76,11 +78,36 @@ Result<void> ShapeFiles::write_meta(const nlohmann::json& meta) {
   return write_file_atomically(dir_ / "meta.json", meta.dump());
 }
 
-Result<void> ShapeFiles::write_snapshot(const std::vector<std::string>& messages) {
-  auto file = RecordFile::open_for_append(dir_ / "snapshot.log", 0);
+namespace {
+
+Result<void> write_messages(const fs::path& path, const std::vector<std::string>& messages) {
+  auto file = RecordFile::open_for_append(path, 0);
   if (!file) return file.error();
   for (const auto& message : messages) file->add(Record{kSnapshotMessage, 0, 0, message});
   return file->sync();
+}
+
+}  // namespace
+
+Result<void> ShapeFiles::write_snapshot(const std::vector<std::string>& messages) {
+  return write_messages(dir_ / snapshot_file_, messages);
+}
+
+Result<void> ShapeFiles::compact(const std::vector<std::string>& messages,
+                                 const nlohmann::json& meta) {
+  std::string next = meta.value("snapshot_file", "");
+  if (next.empty() || next == snapshot_file_) {
+    return Error{"storage_usage", "compaction needs a new snapshot_file name in meta", ""};
+  }
+  if (auto written = write_messages(dir_ / next, messages); !written) return written;
+  if (auto written = write_meta(meta); !written) return written;
+  auto emptied = RecordFile::open_for_append(dir_ / "changes.log", 0);
+  if (!emptied) return emptied.error();
+  changes_ = std::move(emptied).value();
+  std::error_code ec;
+  fs::remove(dir_ / snapshot_file_, ec);
+  snapshot_file_ = std::move(next);
+  return {};
 }
 
 void ShapeFiles::append_transaction(const std::vector<StoredOperation>& operations) {

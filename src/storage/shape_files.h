@@ -45,6 +45,12 @@ class ShapeFiles {
   Result<void> write_meta(const nlohmann::json& meta);
   // Writes and syncs the snapshot messages (once).
   Result<void> write_snapshot(const std::vector<std::string>& messages);
+  // Compaction: replaces snapshot and operations with `messages` (the rows as
+  // they are now), crash-safely: the new snapshot file is synced, then
+  // meta.json (which must name it in "snapshot_file") switches to it, then
+  // changes.log is emptied and the old snapshot removed. A crash in between
+  // leaves operations that the new meta says are covered; the loader drops them.
+  Result<void> compact(const std::vector<std::string>& messages, const nlohmann::json& meta);
   // Queues one transaction's operations; sync() makes them durable.
   void append_transaction(const std::vector<StoredOperation>& operations);
   Result<void> sync();
@@ -59,6 +65,7 @@ class ShapeFiles {
 
   std::filesystem::path dir_;
   RecordFile changes_;
+  std::string snapshot_file_ = "snapshot.log";
 };
 
 }  // namespace shapeproxy::storage
