@@ -159,6 +159,8 @@ asio::awaitable<Result<void>> Proxy::start(std::vector<replication::TableName> t
   registry_options.chunk_bytes = config.chunk_bytes;
   registry_options.live_timeout = config.long_poll_timeout;
   registry_options.shapes_dir = std::filesystem::absolute(config.data_dir / "shapes");
+  registry_options.compact_bytes = config.compact_bytes;
+  registry_options.idle_timeout = config.shape_idle_timeout;
   state->registry = std::make_shared<shapes::ShapeRegistry>(strand, pool, registry_options);
   // Load saved shapes on the strand before anything else touches the registry.
   auto registry = state->registry;
@@ -168,6 +170,7 @@ asio::awaitable<Result<void>> Proxy::start(std::vector<replication::TableName> t
       [registry]() -> asio::awaitable<Loaded> {
         auto count = registry->load();
         if (!count) co_return Loaded{0, count.error()};
+        registry->start_housekeeping();
         co_return Loaded{count.value(), std::nullopt};
       },
       asio::use_awaitable);

@@ -146,6 +146,22 @@ const std::vector<Setting>& settings() {
          c.chunk_bytes = static_cast<std::size_t>(bytes.value());
          return {};
        }},
+      {"--compact-bytes", "SHAPEPROXY_COMPACT_BYTES", "BYTES",
+       "Compact a shape's log once its operations on disk pass this (default 67108864).",
+       [](Config& c, const std::string& v) -> Result<void> {
+         auto bytes = parse_integer(v, 4096, 1LL << 40);
+         if (!bytes) return bytes.error();
+         c.compact_bytes = static_cast<std::uint64_t>(bytes.value());
+         return {};
+       }},
+      {"--shape-idle-timeout-s", "SHAPEPROXY_SHAPE_IDLE_TIMEOUT_S", "SECONDS",
+       "Remove shapes nobody read for this long; 0 keeps them (default 604800, a week).",
+       [](Config& c, const std::string& v) -> Result<void> {
+         auto seconds = parse_integer(v, 0, 10LL * 365 * 24 * 3600);
+         if (!seconds) return seconds.error();
+         c.shape_idle_timeout = std::chrono::seconds(seconds.value());
+         return {};
+       }},
   };
   return all;
 }

@@ -28,7 +28,9 @@ struct Config {
   std::chrono::milliseconds replication_status_interval{10'000};
   bool allow_delete = false;  // DELETE /v1/shape
   std::chrono::milliseconds long_poll_timeout{20'000};
-  std::size_t chunk_bytes = 10 * 1024 * 1024;  // largest response body of a shape log
+  std::size_t chunk_bytes = 10 * 1024 * 1024;      // largest response body of a shape log
+  std::uint64_t compact_bytes = 64 * 1024 * 1024;  // a shape's operations on disk before compaction
+  std::chrono::seconds shape_idle_timeout{7 * 24 * 3600};  // zero: keep shapes forever
 };
 
 // What the command line asked for.
