@@ -20,6 +20,11 @@
 #include "pg/conninfo.h"
 #include "replication/replication_stream.h"
 #include "shapes/shape_registry.h"
+#include "status/metrics_endpoint.h"
+#include "status/replication_probe.h"
+#include "status/request_metrics.h"
+#include "status/status_endpoint.h"
+#include "status/status_monitor.h"
 
 namespace shapeproxy::app {
 namespace asio = boost::asio;
@@ -32,14 +37,17 @@ namespace {
 class Ingest : public replication::ReplicationListener {
  public:
   void attach(std::shared_ptr<replication::ReplicationStream> stream,
-              std::shared_ptr<shapes::ShapeRegistry> registry) {
+              std::shared_ptr<shapes::ShapeRegistry> registry,
+              std::shared_ptr<status::ReplicationStatusMonitor> monitor) {
     stream_ = stream;
     registry_ = std::move(registry);
+    monitor_ = std::move(monitor);
   }
 
   void on_transaction(replication::Transaction transaction) override {
     // The registry acknowledges (on_durable) once the shapes are synced.
     if (registry_) registry_->apply_transaction(transaction);
+    if (monitor_) monitor_->on_progress(transaction.end_lsn);
     std::size_t inserts = 0, updates = 0, deletes = 0, truncates = 0;
     for (const auto& change : transaction.changes) {
       switch (change.kind) {
@@ -66,9 +74,11 @@ class Ingest : public replication::ReplicationListener {
 
   void on_progress(replication::Lsn wal_end) override {
     if (registry_) registry_->note_progress(wal_end);
+    if (monitor_) monitor_->on_progress(wal_end);
   }
 
   void on_state(replication::StreamState state, const Error* cause) override {
+    if (monitor_) monitor_->on_stream_state(link_state(state), cause);
     streaming_ = state == replication::StreamState::kStreaming;
     if (state == replication::StreamState::kStopped && on_stopped_)
       std::exchange(on_stopped_, {})();
@@ -87,6 +97,21 @@ class Ingest : public replication::ReplicationListener {
   std::function<void()> on_stopped_;
   std::weak_ptr<replication::ReplicationStream> stream_;
   std::shared_ptr<shapes::ShapeRegistry> registry_;
+  std::shared_ptr<status::ReplicationStatusMonitor> monitor_;
+
+  static status::StreamLinkState link_state(replication::StreamState state) {
+    switch (state) {
+      case replication::StreamState::kStopped:
+        return status::StreamLinkState::kStopped;
+      case replication::StreamState::kConnecting:
+        return status::StreamLinkState::kConnecting;
+      case replication::StreamState::kStreaming:
+        return status::StreamLinkState::kStreaming;
+      case replication::StreamState::kDisconnected:
+        return status::StreamLinkState::kDisconnected;
+    }
+    return status::StreamLinkState::kDisconnected;
+  }
   std::atomic<bool> streaming_{false};
 };
 
@@ -108,6 +133,11 @@ struct Proxy::State {
   std::unique_ptr<api::ShapeApi> shape_api;
   std::shared_ptr<replication::ReplicationStream> stream;
   std::unique_ptr<http::HttpServer> server;
+  std::shared_ptr<status::ReplicationStatusMonitor> monitor;
+  std::shared_ptr<status::ReplicationProbe> probe;
+  std::shared_ptr<status::RequestMetrics> request_metrics;
+  std::shared_ptr<asio::steady_timer> monitor_ticker;
+  asio::any_io_executor core;  // the replication/shapes strand
 };
 
 Proxy::Proxy(asio::io_context& io, config::Config config, std::string database_conninfo)
@@ -141,6 +171,17 @@ asio::awaitable<void> prepare_and_stream(asio::any_io_executor executor, std::st
     co_await retry.async_wait(asio::use_awaitable);
   }
   stream->start();
+}
+
+// Re-evaluates the monitor's time-based rules (grace period, stall).
+void start_ticker(std::shared_ptr<asio::steady_timer> timer,
+                  std::shared_ptr<status::ReplicationStatusMonitor> monitor) {
+  timer->expires_after(200ms);
+  timer->async_wait([timer, monitor](boost::system::error_code ec) {
+    if (ec) return;
+    monitor->tick();
+    start_ticker(timer, monitor);
+  });
 }
 
 }  // namespace
@@ -183,7 +224,21 @@ asio::awaitable<Result<void>> Proxy::start(std::vector<replication::TableName> t
   options.publication_name = config.publication_name;
   options.status_interval = config.replication_status_interval;
   state->stream = std::make_shared<replication::ReplicationStream>(strand, options, state->ingest);
-  state->ingest.attach(state->stream, state->registry);
+  status::StatusMonitorOptions monitor_options;
+  monitor_options.slot_name = config.slot_name;
+  state->monitor = std::make_shared<status::ReplicationStatusMonitor>(monitor_options);
+  state->ingest.attach(state->stream, state->registry, state->monitor);
+  state->core = strand;
+  status::ReplicationProbeOptions probe_options;
+  probe_options.conninfo = state->conninfo;
+  probe_options.slot_name = config.slot_name;
+  auto monitor = state->monitor;
+  state->probe = std::make_shared<status::ReplicationProbe>(
+      strand, probe_options,
+      [monitor](const status::ProbeResult& probe) { monitor->on_health_probe(probe); });
+  state->probe->start();
+  state->monitor_ticker = std::make_shared<asio::steady_timer>(strand);
+  start_ticker(state->monitor_ticker, state->monitor);
   std::weak_ptr<replication::ReplicationStream> weak_stream = state->stream;
   state->registry->on_durable([weak_stream](replication::Lsn end_lsn) {
     if (auto stream = weak_stream.lock()) stream->acknowledge(end_lsn);
@@ -197,10 +252,21 @@ asio::awaitable<Result<void>> Proxy::start(std::vector<replication::TableName> t
 
   http::Router router;
   state->shape_api->register_routes(router);
-  auto* log = &state->ingest;
-  router.add(http::Verb::get, "/v1/health", http::health_handler([state, log] {
-               return log->streaming() ? http::HealthState::kActive : http::HealthState::kStarting;
-             }));
+  status::ServingGauges gauges;
+  std::weak_ptr<shapes::ShapeRegistry> weak_registry = state->registry;
+  gauges.shape_count = [weak_registry]() -> std::uint64_t {
+    auto registry = weak_registry.lock();
+    return registry ? registry->shapes_held() : 0;
+  };
+  gauges.parked_requests = [weak_registry]() -> std::uint64_t {
+    auto registry = weak_registry.lock();
+    return registry ? registry->parked_reads() : 0;
+  };
+  state->request_metrics = std::make_shared<status::RequestMetrics>();
+  router.add(http::Verb::get, "/v1/health", status::health_handler(state->monitor));
+  router.add(http::Verb::get, "/v1/status", status::status_handler(state->monitor, gauges));
+  router.add(http::Verb::get, "/metrics",
+             status::metrics_handler(state->monitor, gauges, state->request_metrics));
   http::ServerOptions server_options;
   server_options.address = config.listen_address;
   server_options.port = config.port;
@@ -222,6 +288,12 @@ void Proxy::shutdown(std::function<void()> done) {
     if (--*remaining == 0) done();
   };
   asio::post(state->control, [state, finish_one] {
+    if (state->probe) {
+      asio::post(state->core, [state] {
+        state->probe->stop();
+        if (state->monitor_ticker) state->monitor_ticker->cancel();
+      });
+    }
     if (state->stream && state->stream->state() != replication::StreamState::kStopped) {
       state->ingest.when_stopped(finish_one);
       state->stream->stop();

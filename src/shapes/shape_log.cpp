@@ -23,7 +23,7 @@ void ShapeLog::set_snapshot(const std::vector<std::string>& messages,
 }
 
 void ShapeLog::append(std::vector<LogEntry> entries) {
-  entries_.reserve(entries_.size() + entries.size());
+  // No reserve(): an exact reserve per append would reallocate every time.
   for (auto& entry : entries) entries_.push_back(std::move(entry));
 }
 

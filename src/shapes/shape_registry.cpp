@@ -97,6 +97,13 @@ void ShapeRegistry::remove(ShapeDefinitionRequest definition, std::optional<std:
 
 std::size_t ShapeRegistry::shape_count() const { return by_key_.size(); }
 
+void ShapeRegistry::update_gauges() {
+  shapes_held_.store(by_key_.size(), std::memory_order_relaxed);
+  std::uint64_t parked = 0;
+  for (const auto& [shape, list] : waiters_) parked += list.size();
+  parked_reads_.store(parked, std::memory_order_relaxed);
+}
+
 asio::awaitable<void> ShapeRegistry::serve(ShapeDefinitionRequest request_definition,
                                            ReadRequest request, std::shared_ptr<Ticket> ticket) {
   auto self = shared_from_this();
@@ -162,6 +169,7 @@ std::shared_ptr<Shape> ShapeRegistry::shape_for(const ShapeDefinition& definitio
   spdlog::info("shapes: new shape {} on {}.{}", shape->handle(), shape->table().schema,
                shape->table().name);
   asio::co_spawn(executor_, take_snapshot(shape), asio::detached);
+  update_gauges();
   return shape;
 }
 
@@ -277,8 +285,10 @@ void ShapeRegistry::park(const std::shared_ptr<Shape>& shape, LogOffset after,
       it->second.erase(position);
       if (it->second.empty()) self->waiters_.erase(it);
     }
+    self->update_gauges();
   };
   ticket->unpark = unpark;
+  update_gauges();
   waiter->timeout->async_wait([weak, shape, waiter, unpark](boost::system::error_code ec) {
     auto self = weak.lock();
     if (ec || !self || waiter->ticket->finished) return;
@@ -317,6 +327,7 @@ void ShapeRegistry::wake_waiters(const std::shared_ptr<Shape>& shape) {
     }
     waiter->ticket->finish(found->second);
   }
+  update_gauges();
 }
 
 void ShapeRegistry::release_waiters() {
@@ -330,6 +341,7 @@ void ShapeRegistry::release_waiters() {
       waiter->ticket->finish(result(*shape, waiter->after, body, true));
     }
   }
+  update_gauges();
 }
 
 void ShapeRegistry::start_housekeeping() {
@@ -374,6 +386,7 @@ void ShapeRegistry::forget(const std::shared_ptr<Shape>& shape) {
     for (auto* timer : it->second) timer->cancel();
   }
   wake_waiters(shape);
+  update_gauges();
 }
 
 void ShapeRegistry::rotate(const std::shared_ptr<Shape>& shape, const char* why) {
@@ -525,6 +538,7 @@ Result<std::size_t> ShapeRegistry::load() {
     last_handle_micros_ = std::max<std::int64_t>(last_handle_micros_, std::stoll(micros));
     ++loaded;
   }
+  update_gauges();
   if (ec)
     return Error{"storage_io", "cannot list " + options_.shapes_dir->string() + ": " + ec.message(),
                  ""};

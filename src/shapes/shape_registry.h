@@ -11,6 +11,7 @@
 // (the replication stream shares it).
 #pragma once
 
+#include <atomic>
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -73,6 +74,9 @@ class ShapeRegistry : public ShapeService, public std::enable_shared_from_this<S
   void release_waiters();
 
   std::size_t shape_count() const;  // on the strand
+  // From any thread, for /v1/status and /metrics.
+  std::uint64_t shapes_held() const { return shapes_held_.load(std::memory_order_relaxed); }
+  std::uint64_t parked_reads() const { return parked_reads_.load(std::memory_order_relaxed); }
 
   // Starts the periodic removal of idle shapes (on the strand).
   void start_housekeeping();
@@ -125,6 +129,9 @@ class ShapeRegistry : public ShapeService, public std::enable_shared_from_this<S
   std::function<void(replication::Lsn)> on_durable_;
   std::map<const Shape*, std::chrono::steady_clock::time_point> last_read_;
   std::unique_ptr<boost::asio::steady_timer> housekeeping_;
+  std::atomic<std::uint64_t> shapes_held_{0};
+  std::atomic<std::uint64_t> parked_reads_{0};
+  void update_gauges();
 };
 
 }  // namespace shapeproxy::shapes
