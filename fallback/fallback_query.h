@@ -30,7 +30,8 @@ namespace shapeproxy::fallback {
 struct FallbackQueryOptions {
   std::size_t max_in_flight = 4;  // distinct queries running at once (the pool size)
   std::size_t max_queued = 64;    // distinct queries waiting beyond that; more: refused
-  std::chrono::milliseconds reuse_window{1000};  // a result this fresh is reused, not re-queried
+  std::chrono::milliseconds reuse_window{
+      1000};                       // a result whose query began this recently is reused
   std::string source = "primary";  // "standby" when a separate connection string is used
 };
 
@@ -48,6 +49,9 @@ class FallbackQuery : public std::enable_shared_from_this<FallbackQuery> {
 
   // The rows of the shape (every column, table order) as of one consistent
   // snapshot. Callable from any executor; the caller resumes on its own.
+  // Calls for a definition.key with a query under way (running or queued)
+  // join it and get the same shared result; a cached result is pruned once
+  // older than reuse_window. Failures are not cached.
   // Errors: code "overloaded" (the cap is reached: answer 503 + retry-after),
   // "database_unavailable" (connect or query failed; the message names no
   // host, user or SQL).
