@@ -452,33 +452,73 @@ void ShapeRegistry::schedule_flush() {
   });
 }
 
+// Group commit: the records of every transaction applied so far are handed
+// to the OS here, on the strand; the fdatasync calls run on sync_thread_ so
+// replication keeps flowing meanwhile, and whatever arrives during a sync is
+// covered by the next one.
 void ShapeRegistry::flush() {
   flush_scheduled_ = false;
-  for (auto it = dirty_.begin(); it != dirty_.end();) {
-    const auto& shape = *it;
-    auto synced = shape->files()->sync();
-    if (!synced) {
-      spdlog::error("shapes: cannot make {} durable: {}; the slot will not advance past it",
-                    shape->handle(), synced.error().to_string());
+  if (sync_in_flight_) return;  // finish_flush() flushes again
+  std::vector<std::shared_ptr<Shape>> batch;
+  std::vector<storage::ShapeFiles::PendingSync> pending;
+  for (const auto& shape : dirty_) {
+    if (shape->phase() == Shape::Phase::kGone || !shape->files()) continue;
+    if (auto written = shape->files()->write(); !written) {
+      spdlog::error("shapes: cannot write {}: {}; the slot will not advance past it",
+                    shape->handle(), written.error().to_string());
       return;  // retried with the next transaction
     }
-    if (shape->files()->changes_bytes() > options_.compact_bytes) {
-      auto before = shape->files()->changes_bytes();
-      if (auto compacted = shape->compact(); !compacted) {
-        spdlog::warn("shapes: compacting {} failed: {}", shape->handle(),
-                     compacted.error().to_string());
-      } else {
-        spdlog::info("shapes: compacted {} ({} bytes of operations folded into {} rows)",
-                     shape->handle(), before, shape->row_count());
-      }
-    }
-    it = dirty_.erase(it);
+    batch.push_back(shape);
+    pending.push_back(shape->files()->pending_sync());
   }
+  dirty_.clear();
   // A shape still taking its snapshot holds transactions that are not on disk.
+  replication::Lsn durable = applied_end_lsn_;
   for (const auto& [key, shape] : by_key_) {
-    if (shape->phase() == Shape::Phase::kSnapshotting && shape->has_buffered()) return;
+    if (shape->phase() == Shape::Phase::kSnapshotting && shape->has_buffered()) durable = 0;
   }
-  if (on_durable_ && applied_end_lsn_ > 0) on_durable_(applied_end_lsn_);
+  if (pending.empty()) {
+    finish_flush({}, durable, std::nullopt);
+    return;
+  }
+  sync_in_flight_ = true;
+  asio::post(sync_thread_, [weak = weak_from_this(), executor = executor_, batch = std::move(batch),
+                            pending = std::move(pending), durable]() mutable {
+    std::optional<Error> failure;
+    for (const auto& file : pending) {
+      if (auto synced = storage::ShapeFiles::sync_written(file); !synced) failure = synced.error();
+    }
+    asio::post(executor, [weak, batch = std::move(batch), durable, failure]() mutable {
+      if (auto self = weak.lock()) self->finish_flush(std::move(batch), durable, failure);
+    });
+  });
+}
+
+void ShapeRegistry::finish_flush(std::vector<std::shared_ptr<Shape>> synced,
+                                 replication::Lsn durable_lsn, std::optional<Error> failure) {
+  sync_in_flight_ = false;
+  if (failure) {
+    spdlog::error("shapes: cannot make shape logs durable: {}; the slot will not advance",
+                  failure->to_string());
+    for (const auto& shape : synced) dirty_.insert(shape);  // try again
+    schedule_flush();
+    return;
+  }
+  for (const auto& shape : synced) {
+    if (shape->phase() == Shape::Phase::kGone || !shape->files()) continue;
+    shape->files()->mark_synced();
+    if (shape->files()->changes_bytes() <= options_.compact_bytes) continue;
+    auto before = shape->files()->changes_bytes();
+    if (auto compacted = shape->compact(); !compacted) {
+      spdlog::warn("shapes: compacting {} failed: {}", shape->handle(),
+                   compacted.error().to_string());
+    } else {
+      spdlog::info("shapes: compacted {} ({} bytes of operations folded into {} rows)",
+                   shape->handle(), before, shape->row_count());
+    }
+  }
+  if (on_durable_ && durable_lsn > 0) on_durable_(durable_lsn);
+  if (!dirty_.empty()) schedule_flush();
 }
 
 Result<std::size_t> ShapeRegistry::load() {

@@ -15,6 +15,7 @@
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/thread_pool.hpp>
 #include <chrono>
 #include <filesystem>
 #include <list>
@@ -102,6 +103,8 @@ class ShapeRegistry : public ShapeService, public std::enable_shared_from_this<S
   std::string new_handle(const std::string& key);
   void schedule_flush();
   void flush();
+  void finish_flush(std::vector<std::shared_ptr<Shape>> synced, replication::Lsn durable_lsn,
+                    std::optional<Error> failure);
   void remove_idle_shapes();
   std::string up_to_date_json() const;
   ReadResult result(const Shape& shape, LogOffset offset, std::shared_ptr<const std::string> body,
@@ -126,6 +129,8 @@ class ShapeRegistry : public ShapeService, public std::enable_shared_from_this<S
   std::set<std::shared_ptr<Shape>> dirty_;
   replication::Lsn applied_end_lsn_ = 0;
   bool flush_scheduled_ = false;
+  bool sync_in_flight_ = false;  // an fdatasync batch runs on sync_thread_
+  boost::asio::thread_pool sync_thread_{1};
   std::function<void(replication::Lsn)> on_durable_;
   std::map<const Shape*, std::chrono::steady_clock::time_point> last_read_;
   std::unique_ptr<boost::asio::steady_timer> housekeeping_;

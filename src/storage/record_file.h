@@ -44,6 +44,11 @@ class RecordFile {
   void add(const Record& record);
   Result<void> write();  // writes what add() collected
   Result<void> sync();   // fdatasync when something was written since the last sync
+  // For syncing on another thread: the descriptor (stable until the file is
+  // moved or destroyed), whether written data awaits a sync, and marking it done.
+  int descriptor() const { return fd_; }
+  bool needs_sync() const { return dirty_; }
+  void mark_synced() { dirty_ = false; }
   std::uint64_t size() const { return size_; }
 
  private:

@@ -1,5 +1,9 @@
 #include "storage/shape_files.h"
 
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 #include <fstream>
 
 namespace shapeproxy::storage {
@@ -120,6 +124,15 @@ void ShapeFiles::append_transaction(const std::vector<StoredOperation>& operatio
 }
 
 Result<void> ShapeFiles::sync() { return changes_.sync(); }
+
+Result<void> ShapeFiles::sync_written(PendingSync pending) {
+  if (pending.descriptor < 0) return {};
+  if (::fdatasync(pending.descriptor) != 0) {
+    return Error{"storage_io", std::string("syncing a shape log: ") + std::strerror(errno),
+                 "check the data directory's disk"};
+  }
+  return {};
+}
 
 Result<void> ShapeFiles::remove() {
   std::error_code ec;

@@ -54,6 +54,18 @@ class ShapeFiles {
   // Queues one transaction's operations; sync() makes them durable.
   void append_transaction(const std::vector<StoredOperation>& operations);
   Result<void> sync();
+  // Two-step sync, so the fdatasync can run off the event loop: write()
+  // hands queued records to the OS; then, on any thread, sync_written()
+  // makes them durable (it touches only the descriptor).
+  Result<void> write() { return changes_.write(); }
+  struct PendingSync {
+    int descriptor = -1;  // -1: nothing to sync
+  };
+  PendingSync pending_sync() const {
+    return PendingSync{changes_.needs_sync() ? changes_.descriptor() : -1};
+  }
+  static Result<void> sync_written(PendingSync pending);
+  void mark_synced() { changes_.mark_synced(); }
   // Removes the directory and everything in it.
   Result<void> remove();
 
