@@ -1,14 +1,13 @@
 // diff_rows: inserts, updates and deletes from the rows a shape served to a
 // fresh snapshot, changes counted only in served columns, NULL vs value, and
 // a deterministic (by key) order.
-#include "fallback/row_diff.h"
+#include "shapes/row_diff.h"
 
 #include <gtest/gtest.h>
 
-namespace shapeproxy::fallback {
+namespace shapeproxy::shapes {
 namespace {
 
-using shapes::Row;
 
 // Columns: 0 id (key), 1 name, 2 qty, 3 internal (not served).
 const std::vector<std::size_t> kSelected = {0, 1, 2};
@@ -26,8 +25,8 @@ std::unordered_map<std::string, Row> served(const std::vector<Row>& rows) {
   return out;
 }
 
-shapes::SnapshotRows fresh(std::vector<Row> rows) {
-  return shapes::SnapshotRows{{}, std::move(rows)};
+SnapshotRows fresh(std::vector<Row> rows) {
+  return SnapshotRows{{}, std::move(rows)};
 }
 
 TEST(RowDiffTest, IdenticalRowsGiveNothing) {
@@ -116,4 +115,4 @@ TEST(RowDiffTest, RepeatedFreshKeyCountsOnceLastWins) {
 }
 
 }  // namespace
-}  // namespace shapeproxy::fallback
+}  // namespace shapeproxy::shapes

@@ -14,20 +14,20 @@
 
 #include "shapes/shape.h"
 
-namespace shapeproxy::fallback {
+namespace shapeproxy::shapes {
 
 // A row's identity in the shape (e.g. the shape's "schema"."table"/"pk" key).
-using RowKeyFunction = std::function<std::string(const shapes::Row&)>;
+using RowKeyFunction = std::function<std::string(const Row&)>;
 
 struct KeyedRow {
   std::string key;
-  shapes::Row row;  // every column, table order
+  Row row;  // every column, table order
 };
 
 struct UpdatedRow {
   std::string key;
-  shapes::Row old_row;
-  shapes::Row new_row;
+  Row old_row;
+  Row new_row;
   std::vector<std::size_t> changed_columns;  // among `selected`, ascending; never empty
 };
 
@@ -45,8 +45,8 @@ struct RowDiff {
 // `fresh` (possible only for tables without a primary key) counts once, the
 // last occurrence winning. After applying the diff the caller's rows are
 // `fresh` (keyed by `key_of`).
-RowDiff diff_rows(const std::unordered_map<std::string, shapes::Row>& served,
-                  const shapes::SnapshotRows& fresh, const std::vector<std::size_t>& selected,
+RowDiff diff_rows(const std::unordered_map<std::string, Row>& served,
+                  const SnapshotRows& fresh, const std::vector<std::size_t>& selected,
                   const RowKeyFunction& key_of);
 
-}  // namespace shapeproxy::fallback
+}  // namespace shapeproxy::shapes

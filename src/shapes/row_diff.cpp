@@ -1,19 +1,19 @@
-#include "fallback/row_diff.h"
+#include "shapes/row_diff.h"
 
 #include <algorithm>
 #include <optional>
 #include <string_view>
 
-namespace shapeproxy::fallback {
+namespace shapeproxy::shapes {
 
 namespace {
 
-const std::optional<std::string>& column_or_null(const shapes::Row& row, std::size_t index) {
+const std::optional<std::string>& column_or_null(const Row& row, std::size_t index) {
   static const std::optional<std::string> kNull;
   return index < row.size() ? row[index] : kNull;
 }
 
-std::vector<std::size_t> changed_columns(const shapes::Row& old_row, const shapes::Row& new_row,
+std::vector<std::size_t> changed_columns(const Row& old_row, const Row& new_row,
                                          const std::vector<std::size_t>& selected) {
   std::vector<std::size_t> changed;
   for (std::size_t index : selected) {
@@ -32,13 +32,13 @@ void sort_by_key(std::vector<Entry>& entries) {
 
 }  // namespace
 
-RowDiff diff_rows(const std::unordered_map<std::string, shapes::Row>& served,
-                  const shapes::SnapshotRows& fresh, const std::vector<std::size_t>& selected,
+RowDiff diff_rows(const std::unordered_map<std::string, Row>& served,
+                  const SnapshotRows& fresh, const std::vector<std::size_t>& selected,
                   const RowKeyFunction& key_of) {
-  std::unordered_map<std::string_view, const shapes::Row*> fresh_by_key;
+  std::unordered_map<std::string_view, const Row*> fresh_by_key;
   std::vector<std::string> fresh_keys;
   fresh_keys.reserve(fresh.rows.size());
-  for (const shapes::Row& row : fresh.rows) fresh_keys.push_back(key_of(row));
+  for (const Row& row : fresh.rows) fresh_keys.push_back(key_of(row));
   fresh_by_key.reserve(fresh.rows.size());
   for (std::size_t i = 0; i < fresh.rows.size(); ++i) {
     fresh_by_key.insert_or_assign(std::string_view(fresh_keys[i]), &fresh.rows[i]);
@@ -64,4 +64,4 @@ RowDiff diff_rows(const std::unordered_map<std::string, shapes::Row>& served,
   return diff;
 }
 
-}  // namespace shapeproxy::fallback
+}  // namespace shapeproxy::shapes
