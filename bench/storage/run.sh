@@ -1,0 +1,391 @@
+#!/usr/bin/env bash
+# bench/storage/run.sh: what durable shape logs cost on disk and in memory,
+# and how long a restart over many shapes takes ("Durable shape logs").
+# See bench/README.md (section storage) and /work/shared/reference/benchmarking.md.
+#
+# Part A, bytes per million rows held (one shape over a whole table):
+#  1. Private PostgreSQL (shapeproxy_test_cluster), table bench_rows
+#     (id int8 pk, title text ~20 chars, amount numeric, done bool,
+#     created timestamptz) with --rows rows; VACUUM ANALYZE.
+#  2. Proxy on core 0; GET /v1/shape?table=bench_rows&offset=-1, then follow
+#     electric-offset/electric-handle until electric-up-to-date; checks that
+#     --rows inserts arrived.
+#  3. Reports per million rows: du -sb of <data-dir>/shapes/<handle>, proxy
+#     VmRSS and VmHWM; references from the same run: pg_total_relation_size
+#     and the bytes of `COPY (SELECT * FROM bench_rows) TO STDOUT`.
+#  4. --rows updates in --update-transactions transactions (amount+1 over id
+#     ranges), waits until the proxy acknowledged them as durable (slot's
+#     confirmed_flush_lsn passes a marker transaction), reports disk growth
+#     (compaction, --compact-bytes, should bound it) and RSS.
+#
+# Part B, restart with --shapes shapes and --ops operations on disk:
+#  1. Table bench_ops with --restart-rows rows, a fresh proxy (own data dir,
+#     slot, publication), --shapes shapes `where=id % S = k` (k = 0..S-1).
+#  2. --ops / --restart-rows full-table `UPDATE bench_ops SET amount =
+#     amount + 1` transactions (each row belongs to exactly one shape, so
+#     every update adds --restart-rows operations in total); waits until the
+#     proxy acknowledged all of them as durable; SIGTERM.
+#  3. One unmeasured warm-up restart, then --pairs pairs of
+#       reference: `cat` of every file under shapes/ to /dev/null (same bytes,
+#                  same page cache), and
+#       candidate: restart of the proxy (restart.py): exec -> `shapes: N
+#                  loaded`, -> `http: listening`, -> first 200 of a shape
+#                  request (offset=-1 of shape k=1), VmHWM then; SIGTERM.
+#  4. Median/min/max of each, and of the per-pair ratio restart/cat.
+#
+# Closing lines (one per part), e.g.
+#   disk 312 MB per million rows (2.1x table, 1.4x COPY); rss 180 MB per million rows
+#   restart 1.8 s median (min 1.6, max 2.3) with 1000 shapes, 10000000 operations
+#
+# Exit status: 0 when the run completed (slowness and size never fail it),
+# 1 when the setup broke or the proxy answered wrongly / crashed.
+set -euo pipefail
+
+usage() {
+  cat <<EOF
+usage: $0 [--build DIR] [--rows N] [--update-transactions N] [--shapes N]
+          [--ops N] [--restart-rows N] [--pairs N] [--compact-bytes B]
+          [--only a|b] [--timeout S]
+  --build DIR              build dir with src/shapeproxy and
+                           tests/support/shapeproxy_test_cluster
+                           (default \$SHAPEPROXY_BUILD_DIR or ../build-bench)
+  --rows N                 part A: rows in the table / shape (1000000)
+  --update-transactions N  part A: transactions the --rows updates are spread over (100)
+  --shapes N               part B: shapes (1000)
+  --ops N                  part B: operations on disk across all shapes (10000000)
+  --restart-rows N         part B: rows of bench_ops (100000); --ops is rounded
+                           down to a multiple of it (one full-table UPDATE each)
+  --pairs N                part B: measured cat/restart pairs (5)
+  --compact-bytes B        passed to the proxy (default: the proxy's, 64 MiB)
+  --only a|b               run one part only
+  --timeout S              longest wait for the proxy to catch up, per wait (3600)
+EOF
+}
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+build="${SHAPEPROXY_BUILD_DIR:-$here/../../../build-bench}"
+rows=1000000
+update_transactions=100
+shapes=1000
+ops=10000000
+restart_rows=100000
+pairs=5
+compact_bytes=""
+only=""
+timeout=3600
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --build) build="$2"; shift 2 ;;
+    --rows) rows="$2"; shift 2 ;;
+    --update-transactions) update_transactions="$2"; shift 2 ;;
+    --shapes) shapes="$2"; shift 2 ;;
+    --ops) ops="$2"; shift 2 ;;
+    --restart-rows) restart_rows="$2"; shift 2 ;;
+    --pairs) pairs="$2"; shift 2 ;;
+    --compact-bytes) compact_bytes="$2"; shift 2 ;;
+    --only) only="$2"; shift 2 ;;
+    --timeout) timeout="$2"; shift 2 ;;
+    -h|--help) usage; exit 0 ;;
+    *) usage >&2; exit 2 ;;
+  esac
+done
+[[ -z "$only" || "$only" == a || "$only" == b ]] || { usage >&2; exit 2; }
+((restart_rows >= shapes)) || { echo "storage: --restart-rows must be >= --shapes" >&2; exit 2; }
+updates=$((ops / restart_rows))
+((updates >= 1)) || { echo "storage: --ops must be >= --restart-rows" >&2; exit 2; }
+ops=$((updates * restart_rows))
+
+proxy_bin="$build/src/shapeproxy"
+cluster_bin="$build/tests/support/shapeproxy_test_cluster"
+for bin in "$proxy_bin" "$cluster_bin"; do
+  [[ -x "$bin" ]] || { echo "storage: missing $bin (build it, or pass --build DIR)" >&2; exit 1; }
+done
+for tool in curl psql jq taskset python3 du; do
+  command -v "$tool" >/dev/null || { echo "storage: needs $tool" >&2; exit 1; }
+done
+
+# --- cleanup: runs on every exit, also on failure or Ctrl-C -----------------
+tmp="$(mktemp -d /tmp/shapeproxy-bench-storage-XXXXXX)"
+proxy_pid=""
+cluster_pid=""
+current_log=""
+failed=1
+cleanup() {
+  set +e
+  if [[ $failed -ne 0 && -n "$current_log" && -f "$current_log" ]]; then
+    echo "--- proxy log (tail of $current_log) ---" >&2
+    tail -n 30 "$current_log" >&2
+  fi
+  [[ -n "$proxy_pid" ]] && kill "$proxy_pid" 2>/dev/null && wait "$proxy_pid" 2>/dev/null
+  exec 3>&- 2>/dev/null
+  [[ -n "$cluster_pid" ]] && wait "$cluster_pid" 2>/dev/null
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+fail() { echo "storage: $*" >&2; exit 1; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+now() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN {printf "%.2f", b - a}'; }
+mb() { awk -v b="$1" 'BEGIN {printf "%.1f", b / 1e6}'; }
+# Bytes (or kB * 1000) scaled to "per million rows", in MB.
+per_m() { awk -v b="$1" -v r="$2" 'BEGIN {printf "%.1f", b / 1e6 * 1e6 / r}'; }
+median() { printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END {print (NR%2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2)}'; }
+minimum() { printf '%s\n' "$@" | sort -g | head -1; }
+maximum() { printf '%s\n' "$@" | sort -g | tail -1; }
+status_kb() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }
+header() { awk -F': *' -v h="$1" 'tolower($1)==h {sub(/\r$/,"",$2); print $2}' "$2"; }
+
+wait_http() {
+  for _ in $(seq 600); do
+    curl -s -o /dev/null "$1" && return 0
+    kill -0 "$proxy_pid" 2>/dev/null || return 1
+    sleep 0.1
+  done
+  return 1
+}
+
+# --- PostgreSQL ---------------------------------------------------------------
+mkfifo "$tmp/cluster.in"
+"$cluster_bin" <"$tmp/cluster.in" >"$tmp/cluster.json" 2>"$tmp/cluster.log" &
+cluster_pid=$!
+exec 3>"$tmp/cluster.in"
+for _ in $(seq 600); do
+  [[ -s "$tmp/cluster.json" ]] && break
+  kill -0 "$cluster_pid" 2>/dev/null || { cat "$tmp/cluster.log" >&2; fail "cluster did not start"; }
+  sleep 0.1
+done
+conninfo="$(head -1 "$tmp/cluster.json" | jq -r .conninfo)"
+[[ -n "$conninfo" && "$conninfo" != null ]] || fail "no conninfo from the cluster launcher"
+sql() { psql "$conninfo" -v ON_ERROR_STOP=1 -Atqc "$1"; }
+
+# Starts the proxy in the background on core 0: $1 data dir, $2 slot/publication, $3 log.
+start_proxy() {
+  local port
+  port="$(free_port)"
+  proxy_args=("$proxy_bin" --database-url "$conninfo" --listen 127.0.0.1 --port "$port"
+    --data-dir "$1" --slot "$2" --publication "$2" --log-level info)
+  [[ -n "$compact_bytes" ]] && proxy_args+=(--compact-bytes "$compact_bytes")
+  current_log="$3"
+  taskset -c 0 "${proxy_args[@]}" >>"$3" 2>&1 &
+  proxy_pid=$!
+  base="http://127.0.0.1:$port"
+  wait_http "$base/v1/health" || fail "proxy did not come up"
+}
+
+stop_proxy() {
+  local t0 rc=0
+  t0="$(now)"
+  kill -TERM "$proxy_pid"
+  wait "$proxy_pid" || rc=$?
+  stop_s="$(elapsed "$t0")"
+  proxy_pid=""
+  [[ $rc -eq 0 ]] || fail "proxy exited with status $rc after SIGTERM"
+}
+
+# Follows one shape from offset=-1 to electric-up-to-date. $1: extra query
+# (url-encoded). Sets sync_handle, sync_inserts, sync_bytes, sync_requests.
+sync_shape() {
+  local query="$1" offset=-1 handle="" status n
+  sync_inserts=0 sync_bytes=0 sync_requests=0
+  while :; do
+    local url="$base/v1/shape?$query&offset=$offset"
+    [[ -n "$handle" ]] && url+="&handle=$handle"
+    status="$(curl -sS -o "$tmp/chunk" -D "$tmp/chunk.h" -w '%{http_code}' "$url")"
+    [[ "$status" == 200 ]] || { head -c 500 "$tmp/chunk" >&2; fail "shape request answered $status: $url"; }
+    handle="$(header electric-handle "$tmp/chunk.h")"
+    offset="$(header electric-offset "$tmp/chunk.h")"
+    n="$({ grep -o '"operation":"insert"' "$tmp/chunk" || true; } | wc -l)"
+    sync_inserts=$((sync_inserts + n))
+    sync_bytes=$((sync_bytes + $(stat -c %s "$tmp/chunk")))
+    sync_requests=$((sync_requests + 1))
+    grep -qi '^electric-up-to-date' "$tmp/chunk.h" && break
+    ((sync_requests < 100000)) || fail "shape never reached electric-up-to-date"
+  done
+  sync_handle="$handle"
+}
+
+# Commits a one-row marker update on $1 (table) and waits until slot $2's
+# confirmed_flush_lsn passes the WAL position taken just before it: the proxy
+# acknowledges only what its shape logs made durable, in commit order, so
+# everything committed before the marker is then on disk. Sets wait_s.
+wait_durable() {
+  local table="$1" slot="$2" before t0 ok
+  before="$(sql "SELECT pg_current_wal_lsn()")"
+  sql "UPDATE $table SET title = 'marker ' || now() WHERE id = 1" >/dev/null
+  t0="$(now)"
+  while :; do
+    ok="$(sql "SELECT coalesce(confirmed_flush_lsn > '$before'::pg_lsn, false) FROM pg_replication_slots WHERE slot_name = '$slot'")"
+    [[ "$ok" == t ]] && break
+    kill -0 "$proxy_pid" 2>/dev/null || fail "proxy died while catching up"
+    awk -v a="$t0" -v b="$(now)" -v t="$timeout" 'BEGIN {exit !(b - a > t)}' &&
+      fail "proxy did not acknowledge the marker within $timeout s"
+    sleep 0.2
+  done
+  wait_s="$(elapsed "$t0")"
+}
+
+echo "storage: build $build; machine $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
+
+# =============================================================================
+# Part A: disk and memory per million rows held
+# =============================================================================
+if [[ "$only" != b ]]; then
+  echo "== A: one shape over $rows rows =="
+  t0="$(now)"
+  sql "CREATE TABLE bench_rows (
+         id int8 PRIMARY KEY, title text NOT NULL, amount numeric NOT NULL,
+         done bool NOT NULL, created timestamptz NOT NULL);
+       INSERT INTO bench_rows
+       SELECT i, 'title ' || lpad(i::text, 14, '0'), round((i * 1.37)::numeric, 2), i % 3 = 0,
+              timestamptz '2024-01-01 00:00:00+00' + i * interval '1 minute'
+       FROM generate_series(1, $rows) AS i;" >/dev/null
+  psql "$conninfo" -qc "VACUUM ANALYZE bench_rows" >/dev/null
+  table_bytes="$(sql "SELECT pg_total_relation_size('bench_rows')")"
+  copy_bytes="$(psql "$conninfo" -c "COPY (SELECT * FROM bench_rows) TO STDOUT" | wc -c)"
+  echo "table: loaded in $(elapsed "$t0") s; pg_total_relation_size $(mb "$table_bytes") MB, COPY output $(mb "$copy_bytes") MB"
+
+  start_proxy "$tmp/data-a" bench_storage_a "$tmp/proxy-a.log"
+  rss_idle="$(status_kb "$proxy_pid" VmRSS)"
+  t0="$(now)"
+  sync_shape "table=bench_rows"
+  sync_s="$(elapsed "$t0")"
+  [[ "$sync_inserts" == "$rows" ]] || fail "shape holds $sync_inserts inserts, expected $rows"
+  shape_dir="$tmp/data-a/shapes/$sync_handle"
+  [[ -d "$shape_dir" ]] || fail "no shape directory $shape_dir"
+  disk_a="$(du -sb "$shape_dir" | cut -f1)"
+  rss_a="$(status_kb "$proxy_pid" VmRSS)"
+  hwm_a="$(status_kb "$proxy_pid" VmHWM)"
+  echo "sync: $sync_requests requests, $(mb "$sync_bytes") MB of JSON in $sync_s s (proxy RSS before: $((rss_idle / 1024)) MB)"
+  echo "shape dir: $(mb "$disk_a") MB ($(ls "$shape_dir" | tr '\n' ' '))"
+  # Memory per million rows: above the proxy's RSS before the shape existed.
+  rss_held=$(((rss_a - rss_idle) * 1024)) hwm_held=$(((hwm_a - rss_idle) * 1024))
+  echo "proxy: VmRSS $((rss_a / 1024)) MB, VmHWM $((hwm_a / 1024)) MB after the sync"
+  printf 'per million rows: disk %s MB, table %s MB, COPY %s MB, JSON served %s MB, proxy VmRSS %s MB, VmHWM %s MB (both above the idle RSS)\n' \
+    "$(per_m "$disk_a" "$rows")" "$(per_m "$table_bytes" "$rows")" "$(per_m "$copy_bytes" "$rows")" \
+    "$(per_m "$sync_bytes" "$rows")" "$(per_m "$rss_held" "$rows")" "$(per_m "$hwm_held" "$rows")"
+  ratio_table="$(awk -v a="$disk_a" -v b="$table_bytes" 'BEGIN {printf "%.2f", a / b}')"
+  ratio_copy="$(awk -v a="$disk_a" -v b="$copy_bytes" 'BEGIN {printf "%.2f", a / b}')"
+  echo "ratios: disk/pg_total_relation_size $ratio_table, disk/COPY bytes $ratio_copy"
+
+  # --- updates: every row once, in --update-transactions transactions ----------
+  per_tx=$(((rows + update_transactions - 1) / update_transactions))
+  t0="$(now)"
+  for ((i = 0; i < update_transactions; i++)); do
+    lo=$((i * per_tx)); hi=$(((i + 1) * per_tx))
+    echo "UPDATE bench_rows SET amount = amount + 1 WHERE id > $lo AND id <= $hi;"
+  done | psql "$conninfo" -v ON_ERROR_STOP=1 -q >/dev/null
+  update_s="$(elapsed "$t0")"
+  wait_durable bench_rows bench_storage_a
+  caught_s="$(elapsed "$t0")"
+  disk_a2="$(du -sb "$shape_dir" | cut -f1)"
+  rss_a2="$(status_kb "$proxy_pid" VmRSS)"
+  hwm_a2="$(status_kb "$proxy_pid" VmHWM)"
+  compactions="$(grep -c 'shapes: compacted' "$tmp/proxy-a.log" || true)"
+  changes_b="$(stat -c %s "$shape_dir/changes.log" 2>/dev/null || echo 0)"
+  echo "updates: $rows rows in $update_transactions transactions, committed in $update_s s, durable in the proxy after $caught_s s ($(awk -v r="$rows" -v s="$caught_s" 'BEGIN {printf "%.0f", r / s}') ops/s)"
+  echo "after updates: shape dir $(mb "$disk_a2") MB ($(awk -v a="$disk_a2" -v b="$disk_a" 'BEGIN {printf "%.2f", a / b}')x the synced size; changes.log $(mb "$changes_b") MB; $compactions compactions), proxy VmRSS $((rss_a2 / 1024)) MB, VmHWM $((hwm_a2 / 1024)) MB"
+  # The shape must still read back whole (compaction folded, nothing lost).
+  sync_shape "table=bench_rows"
+  [[ "$sync_inserts" == "$rows" ]] || echo "WARNING: re-reading the shape after the updates gave $sync_inserts inserts, expected $rows (plus updates)"
+  stop_proxy
+  echo "proxy stopped (SIGTERM) in $stop_s s"
+  sql "SELECT pg_drop_replication_slot('bench_storage_a')" >/dev/null
+  sql "DROP TABLE bench_rows" >/dev/null
+  closing_a="$(printf 'disk %s MB per million rows (%sx table, %sx COPY); rss %s MB per million rows (peak %s); after %s updates disk %s MB per million rows (%sx)' \
+    "$(per_m "$disk_a" "$rows" | awk '{printf "%.0f", $1}')" "$ratio_table" "$ratio_copy" \
+    "$(per_m "$rss_held" "$rows" | awk '{printf "%.0f", $1}')" \
+    "$(per_m $(((hwm_a2 - rss_idle) * 1024)) "$rows" | awk '{printf "%.0f", $1}')" "$rows" \
+    "$(per_m "$disk_a2" "$rows" | awk '{printf "%.0f", $1}')" \
+    "$(awk -v a="$disk_a2" -v b="$disk_a" 'BEGIN {printf "%.2f", a / b}')")"
+  rm -rf "$tmp/data-a"
+fi
+
+# =============================================================================
+# Part B: restart time with many shapes and many operations on disk
+# =============================================================================
+if [[ "$only" != a ]]; then
+  echo "== B: $shapes shapes over $restart_rows rows, $updates full-table updates = $ops operations =="
+  sql "CREATE TABLE bench_ops (
+         id int8 PRIMARY KEY, title text NOT NULL, amount numeric NOT NULL,
+         done bool NOT NULL, created timestamptz NOT NULL);
+       INSERT INTO bench_ops
+       SELECT i, 'title ' || lpad(i::text, 14, '0'), round((i * 1.37)::numeric, 2), i % 3 = 0,
+              timestamptz '2024-01-01 00:00:00+00' + i * interval '1 minute'
+       FROM generate_series(1, $restart_rows) AS i;" >/dev/null
+  psql "$conninfo" -qc "VACUUM ANALYZE bench_ops" >/dev/null
+  data_b="$tmp/data-b"
+  start_proxy "$data_b" bench_storage_b "$tmp/proxy-b.log"
+  t0="$(now)"
+  seq 0 $((shapes - 1)) | xargs -P 4 -I{} curl -sS -G -o /dev/null -w '%{http_code}\n' \
+    --data-urlencode "where=id % $shapes = {}" "$base/v1/shape?table=bench_ops&offset=-1" \
+    >"$tmp/create.codes"
+  ok="$(grep -c '^200$' "$tmp/create.codes" || true)"
+  [[ "$ok" == "$shapes" ]] || fail "creating shapes: $ok of $shapes answered 200 ($(sort "$tmp/create.codes" | uniq -c | tr '\n' ' '))"
+  held="$(find "$data_b/shapes" -mindepth 1 -maxdepth 1 -type d | wc -l)"
+  echo "shapes: $shapes created in $(elapsed "$t0") s ($held shape directories); proxy VmRSS $(($(status_kb "$proxy_pid" VmRSS) / 1024)) MB"
+  [[ "$held" == "$shapes" ]] || fail "$held shape directories, expected $shapes"
+
+  t0="$(now)"
+  for ((i = 0; i < updates; i++)); do
+    echo "UPDATE bench_ops SET amount = amount + 1;"
+  done | psql "$conninfo" -v ON_ERROR_STOP=1 -q >/dev/null
+  update_s="$(elapsed "$t0")"
+  wait_durable bench_ops bench_storage_b
+  caught_s="$(elapsed "$t0")"
+  disk_b="$(du -sb "$data_b/shapes" | cut -f1)"
+  changes_b="$(cat "$data_b"/shapes/*/changes.log | wc -c)"
+  rss_b="$(status_kb "$proxy_pid" VmRSS)"
+  hwm_b="$(status_kb "$proxy_pid" VmHWM)"
+  compactions="$(grep -c 'shapes: compacted' "$tmp/proxy-b.log" || true)"
+  echo "operations: $ops in $updates transactions, committed in $update_s s, durable in the proxy after $caught_s s ($(awk -v r="$ops" -v s="$caught_s" 'BEGIN {printf "%.0f", r / s}') ops/s)"
+  echo "on disk: shapes/ $(mb "$disk_b") MB (changes.log files $(mb "$changes_b") MB; $compactions compactions); proxy VmRSS $((rss_b / 1024)) MB, VmHWM $((hwm_b / 1024)) MB"
+  # Sample shape k=1 (holds the marker row id=1) before the restarts.
+  sync_shape "table=bench_ops&where=id%20%25%20$shapes%20%3D%201"
+  before_handle="$sync_handle" before_bytes="$sync_bytes"
+  stop_proxy
+  echo "proxy stopped (SIGTERM) in $stop_s s"
+
+  url="$base/v1/shape?table=bench_ops&where=id%20%25%20$shapes%20%3D%201&offset=-1"
+  port="${base##*:}"
+  restart() {  # prints restart.py's JSON
+    taskset -c 0 python3 "$here/restart.py" --log "$tmp/proxy-b.log" --url "$url" --timeout "$timeout" -- \
+      "${proxy_args[@]}"
+  }
+  reference() {  # seconds to read every shape file once
+    local t0
+    t0="$(now)"
+    find "$data_b/shapes" -type f -print0 | taskset -c 0 xargs -0 cat >/dev/null
+    elapsed "$t0"
+  }
+  current_log="$tmp/proxy-b.log"
+  warm="$(restart)" || { echo "$warm" >&2; fail "warm-up restart failed"; }
+  echo "warm-up restart: $(jq -c . <<<"$warm")"
+  ref_s=() listen_s=() first_s=() loaded_s=() ratios=() hwms=()
+  for ((i = 1; i <= pairs; i++)); do
+    ref="$(reference)"
+    out="$(restart)" || { echo "$out" >&2; fail "restart $i failed"; }
+    n="$(jq .shapes_loaded <<<"$out")"
+    [[ "$n" == "$shapes" ]] || fail "restart $i loaded $n shapes, expected $shapes"
+    [[ "$(jq .exit_code <<<"$out")" == 0 ]] || fail "restart $i: exit code $(jq .exit_code <<<"$out") after SIGTERM"
+    l="$(jq .listening_s <<<"$out")" f="$(jq .first_200_s <<<"$out")" ld="$(jq .loaded_s <<<"$out")"
+    h="$(jq .hwm_kb <<<"$out")"
+    r="$(awk -v a="$l" -v b="$ref" 'BEGIN {printf "%.1f", a / b}')"
+    printf 'pair %d: cat %.3f s; restart: loaded %.2f s, listening %.2f s, first 200 %.2f s, VmHWM %d MB, SIGTERM exit %.2f s; ratio %s\n' \
+      "$i" "$ref" "$ld" "$l" "$f" $((h / 1024)) "$(jq .shutdown_s <<<"$out")" "$r"
+    ref_s+=("$ref") listen_s+=("$l") first_s+=("$f") loaded_s+=("$ld") ratios+=("$r") hwms+=("$h")
+  done
+  printf 'first 200 %.2f s median (min %.2f, max %.2f); peak RSS after restart %d MB median (max %d MB); %s MB on disk\n' \
+    "$(median "${first_s[@]}")" "$(minimum "${first_s[@]}")" "$(maximum "${first_s[@]}")" \
+    $(($(median "${hwms[@]}") / 1024)) $(($(maximum "${hwms[@]}") / 1024)) "$(mb "$disk_b")"
+  printf 'restart/cat ratio %s median (min %s, max %s); cat of shapes/ %.3f s median\n' \
+    "$(median "${ratios[@]}")" "$(minimum "${ratios[@]}")" "$(maximum "${ratios[@]}")" "$(median "${ref_s[@]}")"
+  closing_b="$(printf 'restart %.2f s median (min %.2f, max %.2f) with %d shapes, %d operations' \
+    "$(median "${listen_s[@]}")" "$(minimum "${listen_s[@]}")" "$(maximum "${listen_s[@]}")" "$shapes" "$ops")"
+fi
+
+echo "=="
+[[ -n "${closing_a:-}" ]] && echo "$closing_a"
+[[ -n "${closing_b:-}" ]] && echo "$closing_b"
+failed=0
