@@ -13,6 +13,7 @@
 #include <filesystem>
 
 #include "api/shape_api.h"
+#include "fallback/fallback_query.h"
 #include "http/handlers.h"
 #include "http/server.h"
 #include "pg/async_connection.h"
@@ -70,6 +71,12 @@ class Ingest : public replication::ReplicationListener {
         "{} delete(s), {} truncate(s)",
         transaction.xid, pg::format_lsn(transaction.commit_lsn), inserts, updates, deletes,
         truncates);
+  }
+
+  void on_slot_created(replication::Lsn) override {
+    // Whatever happened between the old slot and this one is caught by a
+    // fresh query of every shape, diffed into its log.
+    if (registry_) registry_->refresh_all();
   }
 
   void on_progress(replication::Lsn wal_end) override {
@@ -137,6 +144,7 @@ struct Proxy::State {
   std::shared_ptr<status::ReplicationProbe> probe;
   std::shared_ptr<status::RequestMetrics> request_metrics;
   std::shared_ptr<asio::steady_timer> monitor_ticker;
+  std::shared_ptr<fallback::FallbackQuery> fallback;
   asio::any_io_executor core;  // the replication/shapes strand
 };
 
@@ -173,14 +181,18 @@ asio::awaitable<void> prepare_and_stream(asio::any_io_executor executor, std::st
   stream->start();
 }
 
-// Re-evaluates the monitor's time-based rules (grace period, stall).
+// Re-evaluates the monitor's time-based rules (grace period, stall) and
+// tells the shapes whether to serve live or from direct queries. On the
+// shapes strand.
 void start_ticker(std::shared_ptr<asio::steady_timer> timer,
-                  std::shared_ptr<status::ReplicationStatusMonitor> monitor) {
+                  std::shared_ptr<status::ReplicationStatusMonitor> monitor,
+                  std::shared_ptr<shapes::ShapeRegistry> registry) {
   timer->expires_after(200ms);
-  timer->async_wait([timer, monitor](boost::system::error_code ec) {
+  timer->async_wait([timer, monitor, registry](boost::system::error_code ec) {
     if (ec) return;
     monitor->tick();
-    start_ticker(timer, monitor);
+    registry->set_serving_mode(monitor->status() == status::ServingStatus::kFallback);
+    start_ticker(timer, monitor, registry);
   });
 }
 
@@ -238,7 +250,25 @@ asio::awaitable<Result<void>> Proxy::start(std::vector<replication::TableName> t
       [monitor](const status::ProbeResult& probe) { monitor->on_health_probe(probe); });
   state->probe->start();
   state->monitor_ticker = std::make_shared<asio::steady_timer>(strand);
-  start_ticker(state->monitor_ticker, state->monitor);
+  start_ticker(state->monitor_ticker, state->monitor, state->registry);
+
+  // Degraded mode: direct queries, to a standby when one is configured.
+  auto fallback_strand = asio::make_strand(state->io);
+  const std::string fallback_conninfo = config.fallback_database_url.value_or(state->conninfo);
+  fallback::FallbackQueryOptions fallback_options;
+  fallback_options.source = config.fallback_database_url ? "standby" : "primary";
+  auto fallback_pool = std::make_shared<pg::ConnectionPool>(fallback_strand, fallback_conninfo,
+                                                            fallback_options.max_in_flight);
+  state->fallback =
+      std::make_shared<fallback::FallbackQuery>(fallback_strand, fallback_pool, fallback_options);
+  std::weak_ptr<fallback::FallbackQuery> weak_fallback = state->fallback;
+  state->registry->set_fallback_source(
+      [weak_fallback](const shapes::ShapeDefinition& definition)
+          -> asio::awaitable<Result<std::shared_ptr<const shapes::SnapshotRows>>> {
+        auto query = weak_fallback.lock();
+        if (!query) co_return Error{"stopped", "shutting down", ""};
+        co_return co_await query->rows(definition);
+      });
   std::weak_ptr<replication::ReplicationStream> weak_stream = state->stream;
   state->registry->on_durable([weak_stream](replication::Lsn end_lsn) {
     if (auto stream = weak_stream.lock()) stream->acknowledge(end_lsn);
@@ -253,6 +283,10 @@ asio::awaitable<Result<void>> Proxy::start(std::vector<replication::TableName> t
   http::Router router;
   state->shape_api->register_routes(router);
   status::ServingGauges gauges;
+  gauges.fallback = [weak_fallback]() -> status::FallbackActivity {
+    auto query = weak_fallback.lock();
+    return query ? query->activity() : status::FallbackActivity{};
+  };
   std::weak_ptr<shapes::ShapeRegistry> weak_registry = state->registry;
   gauges.shape_count = [weak_registry]() -> std::uint64_t {
     auto registry = weak_registry.lock();

@@ -61,6 +61,14 @@ const std::vector<Setting>& settings() {
          c.database_url = v;
          return {};
        }},
+      {"--fallback-database-url", "SHAPEPROXY_FALLBACK_DATABASE_URL", "URL",
+       "Where fallback queries go while replication is down, e.g. a hot standby (default: "
+       "DATABASE_URL).",
+       [](Config& c, const std::string& v) -> Result<void> {
+         if (auto ok = pg::validate_conninfo(v); !ok) return Error{"", ok.error().message, ""};
+         c.fallback_database_url = v;
+         return {};
+       }},
       {"--listen", "SHAPEPROXY_LISTEN", "ADDRESS", "Address to listen on (default 0.0.0.0).",
        [](Config& c, const std::string& v) -> Result<void> {
          if (v.empty()) return Error{"", "must not be empty", ""};

@@ -18,6 +18,8 @@ namespace shapeproxy::config {
 struct Config {
   // libpq URI or key=value conninfo; unset: start an embedded cluster.
   std::optional<std::string> database_url;
+  // Fallback queries go here (e.g. a hot standby) instead of database_url.
+  std::optional<std::string> fallback_database_url;
   std::string listen_address = "0.0.0.0";
   std::uint16_t port = 3000;
   std::filesystem::path data_dir = "./shapeproxy-data";

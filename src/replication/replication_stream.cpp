@@ -149,7 +149,19 @@ asio::awaitable<Result<void>> ReplicationStream::prepare_slot(pg::AsyncConnectio
       "FROM pg_replication_slots WHERE slot_name = " +
       pg::quote_literal(options_.slot_name));
   if (!slot) co_return slot.error();
-  if (PQntuples(slot->get()) == 0) {
+  bool missing = PQntuples(slot->get()) == 0;
+  if (!missing && options_.recreate_lost_slot &&
+      pg::get_value(slot->get(), 0, 2).value_or("") == "lost") {
+    spdlog::warn(
+        "replication: slot \"{}\" was invalidated (its WAL was removed); dropping it "
+        "and creating a new one",
+        options_.slot_name);
+    auto dropped = co_await connection.query("DROP_REPLICATION_SLOT " +
+                                             pg::quote_identifier(options_.slot_name));
+    if (!dropped) co_return dropped.error();
+    missing = true;
+  }
+  if (missing) {
     auto created = co_await connection.query("CREATE_REPLICATION_SLOT " +
                                              pg::quote_identifier(options_.slot_name) +
                                              " LOGICAL pgoutput (SNAPSHOT 'nothing')");

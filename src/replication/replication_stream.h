@@ -39,6 +39,10 @@ struct ReplicationStreamOptions {
   std::chrono::milliseconds connect_timeout{10'000};
   std::chrono::milliseconds min_backoff{500};
   std::chrono::milliseconds max_backoff{30'000};
+  // A slot invalidated by PostgreSQL (wal_status 'lost') can never stream
+  // again: drop it and create a new one (listeners see on_slot_created and
+  // re-query what they serve). Off: report slot_invalidated and keep retrying.
+  bool recreate_lost_slot = true;
 };
 
 enum class StreamState { kStopped, kConnecting, kStreaming, kDisconnected };

@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "shapes/json_text.h"
+#include "shapes/row_diff.h"
 
 namespace shapeproxy::shapes {
 using replication::Change;
@@ -178,6 +179,42 @@ bool Shape::apply_changes(replication::Xid xid, replication::Lsn commit_lsn,
     }
   }
   if (operations.empty()) return false;
+  (void)append_operations(operations, xid, commit_lsn);
+  return true;
+}
+
+Result<bool> Shape::apply_refresh(const SnapshotRows& fresh) {
+  auto diff = diff_rows(rows_, fresh, definition_.selected,
+                        [this](const Row& row) { return row_key(row); });
+  snapshot_ = fresh.snapshot;
+  filtering_ = true;
+  std::vector<Operation> operations;
+  for (auto& removed : diff.deletes) {
+    rows_.erase(removed.key);
+    operations.push_back({Operation::Kind::kDelete, removed.key, std::move(removed.row), {}, {}});
+  }
+  for (auto& updated : diff.updates) {
+    rows_[updated.key] = updated.new_row;
+    operations.push_back({Operation::Kind::kUpdate, updated.key, std::move(updated.new_row),
+                          std::move(updated.old_row), std::move(updated.changed_columns)});
+  }
+  for (auto& inserted : diff.inserts) {
+    rows_[inserted.key] = inserted.row;
+    operations.push_back({Operation::Kind::kInsert, inserted.key, std::move(inserted.row), {}, {}});
+  }
+  if (files_) {
+    if (auto written = files_->write_meta(to_json(meta())); !written) return written.error();
+  }
+  if (operations.empty()) return false;
+  // Just past the last logged group: replicated commits that follow lie
+  // further on (each commit record takes tens of bytes of WAL).
+  auto appended = append_operations(operations, 0, last_logged_tx_ + 1);
+  if (!appended) return appended.error();
+  return true;
+}
+
+Result<void> Shape::append_operations(const std::vector<Operation>& operations,
+                                      replication::Xid xid, replication::Lsn commit_lsn) {
   const std::string lsn_text = std::to_string(commit_lsn);
   std::vector<LogEntry> entries;
   entries.reserve(operations.size());
@@ -195,7 +232,7 @@ bool Shape::apply_changes(replication::Xid xid, replication::Lsn commit_lsn,
   }
   last_logged_tx_ = commit_lsn;
   log_.append(std::move(entries));
-  return true;
+  return {};
 }
 
 void Shape::apply_insert(const Change& change, std::vector<Operation>& out) {

@@ -72,6 +72,12 @@ class Shape {
 
   void mark_gone() { phase_ = Phase::kGone; }
 
+  // Degraded mode: brings the shape to `fresh` (a direct query's rows and its
+  // snapshot) by appending the inserts, updates and deletes between them as
+  // one operation group; from then on, replicated transactions visible in
+  // that snapshot are skipped. Returns whether the log grew.
+  Result<bool> apply_refresh(const SnapshotRows& fresh);
+
   // Rewrites the log as the rows as they are now (durably, when persisted):
   // readers at older offsets get must-refetch, everyone else continues.
   Result<void> compact();
@@ -94,6 +100,8 @@ class Shape {
 
   Row to_row(const replication::TupleData& tuple, const Row* previous) const;
   std::string row_key(const Row& row) const;
+  Result<void> append_operations(const std::vector<Operation>& operations, replication::Xid xid,
+                                 replication::Lsn tx);
   bool in_shape(const Row& row) const;
   std::string render(const Operation& operation, const char* lsn_text, std::size_t position,
                      replication::Xid xid, bool last) const;

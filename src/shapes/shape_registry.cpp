@@ -226,7 +226,69 @@ ReadResult ShapeRegistry::result(const Shape& shape, LogOffset offset,
   out.body = std::move(body);
   out.up_to_date = up_to_date;
   out.schema_json = shape.schema_json();
+  out.fallback = fallback_mode_;
   return out;
+}
+
+void ShapeRegistry::set_serving_mode(bool fallback) {
+  if (fallback == fallback_mode_) return;
+  fallback_mode_ = fallback;
+  spdlog::info("shapes: serving {}", fallback ? "from direct queries (fallback)" : "live");
+  if (fallback && fallback_rows_ && !fallback_loop_running_) {
+    fallback_loop_running_ = true;
+    asio::co_spawn(executor_, fallback_loop(), asio::detached);
+  }
+}
+
+void ShapeRegistry::refresh_all() {
+  if (!fallback_rows_) return;
+  auto self = shared_from_this();
+  asio::co_spawn(
+      executor_,
+      [self]() -> asio::awaitable<void> {
+        std::vector<std::shared_ptr<Shape>> shapes;
+        for (const auto& [key, shape] : self->by_key_) shapes.push_back(shape);
+        for (const auto& shape : shapes) co_await self->refresh(shape);
+      },
+      asio::detached);
+}
+
+asio::awaitable<void> ShapeRegistry::fallback_loop() {
+  auto self = shared_from_this();
+  asio::steady_timer pause(executor_);
+  while (fallback_mode_) {
+    auto started = std::chrono::steady_clock::now();
+    std::vector<std::shared_ptr<Shape>> active;
+    for (const auto& [key, shape] : by_key_) {
+      auto read = last_read_.find(shape.get());
+      bool recently_read =
+          read != last_read_.end() && started - read->second < std::chrono::minutes(5);
+      if (waiters_.count(shape) || recently_read) active.push_back(shape);
+    }
+    for (const auto& shape : active) co_await refresh(shape);
+    pause.expires_at(started + options_.fallback_poll_interval);
+    co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
+  }
+  fallback_loop_running_ = false;
+}
+
+asio::awaitable<void> ShapeRegistry::refresh(std::shared_ptr<Shape> shape) {
+  if (shape->phase() != Shape::Phase::kReady) co_return;
+  auto rows = co_await fallback_rows_(shape->definition());
+  if (!rows) {
+    spdlog::debug("shapes: refreshing {} failed: {}", shape->handle(), rows.error().to_string());
+    co_return;
+  }
+  if (shape->phase() != Shape::Phase::kReady) co_return;
+  auto grew = shape->apply_refresh(**rows);
+  if (!grew) {
+    spdlog::warn("shapes: refreshing {} failed: {}", shape->handle(), grew.error().to_string());
+    co_return;
+  }
+  if (!grew.value()) co_return;
+  if (shape->files()) dirty_.insert(shape);
+  wake_waiters(shape);
+  schedule_flush();
 }
 
 std::string ShapeRegistry::up_to_date_json() const {

@@ -42,7 +42,15 @@ struct ShapeRegistryOptions {
   // Shapes nobody read for this long are removed; zero keeps them forever.
   std::chrono::seconds idle_timeout{7 * 24 * 3600};
   std::chrono::seconds idle_check_interval{60};
+  // Degraded mode: each shape being read is re-queried at most this often.
+  std::chrono::milliseconds fallback_poll_interval{1'000};
 };
+
+// Rows of a shape from a direct query (degraded mode); injected so the
+// shapes core does not depend on how queries are pooled and capped.
+using FallbackRows =
+    std::function<boost::asio::awaitable<Result<std::shared_ptr<const SnapshotRows>>>(
+        const ShapeDefinition& definition)>;
 
 class ShapeRegistry : public ShapeService, public std::enable_shared_from_this<ShapeRegistry> {
  public:
@@ -54,6 +62,15 @@ class ShapeRegistry : public ShapeService, public std::enable_shared_from_this<S
                              std::function<void(ReadOutcome)> done) override;
   void remove(ShapeDefinitionRequest definition, std::optional<std::string> handle,
               std::function<void(Result<DeleteOutcome>)> done) override;
+
+  // Degraded mode. With replication unavailable, every shape being read is
+  // refreshed from direct queries (diffed into its log) once per poll
+  // interval, and responses carry the fallback flag. On the strand.
+  void set_fallback_source(FallbackRows rows) { fallback_rows_ = std::move(rows); }
+  void set_serving_mode(bool fallback);
+  // Refreshes every shape once (e.g. after the slot was re-created and the
+  // stream restarted past a gap). On the strand.
+  void refresh_all();
 
   // Loads the shapes saved under options.shapes_dir (before serving).
   // Returns how many came back; unreadable ones are removed and logged.
@@ -106,6 +123,8 @@ class ShapeRegistry : public ShapeService, public std::enable_shared_from_this<S
   void finish_flush(std::vector<std::shared_ptr<Shape>> synced, replication::Lsn durable_lsn,
                     std::optional<Error> failure);
   void remove_idle_shapes();
+  boost::asio::awaitable<void> fallback_loop();
+  boost::asio::awaitable<void> refresh(std::shared_ptr<Shape> shape);
   std::string up_to_date_json() const;
   ReadResult result(const Shape& shape, LogOffset offset, std::shared_ptr<const std::string> body,
                     bool up_to_date) const;
@@ -134,6 +153,9 @@ class ShapeRegistry : public ShapeService, public std::enable_shared_from_this<S
   std::function<void(replication::Lsn)> on_durable_;
   std::map<const Shape*, std::chrono::steady_clock::time_point> last_read_;
   std::unique_ptr<boost::asio::steady_timer> housekeeping_;
+  FallbackRows fallback_rows_;
+  bool fallback_mode_ = false;
+  bool fallback_loop_running_ = false;
   std::atomic<std::uint64_t> shapes_held_{0};
   std::atomic<std::uint64_t> parked_reads_{0};
   void update_gauges();

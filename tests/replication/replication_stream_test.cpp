@@ -453,10 +453,23 @@ TEST_F(ReplicationStreamTest, InvalidatedSlotIsExplained) {
   execute_sql("postgres", "ALTER SYSTEM RESET max_slot_wal_keep_size");
   execute_sql("postgres", "SELECT pg_reload_conf()");
   ASSERT_EQ(status, "lost");
-  RunningStream running(options());
+  auto keep_lost = options();
+  keep_lost.recreate_lost_slot = false;
+  RunningStream running(keep_lost);
   auto error = running.listener().wait_for_error();
   ASSERT_TRUE(error.has_value());
   EXPECT_EQ(error->code, "slot_invalidated") << error->to_string();
+  running.stop();
+  // By default the lost slot is replaced by a new one and streaming resumes.
+  RunningStream recreated(options());
+  ASSERT_TRUE(recreated.listener().wait_for_state(StreamState::kStreaming));
+  execute_sql(database_, "INSERT INTO events VALUES (100000)");
+  auto transactions = recreated.listener().wait_for_transactions(1);
+  ASSERT_EQ(transactions.size(), 1u);
+  EXPECT_EQ(
+      query_value(database_, "SELECT wal_status FROM pg_replication_slots WHERE slot_name = '" +
+                                 options().slot_name + "'"),
+      "reserved");
 }
 
 }  // namespace

@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "replication/replication_stream.h"
+#include "shapes/snapshot_query.h"
 #include "support/postgres_test_environment.h"
 
 namespace shapeproxy::shapes {
@@ -30,7 +31,9 @@ class Core : public replication::ReplicationListener {
  public:
   explicit Core(const std::string& database, ShapeRegistryOptions options = small_options()) {
     auto strand = asio::make_strand(io_);
+    strand_ = strand;
     auto pool = std::make_shared<pg::ConnectionPool>(strand, conninfo(database), 2);
+    pool_ = pool;
     registry_ = std::make_shared<ShapeRegistry>(strand, pool, options);
     if (options.shapes_dir) {
       auto loaded = registry_->load();
@@ -89,6 +92,41 @@ class Core : public replication::ReplicationListener {
   }
 
   ShapeRegistry& registry() { return *registry_; }
+
+  // Replication goes away; the registry serves from direct queries.
+  void enter_fallback() {
+    stream_->stop();
+    {
+      std::unique_lock lock(mutex_);
+      changed_.wait_for(lock, 10s, [&] { return stopped_; });
+    }
+    auto registry = registry_;
+    auto pool = pool_;
+    asio::post(strand_, [registry, pool] {
+      registry->set_fallback_source(
+          [pool](const ShapeDefinition& definition)
+              -> asio::awaitable<Result<std::shared_ptr<const SnapshotRows>>> {
+            auto lease = co_await pool->acquire();
+            if (!lease) co_return lease.error();
+            auto rows = co_await query_snapshot(**lease, definition);
+            if (!rows) co_return rows.error();
+            co_return std::make_shared<const SnapshotRows>(std::move(rows).value());
+          });
+      registry->set_serving_mode(true);
+    });
+  }
+  // Replication comes back on the same slot.
+  void leave_fallback() {
+    {
+      std::lock_guard lock(mutex_);
+      streaming_ = false;
+    }
+    stream_->start();
+    std::unique_lock lock(mutex_);
+    changed_.wait_for(lock, 30s, [&] { return streaming_; });
+    auto registry = registry_;
+    asio::post(strand_, [registry] { registry->set_serving_mode(false); });
+  }
   std::size_t loaded() const { return loaded_; }
 
  private:
@@ -96,6 +134,8 @@ class Core : public replication::ReplicationListener {
   asio::executor_work_guard<asio::io_context::executor_type> work_{io_.get_executor()};
   std::shared_ptr<ShapeRegistry> registry_;
   std::shared_ptr<replication::ReplicationStream> stream_;
+  asio::any_io_executor strand_;
+  std::shared_ptr<pg::ConnectionPool> pool_;
   std::thread thread_;
   std::mutex mutex_;
   std::condition_variable changed_;
@@ -330,6 +370,52 @@ TEST_F(ShapeRegistryTest, ConcurrentWritesDuringSnapshotAreNeitherLostNorDoubled
   }
   EXPECT_EQ(seen.size(), 20200u);
   for (const auto& [id, count] : seen) ASSERT_EQ(count, 1) << "row " << id << " delivered twice";
+}
+
+TEST_F(ShapeRegistryTest, FallbackFeedsLiveReadersAndRecoveryRepeatsNothing) {
+  execute_sql(database_, "INSERT INTO items (id, title, price) VALUES (1, 'a', 50), (2, 'b', 50)");
+  Core core(database_);
+  auto definition = shape("items", "price > 10");
+  auto [messages, synced] = sync(core, definition);
+  core.enter_fallback();
+  // Parked before the writes: answered by the next refresh, flagged.
+  auto pending =
+      std::async(std::launch::async, [&] { return core.read(definition, after(synced, true)); });
+  std::this_thread::sleep_for(200ms);
+  execute_sql(database_, "INSERT INTO items (id, title, price) VALUES (3, 'c', 50)");
+  execute_sql(database_, "UPDATE items SET title = 'a2' WHERE id = 1");
+  execute_sql(database_, "UPDATE items SET price = 1 WHERE id = 2");  // moves out
+  ReadResult outage = expect_result(pending.get());
+  std::map<std::string, std::string> operations;
+  auto collect = [&](const ReadResult& result) {
+    for (auto& m : body(result)) {
+      if (m["headers"].contains("operation")) {
+        operations[m["value"]["id"].get<std::string>()] = m["headers"]["operation"];
+      }
+    }
+  };
+  collect(outage);
+  EXPECT_TRUE(outage.fallback);
+  for (int i = 0; i < 10 && operations.size() < 3; ++i) {
+    outage = expect_result(core.read(definition, after(outage, true)));
+    collect(outage);
+  }
+  EXPECT_EQ(operations, (std::map<std::string, std::string>{
+                            {"1", "update"}, {"2", "delete"}, {"3", "insert"}}));
+  // Replication returns: the outage's transactions are in the refreshed
+  // snapshot and must not be applied again; a new one arrives once.
+  core.leave_fallback();
+  execute_sql(database_, "INSERT INTO items (id, title, price) VALUES (4, 'd', 50)");
+  std::vector<std::string> after_recovery;
+  for (int i = 0; i < 10 && after_recovery.empty(); ++i) {
+    auto live = expect_result(core.read(definition, after(outage, true)));
+    for (auto& m : body(live)) {
+      if (m["headers"].contains("operation")) after_recovery.push_back(m["value"]["id"]);
+    }
+    EXPECT_FALSE(live.fallback && !after_recovery.empty());
+    outage = live;
+  }
+  EXPECT_EQ(after_recovery, (std::vector<std::string>{"4"}));
 }
 
 class PersistentShapesTest : public ShapeRegistryTest {
