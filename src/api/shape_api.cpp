@@ -37,18 +37,21 @@ struct LongPoll {
 };
 
 void long_poll(shapes::ShapeService& service, std::shared_ptr<const ShapeApiOptions> options,
+               std::shared_ptr<SharedReadResponses> shared_reads,
                std::shared_ptr<http::Exchange> exchange, ShapeParams params) {
   auto poll = std::make_shared<LongPoll>();
   auto shared_params = std::make_shared<const ShapeParams>(std::move(params));
-  auto done = [poll, options, exchange, shared_params](shapes::ReadOutcome outcome) {
+  auto done = [poll, options, shared_reads = std::move(shared_reads), exchange,
+               shared_params](shapes::ReadOutcome outcome) {
     if (!poll->settle()) return;
+    std::function<void()> cancel;  // released outside the lock
     {
       std::lock_guard lock(poll->mu);
-      poll->cancel = nullptr;
+      cancel.swap(poll->cancel);
     }
     auto* result = std::get_if<shapes::ReadResult>(&outcome);
-    exchange->respond(result ? read_response(*result, *shared_params, *options,
-                                             exchange->request().header("if-none-match"))
+    exchange->respond(result ? shared_reads->get(*result, *shared_params, *options,
+                                                 exchange->request().header("if-none-match"))
                              : error_outcome_response(outcome));
   };
   std::function<void()> cancel =
@@ -74,6 +77,7 @@ void long_poll(shapes::ShapeService& service, std::shared_ptr<const ShapeApiOpti
 ShapeApi::ShapeApi(shapes::ShapeService& service, ShapeApiOptions options)
     : service_(service),
       options_(std::make_shared<const ShapeApiOptions>(std::move(options))),
+      shared_reads_(std::make_shared<SharedReadResponses>()),
       timers_work_(timers_.get_executor()),
       timers_thread_([this] { timers_.run(); }) {}
 
@@ -106,7 +110,7 @@ void ShapeApi::handle_get(std::shared_ptr<http::Exchange> exchange) {
                       std::move(params));
     return;
   }
-  long_poll(service_, options_, std::move(exchange), std::move(params));
+  long_poll(service_, options_, shared_reads_, std::move(exchange), std::move(params));
 }
 
 void ShapeApi::handle_delete(std::shared_ptr<http::Exchange> exchange) {

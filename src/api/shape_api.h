@@ -17,6 +17,8 @@
 
 namespace shapeproxy::api {
 
+class SharedReadResponses;
+
 // Thread-safe; `service` must outlive the ShapeApi, which must outlive the
 // server it is registered with. Owns one thread for SSE timers.
 class ShapeApi {
@@ -37,6 +39,7 @@ class ShapeApi {
  private:
   shapes::ShapeService& service_;
   std::shared_ptr<const ShapeApiOptions> options_;
+  std::shared_ptr<SharedReadResponses> shared_reads_;  // live long-poll fan-out
   boost::asio::io_context timers_;
   boost::asio::executor_work_guard<boost::asio::io_context::executor_type> timers_work_;
   std::thread timers_thread_;

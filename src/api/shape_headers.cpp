@@ -77,30 +77,75 @@ bool etag_matches(std::string_view if_none_match, std::string_view etag) {
   }
 }
 
-http::Response read_response(const shapes::ReadResult& result, const ShapeParams& params,
-                             const ShapeApiOptions& options,
-                             std::optional<std::string_view> if_none_match) {
+namespace {
+
+http::Response build_read_response(const shapes::ReadResult& result, const ShapeParams& params,
+                                   const ShapeApiOptions& options,
+                                   std::optional<std::string_view> if_none_match,
+                                   std::string cursor) {
   auto body = result.body ? result.body : std::make_shared<const std::string>("[]");
   http::Response r = http::Response::json(200, std::move(body));
   std::string offset = offset_text(result.offset);
   std::string etag = shape_etag(result.handle, params.requested_offset, offset);
   if (is_no_change_live(result, params)) etag.insert(etag.size() - 1, ":" + unique_suffix());
+  r.headers.reserve(8);
   r.headers.emplace_back("electric-handle", result.handle);
-  r.headers.emplace_back("electric-offset", offset);
+  r.headers.emplace_back("electric-offset", std::move(offset));
   if (params.read.live)
-    r.headers.emplace_back("electric-cursor", cursor_header(params, options));
+    r.headers.emplace_back("electric-cursor", std::move(cursor));
   else
     r.headers.emplace_back("electric-schema", result.schema_json);
   if (result.up_to_date) r.headers.emplace_back("electric-up-to-date", "");
   if (result.fallback) r.headers.emplace_back("electric-fallback-mode", "true");
   r.headers.emplace_back("cache-control", success_cache_control(params, options));
-  r.headers.emplace_back("etag", etag);
   if (if_none_match && etag_matches(*if_none_match, etag)) {
     r.status = 304;
     r.body = nullptr;
     std::erase_if(r.headers, [](const auto& h) { return http::iequals(h.first, "content-type"); });
   }
+  r.headers.emplace_back("etag", std::move(etag));
   return r;
+}
+
+}  // namespace
+
+http::Response read_response(const shapes::ReadResult& result, const ShapeParams& params,
+                             const ShapeApiOptions& options,
+                             std::optional<std::string_view> if_none_match) {
+  return build_read_response(result, params, options, if_none_match,
+                             params.read.live ? cursor_header(params, options) : std::string());
+}
+
+http::Response SharedReadResponses::get(const shapes::ReadResult& result, const ShapeParams& params,
+                                        const ShapeApiOptions& options,
+                                        std::optional<std::string_view> if_none_match) {
+  if (!params.read.live || params.live_sse || !result.body || is_no_change_live(result, params))
+    return read_response(result, params, options, if_none_match);
+  std::string cursor = cursor_header(params, options);
+  std::lock_guard lock(mu_);
+  for (const Entry& e : entries_) {
+    if (e.response && e.body == result.body.get() && e.offset == result.offset &&
+        e.up_to_date == result.up_to_date && e.fallback == result.fallback && e.cursor == cursor &&
+        e.requested_offset == params.requested_offset && e.handle == result.handle) {
+      if (if_none_match && etag_matches(*if_none_match, e.etag)) break;  // a 304: not shared
+      return http::Response::share(e.response);
+    }
+  }
+  http::Response r =
+      build_read_response(result, params, options, if_none_match, std::string(cursor));
+  if (r.status != 200) return r;
+  Entry& e = entries_[next_];
+  next_ = (next_ + 1) % kEntries;
+  e.body = result.body.get();
+  e.handle = result.handle;
+  e.offset = result.offset;
+  e.up_to_date = result.up_to_date;
+  e.fallback = result.fallback;
+  e.requested_offset = params.requested_offset;
+  e.cursor = std::move(cursor);
+  e.etag = r.headers.back().second;
+  e.response = std::make_shared<const http::SharedResponse>(std::move(r));
+  return http::Response::share(e.response);
 }
 
 std::string must_refetch_message() { return R"({"headers":{"control":"must-refetch"}})"; }

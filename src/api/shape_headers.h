@@ -6,6 +6,9 @@
 // these headers; keeping every header rule in one place makes them testable.
 #pragma once
 
+#include <array>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -33,6 +36,39 @@ bool etag_matches(std::string_view if_none_match, std::string_view etag);
 http::Response read_response(const shapes::ReadResult& result, const ShapeParams& params,
                              const ShapeApiOptions& options,
                              std::optional<std::string_view> if_none_match);
+
+// read_response() for live long-polls, shared: the parked requests one commit
+// wakes get the same ReadResult (same body buffer), so those that also sent
+// the same offset text and cursor get byte-identical responses. Each distinct
+// response is built once and handed out as an http::SharedResponse, which the
+// server serializes once and writes to every keep-alive connection. Other
+// reads (snapshot, catch-up, SSE, live timeouts with their unique etag, 304s)
+// get read_response() itself. Thread-safe; remembers the last few responses.
+class SharedReadResponses {
+ public:
+  http::Response get(const shapes::ReadResult& result, const ShapeParams& params,
+                     const ShapeApiOptions& options, std::optional<std::string_view> if_none_match);
+
+ private:
+  struct Entry {
+    // What the response's bytes depend on. `body` is only compared, never
+    // dereferenced; `response` holds the body, so the address is not reused
+    // while the entry lives.
+    const std::string* body = nullptr;
+    std::string handle;
+    shapes::LogOffset offset;
+    bool up_to_date = false;
+    bool fallback = false;
+    std::string requested_offset;
+    std::string cursor;
+    std::string etag;
+    std::shared_ptr<const http::SharedResponse> response;
+  };
+  static constexpr size_t kEntries = 8;
+  std::mutex mu_;
+  std::array<Entry, kEntries> entries_;  // guarded by mu_
+  size_t next_ = 0;                      // guarded by mu_: the entry to replace next
+};
 
 // 409 [{"headers":{"control":"must-refetch"}}], electric-handle when known.
 http::Response must_refetch_response(const shapes::MustRefetch& outcome);

@@ -14,6 +14,15 @@ void Response::set_header(std::string name, std::string value) {
   headers.emplace_back(std::move(name), std::move(value));
 }
 
+Response Response::share(std::shared_ptr<const SharedResponse> shared) {
+  Response r;
+  r.status = shared ? shared->response().status : 500;
+  r.shared = std::move(shared);
+  return r;
+}
+
+SharedResponse::SharedResponse(Response response) : response_(std::move(response)) {}
+
 Response Response::json(unsigned status, std::string body) {
   return json(status, std::make_shared<const std::string>(std::move(body)));
 }

@@ -5,12 +5,17 @@
 #pragma once
 
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "http/request.h"
 
 namespace shapeproxy::http {
+
+class SharedResponse;
 
 struct Response {
   unsigned status = 200;
@@ -19,6 +24,13 @@ struct Response {
   Params headers;
   // Body bytes; null means empty. Shared and immutable: never mutate after send.
   std::shared_ptr<const std::string> body;
+  // Fan-out fast path: when set, the response is `shared->response()` and the
+  // fields above are ignored. The server then writes a wire form serialized
+  // once per CORS variant and shared by every keep-alive connection.
+  std::shared_ptr<const SharedResponse> shared;
+
+  // A response that is `shared->response()`.
+  static Response share(std::shared_ptr<const SharedResponse> shared);
 
   // Replaces any header with the same (case-insensitive) name.
   void set_header(std::string name, std::string value);
@@ -27,6 +39,44 @@ struct Response {
   // `content-type: application/json` with the given serialized body.
   static Response json(unsigned status, std::string body);
   static Response json(unsigned status, std::shared_ptr<const std::string> body);
+};
+
+// One immutable response sent unchanged to many exchanges (the parked
+// long-polls one commit wakes): the server serializes it (status line,
+// headers, body) once per variant that differs on the wire (the CORS origin
+// echo, the server's options) and writes those bytes to every connection.
+// Thread-safe.
+class SharedResponse {
+ public:
+  explicit SharedResponse(Response response);  // response.shared must be null
+
+  const Response& response() const { return response_; }
+
+  // The wire form for `key`, made by `serialize()` on first use (under a lock,
+  // so concurrent callers wait for one serialization). Null once too many
+  // variants exist: the caller then sends response() the ordinary way.
+  template <class Serialize>
+  std::shared_ptr<const std::string> wire(const void* owner, std::string_view origin,
+                                          Serialize&& serialize) const {
+    std::lock_guard lock(mu_);
+    for (const auto& w : wires_)
+      if (w.owner == owner && w.origin == origin) return w.bytes;
+    if (wires_.size() >= kMaxVariants) return nullptr;
+    auto bytes = std::make_shared<const std::string>(serialize());
+    wires_.push_back({owner, std::string(origin), bytes});
+    return bytes;
+  }
+
+ private:
+  static constexpr size_t kMaxVariants = 8;
+  struct Wire {
+    const void* owner;   // what else the bytes depend on (the server's options)
+    std::string origin;  // the request's Origin ("" when absent)
+    std::shared_ptr<const std::string> bytes;
+  };
+  const Response response_;
+  mutable std::mutex mu_;
+  mutable std::vector<Wire> wires_;  // guarded by mu_
 };
 
 // {"message": message} with cache-control/surrogate-control: no-store.

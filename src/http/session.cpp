@@ -8,6 +8,7 @@
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/write.hpp>
+#include <boost/beast/core/buffers_range.hpp>
 #include <boost/beast/http/chunk_encode.hpp>
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/read.hpp>
@@ -229,9 +230,31 @@ void Session::read_request() {
   parser_.emplace();
   parser_->header_limit(static_cast<uint32_t>(opts_.max_header_bytes + opts_.max_url_bytes + 1024));
   parser_->body_limit(opts_.max_body_bytes);
+  // Usually the whole request is already buffered (one read_some brought it):
+  // parse it here rather than through another async operation and timer.
+  error_code ec;
+  if (parse_buffered(ec)) return on_read(ec);
   stream_.expires_after(opts_.read_timeout);
   bhttp::async_read(stream_, buffer_, *parser_,
                     [self = shared_from_this()](error_code ec, size_t) { self->on_read(ec); });
+}
+
+// Feeds the buffered bytes to the parser the way bhttp::async_read does
+// (eager, same limits). True when the request is complete or failed; false
+// when more bytes are needed (the parser keeps its state for async_read).
+bool Session::parse_buffered(error_code& ec) {
+  parser_->eager(true);
+  while (buffer_.size() > 0) {
+    size_t used = parser_->put(buffer_.data(), ec);
+    buffer_.consume(used);
+    if (ec == bhttp::error::need_more) {
+      ec = {};
+      return false;
+    }
+    if (ec || parser_->is_done()) return true;
+    if (used == 0) return false;
+  }
+  return false;
 }
 
 void Session::on_read(error_code ec) {
@@ -326,28 +349,75 @@ void Session::add_common_headers(Message& m) {
     m.set("access-control-expose-headers", opts_.cors_expose_headers);
 }
 
-void Session::write_response(Response response, bool close) {
-  state_ = State::kWriting;
-  close_after_write_ = close || !keep_alive_ || closing_;
+void Session::build_message(bhttp::response<SharedBody>& res, Response response, bool keep_alive) {
   if (response.status < 100 || response.status > 999) {
     spdlog::error("http: handler answered invalid status {}", response.status);
     response = json_error(500, "Internal server error");
   }
-  auto& res = response_.emplace();
   res.version(11);
   res.result(response.status);
   for (auto& [name, value] : response.headers) res.insert(name, value);
   add_common_headers(res);
   res.body() = std::move(response.body);
-  res.keep_alive(!close_after_write_);
+  res.keep_alive(keep_alive);
   res.prepare_payload();
+}
+
+void Session::write_response(Response response, bool close) {
+  if (response.shared) {
+    // Not through write_shared: this path also serves close/error cases.
+    const Response& shared = response.shared->response();
+    response.status = shared.status;
+    response.headers = shared.headers;
+    response.body = shared.body;
+    response.shared.reset();
+  }
+  state_ = State::kWriting;
+  close_after_write_ = close || !keep_alive_ || closing_;
+  build_message(response_.emplace(), std::move(response), !close_after_write_);
   stream_.expires_after(opts_.write_timeout);
-  bhttp::async_write(stream_, res,
+  bhttp::async_write(stream_, *response_,
                      [self = shared_from_this()](error_code ec, size_t) { self->on_write(ec); });
+}
+
+// The complete message (status line, headers, body) as write_response would
+// send it on this connection, for a keep-alive connection.
+std::string Session::serialize(const Response& response) {
+  bhttp::response<SharedBody> res;
+  build_message(res, response, /*keep_alive=*/true);
+  bhttp::response_serializer<SharedBody> sr(res);
+  std::string out;
+  out.reserve(512 + response.body_view().size());
+  error_code ec;
+  while (!ec && !sr.is_done()) {
+    sr.next(ec, [&](error_code& next_ec, const auto& buffers) {
+      next_ec = {};
+      for (auto b : beast::buffers_range_ref(buffers))
+        out.append(static_cast<const char*>(b.data()), b.size());
+      sr.consume(beast::buffer_bytes(buffers));
+    });
+  }
+  if (ec) spdlog::error("http: serializing a shared response failed: {}", ec.message());
+  return out;
+}
+
+void Session::write_shared(const std::shared_ptr<const SharedResponse>& shared) {
+  if (!keep_alive_ || closing_) return write_response(Response::share(shared), false);
+  // The bytes depend on the request's Origin (CORS echo) and on this server's
+  // options, so both select the variant.
+  auto wire = shared->wire(&opts_, origin_, [&] { return serialize(shared->response()); });
+  if (!wire || wire->empty()) return write_response(Response::share(shared), false);
+  state_ = State::kWriting;
+  close_after_write_ = false;
+  wire_ = std::move(wire);
+  stream_.expires_after(opts_.write_timeout);
+  net::async_write(stream_, net::const_buffer(wire_->data(), wire_->size()),
+                   [self = shared_from_this()](error_code ec, size_t) { self->on_write(ec); });
 }
 
 void Session::on_write(error_code ec) {
   response_.reset();
+  wire_.reset();
   if (ec) {
     spdlog::debug("http: write failed: {}", ec.message());
     return close_now();
@@ -366,6 +436,7 @@ void Session::deliver(const std::shared_ptr<ExchangeImpl>& ex, Response response
   stop_watch();
   exchange_->finish();
   exchange_.reset();
+  if (response.shared) return write_shared(response.shared);
   write_response(std::move(response), false);
 }
 

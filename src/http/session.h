@@ -118,6 +118,7 @@ class Session : public std::enable_shared_from_this<Session> {
   void wait_for_request();
   void on_first_bytes(boost::system::error_code ec, size_t n);
   void read_request();
+  bool parse_buffered(boost::system::error_code& ec);  // true: done or failed without I/O
   void on_read(boost::system::error_code ec);
   unsigned classify_header_limit() const;  // 414 or 431
   size_t header_bytes() const;
@@ -125,6 +126,14 @@ class Session : public std::enable_shared_from_this<Session> {
 
   // Writing a complete response.
   void write_response(Response response, bool close);
+  // Builds the message `response` becomes on this connection (CORS headers,
+  // content-length, keep-alive).
+  void build_message(boost::beast::http::response<SharedBody>& res, Response response,
+                     bool keep_alive);
+  // A shared response: its pre-serialized wire form when this connection can
+  // use it (keep-alive), else the ordinary path.
+  void write_shared(const std::shared_ptr<const SharedResponse>& shared);
+  std::string serialize(const Response& response);
   void on_write(boost::system::error_code ec);
   void write_error_and_close(unsigned status, std::string_view message);
   template <class Message>
@@ -165,6 +174,7 @@ class Session : public std::enable_shared_from_this<Session> {
   uint64_t watch_generation_ = 0;
 
   std::optional<boost::beast::http::response<SharedBody>> response_;
+  std::shared_ptr<const std::string> wire_;  // pre-serialized response being written
 
   std::optional<boost::beast::http::response<boost::beast::http::empty_body>> stream_header_;
   std::optional<boost::beast::http::response_serializer<boost::beast::http::empty_body>>

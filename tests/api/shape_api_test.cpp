@@ -4,12 +4,14 @@
 #include <gtest/gtest.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http.hpp>
+#include <cctype>
 #include <condition_variable>
 #include <deque>
 #include <future>
@@ -355,6 +357,107 @@ TEST_F(ShapeApiTest, LiveLongPollCompletedFromAnotherThread) {
   EXPECT_EQ(res[bhttp::field::cache_control], "public, max-age=5, stale-while-revalidate=5");
   EXPECT_EQ(res.body(), kTwoChanges);
   EXPECT_TRUE(service_.cancelled().empty());
+}
+
+// Raw bytes of one content-length framed response.
+std::string read_raw_response(tcp::socket& socket) {
+  std::string data;
+  char buf[4096];
+  size_t header_end;
+  while ((header_end = data.find("\r\n\r\n")) == std::string::npos) {
+    size_t n = socket.read_some(net::buffer(buf));
+    data.append(buf, n);
+  }
+  std::string head = data.substr(0, header_end);
+  std::transform(head.begin(), head.end(), head.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  size_t cl = head.find("\r\ncontent-length: ");
+  size_t length = cl == std::string::npos ? 0 : std::stoul(head.substr(cl + 18));
+  while (data.size() < header_end + 4 + length) {
+    size_t n = socket.read_some(net::buffer(buf));
+    data.append(buf, n);
+  }
+  return data;
+}
+
+ClientResponse parse_raw(const std::string& raw) {
+  bhttp::response_parser<bhttp::string_body> parser;
+  parser.eager(true);
+  boost::system::error_code ec;
+  parser.put(net::buffer(raw), ec);
+  EXPECT_FALSE(ec) << ec.message();
+  EXPECT_TRUE(parser.is_done());
+  return parser.release();
+}
+
+// One commit waking many parked long-polls: those with the same offset and
+// cursor share one pre-serialized response; the others still get theirs.
+TEST_F(ShapeApiTest, OneCommitAnswersParkedLongPollsWithSharedBytes) {
+  start();
+  const std::string base = "/v1/shape?table=items&offset=5_0&handle=h1&live=true";
+  struct Client {
+    std::string target;
+    bhttp::fields extra;
+  };
+  std::vector<Client> clients;
+  for (int i = 0; i < 20; ++i) clients.push_back({base + "&cursor=120", {}});
+  const size_t other_cursor = clients.size();
+  clients.push_back({base + "&cursor=140", {}});
+  const size_t close = clients.size();
+  clients.push_back({base + "&cursor=120", {}});
+  clients.back().extra.set(bhttp::field::connection, "close");
+  const size_t origin = clients.size();
+  clients.push_back({base + "&cursor=120", {}});
+  clients.back().extra.set(bhttp::field::origin, "https://app.example");
+  const size_t not_modified = clients.size();
+  clients.push_back({base + "&cursor=120", {}});
+  clients.back().extra.set(bhttp::field::if_none_match, "\"h1:5_0:12_1\"");
+
+  std::vector<tcp::socket> sockets;
+  for (size_t i = 0; i < clients.size(); ++i) {
+    sockets.push_back(connect());
+    send(sockets.back(), bhttp::verb::get, clients[i].target, clients[i].extra);
+    ASSERT_TRUE(service_.wait_parked(static_cast<int>(i)));
+  }
+  // The same ReadResult (one body buffer) for every waiter, as the registry
+  // hands out.
+  auto outcome = result(shapes::LogOffset::at(12, 1), kTwoChanges, true);
+  for (size_t i = 0; i < clients.size(); ++i) service_.complete(static_cast<int>(i), outcome);
+
+  std::vector<std::string> raw;
+  for (auto& socket : sockets) raw.push_back(read_raw_response(socket));
+  auto first = parse_raw(raw[0]);
+  EXPECT_EQ(first.result_int(), 200);
+  EXPECT_EQ(first["electric-cursor"], "140");
+  EXPECT_EQ(first["electric-offset"], "12_1");
+  EXPECT_EQ(first["electric-handle"], "h1");
+  EXPECT_EQ(first["etag"], "\"h1:5_0:12_1\"");
+  EXPECT_EQ(first[bhttp::field::access_control_allow_origin], "*");
+  EXPECT_EQ(first.body(), kTwoChanges);
+  EXPECT_TRUE(first.keep_alive());
+  for (size_t i = 0; i < other_cursor; ++i) EXPECT_EQ(raw[i], raw[0]) << "client " << i;
+
+  auto other = parse_raw(raw[other_cursor]);
+  EXPECT_EQ(other.result_int(), 200);
+  EXPECT_EQ(other["electric-cursor"], "160");
+  EXPECT_EQ(other.body(), kTwoChanges);
+
+  auto closed = parse_raw(raw[close]);
+  EXPECT_EQ(closed.result_int(), 200);
+  EXPECT_EQ(closed["electric-cursor"], "140");
+  EXPECT_EQ(closed.body(), kTwoChanges);
+  EXPECT_FALSE(closed.keep_alive());
+
+  auto with_origin = parse_raw(raw[origin]);
+  EXPECT_EQ(with_origin.result_int(), 200);
+  EXPECT_EQ(with_origin[bhttp::field::access_control_allow_origin], "https://app.example");
+  EXPECT_EQ(with_origin[bhttp::field::vary], "origin");
+  EXPECT_EQ(with_origin["etag"], "\"h1:5_0:12_1\"");
+  EXPECT_EQ(with_origin.body(), kTwoChanges);
+
+  auto cached = parse_raw(raw[not_modified]);
+  EXPECT_EQ(cached.result_int(), 304);
+  EXPECT_EQ(cached.body(), "");
 }
 
 TEST_F(ShapeApiTest, ClientDisconnectDuringLiveReadCancels) {

@@ -2,6 +2,7 @@
 // synchronous Beast clients and raw sockets from the test thread.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/read.hpp>
@@ -9,6 +10,7 @@
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http.hpp>
+#include <cctype>
 #include <chrono>
 #include <condition_variable>
 #include <future>
@@ -389,6 +391,121 @@ TEST_F(HttpServerTest, ThousandParkedAnsweredByOneNotify) {
     auto res = read_response(socket, buffer);
     ASSERT_EQ(res.result_int(), 200);
     ASSERT_EQ(res.body(), *body);
+  }
+}
+
+// Reads exactly one content-length framed response, as raw bytes.
+std::string read_raw_response(tcp::socket& socket) {
+  std::string data;
+  char buf[4096];
+  size_t header_end;
+  while ((header_end = data.find("\r\n\r\n")) == std::string::npos) {
+    size_t n = socket.read_some(net::buffer(buf));
+    data.append(buf, n);
+  }
+  std::string head = data.substr(0, header_end);
+  std::transform(head.begin(), head.end(), head.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  size_t cl = head.find("\r\ncontent-length: ");
+  EXPECT_NE(cl, std::string::npos) << data;
+  size_t length = cl == std::string::npos ? 0 : std::stoul(head.substr(cl + 18));
+  size_t total = header_end + 4 + length;
+  while (data.size() < total) {
+    size_t n = socket.read_some(net::buffer(buf));
+    data.append(buf, n);
+  }
+  EXPECT_EQ(data.size(), total) << "bytes after the response";
+  return data;
+}
+
+ClientResponse parse_response(const std::string& raw) {
+  bhttp::response_parser<bhttp::string_body> parser;
+  parser.eager(true);
+  boost::system::error_code ec;
+  parser.put(net::buffer(raw), ec);
+  EXPECT_FALSE(ec) << ec.message();
+  EXPECT_TRUE(parser.is_done());
+  return parser.release();
+}
+
+TEST_F(HttpServerTest, SharedResponseReachesParkedClientsByteIdentical) {
+  Parking parking;
+  Router router;
+  router.add(Verb::get, "/v1/shape", [&](std::shared_ptr<Exchange> ex) { parking.park(ex); });
+  start(std::move(router));
+
+  // 0..kPlain-1: keep-alive, no Origin; then one answered the ordinary way,
+  // one with Connection: close, and three with an Origin (two the same).
+  constexpr size_t kPlain = 40;
+  const size_t ordinary = kPlain, close = kPlain + 1, origin_a1 = kPlain + 2,
+               origin_a2 = kPlain + 3, origin_b = kPlain + 4, total = kPlain + 5;
+  std::vector<tcp::socket> sockets;
+  for (size_t i = 0; i < total; ++i) {
+    sockets.push_back(connect());
+    bhttp::fields extra;
+    if (i == close) extra.set(bhttp::field::connection, "close");
+    if (i == origin_a1 || i == origin_a2) extra.set(bhttp::field::origin, "https://a.example");
+    if (i == origin_b) extra.set(bhttp::field::origin, "https://b.example");
+    send_get(sockets.back(), "/v1/shape?live=true&i=" + std::to_string(i), std::move(extra));
+  }
+  auto parked = parking.wait_for(total);
+
+  const std::string body = R"([{"value":{"id":"1"}},{"headers":{"control":"up-to-date"}}])";
+  Response r = Response::json(200, body);
+  r.headers.emplace_back("electric-offset", "12_0");
+  r.headers.emplace_back("etag", "\"h:1_0:12_0\"");
+  auto shared = std::make_shared<const SharedResponse>(std::move(r));
+  for (auto& ex : parked) {
+    size_t i = std::stoul(std::string(*ex->request().query("i")));
+    ex->respond(i == ordinary ? shared->response() : Response::share(shared));
+  }
+
+  std::vector<std::string> raw;
+  for (auto& socket : sockets) raw.push_back(read_raw_response(socket));
+
+  // Every keep-alive client without Origin gets the same bytes, the same as
+  // the ordinary path produces.
+  auto plain = parse_response(raw[0]);
+  EXPECT_EQ(plain.result_int(), 200);
+  EXPECT_EQ(plain.body(), body);
+  EXPECT_EQ(plain["electric-offset"], "12_0");
+  EXPECT_EQ(plain[bhttp::field::content_type], "application/json");
+  EXPECT_EQ(plain[bhttp::field::access_control_allow_origin], "*");
+  EXPECT_NE(plain.find(bhttp::field::access_control_expose_headers), plain.end());
+  EXPECT_EQ(plain.find(bhttp::field::vary), plain.end());
+  EXPECT_TRUE(plain.keep_alive());
+  for (size_t i = 0; i <= ordinary; ++i) EXPECT_EQ(raw[i], raw[0]) << "client " << i;
+
+  // Connection: close gets a correct response, then the server closes.
+  auto closed = parse_response(raw[close]);
+  EXPECT_EQ(closed.result_int(), 200);
+  EXPECT_EQ(closed.body(), body);
+  EXPECT_EQ(closed["etag"], "\"h:1_0:12_0\"");
+  EXPECT_FALSE(closed.keep_alive());
+  EXPECT_TRUE(closed_by_server(sockets[close], 2000ms));
+
+  // An Origin is echoed (with vary), per origin.
+  for (size_t i : {origin_a1, origin_a2, origin_b}) {
+    auto res = parse_response(raw[i]);
+    EXPECT_EQ(res.result_int(), 200);
+    EXPECT_EQ(res.body(), body);
+    EXPECT_EQ(res[bhttp::field::access_control_allow_origin],
+              i == origin_b ? "https://b.example" : "https://a.example");
+    EXPECT_EQ(res[bhttp::field::vary], "origin");
+    EXPECT_TRUE(res.keep_alive());
+  }
+  EXPECT_EQ(raw[origin_a1], raw[origin_a2]);
+
+  // The connections stay usable after a pre-serialized write.
+  for (size_t i : {size_t{0}, origin_b}) {
+    send_get(sockets[i], "/v1/shape?again=1");
+  }
+  auto again = parking.wait_for(total + 2);
+  for (size_t k = total; k < again.size(); ++k) again[k]->respond(Response::json(200, "[]"));
+  for (size_t i : {size_t{0}, origin_b}) {
+    auto res = parse_response(read_raw_response(sockets[i]));
+    EXPECT_EQ(res.result_int(), 200);
+    EXPECT_EQ(res.body(), "[]");
   }
 }
 
