@@ -32,9 +32,8 @@ void sort_by_key(std::vector<Entry>& entries) {
 
 }  // namespace
 
-RowDiff diff_rows(const std::unordered_map<std::string, Row>& served,
-                  const SnapshotRows& fresh, const std::vector<std::size_t>& selected,
-                  const RowKeyFunction& key_of) {
+RowDiff diff_rows(const std::unordered_map<std::string, Row>& served, const SnapshotRows& fresh,
+                  const std::vector<std::size_t>& selected, const RowKeyFunction& key_of) {
   std::unordered_map<std::string_view, const Row*> fresh_by_key;
   std::vector<std::string> fresh_keys;
   fresh_keys.reserve(fresh.rows.size());

@@ -45,8 +45,7 @@ struct RowDiff {
 // `fresh` (possible only for tables without a primary key) counts once, the
 // last occurrence winning. After applying the diff the caller's rows are
 // `fresh` (keyed by `key_of`).
-RowDiff diff_rows(const std::unordered_map<std::string, Row>& served,
-                  const SnapshotRows& fresh, const std::vector<std::size_t>& selected,
-                  const RowKeyFunction& key_of);
+RowDiff diff_rows(const std::unordered_map<std::string, Row>& served, const SnapshotRows& fresh,
+                  const std::vector<std::size_t>& selected, const RowKeyFunction& key_of);
 
 }  // namespace shapeproxy::shapes

@@ -8,7 +8,6 @@
 namespace shapeproxy::shapes {
 namespace {
 
-
 // Columns: 0 id (key), 1 name, 2 qty, 3 internal (not served).
 const std::vector<std::size_t> kSelected = {0, 1, 2};
 
@@ -25,9 +24,7 @@ std::unordered_map<std::string, Row> served(const std::vector<Row>& rows) {
   return out;
 }
 
-SnapshotRows fresh(std::vector<Row> rows) {
-  return SnapshotRows{{}, std::move(rows)};
-}
+SnapshotRows fresh(std::vector<Row> rows) { return SnapshotRows{{}, std::move(rows)}; }
 
 TEST(RowDiffTest, IdenticalRowsGiveNothing) {
   auto old_rows = served({row("1", "a", "1"), row("2", std::nullopt, std::nullopt)});

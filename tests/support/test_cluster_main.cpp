@@ -58,11 +58,21 @@ std::string json_string(const std::string& text) {
   std::string out = "\"";
   for (unsigned char c : text) {
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
       default:
         if (c < 0x20) {
           char buf[8];
@@ -158,9 +168,9 @@ int main(int argc, char** argv) {
   options.data_dir = fs::path(root) / "cluster";
   options.keep_data_on_stop = false;
   // Speed over durability: the cluster lives for one test run.
-  options.extra_settings = {"fsync = off", "synchronous_commit = off", "full_page_writes = off",
-                            "max_connections = 200", "max_replication_slots = 40",
-                            "max_wal_senders = 40"};
+  options.extra_settings = {
+      "fsync = off",           "synchronous_commit = off",   "full_page_writes = off",
+      "max_connections = 200", "max_replication_slots = 40", "max_wal_senders = 40"};
 
   auto started_at = std::chrono::steady_clock::now();
   auto started = EmbeddedPostgres::start(std::move(options));
