@@ -4,6 +4,8 @@
 // like the in-process evaluator (bytewise, ASCII-only case folding).
 #include "shapes/where_sql.h"
 
+#include "pg/connection.h"
+
 namespace shapeproxy::shapes {
 
 std::string_view compare_op_sql(CompareOp op) {
@@ -60,27 +62,11 @@ std::string_view func_sql_name(Func f) {
   return "lower";
 }
 
-std::string quote_identifier(std::string_view name) {
-  std::string out = "\"";
-  for (char c : name) {
-    if (c == '"') out += '"';
-    out += c;
-  }
-  return out + "\"";
-}
-
-// Standard-conforming string literal ('' doubles a quote; backslashes are
-// literal characters). Used only for the canonical form, never executed.
-std::string quote_literal(std::string_view text) {
-  std::string out = "'";
-  for (char c : text) {
-    if (c == '\'') out += '\'';
-    out += c;
-  }
-  return out + "'";
-}
-
 namespace {
+
+// Identifiers and canonical-form literals are quoted as libpq-side SQL is.
+using pg::quote_identifier;
+using pg::quote_literal;
 
 class SqlRenderer {
  public:

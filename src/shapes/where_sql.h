@@ -19,7 +19,4 @@ namespace shapeproxy::shapes {
 std::string render_sql(const Expr& e, int first_param,
                        std::vector<std::optional<std::string>>* bound);
 
-std::string quote_identifier(std::string_view name);
-std::string quote_literal(std::string_view text);
-
 }  // namespace shapeproxy::shapes
