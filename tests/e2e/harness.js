@@ -7,6 +7,25 @@
 //   before(async () => { await h.ready; ... })   // Node 20 runs top-level hooks concurrently
 //   test('...', async () => { await h.sql('INSERT ...'); fetch(h.shapeUrl) })
 //
+// Options: createHarness/useHarness({ name, proxyArgs, maxLogLines, leastPrivilege }).
+// With `leastPrivilege: true` the proxy connects as `h.appRole`, a role with
+// LOGIN REPLICATION, CREATE on this file's database and CREATE on its public
+// schema, and nothing else (not superuser): create the tables it serves with
+// `h.appSql(...)` so it owns them (it must, to add them to its publication).
+//
+// Beyond sql/start/stop (see below), for fault tests:
+//   h.appSql(text, params)   SQL as h.appRole (leastPrivilege only; h.appUri)
+//   h.status({headers})      GET /v1/status -> {status, body, headers}
+//   h.waitForStatus(value, timeoutMs)  polls /v1/status until body.status is
+//                            `value`; resolves with the ms it took
+//   h.terminateWalsender()   pg_terminate_backend on the walsender streaming the
+//                            proxy's slot (waits for one to be active, then for
+//                            it to be gone); resolves with its pid
+//   h.breakReplication()     ALTER ROLE appRole NOREPLICATION and terminate its
+//                            walsender(s) until none is active (leastPrivilege)
+//   h.restoreReplication()   ALTER ROLE appRole REPLICATION
+//   h.slotInfo()             the proxy slot's pg_replication_slots row (or null)
+//
 // Binaries come from the environment:
 //   SHAPEPROXY_TEST_CLUSTER  the shapeproxy_test_cluster launcher
 //   SHAPEPROXY_BIN           the proxy
@@ -193,11 +212,19 @@ function conninfoFor(info, database) {
   return `${info.conninfo.replace(/dbname=('(?:[^'\\]|\\.)*'|\S+)/, '').trim()} dbname=${database}`
 }
 
-function uriFor(info, database) {
+function uriFor(info, database, user) {
   const url = new URL(info.uri)
   url.pathname = `/${database}`
+  if (user) url.username = user
   return url.toString()
 }
+
+// The same conninfo as another user.
+function conninfoAs(conninfo, user) {
+  return `${conninfo.replace(/user=('(?:[^'\\]|\\.)*'|\S+)/, '').trim()} user=${user}`
+}
+
+const quoteIdent = (name) => `"${name.replace(/"/g, '""')}"`
 
 // The proxy process: spawned with fixed data dir, slot and port, so a
 // restart picks up where it left off.
@@ -289,7 +316,7 @@ class ProxyProcess {
 let databaseCounter = 0
 
 // Builds the harness object; useHarness() wires it into node:test.
-export function createHarness({ proxyArgs = [], name = 'e2e', maxLogLines } = {}) {
+export function createHarness({ proxyArgs = [], name = 'e2e', maxLogLines, leastPrivilege = false } = {}) {
   let markReady, markFailed
   const h = {
     // Settles when start() has finished. Node 20 does not await one
@@ -309,6 +336,10 @@ export function createHarness({ proxyArgs = [], name = 'e2e', maxLogLines } = {}
     dataDir: null,
     slot: null,
     publication: null,
+    leastPrivilege,
+    appRole: null, // the proxy's role with leastPrivilege (else null: superuser)
+    appPool: null,
+    appUri: null, // postgresql:// URI of this file's database as appRole
     get baseUrl() {
       return `http://localhost:${h.port}`
     },
@@ -318,6 +349,9 @@ export function createHarness({ proxyArgs = [], name = 'e2e', maxLogLines } = {}
     get healthUrl() {
       return `${h.baseUrl}/v1/health`
     },
+    get statusUrl() {
+      return `${h.baseUrl}/v1/status`
+    },
     cleanups: [], // functions run (newest first) before the proxy stops
     waitFor,
 
@@ -326,6 +360,109 @@ export function createHarness({ proxyArgs = [], name = 'e2e', maxLogLines } = {}
     async sql(text, params) {
       await h.ready
       return h.pool.query(text, params)
+    },
+
+    // Runs SQL as h.appRole (leastPrivilege only): what it creates, it owns.
+    async appSql(text, params) {
+      await h.ready
+      if (!h.appPool) throw new Error('appSql needs createHarness({ leastPrivilege: true })')
+      return h.appPool.query(text, params)
+    },
+
+    // The pg_replication_slots row of the proxy's slot, or null.
+    async slotInfo() {
+      const { rows } = await h.sql('SELECT * FROM pg_replication_slots WHERE slot_name = $1', [h.slot])
+      return rows[0] ?? null
+    },
+
+    // pg_terminate_backend on the walsender streaming the proxy's slot. Waits
+    // up to `timeoutMs` for one to be active, terminates it, and waits until
+    // that process is gone (so the proxy must reconnect). Resolves with its pid.
+    async terminateWalsender({ timeoutMs = 30_000 } = {}) {
+      const pid = await waitFor(async () => (await h.slotInfo())?.active_pid, timeoutMs, {
+        intervalMs: 25,
+        what: `an active walsender on slot ${h.slot}`,
+      })
+      await h.sql('SELECT pg_terminate_backend($1)', [pid])
+      await waitFor(
+        async () => (await h.sql('SELECT 1 FROM pg_stat_activity WHERE pid = $1', [pid])).rowCount === 0,
+        timeoutMs,
+        { intervalMs: 10, what: `walsender ${pid} to exit` },
+      )
+      h.log(`terminated walsender ${pid}`)
+      return pid
+    },
+
+    // Takes the replication privilege away from the proxy's role and
+    // terminates its walsender(s) until none is left or active on the slot
+    // (a connection made just before the ALTER may still attach: retried).
+    async breakReplication({ timeoutMs = 30_000 } = {}) {
+      if (!h.appRole) throw new Error('breakReplication needs createHarness({ leastPrivilege: true })')
+      await h.sql(`ALTER ROLE ${quoteIdent(h.appRole)} NOREPLICATION`)
+      let quiet = 0
+      let rounds = 0
+      await waitFor(
+        async () => {
+          const { rows } = await h.sql(
+            `SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity
+              WHERE backend_type = 'walsender' AND usename = $1
+             UNION ALL
+             SELECT active_pid, pg_terminate_backend(active_pid) FROM pg_replication_slots
+              WHERE slot_name = $2 AND active_pid IS NOT NULL`,
+            [h.appRole, h.slot],
+          )
+          quiet = rows.length === 0 ? quiet + 1 : 0
+          rounds++
+          if (rows.length > 0) h.log(`breakReplication: terminated ${rows.map((r) => r.pid).join(',')}`)
+          return quiet >= 3 // none on three checks in a row
+        },
+        timeoutMs,
+        { intervalMs: 20, what: `no walsender of ${h.appRole} left` },
+      )
+      h.log(`replication privilege revoked from ${h.appRole} (${rounds} checks)`)
+    },
+
+    async restoreReplication() {
+      if (!h.appRole) throw new Error('restoreReplication needs createHarness({ leastPrivilege: true })')
+      await h.sql(`ALTER ROLE ${quoteIdent(h.appRole)} REPLICATION`)
+      h.log(`replication privilege restored to ${h.appRole}`)
+    },
+
+    // GET /v1/status: {status, body, headers} (body parsed when JSON). A
+    // connection error resolves with status 0.
+    async status({ headers = {} } = {}) {
+      try {
+        const response = await fetch(h.statusUrl, { headers, signal: AbortSignal.timeout(2_000) })
+        const text = await response.text()
+        let body = text
+        try {
+          body = JSON.parse(text)
+        } catch {}
+        return { status: response.status, body, headers: response.headers }
+      } catch {
+        return { status: 0, body: null, headers: new Headers() }
+      }
+    },
+
+    // Polls /v1/status every `intervalMs` until its body's status is `value`
+    // ('starting', 'live' or 'fallback'); resolves with the ms it took.
+    async waitForStatus(value, timeoutMs = 10_000, { intervalMs = 50 } = {}) {
+      const started = Date.now()
+      let last
+      try {
+        await waitFor(
+          async () => {
+            last = await h.status()
+            return last.body?.status === value
+          },
+          timeoutMs,
+          { intervalMs, what: `/v1/status to say "${value}"` },
+        )
+      } catch (error) {
+        error.message += `; last /v1/status: ${last?.status} ${JSON.stringify(last?.body)}`
+        throw error
+      }
+      return Date.now() - started
     },
 
     // Registers something to close before the proxy stops (streams, agents).
@@ -360,6 +497,18 @@ export function createHarness({ proxyArgs = [], name = 'e2e', maxLogLines } = {}
       }
       h.pool = new pg.Pool({ connectionString: h.databaseUri, max: 4 })
       h.pool.on('error', () => {}) // idle clients dropped at teardown
+      let proxyConninfo = h.databaseConninfo
+      if (leastPrivilege) {
+        h.appRole = `e2e_app_${suffix}`
+        const role = quoteIdent(h.appRole)
+        await h.pool.query(`CREATE ROLE ${role} LOGIN REPLICATION`)
+        await h.pool.query(`GRANT CREATE ON DATABASE ${quoteIdent(h.database)} TO ${role}`)
+        await h.pool.query(`GRANT USAGE, CREATE ON SCHEMA public TO ${role}`)
+        h.appUri = uriFor(info, h.database, h.appRole)
+        h.appPool = new pg.Pool({ connectionString: h.appUri, max: 2 })
+        h.appPool.on('error', () => {})
+        proxyConninfo = conninfoAs(h.databaseConninfo, h.appRole)
+      }
 
       h.port = await freePort()
       h.dataDir = mkdtempSync(join(tmpdir(), 'shapeproxy-e2e-data-'))
@@ -370,7 +519,7 @@ export function createHarness({ proxyArgs = [], name = 'e2e', maxLogLines } = {}
         name,
         maxLogLines,
         args: [
-          '--database-url', h.databaseConninfo,
+          '--database-url', proxyConninfo,
           '--listen', '127.0.0.1',
           '--port', String(h.port),
           '--data-dir', h.dataDir,
@@ -471,6 +620,8 @@ export function createHarness({ proxyArgs = [], name = 'e2e', maxLogLines } = {}
       }
       await h.pool?.end().catch(() => {})
       h.pool = null
+      await h.appPool?.end().catch(() => {})
+      h.appPool = null
       const proxyCode = await h.stopProxy()
       await stopCluster(h.cluster)
       h.cluster = null

@@ -2,12 +2,14 @@
 // client's Shape within 1 s of COMMIT returning. Latency is measured from the
 // moment the autocommitted statement returns to the moment the client hands
 // the change to its subscribers.
+// The proxy runs as a least-privilege role (LOGIN REPLICATION, CREATE on the
+// database, owner of the table), not as superuser.
 import assert from 'node:assert/strict'
 import { before, test } from 'node:test'
 import { useHarness } from './harness.js'
 import { openShape } from './shapes.js'
 
-const h = useHarness({ name: 'live' })
+const h = useHarness({ name: 'live', leastPrivilege: true })
 const MAX_LATENCY_MS = 1_000
 let sub
 
@@ -24,8 +26,8 @@ const byId = (rows, id) => rows.find((row) => row.id === id)
 
 before(async () => {
   await h.ready // Node 20 runs top-level before() hooks concurrently
-  await h.sql('CREATE TABLE items (id int4 PRIMARY KEY, title text NOT NULL, n int8 NOT NULL)')
-  await h.sql(`INSERT INTO items SELECT g, 'seed ' || g, g FROM generate_series(1, 100) g`)
+  await h.appSql('CREATE TABLE items (id int4 PRIMARY KEY, title text NOT NULL, n int8 NOT NULL)')
+  await h.appSql(`INSERT INTO items SELECT g, 'seed ' || g, g FROM generate_series(1, 100) g`)
   sub = openShape(h, { table: 'items' })
   const rows = await sub.shape.rows
   assert.equal(rows.length, 100)
@@ -96,4 +98,18 @@ test('rows equal SELECT after the live changes', async () => {
   const actual = [...sub.shape.currentRows].sort((a, b) => a.id - b.id)
   assert.deepStrictEqual(actual, expected)
   assert.ok(!sub.controls.includes('must-refetch'))
+})
+
+test('the proxy streams as the least-privilege role, not as superuser', async () => {
+  const { rows } = await h.sql(
+    `SELECT r.rolsuper, r.rolreplication, a.usename
+       FROM pg_replication_slots s
+       JOIN pg_stat_activity a ON a.pid = s.active_pid
+       JOIN pg_roles r ON r.rolname = a.usename
+      WHERE s.slot_name = $1`,
+    [h.slot],
+  )
+  assert.deepEqual(rows, [{ rolsuper: false, rolreplication: true, usename: h.appRole }])
+  const owner = await h.sql(`SELECT tableowner FROM pg_tables WHERE tablename = 'items'`)
+  assert.equal(owner.rows[0].tableowner, h.appRole)
 })
