@@ -38,8 +38,12 @@ Result<Database> open_database(const shapeproxy::config::Config& config) {
   spdlog::info("no DATABASE_URL: starting an embedded PostgreSQL in {}", options.data_dir.string());
   auto cluster = shapeproxy::embedded::EmbeddedPostgres::start(options);
   if (!cluster) return cluster.error();
-  if (auto seeded = shapeproxy::app::ensure_demo_data(**cluster); !seeded) return seeded.error();
-  std::string conninfo = (*cluster)->conninfo(shapeproxy::app::kDemoDatabase);
+  if (auto seeded = shapeproxy::app::ensure_demo_data(**cluster, config.publication_name); !seeded)
+    return seeded.error();
+  // The proxy connects as its own non-superuser role (see demo_data.h); the
+  // printed URL is the superuser's, for trying things out.
+  std::string conninfo =
+      (*cluster)->conninfo(shapeproxy::app::kDemoDatabase, shapeproxy::app::kProxyRole);
   spdlog::info("embedded PostgreSQL ready: psql '{}'",
                (*cluster)->uri(shapeproxy::app::kDemoDatabase));
   return Database{std::move(cluster).value(), conninfo, {{"public", shapeproxy::app::kDemoTable}}};

@@ -4,7 +4,8 @@
 
 namespace shapeproxy::app {
 
-Result<void> ensure_demo_data(const embedded::EmbeddedPostgres& cluster) {
+Result<void> ensure_demo_data(const embedded::EmbeddedPostgres& cluster,
+                              const std::string& publication) {
   auto admin = pg::Connection::open(cluster.conninfo("postgres"));
   if (!admin) return admin.error();
   auto exists = admin->exec_params("SELECT 1 FROM pg_database WHERE datname = $1",
@@ -12,6 +13,15 @@ Result<void> ensure_demo_data(const embedded::EmbeddedPostgres& cluster) {
   if (!exists) return exists.error();
   if (PQntuples(exists->get()) == 0) {
     auto created = admin->exec(std::string("CREATE DATABASE ") + kDemoDatabase);
+    if (!created) return created.error();
+  }
+  auto role =
+      admin->exec_params("SELECT 1 FROM pg_roles WHERE rolname = $1", {std::string(kProxyRole)});
+  if (!role) return role.error();
+  if (PQntuples(role->get()) == 0) {
+    const std::string name = pg::quote_identifier(kProxyRole);
+    auto created = admin->exec("CREATE ROLE " + name +
+                               " LOGIN REPLICATION; GRANT pg_read_all_data TO " + name);
     if (!created) return created.error();
   }
   auto demo = pg::Connection::open(cluster.conninfo(kDemoDatabase));
@@ -29,6 +39,13 @@ Result<void> ensure_demo_data(const embedded::EmbeddedPostgres& cluster) {
       "  ('Stop replication and see fallback mode', false)) AS seed"
       " WHERE NOT EXISTS (SELECT 1 FROM items)");
   if (!seeded) return seeded.error();
+  auto found = demo->exec_params("SELECT 1 FROM pg_publication WHERE pubname = $1", {publication});
+  if (!found) return found.error();
+  if (PQntuples(found->get()) == 0) {
+    auto created =
+        demo->exec("CREATE PUBLICATION " + pg::quote_identifier(publication) + " FOR ALL TABLES");
+    if (!created) return created.error();
+  }
   return {};
 }
 
