@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Builds @shapeproxy/client and runs its tests against a real proxy and
+# PostgreSQL (through tests/e2e/harness.js): installs the pinned npm packages
+# when missing (here and in tests/e2e, whose harness needs `pg`), type-checks
+# and compiles with tsc into dist/, then runs node's test runner over
+# test/*.test.js. Needs SHAPEPROXY_BIN and SHAPEPROXY_TEST_CLUSTER (ctest sets
+# both); extra arguments go to `node --test`, e.g.
+#   clients/typescript/run.sh --test-name-pattern=fallback
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")"
+
+: "${SHAPEPROXY_BIN:?set SHAPEPROXY_BIN to the shapeproxy binary}"
+: "${SHAPEPROXY_TEST_CLUSTER:?set SHAPEPROXY_TEST_CLUSTER to shapeproxy_test_cluster}"
+
+if ! command -v node >/dev/null; then
+  echo "clients/typescript: node is not installed (Node 20+ is needed)" >&2
+  exit 1
+fi
+
+# Reinstall when the lock file is newer than the last install (as tests/e2e/run.sh does).
+install() {
+  if [[ ! -d "$1/node_modules" || "$1/package-lock.json" -nt "$1/node_modules/.package-lock.json" ]]; then
+    (cd "$1" && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+}
+install .
+install ../../tests/e2e
+
+npm run --silent build
+npm run --silent typecheck
+
+# --test-force-exit: a handle left open by a failing test must not hang the run.
+exec node --test --test-concurrency=2 --test-force-exit "$@" ./test/*.test.js

@@ -1,0 +1,88 @@
+// The helper against a live proxy: the shape syncs and follows inserts,
+// updates and deletes; the first status comes from GET /v1/status; status
+// polls respect Cache-Control max-age and revalidate with the ETag; a bad
+// request ends in an error event, not an exception.
+import assert from 'node:assert/strict'
+import { before, test } from 'node:test'
+import { FetchError } from '@electric-sql/client'
+import { canonical, openClient, useHarness } from './support.js'
+
+const MAX_AGE_S = 1
+const h = useHarness({ name: 'ts_live', proxyArgs: ['--status-max-age-s', String(MAX_AGE_S)] })
+
+before(async () => {
+  await h.ready
+  await h.sql('CREATE TABLE items (id int4 PRIMARY KEY, title text NOT NULL)')
+  await h.sql(`INSERT INTO items SELECT g, 'seed ' || g FROM generate_series(1, 50) g`)
+})
+
+test('status polls are never closer than max-age and revalidate with the ETag', async () => {
+  // First, while nothing is written (the status body, hence its ETag, stays
+  // the same). Asks for a poll every 50 ms; the proxy's max-age (1 s) must win.
+  const sub = openClient(h, { table: 'items' }, { pollStatusWhileLive: true, statusPollIntervalMs: 50 })
+  await sub.client.shape.rows
+  await new Promise((resolve) => setTimeout(resolve, 2_600))
+  const requests = sub.statusRequests
+  assert.ok(requests.length >= 2 && requests.length <= 3, `${requests.length} status requests in 2.6 s`)
+  for (let i = 1; i < requests.length; i++) {
+    const gap = requests[i].at - requests[i - 1].at
+    assert.ok(gap >= MAX_AGE_S * 1000 - 5, `status requests ${gap} ms apart`)
+    // Conditional on the previous answer's ETag; 304 when nothing changed.
+    assert.equal(requests[i].ifNoneMatch, requests[i - 1].etag)
+    assert.ok([200, 304].includes(requests[i].status), `status answered ${requests[i].status}`)
+  }
+  assert.equal(requests[0].ifNoneMatch, null)
+  assert.ok(requests.slice(1).some((r) => r.status === 304), `no 304 among ${JSON.stringify(requests)}`)
+  assert.equal(sub.client.status, 'live')
+  assert.equal(sub.events.length, 1, 'a 304 is not a status change')
+})
+
+test('syncs the shape, reports live, and follows live changes', async () => {
+  const sub = openClient(h, { table: 'items' })
+  const rows = await sub.client.shape.rows
+  assert.equal(rows.length, 50)
+  await sub.client.waitForStatus('live', { timeoutMs: 10_000 })
+  assert.equal(sub.client.status, 'live')
+  assert.equal(sub.client.isFallback, false)
+  assert.deepEqual(
+    sub.events.map(({ status, previous, source }) => ({ status, previous, source })),
+    [{ status: 'live', previous: undefined, source: 'status-endpoint' }],
+  )
+  assert.equal(sub.client.statusReport?.status, 'live')
+
+  await h.sql(`INSERT INTO items VALUES (51, 'new')`)
+  await h.sql(`UPDATE items SET title = 'changed' WHERE id = 1`)
+  await h.sql(`DELETE FROM items WHERE id = 2`)
+  await sub.waitForRows(
+    (rows) => rows.some((r) => r.id === 51) && rows.find((r) => r.id === 1)?.title === 'changed' &&
+      !rows.some((r) => r.id === 2),
+    10_000, 'insert, update and delete')
+  const { rows: expected } = await h.sql('SELECT id, title FROM items')
+  assert.equal(canonical(sub.client.shape.currentRows), canonical(expected))
+  assert.deepEqual(sub.errors, [])
+  // Live: no status polling beyond the first request.
+  assert.equal(sub.statusRequests.length, 1)
+})
+
+test('a bad request is an error event and stops the stream, nothing is thrown', async () => {
+  const sub = openClient(h, { table: 'items', where: 'no_such_column = 1' })
+  sub.client.stream.subscribe(() => {})
+  await assert.rejects(sub.client.waitForStatus('fallback', { timeoutMs: 10_000 }), /stream stopped/)
+  const streamErrors = sub.errors.filter((e) => e.source === 'stream')
+  assert.equal(streamErrors.length, 1)
+  assert.equal(streamErrors[0].willRetry, false)
+  assert.ok(streamErrors[0].error instanceof FetchError)
+  assert.equal(streamErrors[0].error.status, 400)
+})
+
+test('a user onError that retries is honoured', async () => {
+  let calls = 0
+  const sub = openClient(h, { table: 'items', where: 'no_such_column = 1' }, {
+    backoffOptions: { initialDelay: 10, maxDelay: 20, multiplier: 1 },
+    onError: () => (++calls < 3 ? {} : undefined),
+  })
+  sub.client.stream.subscribe(() => {})
+  await assert.rejects(sub.client.waitForStatus('fallback', { timeoutMs: 10_000 }), /stream stopped/)
+  assert.equal(calls, 3)
+  assert.deepEqual(sub.errors.filter((e) => e.source === 'stream').map((e) => e.willRetry), [true, true, false])
+})
