@@ -121,7 +121,13 @@ export class ShapeProxyStream<T extends Row<unknown> = Row> {
 
     const userSignal = streamOptions.signal
     if (userSignal?.aborted) this.close()
-    else userSignal?.addEventListener('abort', () => this.close(), { once: true })
+    else if (userSignal) {
+      const onAbort = () => this.close()
+      userSignal.addEventListener('abort', onAbort, { once: true })
+      this.#abort.signal.addEventListener('abort', () => userSignal.removeEventListener('abort', onAbort), {
+        once: true,
+      })
+    }
 
     const userOnError = streamOptions.onError
     this.stream = new ShapeStream<T>({

@@ -86,3 +86,16 @@ test('a user onError that retries is honoured', async () => {
   assert.equal(calls, 3)
   assert.deepEqual(sub.errors.filter((e) => e.source === 'stream').map((e) => e.willRetry), [true, true, false])
 })
+
+test("aborting the application's signal closes the stream and stops status polling", async () => {
+  const controller = new AbortController()
+  const sub = openClient(h, { table: 'items' }, {
+    signal: controller.signal, pollStatusWhileLive: true, statusPollIntervalMs: 50,
+  })
+  await sub.client.shape.rows
+  controller.abort()
+  await assert.rejects(sub.client.waitForStatus('fallback'), /stopped|closed/)
+  const polls = sub.statusRequests.length
+  await new Promise((resolve) => setTimeout(resolve, 1_300)) // past max-age
+  assert.equal(sub.statusRequests.length, polls, 'no status request after abort')
+})
