@@ -2,14 +2,14 @@
 // see tests/e2e/harness.js) and a ShapeProxyStream opened against it, built
 // from dist/ exactly as an application imports the package. Every client
 // records its status events, errors and the status requests it made.
-import { ShapeProxyStream } from '../dist/index.js'
+import { maxAgeMs, ShapeProxyStream } from '../dist/index.js'
 
 export { useHarness, waitFor } from '../../../tests/e2e/harness.js'
 
 // Opens a client on the harness's proxy; closed at harness teardown.
 // Returns { client, events, errors, statusRequests, waitForRows, rowsById }.
 export function openClient(h, params, options = {}) {
-  const statusRequests = [] // {at, ifNoneMatch, status, etag}
+  const statusRequests = [] // {at, ifNoneMatch, status, etag, maxAgeMs}
   const recordingFetch = async (input, init) => {
     const url = String(input instanceof Request ? input.url : input)
     if (!new URL(url).pathname.endsWith('/v1/status')) return fetch(input, init)
@@ -18,6 +18,7 @@ export function openClient(h, params, options = {}) {
     const response = await fetch(input, init)
     entry.status = response.status
     entry.etag = response.headers.get('etag')
+    entry.maxAgeMs = maxAgeMs(response.headers.get('cache-control'))
     return response
   }
   const client = new ShapeProxyStream({ url: h.shapeUrl, params, fetchClient: recordingFetch, ...options })
