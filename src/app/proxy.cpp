@@ -214,6 +214,7 @@ asio::awaitable<Result<void>> Proxy::start(std::vector<replication::TableName> t
   registry_options.shapes_dir = std::filesystem::absolute(config.data_dir / "shapes");
   registry_options.compact_bytes = config.compact_bytes;
   registry_options.idle_timeout = config.shape_idle_timeout;
+  registry_options.fallback_poll_interval = config.fallback_poll_interval;
   state->registry = std::make_shared<shapes::ShapeRegistry>(strand, pool, registry_options);
   // Load saved shapes on the strand before anything else touches the registry.
   auto registry = state->registry;
@@ -238,6 +239,7 @@ asio::awaitable<Result<void>> Proxy::start(std::vector<replication::TableName> t
   state->stream = std::make_shared<replication::ReplicationStream>(strand, options, state->ingest);
   status::StatusMonitorOptions monitor_options;
   monitor_options.slot_name = config.slot_name;
+  monitor_options.grace_period = config.fallback_grace;
   state->monitor = std::make_shared<status::ReplicationStatusMonitor>(monitor_options);
   state->ingest.attach(state->stream, state->registry, state->monitor);
   state->core = strand;
@@ -257,6 +259,8 @@ asio::awaitable<Result<void>> Proxy::start(std::vector<replication::TableName> t
   const std::string fallback_conninfo = config.fallback_database_url.value_or(state->conninfo);
   fallback::FallbackQueryOptions fallback_options;
   fallback_options.source = config.fallback_database_url ? "standby" : "primary";
+  fallback_options.max_in_flight = config.fallback_max_queries;
+  fallback_options.reuse_window = config.fallback_poll_interval;
   auto fallback_pool = std::make_shared<pg::ConnectionPool>(fallback_strand, fallback_conninfo,
                                                             fallback_options.max_in_flight);
   state->fallback =
@@ -298,7 +302,10 @@ asio::awaitable<Result<void>> Proxy::start(std::vector<replication::TableName> t
   };
   state->request_metrics = std::make_shared<status::RequestMetrics>();
   router.add(http::Verb::get, "/v1/health", status::health_handler(state->monitor));
-  router.add(http::Verb::get, "/v1/status", status::status_handler(state->monitor, gauges));
+  status::StatusEndpointOptions status_options;
+  status_options.max_age_seconds = config.status_max_age_seconds;
+  router.add(http::Verb::get, "/v1/status",
+             status::status_handler(state->monitor, gauges, status_options));
   router.add(http::Verb::get, "/metrics",
              status::metrics_handler(state->monitor, gauges, state->request_metrics));
   http::ServerOptions server_options;

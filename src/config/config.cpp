@@ -170,6 +170,39 @@ const std::vector<Setting>& settings() {
          c.shape_idle_timeout = std::chrono::seconds(seconds.value());
          return {};
        }},
+      {"--fallback-grace-ms", "SHAPEPROXY_FALLBACK_GRACE_MS", "MS",
+       "How long replication must be unavailable before serving in fallback mode (default 2000).",
+       [](Config& c, const std::string& v) -> Result<void> {
+         auto ms = parse_integer(v, 0, 3'600'000);
+         if (!ms) return ms.error();
+         c.fallback_grace = std::chrono::milliseconds(ms.value());
+         return {};
+       }},
+      {"--fallback-poll-interval-ms", "SHAPEPROXY_FALLBACK_POLL_INTERVAL_MS", "MS",
+       "In fallback mode, re-query a shape being read at most this often (default 1000).",
+       [](Config& c, const std::string& v) -> Result<void> {
+         auto ms = parse_integer(v, 50, 600'000);
+         if (!ms) return ms.error();
+         c.fallback_poll_interval = std::chrono::milliseconds(ms.value());
+         return {};
+       }},
+      {"--fallback-max-queries", "SHAPEPROXY_FALLBACK_MAX_QUERIES", "N",
+       "Fallback queries running at once (the fallback pool size); 64 more may wait, beyond "
+       "that requests get 503 + retry-after (default 4).",
+       [](Config& c, const std::string& v) -> Result<void> {
+         auto n = parse_integer(v, 1, 1'000);
+         if (!n) return n.error();
+         c.fallback_max_queries = static_cast<std::size_t>(n.value());
+         return {};
+       }},
+      {"--status-max-age-s", "SHAPEPROXY_STATUS_MAX_AGE_S", "SECONDS",
+       "Cache-Control max-age of GET /v1/status (default 5).",
+       [](Config& c, const std::string& v) -> Result<void> {
+         auto seconds = parse_integer(v, 0, 3'600);
+         if (!seconds) return seconds.error();
+         c.status_max_age_seconds = static_cast<int>(seconds.value());
+         return {};
+       }},
   };
   return all;
 }

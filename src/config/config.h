@@ -33,6 +33,12 @@ struct Config {
   std::size_t chunk_bytes = 10 * 1024 * 1024;      // largest response body of a shape log
   std::uint64_t compact_bytes = 64 * 1024 * 1024;  // a shape's operations on disk before compaction
   std::chrono::seconds shape_idle_timeout{7 * 24 * 3600};  // zero: keep shapes forever
+  // Degraded mode.
+  std::chrono::milliseconds fallback_grace{2'000};  // replication down this long: fallback
+  std::chrono::milliseconds fallback_poll_interval{
+      1'000};                            // a shape is re-queried at most this often
+  std::size_t fallback_max_queries = 4;  // fallback queries in flight; beyond: 503 + retry-after
+  int status_max_age_seconds = 5;        // Cache-Control max-age of GET /v1/status
 };
 
 // What the command line asked for.

@@ -47,6 +47,28 @@ TEST(ConfigTest, EnvironmentSetsValuesAndFlagsWin) {
   EXPECT_EQ(parsed->config.data_dir, "/var/lib/shapeproxy");
 }
 
+TEST(ConfigTest, DegradedModeSettings) {
+  auto defaults = parse({});
+  ASSERT_TRUE(defaults) << defaults.error().to_string();
+  EXPECT_EQ(defaults->config.fallback_grace, std::chrono::milliseconds(2'000));
+  EXPECT_EQ(defaults->config.fallback_poll_interval, std::chrono::milliseconds(1'000));
+  EXPECT_EQ(defaults->config.fallback_max_queries, 4u);
+  EXPECT_EQ(defaults->config.status_max_age_seconds, 5);
+
+  auto set = parse(
+      {"--fallback-grace-ms", "500", "--status-max-age-s=1"},
+      {{"SHAPEPROXY_FALLBACK_POLL_INTERVAL_MS", "250"}, {"SHAPEPROXY_FALLBACK_MAX_QUERIES", "2"}});
+  ASSERT_TRUE(set) << set.error().to_string();
+  EXPECT_EQ(set->config.fallback_grace, std::chrono::milliseconds(500));
+  EXPECT_EQ(set->config.fallback_poll_interval, std::chrono::milliseconds(250));
+  EXPECT_EQ(set->config.fallback_max_queries, 2u);
+  EXPECT_EQ(set->config.status_max_age_seconds, 1);
+
+  EXPECT_FALSE(parse({"--fallback-poll-interval-ms", "0"}));
+  EXPECT_FALSE(parse({"--fallback-max-queries", "0"}));
+  EXPECT_FALSE(parse({"--status-max-age-s", "-1"}));
+}
+
 TEST(ConfigTest, KeyValueConninfoIsAccepted) {
   auto parsed = parse({"--database-url", "host=/tmp port=5432 dbname=app user=u"});
   ASSERT_TRUE(parsed) << parsed.error().to_string();
