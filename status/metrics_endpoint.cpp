@@ -2,6 +2,9 @@
 
 #include <spdlog/fmt/fmt.h>
 
+#include <boost/beast/http/verb.hpp>
+#include <chrono>
+
 #include <cmath>
 #include <iterator>
 #include <utility>
@@ -60,32 +63,32 @@ class ExpositionWriter {
 };
 
 void write_request_families(ExpositionWriter& out, const RequestMetrics& requests) {
-  const auto routes = requests.snapshot();
+  const auto series = requests.snapshot();
   out.family("shapeproxy_http_requests_total", "counter",
-             "HTTP requests answered, by route and status code.");
-  for (const auto& route : routes) {
-    for (const auto& [status, count] : route.responses_by_status) {
-      out.sample("shapeproxy_http_requests_total",
-                 fmt::format("route=\"{}\",status=\"{}\"", escape_label(route.route), status),
+             "HTTP requests answered, by route, method and status code.");
+  for (const auto& s : series) {
+    const std::string labels =
+        fmt::format("route=\"{}\",method=\"{}\"", escape_label(s.route), escape_label(s.method));
+    for (const auto& [code, count] : s.responses_by_status) {
+      out.sample("shapeproxy_http_requests_total", fmt::format("{},code=\"{}\"", labels, code),
                  count);
     }
   }
   out.family("shapeproxy_http_request_duration_seconds", "histogram",
-             "Time from request to response, by route.");
-  for (const auto& route : routes) {
-    const std::string label = escape_label(route.route);
+             "Time from request read to response written, by route and method.");
+  for (const auto& s : series) {
+    const std::string labels =
+        fmt::format("route=\"{}\",method=\"{}\"", escape_label(s.route), escape_label(s.method));
     for (std::size_t i = 0; i < RequestMetrics::kBucketBounds.size(); ++i) {
-      out.sample("shapeproxy_http_request_duration_seconds_bucket",
-                 fmt::format("route=\"{}\",le=\"{}\"", label,
-                             format_value(RequestMetrics::kBucketBounds[i])),
-                 route.cumulative_buckets[i]);
+      out.sample(
+          "shapeproxy_http_request_duration_seconds_bucket",
+          fmt::format("{},le=\"{}\"", labels, format_value(RequestMetrics::kBucketBounds[i])),
+          s.cumulative_buckets[i]);
     }
     out.sample("shapeproxy_http_request_duration_seconds_bucket",
-               fmt::format("route=\"{}\",le=\"+Inf\"", label), route.count);
-    out.sample("shapeproxy_http_request_duration_seconds_sum", fmt::format("route=\"{}\"", label),
-               route.seconds_sum);
-    out.sample("shapeproxy_http_request_duration_seconds_count", fmt::format("route=\"{}\"", label),
-               route.count);
+               fmt::format("{},le=\"+Inf\"", labels), s.count);
+    out.sample("shapeproxy_http_request_duration_seconds_sum", labels, s.seconds_sum);
+    out.sample("shapeproxy_http_request_duration_seconds_count", labels, s.count);
   }
 }
 
@@ -149,6 +152,16 @@ http::Handler metrics_handler(std::shared_ptr<const ReplicationStatusMonitor> mo
     response.set_header("content-type", "text/plain; version=0.0.4; charset=utf-8");
     response.set_header("cache-control", "no-store");
     exchange->respond(std::move(response));
+  };
+}
+
+http::RequestObserver request_metrics_observer(std::shared_ptr<RequestMetrics> requests) {
+  return [requests = std::move(requests)](const http::RequestRecord& record) {
+    const std::string_view method = record.method == http::Verb::unknown
+                                        ? "other"
+                                        : boost::beast::http::to_string(record.method);
+    requests->record(record.route.empty() ? RequestMetrics::kOtherRoute : record.route, method,
+                     record.status, std::chrono::duration<double>(record.duration).count());
   };
 }
 

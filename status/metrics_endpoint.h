@@ -16,14 +16,17 @@
 //   fallback_queries_refused_total      counter
 //   parked_requests                     gauge
 //   shapes                              gauge
-//   http_requests_total{route,status}   counter
-//   http_request_duration_seconds{route} histogram (_bucket{le}, _sum, _count)
+//   http_requests_total{route,method,code}       counter
+//   http_request_duration_seconds{route,method}  histogram (_bucket{le}, _sum, _count)
+// Routes are the routed paths ("/v1/shape", "/v1/status", ...) or "other"
+// (unrouted paths, requests refused before routing: 400/414/431/503).
 #pragma once
 
 #include <memory>
 #include <string>
 
 #include "http/exchange.h"
+#include "http/server.h"
 #include "status/request_metrics.h"
 #include "status/serving_gauges.h"
 #include "status/status_monitor.h"
@@ -38,5 +41,9 @@ std::string render_metrics(const StatusSnapshot& snapshot, const ServingGauges& 
 // `requests` may be null. Thread-safe.
 http::Handler metrics_handler(std::shared_ptr<const ReplicationStatusMonitor> monitor,
                               ServingGauges gauges, std::shared_ptr<const RequestMetrics> requests);
+
+// The HTTP server's request observer (ServerOptions::on_request_done) that
+// records every answered request into `requests`. Lock-free, thread-safe.
+http::RequestObserver request_metrics_observer(std::shared_ptr<RequestMetrics> requests);
 
 }  // namespace shapeproxy::status

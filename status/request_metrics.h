@@ -1,18 +1,21 @@
-// What: RequestMetrics, per-route HTTP request counts (by status code) and
-// latency histograms with fixed buckets, for GET /metrics.
-// Why: the HTTP layer records one sample per answered request from many
-// threads; the metrics endpoint reads a consistent copy. Route labels must
-// stay few (Prometheus cardinality): callers pass the routed path (never the
-// raw target) and, past `max_routes` distinct routes, samples count as "other".
+// What: RequestMetrics, HTTP request counts by route, method and status code,
+// and latency histograms by route and method (fixed buckets), for GET /metrics.
+// Why: the HTTP layer records one sample per answered request from every I/O
+// thread, so recording is lock-free (relaxed atomics in a table fixed at
+// construction); the metrics endpoint reads a copy. Labels stay few
+// (Prometheus cardinality): routes are the ones given at construction (the
+// router's paths) plus "other", methods a fixed list plus "other", status
+// codes 100-599 (anything outside counts as 500).
 #pragma once
 
 #include <array>
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
-#include <map>
-#include <mutex>
+#include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace shapeproxy::status {
@@ -23,36 +26,52 @@ class RequestMetrics {
   // last up to the long-poll timeout, hence the long tail.
   static constexpr std::array<double, 14> kBucketBounds{0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
                                                         0.5,   1,     2.5,  5,     10,   30,  60};
+  // Method labels; any other method is counted as "other".
+  static constexpr std::array<std::string_view, 8> kMethods{"GET",    "HEAD",    "POST",  "PUT",
+                                                            "DELETE", "OPTIONS", "PATCH", "other"};
+  static constexpr std::string_view kOtherRoute = "other";
 
-  struct RouteSnapshot {
+  // One (route, method) series that saw at least one request.
+  struct SeriesSnapshot {
     std::string route;
-    std::map<unsigned, std::uint64_t> responses_by_status;
+    std::string method;
+    std::vector<std::pair<unsigned, std::uint64_t>> responses_by_status;  // ascending status
     // Cumulative counts per kBucketBounds entry (Prometheus `le` semantics).
     std::array<std::uint64_t, kBucketBounds.size()> cumulative_buckets{};
     double seconds_sum = 0;
     std::uint64_t count = 0;  // also the +Inf bucket
   };
 
-  explicit RequestMetrics(std::size_t max_routes = 32);
+  // `routes`: the route labels to keep apart (e.g. "/v1/shape"); every other
+  // route is recorded as "other".
+  explicit RequestMetrics(std::vector<std::string> routes);
+  ~RequestMetrics();
+  RequestMetrics(const RequestMetrics&) = delete;
+  RequestMetrics& operator=(const RequestMetrics&) = delete;
 
-  // One answered request: its route ("/v1/shape"), HTTP status and the time
-  // from request read to response written. Thread-safe.
-  void record(std::string_view route, unsigned status, double seconds);
+  // One answered request: its route ("/v1/shape"; unknown or empty: "other"),
+  // method ("GET"), HTTP status and the time from request read to response
+  // written. Thread-safe, lock-free.
+  void record(std::string_view route, std::string_view method, unsigned status, double seconds);
 
-  // A copy of everything recorded, ordered by route. Thread-safe.
-  std::vector<RouteSnapshot> snapshot() const;
+  // A copy of every series with requests, ordered by route ("other" last)
+  // then method.
+  // Thread-safe; concurrent records may or may not be included.
+  std::vector<SeriesSnapshot> snapshot() const;
 
  private:
-  struct RouteStats {
-    std::map<unsigned, std::uint64_t> responses_by_status;
-    std::array<std::uint64_t, kBucketBounds.size()> bucket_counts{};  // not cumulative
-    double seconds_sum = 0;
-    std::uint64_t count = 0;
+  static constexpr unsigned kMinStatus = 100;
+  static constexpr unsigned kMaxStatus = 599;
+  struct Series {
+    std::array<std::atomic<std::uint64_t>, kMaxStatus - kMinStatus + 1> by_status{};
+    std::array<std::atomic<std::uint64_t>, kBucketBounds.size() + 1> buckets{};  // + Inf
+    std::atomic<std::uint64_t> nanoseconds_sum{0};
   };
 
-  const std::size_t max_routes_;
-  mutable std::mutex mutex_;
-  std::map<std::string, RouteStats, std::less<>> routes_;
+  std::size_t route_index(std::string_view route) const;
+
+  std::vector<std::string> routes_;   // sorted; the last one is kOtherRoute
+  std::unique_ptr<Series[]> series_;  // routes_.size() x kMethods.size()
 };
 
 }  // namespace shapeproxy::status

@@ -300,15 +300,18 @@ asio::awaitable<Result<void>> Proxy::start(std::vector<replication::TableName> t
     auto registry = weak_registry.lock();
     return registry ? registry->parked_reads() : 0;
   };
-  state->request_metrics = std::make_shared<status::RequestMetrics>();
   router.add(http::Verb::get, "/v1/health", status::health_handler(state->monitor));
   status::StatusEndpointOptions status_options;
   status_options.max_age_seconds = config.status_max_age_seconds;
   router.add(http::Verb::get, "/v1/status",
              status::status_handler(state->monitor, gauges, status_options));
+  auto metric_routes = router.paths();  // request metrics keep these apart
+  metric_routes.emplace_back("/metrics");
+  state->request_metrics = std::make_shared<status::RequestMetrics>(std::move(metric_routes));
   router.add(http::Verb::get, "/metrics",
              status::metrics_handler(state->monitor, gauges, state->request_metrics));
   http::ServerOptions server_options;
+  server_options.on_request_done = status::request_metrics_observer(state->request_metrics);
   server_options.address = config.listen_address;
   server_options.port = config.port;
   state->server = std::make_unique<http::HttpServer>(state->io, server_options, std::move(router));

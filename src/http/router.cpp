@@ -25,6 +25,18 @@ const Handler* Router::find(Verb method, std::string_view path) const {
 
 bool Router::has_path(std::string_view path) const { return routes_.find(path) != routes_.end(); }
 
+std::string_view Router::route_of(std::string_view path) const {
+  auto it = routes_.find(path);
+  return it == routes_.end() ? std::string_view() : std::string_view(it->first);
+}
+
+std::vector<std::string> Router::paths() const {
+  std::vector<std::string> out;
+  out.reserve(routes_.size());
+  for (const auto& [path, handlers] : routes_) out.push_back(path);
+  return out;
+}
+
 std::string Router::allowed_methods(std::string_view path) const {
   std::string out;
   auto it = routes_.find(path);

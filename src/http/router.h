@@ -22,6 +22,11 @@ class Router {
   const Handler* find(Verb method, std::string_view path) const;
   // Whether any method is routed on `path` (tells 405 from 404).
   bool has_path(std::string_view path) const;
+  // The stored path equal to `path` (valid as long as the router), or "" when
+  // nothing is routed on `path`: a label that never holds request bytes.
+  std::string_view route_of(std::string_view path) const;
+  // Every routed path, sorted.
+  std::vector<std::string> paths() const;
   // "GET, DELETE, OPTIONS": the methods routed on `path`, plus OPTIONS.
   std::string allowed_methods(std::string_view path) const;
 

@@ -13,11 +13,29 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "common/result.h"
 #include "http/router.h"
 
 namespace shapeproxy::http {
+
+// One answered request, as reported to ServerOptions::on_request_done.
+struct RequestRecord {
+  // The routed path ("/v1/shape"); empty when no route matched or the request
+  // was refused before routing (malformed, too large, connection limit).
+  std::string_view route;
+  Verb method = Verb::unknown;  // unknown when the request line was not parsed
+  unsigned status = 0;
+  // From the request read (or refused) to the response's last byte written;
+  // for an event stream, to the end of the stream.
+  std::chrono::steady_clock::duration duration{};
+};
+
+// Runs on the connection's I/O thread once per answered request; must be
+// thread-safe and cheap (it is on every response's path). Not called for
+// exchanges that die unanswered (client gone, write failed).
+using RequestObserver = std::function<void(const RequestRecord&)>;
 
 struct ServerOptions {
   std::string address = "0.0.0.0";
@@ -40,6 +58,7 @@ struct ServerOptions {
       "electric-offset, electric-handle, electric-schema, electric-cursor, electric-up-to-date, "
       "electric-fallback-mode, retry-after, etag";
   int cors_max_age_seconds = 86400;  // access-control-max-age on preflight
+  RequestObserver on_request_done;   // optional: request metrics
 };
 
 namespace detail {

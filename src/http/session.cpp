@@ -170,6 +170,7 @@ void Session::run() {
 
 void Session::run_rejected() {
   net::dispatch(stream_.get_executor(), [self = shared_from_this()] {
+    self->begin_record({}, Verb::unknown);
     Response r = json_error(503, "Too many open connections");
     r.headers.emplace_back("retry-after", std::to_string(self->opts_.retry_after_seconds));
     self->write_response(std::move(r), /*close=*/true);
@@ -258,6 +259,8 @@ bool Session::parse_buffered(error_code& ec) {
 }
 
 void Session::on_read(error_code ec) {
+  if (ec && ec != bhttp::error::end_of_stream && is_http_parse_error(ec))
+    begin_record({}, parser_->get().method());
   if (ec == bhttp::error::header_limit) {
     unsigned status = classify_header_limit();
     return write_error_and_close(status,
@@ -272,6 +275,7 @@ void Session::on_read(error_code ec) {
 
   first_request_ = false;
   const auto& req = parser_->get();
+  begin_record({}, req.method());
   if (req.target().size() > opts_.max_url_bytes) return write_error_and_close(414, "URI too long");
   if (header_bytes() > opts_.max_header_bytes)
     return write_error_and_close(431, "Request headers too large");
@@ -304,6 +308,7 @@ size_t Session::header_bytes() const {
 void Session::handle(Request request) {
   origin_ = std::string(request.header("origin").value_or(""));
   const Router& router = server_->router;
+  record_route_ = router.route_of(request.path());
   if (request.method() == Verb::options && !router.find(Verb::options, request.path())) {
     if (!router.has_path(request.path()))
       return write_response(json_error(404, "Not found"), false);
@@ -375,6 +380,7 @@ void Session::write_response(Response response, bool close) {
   state_ = State::kWriting;
   close_after_write_ = close || !keep_alive_ || closing_;
   build_message(response_.emplace(), std::move(response), !close_after_write_);
+  record_status_ = response_->result_int();
   stream_.expires_after(opts_.write_timeout);
   bhttp::async_write(stream_, *response_,
                      [self = shared_from_this()](error_code ec, size_t) { self->on_write(ec); });
@@ -409,6 +415,7 @@ void Session::write_shared(const std::shared_ptr<const SharedResponse>& shared) 
   if (!wire || wire->empty()) return write_response(Response::share(shared), false);
   state_ = State::kWriting;
   close_after_write_ = false;
+  record_status_ = shared->response().status;
   wire_ = std::move(wire);
   stream_.expires_after(opts_.write_timeout);
   net::async_write(stream_, net::const_buffer(wire_->data(), wire_->size()),
@@ -422,6 +429,7 @@ void Session::on_write(error_code ec) {
     spdlog::debug("http: write failed: {}", ec.message());
     return close_now();
   }
+  finish_record();
   if (close_after_write_) return linger_close();
   wait_for_request();
 }
@@ -486,6 +494,7 @@ void Session::on_watch(error_code ec, uint64_t generation) {
 void Session::stream_start(const std::shared_ptr<ExchangeImpl>& ex, Params headers) {
   if (ex != exchange_ || state_ != State::kHandling) return;
   state_ = State::kStreaming;
+  record_status_ = 200;
   auto& res = stream_header_.emplace();
   res.version(11);
   res.result(bhttp::status::ok);
@@ -562,8 +571,33 @@ void Session::on_stream_done(error_code ec) {
   stream_frames_.clear();
   stream_ending_ = false;
   if (ec) return close_now();
+  finish_record();
   if (!keep_alive) return linger_close();
   wait_for_request();
+}
+
+// ---------------------------------------------------------------------------
+// Session: request metrics
+
+void Session::begin_record(std::string_view route, Verb method) {
+  if (!opts_.on_request_done) return;
+  recording_ = true;
+  record_start_ = std::chrono::steady_clock::now();
+  record_route_ = route;
+  record_method_ = method;
+  record_status_ = 0;
+}
+
+void Session::finish_record() {
+  if (!recording_) return;
+  recording_ = false;
+  RequestRecord record{record_route_, record_method_, record_status_,
+                       std::chrono::steady_clock::now() - record_start_};
+  try {
+    opts_.on_request_done(record);
+  } catch (const std::exception& e) {
+    spdlog::error("http: request observer threw: {}", e.what());
+  }
 }
 
 // ---------------------------------------------------------------------------
@@ -577,6 +611,7 @@ void Session::abort_exchange() {
 
 void Session::close_now() {
   if (state_ == State::kClosed) return;
+  recording_ = false;  // unanswered: not a request the client saw answered
   abort_exchange();
   state_ = State::kClosed;
   watching_ = false;

@@ -16,6 +16,7 @@
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/serializer.hpp>
 #include <boost/beast/http/string_body.hpp>
+#include <chrono>
 #include <deque>
 #include <memory>
 #include <mutex>
@@ -149,6 +150,10 @@ class Session : public std::enable_shared_from_this<Session> {
   void on_stream_write(boost::system::error_code ec);
   void on_stream_done(boost::system::error_code ec);
 
+  // Request metrics (ServerOptions::on_request_done) for the current request.
+  void begin_record(std::string_view route, Verb method);
+  void finish_record();  // the response was written: report it
+
   // Closing.
   void do_shutdown();
   void abort_exchange();
@@ -185,6 +190,12 @@ class Session : public std::enable_shared_from_this<Session> {
   bool stream_ending_ = false;
 
   std::array<char, 4096> drain_buffer_{};
+
+  bool recording_ = false;
+  std::chrono::steady_clock::time_point record_start_;
+  std::string_view record_route_;  // points into the router (or a literal)
+  Verb record_method_ = Verb::unknown;
+  unsigned record_status_ = 0;
 };
 
 }  // namespace shapeproxy::http::detail

@@ -620,6 +620,85 @@ TEST_F(HttpServerTest, CallbacksCapturingTheExchangeDoNotLeak) {
   EXPECT_TRUE(released);
 }
 
+// --- request observer (metrics) ---------------------------------------------
+
+// Records reported through ServerOptions::on_request_done, from any thread.
+class RecordLog {
+ public:
+  struct Entry {
+    std::string route;
+    Verb method;
+    unsigned status;
+    std::chrono::steady_clock::duration duration;
+  };
+  RequestObserver observer() {
+    return [this](const RequestRecord& r) {
+      std::lock_guard lock(mu_);
+      entries_.push_back({std::string(r.route), r.method, r.status, r.duration});
+      cv_.notify_all();
+    };
+  }
+  // Waits up to 5 s for `n` entries.
+  std::vector<Entry> wait_for(size_t n) {
+    std::unique_lock lock(mu_);
+    EXPECT_TRUE(cv_.wait_for(lock, 5s, [&] { return entries_.size() >= n; }))
+        << "only " << entries_.size() << " records";
+    return entries_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<Entry> entries_;
+};
+
+TEST_F(HttpServerTest, ObserverSeesRouteMethodStatusAndDuration) {
+  RecordLog log;
+  Parking parking;
+  Router router;
+  router.add(Verb::get, "/hello", text("hi"));
+  router.add(Verb::get, "/poll", [&](std::shared_ptr<Exchange> ex) { parking.park(ex); });
+  ServerOptions options;
+  options.on_request_done = log.observer();
+  start(std::move(router), options);
+
+  EXPECT_EQ(get("/hello?a=1").result_int(), 200);
+  EXPECT_EQ(get("/nope").result_int(), 404);
+  EXPECT_EQ(raw("POST /hello HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n").result_int(), 405);
+  {
+    auto socket = connect();  // gone while parked: never answered, not recorded
+    send_get(socket, "/poll");
+    parking.wait_for(1);
+  }
+  auto socket = connect();
+  send_get(socket, "/poll");
+  auto parked = parking.wait_for(2)[1];
+  std::this_thread::sleep_for(50ms);
+  parked->respond(Response::json(200, "[]"));
+  beast::flat_buffer buffer;
+  EXPECT_EQ(read_response(socket, buffer).result_int(), 200);
+
+  auto entries = log.wait_for(4);
+  std::this_thread::sleep_for(100ms);  // an unexpected fifth record would show now
+  entries = log.wait_for(4);
+  ASSERT_EQ(entries.size(), 4u);
+  // A request is reported after its write completed, which may come after
+  // the client read the next response: look entries up by route and status.
+  auto find = [&](std::string_view route, unsigned status) -> const RecordLog::Entry& {
+    auto it = std::find_if(entries.begin(), entries.end(),
+                           [&](const auto& e) { return e.route == route && e.status == status; });
+    EXPECT_NE(it, entries.end()) << route << " " << status;
+    static const RecordLog::Entry missing{};
+    return it == entries.end() ? missing : *it;
+  };
+  const auto& hello = find("/hello", 200);  // the routed path, never the raw target
+  EXPECT_EQ(hello.method, Verb::get);
+  EXPECT_LT(hello.duration, 1s);
+  EXPECT_EQ(find("", 404).method, Verb::get);  // nothing routed
+  EXPECT_EQ(find("/hello", 405).method, Verb::post);
+  EXPECT_GE(find("/poll", 200).duration, 50ms);  // parked time counts
+}
+
 // --- SSE --------------------------------------------------------------------
 
 TEST_F(HttpServerTest, ServerSentEventsArriveInOrder) {

@@ -47,7 +47,8 @@ class StatusEndpointsTest : public ::testing::Test {
     };
     gauges_.shape_count = [] { return std::uint64_t{12}; };
     gauges_.parked_requests = [] { return std::uint64_t{40}; };
-    requests_ = std::make_shared<RequestMetrics>();
+    requests_ = std::make_shared<RequestMetrics>(
+        std::vector<std::string>{"/v1/shape", "/v1/status", "/v1/health", "/metrics"});
   }
 
   void TearDown() override {
@@ -81,6 +82,7 @@ class StatusEndpointsTest : public ::testing::Test {
     http::ServerOptions server_options;
     server_options.address = "127.0.0.1";
     server_options.port = 0;
+    server_options.on_request_done = request_metrics_observer(requests_);
     server_ = std::make_unique<http::HttpServer>(ioc_, server_options, std::move(router));
     auto started = server_->start();
     ASSERT_TRUE(started.ok()) << started.error().to_string();
@@ -289,11 +291,24 @@ std::optional<double> value_of(const std::vector<Sample>& samples, const std::st
   return std::nullopt;
 }
 
+// Scrapes (GET /metrics) until `ready` holds for the samples (at most ~2 s);
+// the last samples.
+template <class Scrape, class Ready>
+std::vector<Sample> poll_metrics(Scrape scrape, Ready ready) {
+  std::vector<Sample> samples;
+  for (int attempt = 0; attempt < 200; ++attempt) {
+    samples = parse_exposition(scrape().body());
+    if (ready(samples)) break;
+    std::this_thread::sleep_for(10ms);
+  }
+  return samples;
+}
+
 TEST_F(StatusEndpointsTest, MetricsAreParseableWithAOneHotState) {
-  requests_->record("/v1/shape", 200, 0.003);
-  requests_->record("/v1/shape", 200, 0.2);
-  requests_->record("/v1/shape", 503, 12.0);
-  requests_->record("/v1/status", 304, 0.0001);
+  requests_->record("/v1/shape", "GET", 200, 0.003);
+  requests_->record("/v1/shape", "GET", 200, 0.2);
+  requests_->record("/v1/shape", "GET", 503, 12.0);
+  requests_->record("/v1/status", "GET", 304, 0.0001);
   start();
   go_live();
   go_fallback();
@@ -322,26 +337,26 @@ TEST_F(StatusEndpointsTest, MetricsAreParseableWithAOneHotState) {
   EXPECT_EQ(value_of(samples, "shapeproxy_shapes"), 12);
 
   EXPECT_EQ(value_of(samples, "shapeproxy_http_requests_total",
-                     {{"route", "/v1/shape"}, {"status", "200"}}),
+                     {{"route", "/v1/shape"}, {"method", "GET"}, {"code", "200"}}),
             2);
   EXPECT_EQ(value_of(samples, "shapeproxy_http_requests_total",
-                     {{"route", "/v1/shape"}, {"status", "503"}}),
+                     {{"route", "/v1/shape"}, {"method", "GET"}, {"code", "503"}}),
             1);
   EXPECT_EQ(value_of(samples, "shapeproxy_http_request_duration_seconds_bucket",
-                     {{"route", "/v1/shape"}, {"le", "0.005"}}),
+                     {{"route", "/v1/shape"}, {"method", "GET"}, {"le", "0.005"}}),
             1);
   EXPECT_EQ(value_of(samples, "shapeproxy_http_request_duration_seconds_bucket",
-                     {{"route", "/v1/shape"}, {"le", "0.25"}}),
+                     {{"route", "/v1/shape"}, {"method", "GET"}, {"le", "0.25"}}),
             2);
   EXPECT_EQ(value_of(samples, "shapeproxy_http_request_duration_seconds_bucket",
-                     {{"route", "/v1/shape"}, {"le", "+Inf"}}),
+                     {{"route", "/v1/shape"}, {"method", "GET"}, {"le", "+Inf"}}),
             3);
-  EXPECT_EQ(
-      value_of(samples, "shapeproxy_http_request_duration_seconds_count", {{"route", "/v1/shape"}}),
-      3);
-  EXPECT_NEAR(
-      *value_of(samples, "shapeproxy_http_request_duration_seconds_sum", {{"route", "/v1/shape"}}),
-      12.203, 1e-9);
+  EXPECT_EQ(value_of(samples, "shapeproxy_http_request_duration_seconds_count",
+                     {{"route", "/v1/shape"}, {"method", "GET"}}),
+            3);
+  EXPECT_NEAR(*value_of(samples, "shapeproxy_http_request_duration_seconds_sum",
+                        {{"route", "/v1/shape"}, {"method", "GET"}}),
+              12.203, 1e-9);
   // Buckets are cumulative.
   double previous = 0;
   for (const auto& s : samples) {
@@ -360,40 +375,129 @@ TEST_F(StatusEndpointsTest, MetricsBeforeAnyProbeOmitLag) {
   EXPECT_FALSE(value_of(samples, "shapeproxy_replication_lag_bytes"));
 }
 
-TEST(RequestMetricsTest, RouteLabelsAreBoundedAndEscaped) {
-  RequestMetrics metrics(3);
-  metrics.record("/a", 200, 0.1);
-  metrics.record("/b", 200, 0.1);
-  metrics.record("/c\"\n", 200, 0.1);  // third distinct route: counted as "other"
-  metrics.record("/d", 404, 0.1);
-  metrics.record("/a", 200, -1);  // clamped to 0
-  auto routes = metrics.snapshot();
-  ASSERT_EQ(routes.size(), 3u);
-  EXPECT_EQ(routes[0].route, "/a");
-  EXPECT_EQ(routes[0].count, 2u);
-  EXPECT_EQ(routes[0].cumulative_buckets[0], 1u);
-  EXPECT_EQ(routes[2].route, "other");
-  EXPECT_EQ(routes[2].count, 2u);
+TEST_F(StatusEndpointsTest, AnsweredRequestsMoveCountsAndHistogramBuckets) {
+  start();
+  auto counter = [](const std::vector<Sample>& samples, const std::string& route,
+                    const std::string& method, const std::string& code) {
+    return value_of(samples, "shapeproxy_http_requests_total",
+                    {{"route", route}, {"method", method}, {"code", code}})
+        .value_or(0);
+  };
+  auto bucket = [](const std::vector<Sample>& samples, const std::string& route,
+                   const std::string& le) {
+    return value_of(samples, "shapeproxy_http_request_duration_seconds_bucket",
+                    {{"route", route}, {"method", "GET"}, {"le", le}})
+        .value_or(0);
+  };
+  auto before = parse_exposition(get("/metrics").body());
+  EXPECT_EQ(counter(before, "/v1/status", "GET", "200"), 0);
 
-  RequestMetrics quoted;
-  quoted.record("/x\"y\\z\n", 200, 0.1);
+  auto first = get("/v1/status");
+  ASSERT_EQ(first.result_int(), 200);
+  ASSERT_EQ(get("/v1/status").result_int(), 200);
+  ASSERT_EQ(get("/v1/status", std::string(first[bhttp::field::etag])).result_int(), 304);
+  ASSERT_EQ(get("/v1/health").result_int(), 202);  // starting
+  ASSERT_EQ(get("/no/such/path?secret=x").result_int(), 404);
+
+  // A request is recorded once its write completed on the server, which may
+  // be just after the client read the response: poll briefly.
+  auto after = poll_metrics([this] { return get("/metrics"); },
+                            [&](const std::vector<Sample>& samples) {
+                              return counter(samples, "other", "GET", "404") == 1;
+                            });
+  EXPECT_EQ(counter(after, "/v1/status", "GET", "200"), 2);
+  EXPECT_EQ(counter(after, "/v1/status", "GET", "304"), 1);
+  EXPECT_EQ(counter(after, "/v1/health", "GET", "202"), 1);
+  // Unrouted paths share one label: the raw target never becomes a label.
+  EXPECT_EQ(counter(after, "other", "GET", "404"), 1);
+  for (const auto& sample : after) {
+    auto route = sample.labels.find("route");
+    if (route != sample.labels.end()) {
+      EXPECT_EQ(route->second.find('?'), std::string::npos);
+    }
+  }
+  // The /metrics request that rendered `before` was written before `after`.
+  EXPECT_GE(counter(after, "/metrics", "GET", "200"), 1);
+  EXPECT_EQ(bucket(after, "/v1/status", "+Inf"), 3);
+  EXPECT_EQ(value_of(after, "shapeproxy_http_request_duration_seconds_count",
+                     {{"route", "/v1/status"}, {"method", "GET"}}),
+            3);
+  // Loopback requests answered at once land in the small buckets.
+  EXPECT_EQ(bucket(after, "/v1/status", "1"), 3);
+  EXPECT_GT(*value_of(after, "shapeproxy_http_request_duration_seconds_sum",
+                      {{"route", "/v1/status"}, {"method", "GET"}}),
+            0);
+}
+
+TEST_F(StatusEndpointsTest, RefusedRequestsAreCountedUnderOther) {
+  start();
+  tcp::socket socket(client_ioc_);
+  socket.connect({net::ip::make_address("127.0.0.1"), server_->port()});
+  bhttp::request<bhttp::empty_body> request{bhttp::verb::get,
+                                            "/v1/status?x=" + std::string(9000, 'a'), 11};
+  request.set(bhttp::field::host, "localhost");
+  bhttp::write(socket, request);
+  beast::flat_buffer buffer;
+  ClientResponse response;
+  bhttp::read(socket, buffer, response);
+  ASSERT_EQ(response.result_int(), 414);
+
+  auto samples =
+      poll_metrics([this] { return get("/metrics"); },
+                   [](const std::vector<Sample>& samples) {
+                     return value_of(samples, "shapeproxy_http_requests_total",
+                                     {{"route", "other"}, {"method", "GET"}, {"code", "414"}})
+                         .has_value();
+                   });
+  EXPECT_EQ(value_of(samples, "shapeproxy_http_requests_total",
+                     {{"route", "other"}, {"method", "GET"}, {"code", "414"}}),
+            1);
+}
+
+TEST(RequestMetricsTest, LabelsAreBoundedAndEscaped) {
+  RequestMetrics metrics({"/a", "/b"});
+  metrics.record("/a", "GET", 200, 0.1);
+  metrics.record("/b", "GET", 200, 0.1);
+  metrics.record("/c", "GET", 200, 0.1);    // not a known route: "other"
+  metrics.record("/d", "BREW", 404, 0.1);   // unknown method: "other"
+  metrics.record("/a", "GET", 200, -1);     // clamped to 0
+  metrics.record("/a", "GET", 42, 0.0005);  // impossible status: counted as 500
+  auto series = metrics.snapshot();
+  ASSERT_EQ(series.size(), 4u);
+  EXPECT_EQ(series[0].route, "/a");
+  EXPECT_EQ(series[0].method, "GET");
+  EXPECT_EQ(series[0].count, 3u);
+  EXPECT_EQ(series[0].cumulative_buckets[0], 2u);
+  EXPECT_EQ(series[0].responses_by_status,
+            (std::vector<std::pair<unsigned, std::uint64_t>>{{200, 2}, {500, 1}}));
+  EXPECT_EQ(series[2].route, "other");
+  EXPECT_EQ(series[2].method, "GET");
+  EXPECT_EQ(series[3].route, "other");
+  EXPECT_EQ(series[3].method, "other");
+
+  RequestMetrics quoted({"/x\"y\\z\n"});
+  quoted.record("/x\"y\\z\n", "GET", 200, 0.1);
   auto text = render_metrics(StatusSnapshot{}, ServingGauges{}, &quoted);
   EXPECT_NE(text.find(R"(route="/x\"y\\z\n")"), std::string::npos) << text;
   parse_exposition(text);
 }
 
 TEST(RequestMetricsTest, ConcurrentRecordsAreAllCounted) {
-  RequestMetrics metrics;
+  RequestMetrics metrics({"/v1/shape", "/v1/status"});
   std::vector<std::thread> threads;
   for (int t = 0; t < 4; ++t) {
     threads.emplace_back([&metrics, t] {
       for (int i = 0; i < 10'000; ++i)
-        metrics.record(t % 2 ? "/v1/shape" : "/v1/status", 200, 0.01);
+        metrics.record(t % 2 ? "/v1/shape" : "/v1/status", "GET", 200, 0.01);
     });
   }
   for (auto& thread : threads) thread.join();
   std::uint64_t total = 0;
-  for (const auto& route : metrics.snapshot()) total += route.count;
+  for (const auto& series : metrics.snapshot()) {
+    total += series.count;
+    EXPECT_EQ(series.responses_by_status.at(0).second, 20'000u);
+    EXPECT_NEAR(series.seconds_sum, 200.0, 1e-6);
+  }
   EXPECT_EQ(total, 40'000u);
 }
 
