@@ -108,7 +108,10 @@ export class StatusPoller {
     this.#timer = this.#options.clock.setTimeout(() => {
       this.#timer = undefined
       this.#timerDueAt = undefined
-      void this.#poll()
+      // Timers can fire a little early against the wall clock (Node measures
+      // from the event loop's cached time): never poll before max-age is over.
+      if (this.#options.clock.now() < dueAt) this.#schedule()
+      else void this.#poll()
     }, delay)
   }
 
