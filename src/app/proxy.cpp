@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <atomic>
 #include <utility>
 
@@ -236,6 +237,11 @@ asio::awaitable<Result<void>> Proxy::start(std::vector<replication::TableName> t
   options.slot_name = config.slot_name;
   options.publication_name = config.publication_name;
   options.status_interval = config.replication_status_interval;
+  // While replication is down, retry at least once per grace period, so the
+  // status is back to live within about the grace period of replication
+  // returning (not after a 30 s backoff sleep).
+  options.max_backoff = std::clamp(std::chrono::milliseconds(config.fallback_grace),
+                                   options.min_backoff, options.max_backoff);
   state->stream = std::make_shared<replication::ReplicationStream>(strand, options, state->ingest);
   status::StatusMonitorOptions monitor_options;
   monitor_options.slot_name = config.slot_name;

@@ -107,9 +107,9 @@ asio::awaitable<void> ReplicationStream::run() {
     if (stopping_) break;
     Error cause =
         outcome ? Error{"connection_lost", "replication stream ended", ""} : outcome.error();
+    if (streamed) backoff = options_.min_backoff;
     spdlog::warn("replication: {}; reconnecting in {} ms", cause.to_string(), backoff.count());
     set_state(StreamState::kDisconnected, &cause);
-    if (streamed) backoff = options_.min_backoff;
     backoff_timer_.expires_after(backoff);
     co_await backoff_timer_.async_wait(kNoThrow);
     backoff = std::min(backoff * 2, options_.max_backoff);
