@@ -1,0 +1,80 @@
+// Fault (e): the replication privilege is revoked from the proxy's role
+// (a least-privilege role: LOGIN REPLICATION, owner of its table, CREATE on
+// the database) under a write load, and its walsender terminated. The status
+// goes to fallback within the grace period plus one second; a write made
+// during the outage reaches a live stock client within one poll interval;
+// once the privilege is back the status returns to live and the client keeps
+// its handle: rows equal SELECT, no must-refetch, no 5xx but 503.
+import assert from 'node:assert/strict'
+import { before, test } from 'node:test'
+import { useHarness } from './harness.js'
+import {
+  OUTAGE_WRITE_MS,
+  STATUS_CHANGE_MS,
+  Writer,
+  assertConverged,
+  latencyOf,
+  openRecordedShape,
+  proxyArgs,
+} from './faults.js'
+
+const h = useHarness({ name: 'faults_privilege', leastPrivilege: true, proxyArgs })
+const log = []
+let sub, writer, handle
+
+before(async () => {
+  await h.ready
+  await h.appSql('CREATE TABLE items (id int4 PRIMARY KEY, val int4 NOT NULL)')
+  await h.appSql('INSERT INTO items SELECT g, 0 FROM generate_series(1, 100) g')
+  sub = openRecordedShape(h, { table: 'items' }, log, 'live client')
+  assert.equal((await sub.shape.rows).length, 100)
+  handle = sub.stream.shapeHandle
+  await h.waitForStatus('live', 30_000)
+  writer = new Writer(h, 'items', { firstId: 1_000 }).start()
+  h.onCleanup(() => writer.stop())
+})
+
+test('revoking REPLICATION moves the status to fallback within grace + 1 s', async (t) => {
+  await h.breakReplication()
+  const ms = await h.waitForStatus('fallback', 30_000)
+  t.diagnostic(`fallback ${ms} ms after the walsender was gone`)
+  assert.ok(ms <= STATUS_CHANGE_MS, `status changed after ${ms} ms (> ${STATUS_CHANGE_MS})`)
+  const { body, headers } = await h.status()
+  assert.equal(body.replication_available, false)
+  assert.ok(headers.get('etag'))
+})
+
+test('a write during the outage reaches the live client within one poll interval', async (t) => {
+  const ms = await latencyOf(
+    sub,
+    () => h.sql('INSERT INTO items VALUES (-1, 42)'),
+    (rows) => rows.some((row) => row.id === -1 && row.val === 42),
+    'row -1 during the outage',
+  )
+  t.diagnostic(`outage write seen after ${ms} ms`)
+  assert.ok(ms <= OUTAGE_WRITE_MS, `seen after ${ms} ms (> ${OUTAGE_WRITE_MS})`)
+  assert.ok(
+    log.some(({ fallback }) => fallback),
+    'responses during the outage carry electric-fallback-mode: true',
+  )
+  // Still in fallback: the privilege is still revoked.
+  assert.equal((await h.status()).body.status, 'fallback')
+})
+
+test('restoring REPLICATION returns to live within grace + 1 s, without refetch', async (t) => {
+  await h.restoreReplication()
+  const ms = await h.waitForStatus('live', 30_000)
+  t.diagnostic(`live ${ms} ms after the privilege was restored`)
+  assert.ok(ms <= STATUS_CHANGE_MS, `status changed after ${ms} ms (> ${STATUS_CHANGE_MS})`)
+  const live = await latencyOf(
+    sub,
+    () => h.sql('INSERT INTO items VALUES (-2, 7)'),
+    (rows) => rows.some((row) => row.id === -2),
+    'row -2 after recovery',
+  )
+  t.diagnostic(`live write seen after ${live} ms`)
+  await writer.stop()
+  t.diagnostic(`writer: ${writer.committed} committed, ${writer.failed} failed`)
+  await assertConverged(h, [sub], { table: 'items', log })
+  assert.equal(sub.stream.shapeHandle, handle, 'same handle throughout')
+})
