@@ -10,6 +10,9 @@
 #include <cctype>
 #include <optional>
 
+#include <sys/socket.h>
+
+#include "pg/async_connection.h"
 #include "shapes/snapshot_query.h"
 
 namespace shapeproxy::fallback {
@@ -48,6 +51,17 @@ Error database_unavailable(const Error& cause) {
                "retry shortly; check the database or the fallback connection string"};
 }
 
+// SQLSTATE 57014 query_canceled: what statement_timeout raises.
+constexpr const char* kQueryCanceled = "57014";
+
+Error query_timeout(const FallbackQueryOptions& options) {
+  spdlog::warn("fallback: direct query cancelled after {} ms", options.statement_timeout.count());
+  return Error{"query_timeout",
+               "the fallback query took longer than " +
+                   std::to_string(options.statement_timeout.count()) + " ms and was cancelled",
+               "retry shortly; the database is slow (see --fallback-statement-timeout-ms)"};
+}
+
 Error overloaded() {
   return Error{"overloaded", "too many fallback queries are running or waiting",
                "retry after a moment"};
@@ -65,6 +79,18 @@ FallbackQuery::FallbackQuery(asio::any_io_executor strand, std::shared_ptr<pg::C
 }
 
 FallbackQuery::~FallbackQuery() = default;
+
+std::shared_ptr<pg::ConnectionPool> FallbackQuery::make_pool(asio::any_io_executor strand,
+                                                             std::string conninfo,
+                                                             const FallbackQueryOptions& options) {
+  std::string session_sql;
+  if (options.statement_timeout.count() > 0) {
+    session_sql = "SET statement_timeout = " + std::to_string(options.statement_timeout.count());
+  }
+  return std::make_shared<pg::ConnectionPool>(std::move(strand), std::move(conninfo),
+                                              std::max<std::size_t>(options.max_in_flight, 1),
+                                              options.connect_timeout, std::move(session_sql));
+}
 
 status::FallbackActivity FallbackQuery::activity() const {
   status::FallbackActivity activity;
@@ -161,8 +187,33 @@ asio::awaitable<Result<SharedRows>> FallbackQuery::query(
   auto lease = co_await pool_->acquire();
   if (!lease) co_return database_unavailable(lease.error());
   queries_started_.fetch_add(1);
+
+  // The server cancels a slow statement itself (the session's
+  // statement_timeout). If it does not answer even then, the deadline shuts
+  // the socket down: every wait ends, the query fails, and the pool drops the
+  // broken connection. `watch` outlives this frame if the handler is queued.
+  struct Watch {
+    pg::AsyncConnection* connection;  // null once the query is over
+    bool abandoned = false;
+  };
+  auto watch = std::make_shared<Watch>(Watch{&**lease});
+  asio::steady_timer deadline(strand_);
+  if (options_.statement_timeout.count() > 0) {
+    deadline.expires_after(options_.statement_timeout + options_.abandon_grace);
+    deadline.async_wait([watch](boost::system::error_code ec) {
+      if (ec || !watch->connection) return;
+      watch->abandoned = true;
+      ::shutdown(PQsocket(watch->connection->native()), SHUT_RDWR);
+    });
+  }
   auto snapshot = co_await shapes::query_snapshot(**lease, definition);
-  if (!snapshot) co_return database_unavailable(snapshot.error());
+  watch->connection = nullptr;
+  deadline.cancel();
+  if (!snapshot) {
+    if (watch->abandoned || snapshot.error().code == kQueryCanceled)
+      co_return query_timeout(options_);
+    co_return database_unavailable(snapshot.error());
+  }
   SharedRows rows = std::make_shared<const shapes::SnapshotRows>(std::move(snapshot).value());
   co_return rows;
 }

@@ -4,7 +4,10 @@
 // crowd of clients could finish off a struggling database. Concurrent calls
 // for one shape share one query (single flight), a fresh result is reused for
 // a short window, and distinct queries are capped (running + queued); calls
-// beyond the cap are refused at once ("overloaded": 503 + retry-after).
+// beyond the cap are refused at once ("overloaded": 503 + retry-after). No
+// query runs forever: the server cancels it past statement_timeout, and a
+// client-side deadline drops a connection whose server stopped answering
+// ("query_timeout").
 #pragma once
 
 #include <atomic>
@@ -33,6 +36,14 @@ struct FallbackQueryOptions {
   std::chrono::milliseconds reuse_window{
       1000};                       // a result whose query began this recently is reused
   std::string source = "primary";  // "standby" when a separate connection string is used
+  // The server cancels a fallback statement running longer than this (set as
+  // the session's statement_timeout); zero: no limit.
+  std::chrono::milliseconds statement_timeout{30'000};
+  // With a statement_timeout: a query still unanswered this long after it is
+  // abandoned on the client side (the connection is dropped), in case the
+  // server cannot even cancel it (frozen, network gone).
+  std::chrono::milliseconds abandon_grace{2'000};
+  std::chrono::milliseconds connect_timeout{10'000};
 };
 
 class FallbackQuery : public std::enable_shared_from_this<FallbackQuery> {
@@ -47,14 +58,21 @@ class FallbackQuery : public std::enable_shared_from_this<FallbackQuery> {
                 FallbackQueryOptions options, Clock clock = std::chrono::steady_clock::now);
   ~FallbackQuery();
 
+  // The pool to give the constructor: max_in_flight connections to
+  // `conninfo`, on `strand`, each with the options' statement_timeout.
+  static std::shared_ptr<pg::ConnectionPool> make_pool(boost::asio::any_io_executor strand,
+                                                       std::string conninfo,
+                                                       const FallbackQueryOptions& options);
+
   // The rows of the shape (every column, table order) as of one consistent
   // snapshot. Callable from any executor; the caller resumes on its own.
   // Calls for a definition.key with a query under way (running or queued)
   // join it and get the same shared result; a cached result is pruned once
   // older than reuse_window. Failures are not cached.
   // Errors: code "overloaded" (the cap is reached: answer 503 + retry-after),
-  // "database_unavailable" (connect or query failed; the message names no
-  // host, user or SQL).
+  // "query_timeout" (cancelled past statement_timeout, or abandoned),
+  // "database_unavailable" (connect or query failed). Messages name no host,
+  // user or SQL.
   boost::asio::awaitable<Result<SharedRows>> rows(const shapes::ShapeDefinition& definition);
 
   // Thread-safe: the figures /v1/status and /metrics report.

@@ -8,11 +8,12 @@ namespace asio = boost::asio;
 
 ConnectionPool::ConnectionPool(asio::any_io_executor executor, std::string conninfo,
                                std::size_t max_connections,
-                               std::chrono::milliseconds connect_timeout)
+                               std::chrono::milliseconds connect_timeout, std::string session_sql)
     : executor_(std::move(executor)),
       conninfo_(std::move(conninfo)),
       max_connections_(max_connections == 0 ? 1 : max_connections),
-      connect_timeout_(connect_timeout) {}
+      connect_timeout_(connect_timeout),
+      session_sql_(std::move(session_sql)) {}
 
 ConnectionPool::Lease::Lease(std::shared_ptr<ConnectionPool> pool,
                              std::unique_ptr<AsyncConnection> connection)
@@ -33,8 +34,13 @@ asio::awaitable<Result<ConnectionPool::Lease>> ConnectionPool::acquire() {
     if (open_ < max_connections_) {
       ++open_;
       auto connected = co_await AsyncConnection::connect(executor_, conninfo_, connect_timeout_);
+      if (connected && !session_sql_.empty()) {
+        auto set_up = co_await (*connected)->query(session_sql_);
+        if (!set_up) connected = set_up.error();
+      }
       if (!connected) {
         --open_;
+        if (!waiters_.empty()) waiters_.front()->cancel();  // the slot is free again
         co_return connected.error();
       }
       co_return Lease(self, std::move(connected).value());

@@ -18,10 +18,13 @@ namespace shapeproxy::pg {
 
 class ConnectionPool : public std::enable_shared_from_this<ConnectionPool> {
  public:
-  // Use from one executor (strand) only.
+  // Use from one executor (strand) only. `session_sql` (if not empty) runs
+  // once on each new connection before its first loan, e.g. to set a
+  // statement_timeout; a connection on which it fails is not lent.
   ConnectionPool(boost::asio::any_io_executor executor, std::string conninfo,
                  std::size_t max_connections,
-                 std::chrono::milliseconds connect_timeout = std::chrono::seconds(10));
+                 std::chrono::milliseconds connect_timeout = std::chrono::seconds(10),
+                 std::string session_sql = {});
 
   // A connection on loan; returned to the pool when destroyed.
   class Lease {
@@ -49,6 +52,7 @@ class ConnectionPool : public std::enable_shared_from_this<ConnectionPool> {
   std::string conninfo_;
   std::size_t max_connections_;
   std::chrono::milliseconds connect_timeout_;
+  std::string session_sql_;
   std::size_t open_ = 0;
   std::deque<std::unique_ptr<AsyncConnection>> idle_;
   std::list<boost::asio::steady_timer*> waiters_;

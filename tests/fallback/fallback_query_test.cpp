@@ -16,6 +16,8 @@
 #include <boost/asio/use_future.hpp>
 #include <future>
 #include <set>
+
+#include <signal.h>
 #include <thread>
 
 #include "pg/async_connection.h"
@@ -52,11 +54,9 @@ struct ManualClock {
 class Running {
  public:
   Running(const std::string& conninfo, FallbackQueryOptions options,
-          FallbackQuery::Clock clock = std::chrono::steady_clock::now,
-          std::chrono::milliseconds connect_timeout = 10s) {
+          FallbackQuery::Clock clock = std::chrono::steady_clock::now) {
     auto strand = asio::make_strand(io_);
-    pool_ = std::make_shared<pg::ConnectionPool>(strand, conninfo, options.max_in_flight,
-                                                 connect_timeout);
+    pool_ = FallbackQuery::make_pool(strand, conninfo, options);
     query_ = std::make_shared<FallbackQuery>(strand, pool_, options, std::move(clock));
     for (int i = 0; i < 4; ++i) threads_.emplace_back([this] { io_.run(); });
   }
@@ -313,13 +313,100 @@ TEST_F(FallbackQueryTest, QueriesBeyondTheCapAreRefused) {
   EXPECT_EQ(ids_of(**later), "4");
 }
 
+// Takes ACCESS EXCLUSIVE on items so that any query of it waits inside the
+// database until release().
+class TableLock {
+ public:
+  explicit TableLock(const std::string& database)
+      : connection_(pg::Connection::open(conninfo(database))) {
+    EXPECT_TRUE(connection_) << connection_.error().to_string();
+    auto locked = connection_->exec("BEGIN; LOCK TABLE items IN ACCESS EXCLUSIVE MODE");
+    EXPECT_TRUE(locked) << locked.error().to_string();
+  }
+  void release() {
+    auto committed = connection_->exec("COMMIT");
+    EXPECT_TRUE(committed) << committed.error().to_string();
+  }
+
+ private:
+  Result<pg::Connection> connection_;
+};
+
+// The pid of the backend waiting for the lock on items ("" while none).
+std::string waiting_backend(const std::string& database) {
+  return query_value(database,
+                     "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                     "AND datname = current_database()");
+}
+
+TEST_F(FallbackQueryTest, SlowQueryIsCancelledByTheServerAndReportedAsATimeout) {
+  TableLock lock(database_);
+  FallbackQueryOptions slow = options(1, 2);
+  slow.statement_timeout = 300ms;
+  Running running(conninfo(database_), slow);
+  auto shape = definition("id <= $1", {{1, "3"}});
+
+  auto started = std::chrono::steady_clock::now();
+  auto result = running.rows(shape);
+  auto took = std::chrono::steady_clock::now() - started;
+  ASSERT_FALSE(result);
+  EXPECT_EQ(result.error().code, "query_timeout") << result.error().to_string();
+  EXPECT_NE(result.error().message.find("300 ms"), std::string::npos) << result.error().message;
+  EXPECT_EQ(result.error().to_string().find("SELECT"), std::string::npos);
+  EXPECT_GE(took, 290ms);
+  EXPECT_LT(took, 5s);
+  // Cancelled in the database, not merely given up on: nothing waits any more.
+  EXPECT_EQ(waiting_backend(database_), "");
+  auto activity = running.query().activity();
+  EXPECT_EQ(activity.queries_in_flight, 0u);
+  EXPECT_EQ(activity.queued, 0u);
+
+  // The slot and the connection are free again: the next query is served.
+  lock.release();
+  auto later = running.rows(shape);
+  ASSERT_TRUE(later) << later.error().to_string();
+  EXPECT_EQ(ids_of(**later), "1,2,3");
+  EXPECT_EQ(running.query().queries_started(), 2u);
+}
+
+TEST_F(FallbackQueryTest, QueryOnAFrozenServerIsAbandonedAtTheDeadline) {
+  TableLock lock(database_);
+  FallbackQueryOptions slow = options(1, 2);
+  slow.statement_timeout = 1500ms;
+  slow.abandon_grace = 300ms;
+  Running running(conninfo(database_), slow);
+  auto shape = definition("id <= $1", {{1, "3"}});
+
+  auto started = std::chrono::steady_clock::now();
+  auto call = running.start(shape);
+  std::string pid;
+  ASSERT_TRUE(eventually([&] { return !(pid = waiting_backend(database_)).empty(); }));
+  // A backend that cannot run cannot honour its statement_timeout either.
+  ASSERT_EQ(::kill(std::stoi(pid), SIGSTOP), 0);
+  auto result = call.get();
+  auto took = std::chrono::steady_clock::now() - started;
+  ::kill(std::stoi(pid), SIGCONT);
+  ASSERT_FALSE(result);
+  EXPECT_EQ(result.error().code, "query_timeout") << result.error().to_string();
+  EXPECT_GE(took, 1700ms);
+  EXPECT_LT(took, 6s);
+  EXPECT_EQ(running.query().activity().queries_in_flight, 0u);
+
+  // The abandoned connection is not reused: the next query gets a new one.
+  lock.release();
+  auto later = running.rows(shape);
+  ASSERT_TRUE(later) << later.error().to_string();
+  EXPECT_EQ(ids_of(**later), "1,2,3");
+}
+
 TEST_F(FallbackQueryTest, UnreachableDatabaseFailsFastWithoutHosts) {
   auto shape = definition();
   // Nothing listens on port 1: connection refused at once.
   const std::string bad = "host=127.0.0.1 port=1 dbname=secretdb user=secretuser password=hunter2";
   FallbackQueryOptions refused_options = options();
   refused_options.source = "standby";
-  Running running(bad, refused_options, std::chrono::steady_clock::now, 2s);
+  refused_options.connect_timeout = 2s;
+  Running running(bad, refused_options);
   auto started = std::chrono::steady_clock::now();
   std::vector<std::future<Result<SharedRows>>> calls;
   for (int i = 0; i < 10; ++i) calls.push_back(running.start(shape));
@@ -352,7 +439,9 @@ TEST_F(FallbackQueryTest, SilentDatabaseFailsWithinTheConnectTimeout) {
   const std::string silent =
       "host=127.0.0.1 port=" + std::to_string(acceptor.local_endpoint().port()) +
       " dbname=x user=x";
-  Running running(silent, options(), std::chrono::steady_clock::now, 300ms);
+  FallbackQueryOptions silent_options = options();
+  silent_options.connect_timeout = 300ms;
+  Running running(silent, silent_options);
   auto started = std::chrono::steady_clock::now();
   auto result = running.rows(shape);
   ASSERT_FALSE(result);
