@@ -134,11 +134,19 @@ asio::awaitable<void> ShapeRegistry::serve(ShapeDefinitionRequest request_defini
     shape = shape_for(definition);
   }
   if (!co_await wait_until_ready(shape)) {
-    ticket->finish(Unavailable{"the shape's initial query failed; retry shortly"});
+    auto refused = refusal(shape);
+    ticket->finish(refused ? *refused
+                           : Unavailable{"the shape's initial query failed; retry shortly"});
     co_return;
   }
   if (ticket->cancelled) co_return;
   last_read_[shape.get()] = std::chrono::steady_clock::now();
+  // Degraded mode, and this shape's last refresh was refused (too many
+  // fallback queries): what it holds may be stale, so say so instead.
+  if (auto refused = fallback_mode_ ? refusal(shape) : std::nullopt) {
+    ticket->finish(*refused);
+    co_return;
+  }
   if (auto outcome = read_now(*shape, request)) {
     ticket->finish(std::move(*outcome));
     co_return;
@@ -185,17 +193,34 @@ asio::awaitable<void> ShapeRegistry::take_snapshot(std::shared_ptr<Shape> shape)
     if (!files) co_return fail(files.error());
     shape->attach_files(std::move(files).value());
   }
-  auto lease = co_await pool_->acquire();
-  if (!lease) co_return fail(lease.error());
-  replication::TableName table{shape->table().schema, shape->table().name};
-  auto published =
-      co_await replication::add_table_to_publication(**lease, options_.publication_name, table);
-  if (!published) co_return fail(published.error());
-  auto rows = co_await query_snapshot(**lease, shape->definition());
-  if (!rows) co_return fail(rows.error());
+  // In degraded mode the initial query is a fallback query like the others:
+  // capped, and sent to the standby when there is one.
+  const bool from_fallback = fallback_mode_ && fallback_rows_;
+  std::optional<Result<SnapshotRows>> rows;
+  {
+    auto lease = co_await pool_->acquire();
+    if (!lease) co_return fail(lease.error());
+    replication::TableName table{shape->table().schema, shape->table().name};
+    auto published =
+        co_await replication::add_table_to_publication(**lease, options_.publication_name, table);
+    if (!published) co_return fail(published.error());
+    if (!from_fallback) {
+      auto queried = co_await query_snapshot(**lease, shape->definition());
+      rows.emplace(std::move(queried));
+    }
+  }
+  if (from_fallback) {
+    auto fresh = co_await fallback_rows_(shape->definition());
+    if (!fresh) {
+      note_refusal(shape, fresh.error());
+      co_return fail(fresh.error());
+    }
+    rows.emplace(SnapshotRows(**fresh));
+  }
+  if (!*rows) co_return fail(rows->error());
   if (shape->phase() == Shape::Phase::kGone) co_return;
-  std::size_t count = rows->rows.size();
-  auto applied = shape->apply_snapshot(std::move(rows).value());
+  std::size_t count = (*rows)->rows.size();
+  auto applied = shape->apply_snapshot(std::move(*rows).value());
   if (!applied) co_return fail(applied.error());
   if (shape->files()) dirty_.insert(shape);
   schedule_flush();  // buffered transactions: durable, then acknowledged
@@ -233,6 +258,7 @@ ReadResult ShapeRegistry::result(const Shape& shape, LogOffset offset,
 void ShapeRegistry::set_serving_mode(bool fallback) {
   if (fallback == fallback_mode_) return;
   fallback_mode_ = fallback;
+  refusals_.clear();
   spdlog::info("shapes: serving {}", fallback ? "from direct queries (fallback)" : "live");
   if (fallback && fallback_rows_ && !fallback_loop_running_) {
     fallback_loop_running_ = true;
@@ -275,6 +301,7 @@ asio::awaitable<void> ShapeRegistry::fallback_loop() {
 asio::awaitable<void> ShapeRegistry::refresh(std::shared_ptr<Shape> shape) {
   if (shape->phase() != Shape::Phase::kReady) co_return;
   auto rows = co_await fallback_rows_(shape->definition());
+  note_refusal(shape, rows ? Error{} : rows.error());
   if (!rows) {
     spdlog::debug("shapes: refreshing {} failed: {}", shape->handle(), rows.error().to_string());
     co_return;
@@ -289,6 +316,27 @@ asio::awaitable<void> ShapeRegistry::refresh(std::shared_ptr<Shape> shape) {
   if (shape->files()) dirty_.insert(shape);
   wake_waiters(shape);
   schedule_flush();
+}
+
+void ShapeRegistry::note_refusal(const std::shared_ptr<Shape>& shape, const Error& outcome) {
+  std::erase_if(refusals_, [](const auto& entry) { return entry.second.first.expired(); });
+  if (outcome.code != "overloaded") {
+    // Served, or failed otherwise (database unreachable: what the shape
+    // holds is served, flagged).
+    refusals_.erase(shape.get());
+    return;
+  }
+  auto retry_after = std::chrono::ceil<std::chrono::seconds>(options_.fallback_poll_interval);
+  Unavailable refused{"overloaded: " + outcome.message + "; retry after " +
+                          std::to_string(std::max<std::int64_t>(1, retry_after.count())) + " s",
+                      std::max(retry_after, std::chrono::seconds(1))};
+  refusals_[shape.get()] = {shape, std::move(refused)};
+}
+
+std::optional<Unavailable> ShapeRegistry::refusal(const std::shared_ptr<Shape>& shape) const {
+  auto it = refusals_.find(shape.get());
+  if (it == refusals_.end() || it->second.first.lock() != shape) return std::nullopt;
+  return it->second.second;
 }
 
 std::string ShapeRegistry::up_to_date_json() const {

@@ -125,6 +125,10 @@ class ShapeRegistry : public ShapeService, public std::enable_shared_from_this<S
   void remove_idle_shapes();
   boost::asio::awaitable<void> fallback_loop();
   boost::asio::awaitable<void> refresh(std::shared_ptr<Shape> shape);
+  // Degraded mode: remembers whether the shape's last fallback query was
+  // refused for the cap ("overloaded"); its readers get 503 meanwhile.
+  void note_refusal(const std::shared_ptr<Shape>& shape, const Error& outcome);
+  std::optional<Unavailable> refusal(const std::shared_ptr<Shape>& shape) const;
   std::string up_to_date_json() const;
   ReadResult result(const Shape& shape, LogOffset offset, std::shared_ptr<const std::string> body,
                     bool up_to_date) const;
@@ -156,6 +160,8 @@ class ShapeRegistry : public ShapeService, public std::enable_shared_from_this<S
   FallbackRows fallback_rows_;
   bool fallback_mode_ = false;
   bool fallback_loop_running_ = false;
+  // Shapes whose last fallback query was refused, with the answer to give.
+  std::map<const Shape*, std::pair<std::weak_ptr<Shape>, Unavailable>> refusals_;
   std::atomic<std::uint64_t> shapes_held_{0};
   std::atomic<std::uint64_t> parked_reads_{0};
   void update_gauges();
