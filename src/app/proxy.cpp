@@ -267,8 +267,9 @@ asio::awaitable<Result<void>> Proxy::start(std::vector<replication::TableName> t
   fallback_options.source = config.fallback_database_url ? "standby" : "primary";
   fallback_options.max_in_flight = config.fallback_max_queries;
   fallback_options.reuse_window = config.fallback_poll_interval;
-  auto fallback_pool = std::make_shared<pg::ConnectionPool>(fallback_strand, fallback_conninfo,
-                                                            fallback_options.max_in_flight);
+  fallback_options.statement_timeout = config.fallback_statement_timeout;
+  auto fallback_pool =
+      fallback::FallbackQuery::make_pool(fallback_strand, fallback_conninfo, fallback_options);
   state->fallback =
       std::make_shared<fallback::FallbackQuery>(fallback_strand, fallback_pool, fallback_options);
   std::weak_ptr<fallback::FallbackQuery> weak_fallback = state->fallback;

@@ -195,6 +195,15 @@ const std::vector<Setting>& settings() {
          c.fallback_max_queries = static_cast<std::size_t>(n.value());
          return {};
        }},
+      {"--fallback-statement-timeout-ms", "SHAPEPROXY_FALLBACK_STATEMENT_TIMEOUT_MS", "MS",
+       "A fallback query running longer is cancelled (statement_timeout); 0: no limit (default "
+       "30000).",
+       [](Config& c, const std::string& v) -> Result<void> {
+         auto ms = parse_integer(v, 0, 3'600'000);
+         if (!ms) return ms.error();
+         c.fallback_statement_timeout = std::chrono::milliseconds(ms.value());
+         return {};
+       }},
       {"--status-max-age-s", "SHAPEPROXY_STATUS_MAX_AGE_S", "SECONDS",
        "Cache-Control max-age of GET /v1/status (default 5).",
        [](Config& c, const std::string& v) -> Result<void> {

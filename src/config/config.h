@@ -39,6 +39,8 @@ struct Config {
       1'000};                            // a shape is re-queried at most this often
   std::size_t fallback_max_queries = 4;  // fallback queries in flight; beyond: 503 + retry-after
   int status_max_age_seconds = 5;        // Cache-Control max-age of GET /v1/status
+  // A fallback query running longer is cancelled (statement_timeout); zero: no limit.
+  std::chrono::milliseconds fallback_statement_timeout{30'000};
 };
 
 // What the command line asked for.

@@ -54,6 +54,7 @@ TEST(ConfigTest, DegradedModeSettings) {
   EXPECT_EQ(defaults->config.fallback_poll_interval, std::chrono::milliseconds(1'000));
   EXPECT_EQ(defaults->config.fallback_max_queries, 4u);
   EXPECT_EQ(defaults->config.status_max_age_seconds, 5);
+  EXPECT_EQ(defaults->config.fallback_statement_timeout, std::chrono::milliseconds(30'000));
 
   auto set = parse(
       {"--fallback-grace-ms", "500", "--status-max-age-s=1"},
@@ -63,6 +64,13 @@ TEST(ConfigTest, DegradedModeSettings) {
   EXPECT_EQ(set->config.fallback_poll_interval, std::chrono::milliseconds(250));
   EXPECT_EQ(set->config.fallback_max_queries, 2u);
   EXPECT_EQ(set->config.status_max_age_seconds, 1);
+  auto timeout = parse({"--fallback-statement-timeout-ms=250"});
+  ASSERT_TRUE(timeout) << timeout.error().to_string();
+  EXPECT_EQ(timeout->config.fallback_statement_timeout, std::chrono::milliseconds(250));
+  auto no_timeout = parse({}, {{"SHAPEPROXY_FALLBACK_STATEMENT_TIMEOUT_MS", "0"}});
+  ASSERT_TRUE(no_timeout) << no_timeout.error().to_string();
+  EXPECT_EQ(no_timeout->config.fallback_statement_timeout, std::chrono::milliseconds(0));
+  EXPECT_FALSE(parse({"--fallback-statement-timeout-ms", "-5"}));
 
   EXPECT_FALSE(parse({"--fallback-poll-interval-ms", "0"}));
   EXPECT_FALSE(parse({"--fallback-max-queries", "0"}));
