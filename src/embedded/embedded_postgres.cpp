@@ -507,6 +507,38 @@ std::string postmaster_pid(const fs::path& pgdata) {
   return content.substr(0, content.find('\n'));
 }
 
+// A new cluster as a streaming standby: a base backup of the primary.
+Result<void> copy_primary(const EmbeddedPostgresOptions& options, const RunUser& user,
+                          const LogFile& log) {
+  const fs::path pgdata = pgdata_of(options.data_dir);
+  spdlog::info("embedded PostgreSQL: copying the primary into {} (standby)", pgdata.string());
+  // -R: standby.signal + primary_conninfo; the copied configuration is
+  // rewritten with this cluster's port and socket at start.
+  std::vector<std::string> args = {(options.bin_dir / "pg_basebackup").string(),
+                                   "-D",
+                                   pgdata.string(),
+                                   "-d",
+                                   options.standby_of,
+                                   "-R",
+                                   "-X",
+                                   "stream",
+                                   "-c",
+                                   "fast",
+                                   "--no-sync"};
+  auto result = run(args, user, log.fd());
+  if (!result) return result.error();
+  if (result.value() != 0) {
+    std::error_code ec;
+    fs::remove_all(pgdata, ec);
+    return with_log(Error{"basebackup_failed",
+                          "pg_basebackup failed (exit " + std::to_string(result.value()) +
+                              ") for " + pgdata.string(),
+                          "see " + log_of(options.data_dir).string()},
+                    log);
+  }
+  return {};
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------
@@ -553,6 +585,7 @@ Result<void> EmbeddedPostgres::init_cluster() {
   auto log = LogFile::open(log_of(options_.data_dir), user.value());
   if (!log) return log.error();
 
+  if (!options_.standby_of.empty()) return copy_primary(options_, user.value(), log.value());
   spdlog::info("embedded PostgreSQL: initializing cluster in {}", pgdata.string());
   int code = -1;
   for (const char* locale : {"--locale=C.UTF-8", "--locale=C"}) {

@@ -20,13 +20,17 @@
 namespace shapeproxy::embedded {
 
 struct EmbeddedPostgresOptions {
-  std::filesystem::path data_dir;       // cluster directory; created if missing
-  std::uint16_t port = 0;               // 0: pick a free loopback port
-  std::string superuser = "postgres";   // bootstrap superuser name
-  std::filesystem::path bin_dir;        // empty: find initdb/pg_ctl (PG15)
+  std::filesystem::path data_dir;           // cluster directory; created if missing
+  std::uint16_t port = 0;                   // 0: pick a free loopback port
+  std::string superuser = "postgres";       // bootstrap superuser name
+  std::filesystem::path bin_dir;            // empty: find initdb/pg_ctl (PG15)
   std::vector<std::string> extra_settings;  // "name = value" lines for postgresql.conf
-  bool keep_data_on_stop = true;        // false: remove data_dir on destruction
+  bool keep_data_on_stop = true;            // false: remove data_dir on destruction
   std::chrono::seconds start_timeout{60};
+  // Non-empty: a new cluster is a streaming hot standby of the server this
+  // libpq conninfo names (pg_basebackup -R, as a superuser or a role with
+  // REPLICATION) instead of a fresh initdb.
+  std::string standby_of;
 };
 
 class EmbeddedPostgres {

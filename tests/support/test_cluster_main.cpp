@@ -7,6 +7,11 @@
 // then waits until stdin closes (the parent exited, however it died) or
 // SIGTERM/SIGINT/SIGHUP arrives, then stops the cluster and removes the dir.
 //
+// With `--standby-of CONNINFO` the cluster is instead a streaming hot standby
+// of the server CONNINFO names (pg_basebackup -R as that conninfo's user,
+// e.g. the superuser of another shapeproxy_test_cluster); it prints the same
+// JSON line once it accepts read-only connections.
+//
 // Control channel (for tests that take the database away): each line read on
 // stdin is a command, answered by one line on stdout:
 //   stop   -> stops the server (fast shutdown), keeps its files   -> "ok"
@@ -115,12 +120,20 @@ void serve_until_stop(EmbeddedPostgres& cluster) {
 
 int main(int argc, char** argv) {
   if (argc > 1 && (std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0)) {
-    std::cout << "usage: shapeproxy_test_cluster\n"
-                 "Starts a throwaway PostgreSQL 15 cluster, prints one JSON line with\n"
+    std::cout << "usage: shapeproxy_test_cluster [--standby-of CONNINFO]\n"
+                 "Starts a throwaway PostgreSQL 15 cluster (or a streaming standby of\n"
+                 "CONNINFO), prints one JSON line with\n"
                  "conninfo, uri, port and socket_dir, and stops it (removing its files)\n"
                  "when stdin closes or on SIGTERM/SIGINT. Lines on stdin are commands:\n"
                  "stop, start, status (answered \"ok ...\" or \"error ...\" on stdout).\n";
     return 0;
+  }
+  std::string standby_of;
+  if (argc == 3 && std::strcmp(argv[1], "--standby-of") == 0) {
+    standby_of = argv[2];
+  } else if (argc > 1) {
+    std::cerr << "shapeproxy_test_cluster: unexpected arguments (see --help)\n";
+    return 2;
   }
   install_signal_handlers();
   // stdout carries only the JSON line: library logs go to stderr.
@@ -142,6 +155,7 @@ int main(int argc, char** argv) {
   options.extra_settings = {
       "fsync = off",           "synchronous_commit = off",   "full_page_writes = off",
       "max_connections = 200", "max_replication_slots = 40", "max_wal_senders = 40"};
+  options.standby_of = standby_of;
 
   auto started_at = std::chrono::steady_clock::now();
   auto started = EmbeddedPostgres::start(std::move(options));
