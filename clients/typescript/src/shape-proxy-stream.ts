@@ -93,6 +93,7 @@ export class ShapeProxyStream<T extends Row<unknown> = Row> {
   #status: ServingStatus | undefined
   #liveReportedAt: number | undefined
   #sawRequest = false
+  #lastResponseFlagged: boolean | undefined
   #stopped = false
 
   constructor(options: ShapeProxyStreamOptions<T>) {
@@ -116,7 +117,7 @@ export class ShapeProxyStream<T extends Row<unknown> = Row> {
       requestTimeoutMs: statusRequestTimeoutMs,
       clock,
       onReport: (report) => this.#onStatusReport(report),
-      onError: (error) => this.#emitError('status-endpoint', error, true),
+      onError: (error) => this.#onStatusError(error),
     })
 
     const userSignal = streamOptions.signal
@@ -236,8 +237,13 @@ export class ShapeProxyStream<T extends Row<unknown> = Row> {
         }
         return
       case 'response':
-        if (observation.fallback) this.#onFlaggedResponse()
-        else if (observation.status < 300) this.#onUnflaggedResponse()
+        if (observation.fallback) {
+          this.#lastResponseFlagged = true
+          this.#onFlaggedResponse()
+        } else if (observation.status < 300) {
+          this.#lastResponseFlagged = false
+          this.#onUnflaggedResponse()
+        }
         if (observation.status >= 500 || observation.status === 429) {
           this.#emitError('shape-request', new Error(`GET ${observation.url} answered ${observation.status}`), true)
         }
@@ -270,6 +276,12 @@ export class ShapeProxyStream<T extends Row<unknown> = Row> {
       return
     }
     if (this.#status !== undefined) this.#poller.checkSoon() // live again? (first status is on its way)
+  }
+
+  #onStatusError(error: Error): void {
+    this.#emitError('status-endpoint', error, true)
+    // No status endpoint: the first status comes from the last response seen.
+    if (this.#status === undefined && this.#lastResponseFlagged === false) this.#setStatus('live', 'response-header')
   }
 
   #onStatusReport(report: StatusReport): void {

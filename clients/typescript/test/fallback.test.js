@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict'
 import { before, test } from 'node:test'
 import { isControlMessage } from '@electric-sql/client'
-import { canonical, openClient, useHarness } from './support.js'
+import { canonical, freePort, openClient, useHarness } from './support.js'
 
 const h = useHarness({
   name: 'ts_fallback',
@@ -34,12 +34,19 @@ before(async () => {
 
 test('an application that does nothing rides through fallback and ends up current', async (t) => {
   const sub = openClient(h, { table: 'items' }, { statusPollIntervalMs: 500 })
+  // A second application whose status URL answers nothing (say, not routed
+  // through its gateway): response headers alone must carry it through.
+  const blind = openClient(h, { table: 'items' }, {
+    statusUrl: `http://127.0.0.1:${await freePort()}/v1/status`, statusPollIntervalMs: 500,
+  })
   const controls = []
   sub.client.stream.subscribe((messages) => {
     for (const message of messages) if (isControlMessage(message)) controls.push(message.headers.control)
   })
   assert.equal((await sub.client.shape.rows).length, 20)
+  assert.equal((await blind.client.shape.rows).length, 20)
   await sub.client.waitForStatus('live', { timeoutMs: 10_000 })
+  await blind.client.waitForStatus('live', { timeoutMs: 10_000 })
   const handle = sub.client.stream.shapeHandle
 
   // The outage: writes made during it arrive through fallback serving.
@@ -82,6 +89,12 @@ test('an application that does nothing rides through fallback and ends up curren
   assert.ok(!controls.includes('must-refetch'), `controls: ${controls.join(',')}`)
   const unexpected = sub.errors.filter((e) => !e.willRetry || e.source === 'refresh')
   assert.deepEqual(unexpected, [])
+
+  // The blind client: the same rows and the same story, told by headers.
+  await blind.waitForRows((rows) => canonical(rows) === canonical(expected), 10_000, 'all rows (blind client)')
+  assert.deepEqual(blind.statuses(), ['live', 'fallback', 'live'])
+  assert.deepEqual([...new Set(blind.events.map((e) => e.source))], ['response-header'])
+  assert.ok(blind.errors.length > 0 && blind.errors.every((e) => e.source === 'status-endpoint' && e.willRetry))
   // Status polls were never closer than the proxy's max-age, although the
   // application asked for one every 500 ms.
   const polls = sub.statusRequests

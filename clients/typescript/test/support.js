@@ -4,7 +4,7 @@
 // records its status events, errors and the status requests it made.
 import { maxAgeMs, ShapeProxyStream } from '../dist/index.js'
 
-export { useHarness, waitFor } from '../../../tests/e2e/harness.js'
+export { freePort, useHarness, waitFor } from '../../../tests/e2e/harness.js'
 
 // Opens a client on the harness's proxy; closed at harness teardown.
 // Returns { client, events, errors, statusRequests, waitForRows, rowsById }.
