@@ -7,14 +7,13 @@
 // restoring the privilege brings the status back to live without refetch.
 // Does not use harness.js (which always passes --database-url).
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
 import { chmodSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { after, before, test } from 'node:test'
 import pg from 'pg'
-import { freePort, waitFor } from './harness.js'
+import { freePort, spawnGuarded, waitFor } from './harness.js'
 import { GRACE_MS, OUTAGE_WRITE_MS, STATUS_CHANGE_MS, assertNoServerErrors, backoffOptions, proxyArgs, recordingFetch } from './faults.js'
 import { Shape, ShapeStream } from '@electric-sql/client'
 
@@ -40,9 +39,9 @@ before(async () => {
   dataDir = mkdtempSync(join(tmpdir(), 'shapeproxy-e2e-embedded-'))
   chmodSync(dataDir, 0o711) // as root, PostgreSQL runs as another user
   port = await freePort()
-  proxy = spawn(bin, ['--data-dir', dataDir, '--listen', '127.0.0.1', '--port', String(port), ...proxyArgs], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
+  // A SIGKILLed proxy would leave its embedded PostgreSQL running: on SIGTERM
+  // (after) it stops it; spawnGuarded kills the proxy if this process dies.
+  proxy = spawnGuarded(bin, ['--data-dir', dataDir, '--listen', '127.0.0.1', '--port', String(port), ...proxyArgs])
   process.on('exit', () => proxy.kill('SIGKILL'))
   for (const stream of [proxy.stdout, proxy.stderr]) createInterface({ input: stream }).on('line', (l) => logs.push(l))
   databaseUri = await waitFor(

@@ -59,6 +59,13 @@ const SETPRIV = ['/usr/bin/setpriv', '/bin/setpriv'].find((path) => {
   }
 })
 
+// Spawns `bin` (stdout/stderr piped) so that it gets SIGKILL when this
+// process dies, where setpriv is available.
+export function spawnGuarded(bin, args) {
+  const [command, argv] = SETPRIV ? [SETPRIV, ['--pdeathsig', 'KILL', '--', bin, ...args]] : [bin, args]
+  return spawn(command, argv, { stdio: ['ignore', 'pipe', 'pipe'] })
+}
+
 // Children to kill synchronously if the process exits without after().
 const liveChildren = new Set()
 process.on('exit', () => {
@@ -249,10 +256,7 @@ class ProxyProcess {
 
   start() {
     this.log(`[harness] starting ${this.bin} ${this.args.join(' ')}`)
-    const [command, args] = SETPRIV
-      ? [SETPRIV, ['--pdeathsig', 'KILL', '--', this.bin, ...this.args]]
-      : [this.bin, this.args]
-    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] })
+    const child = spawnGuarded(this.bin, this.args)
     this.child = child
     liveChildren.add(child)
     for (const stream of [child.stdout, child.stderr]) {
