@@ -48,24 +48,13 @@ unsigned short free_port() {
   return acceptor.local_endpoint().port();
 }
 
-ProxyProcess::ProxyProcess(std::string database_url, std::string name,
-                           std::vector<std::string> args) {
-  std::string tmpl = "/tmp/shapeproxy-client-test-XXXXXX";
-  if (mkdtemp(tmpl.data()) == nullptr) return;
-  dir_ = tmpl;
-  port_ = free_port();
-  std::vector<std::string> argv = {
-      SHAPEPROXY_BIN, "--database-url",      database_url, "--listen",     "127.0.0.1",
-      "--port",       std::to_string(port_), "--data-dir", dir_ + "/data", "--slot",
-      name,           "--publication",       name,         "--log-level",  "info"};
-  argv.insert(argv.end(), args.begin(), args.end());
-  std::string log = dir_ + "/proxy.log";
+ChildProcess::ChildProcess(std::vector<std::string> argv, const std::string& log_path) {
   pid_t parent = getpid();
   pid_ = fork();
   if (pid_ == 0) {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent) _exit(1);
-    int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    int fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
     if (fd >= 0) {
       dup2(fd, 1);
       dup2(fd, 2);
@@ -79,25 +68,22 @@ ProxyProcess::ProxyProcess(std::string database_url, std::string name,
   }
 }
 
-ProxyProcess::~ProxyProcess() {
-  if (pid_ > 0) {
-    ::kill(pid_, SIGTERM);
-    int status = 0;
-    bool exited = false;
-    for (int i = 0; i < 100 && !exited; ++i) {
-      exited = waitpid(pid_, &status, WNOHANG) == pid_;
-      if (!exited) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    if (!exited) {
-      ::kill(pid_, SIGKILL);
-      waitpid(pid_, &status, 0);
-    }
-  }
-  std::error_code ec;
-  if (!dir_.empty()) std::filesystem::remove_all(dir_, ec);
+bool ChildProcess::running() {
+  if (pid_ <= 0) return false;
+  int status = 0;
+  if (waitpid(pid_, &status, WNOHANG) == pid_) pid_ = -1;
+  return pid_ > 0;
 }
 
-void ProxyProcess::kill_now() {
+void ChildProcess::terminate() {
+  if (pid_ <= 0) return;
+  ::kill(pid_, SIGTERM);
+  for (int i = 0; i < 100 && running(); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  kill_now();
+}
+
+void ChildProcess::kill_now() {
   if (pid_ <= 0) return;
   ::kill(pid_, SIGKILL);
   int status = 0;
@@ -105,16 +91,36 @@ void ProxyProcess::kill_now() {
   pid_ = -1;
 }
 
+ProxyProcess::ProxyProcess(std::string database_url, std::string name,
+                           std::vector<std::string> args) {
+  std::string tmpl = "/tmp/shapeproxy-client-test-XXXXXX";
+  if (mkdtemp(tmpl.data()) == nullptr) return;
+  dir_ = tmpl;
+  port_ = free_port();
+  std::vector<std::string> argv = {
+      SHAPEPROXY_BIN, "--database-url",      database_url, "--listen",     "127.0.0.1",
+      "--port",       std::to_string(port_), "--data-dir", dir_ + "/data", "--slot",
+      name,           "--publication",       name,         "--log-level",  "info"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  process_ = std::make_unique<ChildProcess>(std::move(argv), dir_ + "/proxy.log");
+}
+
+ProxyProcess::~ProxyProcess() {
+  process_.reset();
+  std::error_code ec;
+  if (!dir_.empty()) std::filesystem::remove_all(dir_, ec);
+}
+
+void ProxyProcess::kill_now() {
+  if (process_) process_->kill_now();
+}
+
 bool ProxyProcess::wait_healthy(std::chrono::milliseconds timeout) {
   auto deadline = std::chrono::steady_clock::now() + timeout;
   while (std::chrono::steady_clock::now() < deadline) {
     auto reply = http_request("GET", port_, "/v1/health");
     if (reply.status == 200) return true;
-    int status = 0;
-    if (pid_ > 0 && waitpid(pid_, &status, WNOHANG) == pid_) {
-      pid_ = -1;
-      return false;
-    }
+    if (!process_ || !process_->running()) return false;
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   return false;

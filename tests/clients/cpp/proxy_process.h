@@ -7,6 +7,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -20,6 +21,23 @@ struct HttpReply {
 HttpReply http_request(const std::string& method, unsigned short port, const std::string& target);
 
 unsigned short free_port();
+
+// A child process with its output in `log_path`; SIGTERM (then SIGKILL) in
+// the destructor, and SIGKILL if the test process dies first.
+class ChildProcess {
+ public:
+  ChildProcess(std::vector<std::string> argv, const std::string& log_path);
+  ~ChildProcess() { terminate(); }
+  ChildProcess(const ChildProcess&) = delete;
+  ChildProcess& operator=(const ChildProcess&) = delete;
+
+  bool running();  // false once it has exited (reaped)
+  void terminate();
+  void kill_now();
+
+ private:
+  pid_t pid_ = -1;
+};
 
 class ProxyProcess {
  public:
@@ -39,7 +57,7 @@ class ProxyProcess {
  private:
   std::string dir_;
   unsigned short port_ = 0;
-  pid_t pid_ = -1;
+  std::unique_ptr<ChildProcess> process_;
 };
 
 }  // namespace shapeproxy::testing

@@ -191,6 +191,37 @@ TEST_F(ReplicaClientTest, SyncsThenFollowsLiveChanges) {
   replica.stop();
   EXPECT_EQ(replica.status().state, SyncState::kStopped);
   EXPECT_EQ(replica.count(), 301u);  // the replica stays queryable after stop
+
+  // Started again, it resumes from its handle and offset: no resync.
+  const std::string handle = replica.handle();
+  execute_sql(database_, "INSERT INTO items (id, title) VALUES (1003, 'while stopped')");
+  ASSERT_TRUE(replica.start());
+  ASSERT_TRUE(eventually([&] { return replica.get(item_key(1003)).has_value(); }));
+  EXPECT_EQ(replica.handle(), handle);
+  EXPECT_EQ(recorder.count(Operation::kTruncate), 0u);
+  EXPECT_EQ(replica_rows(replica), table_rows());
+}
+
+// The example program serves the replica over HTTP.
+TEST_F(ReplicaClientTest, ExampleServesRowsOverHttp) {
+  auto proxy = start_proxy("cpp_example");
+  unsigned short port = free_port();
+  std::string log = ::testing::TempDir() + "replica_http_server_" + std::to_string(port) + ".log";
+  ChildProcess example({REPLICA_HTTP_SERVER_BIN, "--endpoint", proxy->url(), "--table", "items",
+                        "--port", std::to_string(port)},
+                       log);
+  ASSERT_TRUE(eventually(
+      [&] { return http_request("GET", port, "/count").body == R"({"count":300})"; }, 15s));
+  auto row = http_request("GET", port, "/rows/%22public%22.%22items%22%2F%227%22");
+  EXPECT_EQ(row.status, 200);
+  EXPECT_NE(row.body.find(R"("title":"item 7")"), std::string::npos) << row.body;
+  EXPECT_EQ(http_request("GET", port, "/rows/nope").status, 404);
+  execute_sql(database_, "INSERT INTO items (id, title) VALUES (5001, 'served')");
+  ASSERT_TRUE(
+      eventually([&] { return http_request("GET", port, "/count").body == R"({"count":301})"; }));
+  EXPECT_NE(http_request("GET", port, "/rows").body.find("served"), std::string::npos);
+  EXPECT_NE(http_request("GET", port, "/status").body.find(R"("state":"live")"), std::string::npos);
+  std::remove(log.c_str());
 }
 
 TEST_F(ReplicaClientTest, WhereParamsAndColumnsShapeTheReplica) {
