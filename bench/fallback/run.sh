@@ -1,0 +1,199 @@
+#!/usr/bin/env bash
+# bench/fallback/run.sh: the proxy in fallback mode (its role has no
+# REPLICATION, so replication never starts and it serves from direct queries).
+#
+# (a) Fallback response vs psql COPY, same run: a new shape of --rows rows
+#     (every request a distinct where clause selecting all rows, so every one
+#     is a fresh fallback query: catalog check, REPEATABLE READ query, log
+#     built, whole snapshot in one response with --chunk-bytes 256 MB), timed
+#     by curl from request to last byte, beside `psql -c "COPY (SELECT ...)
+#     TO STDOUT"` of the same rows as the same role. Warm-up pair, then --pairs
+#     alternating psql/proxy pairs; each measured shape is DELETEd after (so
+#     the fallback loop does not keep refreshing it). Prints
+#     `ratio X (median of N; min A, max B) candidate C ms, psql COPY R ms`
+#     (ratio = proxy ms / psql ms; target 1.5 or less).
+# (b) --clients concurrent long-poll clients (node, one keep-alive socket
+#     each) on one 1,000-row shape for --seconds, while a writer updates a
+#     row every 100 ms. Counted on the server with pg_stat_statements: calls of
+#     the shape's row query by the proxy's role. Prints
+#     `queries per poll interval X (N queries in T s, interval P ms) ...`
+#     (target: at most 1).
+#
+# Exit status: 0 when the run completed (benchmarks never fail for being
+# slow), 1 when the setup broke or an answer was wrong.
+set -euo pipefail
+
+usage() {
+  cat <<EOF
+usage: $0 [--build DIR] [--rows N] [--pairs N] [--clients N] [--seconds S] [--poll-ms MS]
+  --build DIR     build dir with src/shapeproxy and tests/support/shapeproxy_test_cluster
+                  (default \$SHAPEPROXY_BUILD_DIR or ../build-bench)
+  --rows N        rows of the (a) shape (100000)
+  --pairs N       measured psql/proxy pairs in (a) (5)
+  --clients N     live clients in (b) (1000)
+  --seconds S     length of (b) (10)
+  --poll-ms MS    --fallback-poll-interval-ms (1000)
+EOF
+}
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+build="${SHAPEPROXY_BUILD_DIR:-$here/../../../build-bench}"
+rows=100000
+pairs=5
+clients=1000
+seconds=10
+poll_ms=1000
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --build) build="$2"; shift 2 ;;
+    --rows) rows="$2"; shift 2 ;;
+    --pairs) pairs="$2"; shift 2 ;;
+    --clients) clients="$2"; shift 2 ;;
+    --seconds) seconds="$2"; shift 2 ;;
+    --poll-ms) poll_ms="$2"; shift 2 ;;
+    -h|--help) usage; exit 0 ;;
+    *) usage >&2; exit 2 ;;
+  esac
+done
+
+# shellcheck source=../lib.sh
+source "$here/../lib.sh"
+bench_init fallback
+bench_require_bins "$build"
+bench_require_tools psql jq curl node python3
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+# --- PostgreSQL: pg_stat_statements, tables, a role without REPLICATION ------
+bench_start_cluster
+psql "$conninfo" -v ON_ERROR_STOP=1 -q -c "ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'"
+bench_cluster_command stop
+bench_cluster_command start
+psql "$conninfo" -v ON_ERROR_STOP=1 -q <<SQL
+CREATE EXTENSION pg_stat_statements;
+CREATE TABLE bench_rows (
+  id int8 PRIMARY KEY,
+  title text NOT NULL,
+  amount numeric NOT NULL,
+  done bool NOT NULL,
+  created timestamptz NOT NULL
+);
+INSERT INTO bench_rows
+SELECT i, 'title of row ' || i, round((i * 1.37)::numeric, 2), i % 3 = 0,
+       timestamptz '2024-01-01 00:00:00+00' + i * interval '1 minute'
+FROM generate_series(1, $rows) AS i;
+CREATE TABLE bench_small (id int4 PRIMARY KEY, title text NOT NULL, n int4 NOT NULL);
+INSERT INTO bench_small SELECT i, 'row ' || i, 0 FROM generate_series(1, 1000) AS i;
+VACUUM ANALYZE;
+CREATE ROLE bench_app LOGIN;
+GRANT SELECT ON ALL TABLES IN SCHEMA public TO bench_app;
+CREATE PUBLICATION bench_pub FOR ALL TABLES;
+SQL
+app_conninfo="$(sed -E 's/user=[^ ]+//' <<<"$conninfo") user=bench_app"
+
+bench_start_proxy --cpu 0 --database-url "$app_conninfo" --publication bench_pub --slot bench_fb \
+  --fallback-grace-ms 200 --fallback-poll-interval-ms "$poll_ms" --chunk-bytes 268435456 \
+  --allow-delete --log-level warn
+for _ in $(seq 300); do
+  [[ "$(curl -s "$proxy_base/v1/status" | jq -r .status)" == fallback ]] && break
+  sleep 0.1
+done
+[[ "$(curl -s "$proxy_base/v1/status" | jq -r .status)" == fallback ]] || fail "the proxy never went to fallback"
+
+# --- (a) a new 100k-row shape from a fallback query vs psql COPY -------------
+k=0
+now_ms() { echo $(( ${EPOCHREALTIME/./} / 1000 )); }
+# Sets $where to a fresh clause that selects every row.
+next_where() {
+  k=$((k + 1))
+  where="id < $((1000000000 + k))"
+}
+run_psql() {
+  local started
+  started="$(now_ms)"
+  psql "$app_conninfo" -v ON_ERROR_STOP=1 -q \
+    -c "COPY (SELECT id, title, amount, done, created FROM bench_rows WHERE $where) TO STDOUT" \
+    >"$bench_tmp/copy.txt"
+  echo $(( $(now_ms) - started ))
+}
+run_proxy() {
+  local started status handle
+  started="$(now_ms)"
+  status="$(curl -sS -G -o "$bench_tmp/body.json" -D "$bench_tmp/headers.txt" -w '%{http_code}' \
+    --data-urlencode table=bench_rows --data-urlencode offset=-1 --data-urlencode "where=$where" \
+    "$proxy_base/v1/shape")"
+  local took=$(( $(now_ms) - started ))
+  [[ "$status" == 200 ]] || fail "proxy answered $status: $(head -c 300 "$bench_tmp/body.json")"
+  grep -qi '^electric-fallback-mode: true' "$bench_tmp/headers.txt" || fail "response not flagged fallback"
+  handle="$(awk -F': *' 'tolower($1)=="electric-handle"{sub(/\r$/,"",$2); print $2}' "$bench_tmp/headers.txt")"
+  curl -sS -G -o /dev/null -X DELETE --data-urlencode table=bench_rows \
+    --data-urlencode "where=$where" --data-urlencode "handle=$handle" "$proxy_base/v1/shape"
+  echo "$took"
+}
+
+next_where
+warm_psql="$(run_psql)"
+copy_lines="$(wc -l <"$bench_tmp/copy.txt")"
+[[ "$copy_lines" == "$rows" ]] || fail "COPY gave $copy_lines rows, expected $rows"
+warm_proxy="$(run_proxy)"
+got="$(jq '[.[] | select(.headers.operation == "insert")] | length' "$bench_tmp/body.json")"
+[[ "$got" == "$rows" ]] || fail "the fallback response holds $got rows, expected $rows"
+echo "(a) warm-up: psql COPY ${warm_psql} ms ($(stat -c %s "$bench_tmp/copy.txt") bytes), proxy ${warm_proxy} ms ($(stat -c %s "$bench_tmp/body.json") bytes)"
+
+: >"$bench_tmp/ratios"
+: >"$bench_tmp/proxy_ms"
+: >"$bench_tmp/psql_ms"
+for pair in $(seq "$pairs"); do
+  next_where
+  psql_ms="$(run_psql)"
+  proxy_ms="$(run_proxy)"
+  echo "$psql_ms" >>"$bench_tmp/psql_ms"
+  echo "$proxy_ms" >>"$bench_tmp/proxy_ms"
+  ratio="$(python3 -c "print(f'{$proxy_ms / max($psql_ms, 1):.2f}')")"
+  echo "$ratio" >>"$bench_tmp/ratios"
+  echo "(a) pair $pair: psql COPY ${psql_ms} ms, proxy ${proxy_ms} ms, ratio $ratio"
+done
+echo "(a) ratio $(median <"$bench_tmp/ratios") (median of $pairs; min $(sort -g "$bench_tmp/ratios" | head -n1), max $(sort -g "$bench_tmp/ratios" | tail -n1)) candidate $(median <"$bench_tmp/proxy_ms") ms, psql COPY $(median <"$bench_tmp/psql_ms") ms (${rows} rows; target 1.5 or less)"
+
+# --- (b) 1,000 live clients on one shape: queries per poll interval ----------
+# Sync the shape once to get its handle and offset.
+offset=-1
+handle=""
+for _ in $(seq 20); do
+  args=(--data-urlencode table=bench_small --data-urlencode "offset=$offset")
+  [[ -n "$handle" ]] && args+=(--data-urlencode "handle=$handle")
+  curl -sS -G -o /dev/null -D "$bench_tmp/small_headers.txt" "${args[@]}" "$proxy_base/v1/shape"
+  handle="$(awk -F': *' 'tolower($1)=="electric-handle"{sub(/\r$/,"",$2); print $2}' "$bench_tmp/small_headers.txt")"
+  offset="$(awk -F': *' 'tolower($1)=="electric-offset"{sub(/\r$/,"",$2); print $2}' "$bench_tmp/small_headers.txt")"
+  grep -qi '^electric-up-to-date' "$bench_tmp/small_headers.txt" && break
+done
+grep -qi '^electric-up-to-date' "$bench_tmp/small_headers.txt" || fail "bench_small never up-to-date"
+
+( while true; do
+    psql "$conninfo" -q -c "UPDATE bench_small SET n = n + 1 WHERE id = $((RANDOM % 1000 + 1))" >/dev/null 2>&1
+    sleep 0.1
+  done ) &
+bench_track $!
+
+count_queries() {
+  psql "$conninfo" -At -c "SELECT coalesce(sum(s.calls), 0) FROM pg_stat_statements s
+    JOIN pg_roles r ON r.oid = s.userid
+    WHERE r.rolname = 'bench_app' AND s.query LIKE '%FROM \"public\".\"bench_small\"%'"
+}
+psql "$conninfo" -q -c "SELECT pg_stat_statements_reset()" >/dev/null
+started="$(now_ms)"
+node "$here/long_poll_clients.mjs" "$proxy_base" bench_small "$handle" "$offset" "$clients" "$seconds" \
+  >"$bench_tmp/clients.json"
+queries="$(count_queries)"
+elapsed_ms=$(( $(now_ms) - started ))
+echo "(b) clients: $(cat "$bench_tmp/clients.json")"
+[[ "$(jq .withChanges "$bench_tmp/clients.json")" -gt 0 ]] || fail "no client received a change"
+[[ "$(jq .flagged "$bench_tmp/clients.json")" == "$(jq .responses "$bench_tmp/clients.json")" ]] ||
+  fail "a response was not flagged fallback"
+python3 - "$queries" "$elapsed_ms" "$poll_ms" "$clients" <<'EOF'
+import sys
+queries, elapsed_ms, poll_ms, clients = (int(v) for v in sys.argv[1:])
+intervals = elapsed_ms / poll_ms
+print(f"(b) queries per poll interval {queries / intervals:.2f} ({queries} queries in "
+      f"{elapsed_ms / 1000:.1f} s, interval {poll_ms} ms, {clients} clients; target 1 or less)")
+EOF
+bench_done

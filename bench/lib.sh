@@ -1,0 +1,141 @@
+# bench/lib.sh: start-up and clean-up shared by the bench/*/run.sh scripts.
+# Source it, then call bench_init once:
+#
+#   source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+#   bench_init fallback              # name for messages and the temp dir
+#   bench_start_cluster              # -> $conninfo, $cluster_port, $cluster_socket_dir
+#   bench_start_proxy ARGS...        # -> $proxy_pid, $proxy_port, $proxy_base
+#
+# Everything started through it (cluster, proxy, processes passed to
+# bench_track) is stopped, and $bench_tmp removed, on any exit; on failure
+# the proxy log tail is printed. `fail MESSAGE` exits 1.
+
+bench_name=bench
+bench_tmp=""
+bench_failed=1
+bench_pids=()
+cluster_pid=""
+proxy_pid=""
+
+bench_cleanup() {
+  set +e
+  if [[ $bench_failed -ne 0 && -f "$bench_tmp/proxy.log" ]]; then
+    echo "--- proxy log (tail) ---" >&2
+    tail -n 30 "$bench_tmp/proxy.log" >&2
+  fi
+  for pid in "${bench_pids[@]}"; do kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; done
+  [[ -n "$proxy_pid" ]] && kill "$proxy_pid" 2>/dev/null && wait "$proxy_pid" 2>/dev/null
+  # Closing the launcher's stdin stops the cluster and removes its directory.
+  exec 3>&- 2>/dev/null
+  [[ -n "$cluster_pid" ]] && wait "$cluster_pid" 2>/dev/null
+  [[ -n "$bench_tmp" ]] && rm -rf "$bench_tmp"
+}
+
+# bench_init NAME: temp dir ($bench_tmp) and the exit trap. Call
+# `bench_done` at the very end of a run that completed.
+bench_init() {
+  bench_name="$1"
+  bench_tmp="$(mktemp -d "/tmp/shapeproxy-bench-$bench_name-XXXXXX")"
+  trap bench_cleanup EXIT
+  trap 'exit 130' INT TERM
+}
+bench_done() { bench_failed=0; }
+
+fail() {
+  echo "$bench_name: $*" >&2
+  exit 1
+}
+
+# Stops `pid` at exit (e.g. a background load generator).
+bench_track() { bench_pids+=("$1"); }
+
+# bench_require_bins BUILD: checks the proxy and the cluster launcher exist
+# there; sets $proxy_bin and $cluster_bin.
+bench_require_bins() {
+  proxy_bin="$1/src/shapeproxy"
+  cluster_bin="$1/tests/support/shapeproxy_test_cluster"
+  for bin in "$proxy_bin" "$cluster_bin"; do
+    [[ -x "$bin" ]] || fail "missing $bin (build it, or pass --build DIR)"
+  done
+}
+
+# bench_require_tools TOOL...: each must be on PATH.
+bench_require_tools() {
+  for tool in "$@"; do
+    command -v "$tool" >/dev/null || fail "needs $tool on PATH"
+  done
+}
+
+# A free loopback TCP port (bind to 0, read it back; tiny race is acceptable).
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# Polls until `curl $1` answers at all (any status), for up to 30 s.
+wait_http() {
+  for _ in $(seq 300); do
+    curl -s -o /dev/null "$1" && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+# Starts a private PostgreSQL through shapeproxy_test_cluster (needs
+# $cluster_bin). Sets $conninfo (superuser), $cluster_port, $cluster_socket_dir.
+bench_start_cluster() {
+  mkfifo "$bench_tmp/cluster.in"
+  "$cluster_bin" <"$bench_tmp/cluster.in" >"$bench_tmp/cluster.out" 2>"$bench_tmp/cluster.log" &
+  cluster_pid=$!
+  exec 3>"$bench_tmp/cluster.in" # held open for the whole run; closed by cleanup
+  for _ in $(seq 600); do
+    [[ -s "$bench_tmp/cluster.out" ]] && break
+    kill -0 "$cluster_pid" 2>/dev/null || {
+      cat "$bench_tmp/cluster.log" >&2
+      fail "cluster did not start"
+    }
+    sleep 0.1
+  done
+  local info
+  info="$(head -n 1 "$bench_tmp/cluster.out")"
+  conninfo="$(jq -r .conninfo <<<"$info")"
+  cluster_port="$(jq -r .port <<<"$info")"
+  cluster_socket_dir="$(jq -r .socket_dir <<<"$info")"
+  [[ -n "$conninfo" && "$conninfo" != null ]] || fail "no conninfo from the cluster launcher"
+}
+
+# bench_cluster_command stop|start: the launcher's control channel; waits
+# for its "ok" answer.
+bench_cluster_command() {
+  local answers_before
+  answers_before="$(grep -c '^ok\|^error' "$bench_tmp/cluster.out" || true)"
+  echo "$1" >&3
+  for _ in $(seq 600); do
+    local answers
+    answers="$(grep -c '^ok\|^error' "$bench_tmp/cluster.out" || true)"
+    if [[ "$answers" -gt "$answers_before" ]]; then
+      tail -n 1 "$bench_tmp/cluster.out" | grep -q '^ok' || fail "cluster $1: $(tail -n 1 "$bench_tmp/cluster.out")"
+      return 0
+    fi
+    sleep 0.1
+  done
+  fail "cluster did not answer $1"
+}
+
+# bench_start_proxy [--cpu N] ARGS...: starts the proxy on a free port with
+# its own data dir (log in $bench_tmp/proxy.log), waits until it answers.
+# Sets $proxy_pid, $proxy_port, $proxy_base (http://127.0.0.1:PORT).
+bench_start_proxy() {
+  local pin=()
+  if [[ "${1:-}" == --cpu ]]; then
+    pin=(taskset -c "$2")
+    shift 2
+  fi
+  proxy_port="$(free_port)"
+  mkdir -p "$bench_tmp/proxy-data"
+  "${pin[@]}" "$proxy_bin" --listen 127.0.0.1 --port "$proxy_port" \
+    --data-dir "$bench_tmp/proxy-data" "$@" >"$bench_tmp/proxy.log" 2>&1 &
+  proxy_pid=$!
+  proxy_base="http://127.0.0.1:$proxy_port"
+  wait_http "$proxy_base/v1/health" || fail "proxy did not come up"
+}
+
+# median of the numbers on stdin (one per line).
+median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
