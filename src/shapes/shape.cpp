@@ -9,6 +9,65 @@ namespace shapeproxy::shapes {
 using replication::Change;
 using replication::ColumnValue;
 
+namespace {
+
+void append_row_values(std::string& out, const TableSchema& table, const Row& row,
+                       const std::vector<std::size_t>& columns) {
+  out += '{';
+  bool first = true;
+  for (std::size_t index : columns) {
+    if (!first) out += ',';
+    first = false;
+    append_json_string(out, table.columns[index].name);
+    out += ':';
+    if (index < row.size() && row[index]) {
+      append_json_string(out, *row[index]);
+    } else {
+      out += "null";
+    }
+  }
+  out += '}';
+}
+
+std::string render_snapshot_message(const TableSchema& table,
+                                    const std::vector<std::size_t>& selected,
+                                    const std::string& relation_json, const std::string& key,
+                                    const Row& row) {
+  std::string out = "{\"key\":";
+  append_json_string(out, key);
+  out += ",\"value\":";
+  append_row_values(out, table, row, selected);
+  out += ",\"headers\":{\"operation\":\"insert\",\"relation\":";
+  out += relation_json;
+  out += "}}";
+  return out;
+}
+
+// Rebuilds row state from a logged message. Only served columns are known;
+// the rest stay NULL (they matter only for unchanged TOAST values).
+void replay_message(std::unordered_map<std::string, Row>& rows, const TableSchema& table,
+                    std::string_view message) {
+  auto parsed = nlohmann::json::parse(message, nullptr, /*allow_exceptions=*/false);
+  if (!parsed.is_object() || !parsed.contains("key")) return;
+  const std::string key = parsed["key"].get<std::string>();
+  const auto& headers = parsed["headers"];
+  std::string operation = headers.value("operation", "insert");
+  if (operation == "delete") {
+    rows.erase(key);
+    return;
+  }
+  Row& row = rows[key];
+  if (row.size() != table.columns.size()) row.assign(table.columns.size(), std::nullopt);
+  for (const auto& [name, value] : parsed["value"].items()) {
+    auto index = table.column_index(name);
+    if (!index) continue;
+    row[*index] =
+        value.is_null() ? std::nullopt : std::optional<std::string>(value.get<std::string>());
+  }
+}
+
+}  // namespace
+
 struct Shape::Operation {
   enum class Kind { kInsert, kUpdate, kDelete };
   Kind kind;
@@ -46,23 +105,65 @@ ShapeMeta Shape::meta() const {
                    snapshot_, snapshot_file_,      log_.compacted_at()};
 }
 
-Result<void> Shape::compact() {
-  LogOffset point = log_.end();
-  if (point.is_snapshot() || log_.compacted_at() == point) return {};  // nothing to fold
+Result<std::shared_ptr<ShapeCompaction>> Shape::begin_compaction() {
+  if (!files_ || compacting_ || phase_ != Phase::kReady) return std::shared_ptr<ShapeCompaction>{};
+  auto source = files_->begin_compaction();
+  if (!source) return source.error();
+  if (!source.value()) return std::shared_ptr<ShapeCompaction>{};
+  auto compaction = std::make_shared<ShapeCompaction>();
+  compaction->source = std::move(*source.value());
+  compaction->point = LogOffset::at(compaction->source.last_tx, compaction->source.last_op);
+  compaction->previous_point = log_.compacted_at();
+  compaction->snapshot_file = "snapshot-" + compaction->point.to_string() + ".log";
+  compaction->table = definition_.table;
+  compaction->selected = definition_.selected;
+  compaction->relation_json = relation_json_;
+  compaction->chunk_bytes = log_.chunk_bytes();
+  compacting_ = true;
+  return compaction;
+}
+
+Result<void> Shape::build_compaction(ShapeCompaction& compaction) {
+  std::unordered_map<std::string, Row> rows;
+  const TableSchema& table = *compaction.table;
+  auto folded = storage::ShapeFiles::read_compaction_source(
+      compaction.source, [&](std::string_view message) { replay_message(rows, table, message); },
+      [&](const storage::StoredOperation& operation) {
+        // Left over from a compaction interrupted by a crash: already folded in.
+        auto offset = LogOffset::at(operation.tx, operation.op);
+        if (compaction.previous_point && offset <= *compaction.previous_point) return;
+        replay_message(rows, table, operation.json);
+      });
+  if (!folded) return folded.error();
   std::vector<std::string> messages;
-  messages.reserve(rows_.size());
-  for (const auto& [key, row] : rows_) messages.push_back(render_snapshot_row(key, row));
-  if (files_) {
-    std::string previous_file = snapshot_file_;
-    snapshot_file_ = "snapshot-" + point.to_string() + ".log";
-    ShapeMeta next = meta();
-    next.compacted_at = point;
-    if (auto compacted = files_->compact(messages, to_json(next)); !compacted) {
-      snapshot_file_ = previous_file;
-      return compacted.error();
-    }
+  messages.reserve(rows.size());
+  for (const auto& [key, row] : rows) {
+    messages.push_back(
+        render_snapshot_message(table, compaction.selected, compaction.relation_json, key, row));
   }
-  log_.compact(messages, point);
+  rows.clear();
+  auto written = storage::ShapeFiles::write_snapshot_file(
+      compaction.source.dir / compaction.snapshot_file, messages);
+  if (!written) return written.error();
+  compaction.rows = messages.size();
+  compaction.chunks = ShapeLog::chunk(messages, compaction.chunk_bytes);
+  return {};
+}
+
+Result<void> Shape::finish_compaction(ShapeCompaction& compaction) {
+  compacting_ = false;
+  if (!files_) return Error{"storage_usage", "finishing a compaction without files", ""};
+  std::string previous_file = snapshot_file_;
+  snapshot_file_ = compaction.snapshot_file;
+  ShapeMeta next = meta();
+  next.compacted_at = compaction.point;
+  auto finished =
+      files_->finish_compaction(compaction.source, compaction.snapshot_file, to_json(next));
+  if (!finished) {
+    snapshot_file_ = previous_file;
+    return finished.error();
+  }
+  log_.install_compaction(std::move(compaction.chunks), compaction.point);
   return {};
 }
 
@@ -134,27 +235,7 @@ Result<std::shared_ptr<Shape>> Shape::restore(ShapeDefinition definition, const 
   return shape;
 }
 
-// Rebuilds the row state from a logged message. Only served columns are
-// known; the rest stay NULL (they matter only for unchanged TOAST values).
-void Shape::replay(const std::string& message) {
-  auto parsed = nlohmann::json::parse(message, nullptr, /*allow_exceptions=*/false);
-  if (!parsed.is_object() || !parsed.contains("key")) return;
-  const std::string key = parsed["key"].get<std::string>();
-  const auto& headers = parsed["headers"];
-  std::string operation = headers.value("operation", "insert");
-  if (operation == "delete") {
-    rows_.erase(key);
-    return;
-  }
-  Row& row = rows_[key];
-  if (row.size() != table().columns.size()) row.assign(table().columns.size(), std::nullopt);
-  for (const auto& [name, value] : parsed["value"].items()) {
-    auto index = table().column_index(name);
-    if (!index) continue;
-    row[*index] =
-        value.is_null() ? std::nullopt : std::optional<std::string>(value.get<std::string>());
-  }
-}
+void Shape::replay(const std::string& message) { replay_message(rows_, table(), message); }
 
 bool Shape::apply_changes(replication::Xid xid, replication::Lsn commit_lsn,
                           const std::vector<const Change*>& changes) {
@@ -331,31 +412,11 @@ bool Shape::in_shape(const Row& row) const {
 
 void Shape::append_values(std::string& out, const Row& row,
                           const std::vector<std::size_t>& columns) const {
-  out += '{';
-  bool first = true;
-  for (std::size_t index : columns) {
-    if (!first) out += ',';
-    first = false;
-    append_json_string(out, table().columns[index].name);
-    out += ':';
-    if (index < row.size() && row[index]) {
-      append_json_string(out, *row[index]);
-    } else {
-      out += "null";
-    }
-  }
-  out += '}';
+  append_row_values(out, table(), row, columns);
 }
 
 std::string Shape::render_snapshot_row(const std::string& key, const Row& row) const {
-  std::string out = "{\"key\":";
-  append_json_string(out, key);
-  out += ",\"value\":";
-  append_values(out, row, definition_.selected);
-  out += ",\"headers\":{\"operation\":\"insert\",\"relation\":";
-  out += relation_json_;
-  out += "}}";
-  return out;
+  return render_snapshot_message(table(), definition_.selected, relation_json_, key, row);
 }
 
 std::string Shape::render(const Operation& operation, const char* lsn_text, std::size_t position,

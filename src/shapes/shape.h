@@ -30,6 +30,25 @@ struct SnapshotRows {
   std::vector<Row> rows;  // every column, in table order
 };
 
+// One compaction of a persisted shape: Shape::begin_compaction() fills the
+// inputs on the strand, Shape::build_compaction() folds the shape's files up
+// to `point` into its rows as of then and writes them to `snapshot_file` on
+// any thread (it reads only these fields and immutable files), then
+// Shape::finish_compaction() swaps the result in on the strand.
+struct ShapeCompaction {
+  storage::ShapeFiles::CompactionSource source;
+  LogOffset point;                          // the last operation folded in
+  std::optional<LogOffset> previous_point;  // operations up to it are in the old snapshot
+  std::string snapshot_file;
+  std::shared_ptr<const TableSchema> table;
+  std::vector<std::size_t> selected;
+  std::string relation_json;
+  std::size_t chunk_bytes = 0;
+  // Filled by build_compaction():
+  ShapeLog::Chunks chunks;
+  std::size_t rows = 0;
+};
+
 class Shape {
  public:
   enum class Phase { kSnapshotting, kReady, kGone };
@@ -78,9 +97,15 @@ class Shape {
   // that snapshot are skipped. Returns whether the log grew.
   Result<bool> apply_refresh(const SnapshotRows& fresh);
 
-  // Rewrites the log as the rows as they are now (durably, when persisted):
-  // readers at older offsets get must-refetch, everyone else continues.
-  Result<void> compact();
+  // Compaction rewrites the persisted log as the rows as of its last
+  // operation: readers at older offsets get must-refetch, everyone else
+  // continues. In three steps (see ShapeCompaction) so the strand keeps
+  // applying transactions while the big part runs elsewhere. begin: null
+  // when there is nothing to fold, no files, or a compaction in flight.
+  Result<std::shared_ptr<ShapeCompaction>> begin_compaction();
+  static Result<void> build_compaction(ShapeCompaction& compaction);  // any thread
+  Result<void> finish_compaction(ShapeCompaction& compaction);
+  void abandon_compaction() { compacting_ = false; }
   // Transactions held until the snapshot is in (they cannot be acknowledged yet).
   bool has_buffered() const { return !buffered_.empty(); }
 
@@ -123,6 +148,7 @@ class Shape {
   replication::Lsn last_logged_tx_ = 0;  // commit LSN of the last transaction in the log
   std::string snapshot_file_ = "snapshot.log";
   std::unique_ptr<storage::ShapeFiles> files_;
+  bool compacting_ = false;
 
   void replay(const std::string& message);
 };

@@ -4,22 +4,28 @@
 
 namespace shapeproxy::shapes {
 
-void ShapeLog::set_snapshot(const std::vector<std::string>& messages,
-                            std::optional<LogOffset> compacted_at) {
-  compacted_at_ = compacted_at;
-  chunks_.clear();
+ShapeLog::Chunks ShapeLog::chunk(const std::vector<std::string>& messages,
+                                 std::size_t chunk_bytes) {
+  Chunks chunks;
   std::string body = "[";
   for (const auto& message : messages) {
-    if (body.size() > 1 && body.size() + message.size() + 2 > chunk_bytes_) {
+    if (body.size() > 1 && body.size() + message.size() + 2 > chunk_bytes) {
       body += ']';
-      chunks_.push_back(std::make_shared<const std::string>(std::move(body)));
+      chunks.push_back(std::make_shared<const std::string>(std::move(body)));
       body = "[";
     }
     if (body.size() > 1) body += ',';
     body += message;
   }
   body += ']';
-  chunks_.push_back(std::make_shared<const std::string>(std::move(body)));
+  chunks.push_back(std::make_shared<const std::string>(std::move(body)));
+  return chunks;
+}
+
+void ShapeLog::set_snapshot(const std::vector<std::string>& messages,
+                            std::optional<LogOffset> compacted_at) {
+  compacted_at_ = compacted_at;
+  chunks_ = chunk(messages, chunk_bytes_);
 }
 
 void ShapeLog::append(std::vector<LogEntry> entries) {
@@ -28,7 +34,12 @@ void ShapeLog::append(std::vector<LogEntry> entries) {
 }
 
 void ShapeLog::compact(const std::vector<std::string>& rows, LogOffset point) {
-  set_snapshot(rows, point);
+  install_compaction(chunk(rows, chunk_bytes_), point);
+}
+
+void ShapeLog::install_compaction(Chunks chunks, LogOffset point) {
+  compacted_at_ = point;
+  chunks_ = std::move(chunks);
   entries_.erase(entries_.begin(),
                  std::upper_bound(entries_.begin(), entries_.end(), point,
                                   [](const LogOffset& offset, const LogEntry& entry) {

@@ -36,6 +36,13 @@ class ShapeLog {
   // (at <point.tx - 1>_<chunk>), so new readers continue after it; a reader
   // at any older offset can no longer continue (contains() is false).
   void compact(const std::vector<std::string>& rows, LogOffset point);
+  // The same with the rows already split by chunk() (built off the strand).
+  using Chunks = std::vector<std::shared_ptr<const std::string>>;
+  void install_compaction(Chunks chunks, LogOffset point);
+  // Splits messages into response bodies of at most chunk_bytes (a single
+  // larger message gets its own); never empty.
+  static Chunks chunk(const std::vector<std::string>& messages, std::size_t chunk_bytes);
+  std::size_t chunk_bytes() const { return chunk_bytes_; }
   std::optional<LogOffset> compacted_at() const { return compacted_at_; }
   // Appends one transaction's entries; offsets must increase.
   void append(std::vector<LogEntry> entries);
@@ -64,7 +71,7 @@ class ShapeLog {
 
   std::optional<LogOffset> compacted_at_;
   std::size_t chunk_bytes_;
-  std::vector<std::shared_ptr<const std::string>> chunks_;
+  Chunks chunks_;
   std::vector<LogEntry> entries_;
 };
 

@@ -617,18 +617,62 @@ void ShapeRegistry::finish_flush(std::vector<std::shared_ptr<Shape>> synced,
   for (const auto& shape : synced) {
     if (shape->phase() == Shape::Phase::kGone || !shape->files()) continue;
     shape->files()->mark_synced();
-    if (shape->files()->changes_bytes() <= options_.compact_bytes) continue;
-    auto before = shape->files()->changes_bytes();
-    if (auto compacted = shape->compact(); !compacted) {
-      spdlog::warn("shapes: compacting {} failed: {}", shape->handle(),
-                   compacted.error().to_string());
-    } else {
-      spdlog::info("shapes: compacted {} ({} bytes of operations folded into {} rows)",
-                   shape->handle(), before, shape->row_count());
-    }
+    if (shape->files()->changes_bytes() > options_.compact_bytes) start_compaction(shape);
   }
   if (on_durable_ && durable_lsn > 0) on_durable_(durable_lsn);
   if (!dirty_.empty()) schedule_flush();
+}
+
+// Compaction: the shape's files are switched to a new changes file here (on
+// the strand); the worker folds the older ones into a new snapshot file;
+// back on the strand, meta.json and the in-memory log switch to it. Every
+// transaction applied meanwhile lands in the new changes file and stays.
+void ShapeRegistry::start_compaction(const std::shared_ptr<Shape>& shape) {
+  auto begun = shape->begin_compaction();
+  if (!begun) {
+    spdlog::warn("shapes: cannot start compacting {}: {}", shape->handle(),
+                 begun.error().to_string());
+    return;
+  }
+  auto compaction = std::move(begun).value();
+  if (!compaction) return;
+  auto started = std::chrono::steady_clock::now();
+  asio::post(compaction_thread_, [weak = weak_from_this(), executor = executor_, shape, compaction,
+                                  built_hook = options_.compaction_built, started] {
+    std::optional<Error> failure;
+    if (auto built = Shape::build_compaction(*compaction); !built) failure = built.error();
+    if (built_hook) built_hook();
+    asio::post(executor, [weak, shape, compaction, failure, started] {
+      if (auto self = weak.lock()) self->finish_compaction(shape, compaction, failure, started);
+    });
+  });
+}
+
+void ShapeRegistry::finish_compaction(const std::shared_ptr<Shape>& shape,
+                                      const std::shared_ptr<ShapeCompaction>& compaction,
+                                      std::optional<Error> failure,
+                                      std::chrono::steady_clock::time_point started) {
+  if (shape->phase() == Shape::Phase::kGone) {
+    // Removed meanwhile: the worker may have written into the removed directory.
+    std::error_code ec;
+    std::filesystem::remove_all(compaction->source.dir, ec);
+    return;
+  }
+  if (!failure) {
+    if (auto finished = shape->finish_compaction(*compaction); !finished) {
+      failure = finished.error();
+    }
+  }
+  if (failure) {
+    shape->abandon_compaction();
+    spdlog::warn("shapes: compacting {} failed: {}", shape->handle(), failure->to_string());
+    return;
+  }
+  auto millis = std::chrono::duration_cast<std::chrono::milliseconds>(
+                    std::chrono::steady_clock::now() - started)
+                    .count();
+  spdlog::info("shapes: compacted {} up to {} into {} rows in {} ms", shape->handle(),
+               compaction->point.to_string(), compaction->rows, millis);
 }
 
 Result<std::size_t> ShapeRegistry::load() {

@@ -44,6 +44,9 @@ struct ShapeRegistryOptions {
   std::chrono::seconds idle_check_interval{60};
   // Degraded mode: each shape being read is re-queried at most this often.
   std::chrono::milliseconds fallback_poll_interval{1'000};
+  // Tests: called on the compaction worker once a compacted snapshot is
+  // built, before it is swapped in on the strand.
+  std::function<void()> compaction_built;
 };
 
 // Rows of a shape from a direct query (degraded mode); injected so the
@@ -123,6 +126,11 @@ class ShapeRegistry : public ShapeService, public std::enable_shared_from_this<S
   void finish_flush(std::vector<std::shared_ptr<Shape>> synced, replication::Lsn durable_lsn,
                     std::optional<Error> failure);
   void remove_idle_shapes();
+  void start_compaction(const std::shared_ptr<Shape>& shape);
+  void finish_compaction(const std::shared_ptr<Shape>& shape,
+                         const std::shared_ptr<ShapeCompaction>& compaction,
+                         std::optional<Error> failure,
+                         std::chrono::steady_clock::time_point started);
   boost::asio::awaitable<void> fallback_loop();
   boost::asio::awaitable<void> refresh(std::shared_ptr<Shape> shape);
   // Degraded mode: remembers whether the shape's last fallback query was
@@ -154,6 +162,9 @@ class ShapeRegistry : public ShapeService, public std::enable_shared_from_this<S
   bool flush_scheduled_ = false;
   bool sync_in_flight_ = false;  // an fdatasync batch runs on sync_thread_
   boost::asio::thread_pool sync_thread_{1};
+  // Compactions fold and write big files here, off the strand and apart
+  // from the syncs that acknowledge replication.
+  boost::asio::thread_pool compaction_thread_{1};
   std::function<void(replication::Lsn)> on_durable_;
   std::map<const Shape*, std::chrono::steady_clock::time_point> last_read_;
   std::unique_ptr<boost::asio::steady_timer> housekeeping_;

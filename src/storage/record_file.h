@@ -13,6 +13,7 @@
 #include <functional>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "common/result.h"
 
@@ -42,6 +43,9 @@ class RecordFile {
 
   // Queues a record; write() hands the queued records to the OS in one call.
   void add(const Record& record);
+  // Moves the queued (not yet written) records out, e.g. to another file.
+  std::string take_pending() { return std::exchange(pending_, {}); }
+  void add_encoded(std::string_view records) { pending_.append(records); }
   Result<void> write();  // writes what add() collected
   Result<void> sync();   // fdatasync when something was written since the last sync
   // For syncing on another thread: the descriptor (stable until the file is

@@ -1,7 +1,9 @@
 #include "storage/shape_files.h"
 
+#include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -46,6 +48,58 @@ Result<std::unique_ptr<ShapeFiles>> ShapeFiles::create(const fs::path& dir,
   return std::unique_ptr<ShapeFiles>(new ShapeFiles(dir, std::move(changes).value()));
 }
 
+namespace {
+
+// Appends the whole transactions of one changes file to `operations` and
+// returns the byte length they take: what follows the last flagged record
+// is a transaction whose write was torn by a crash.
+Result<std::uint64_t> read_changes(const fs::path& path, std::vector<StoredOperation>& operations) {
+  std::uint64_t whole_length = 0;
+  std::size_t whole_count = operations.size();
+  std::uint64_t offset = 0;
+  auto read = RecordFile::read_all(path, [&](const Record& record) {
+    offset += 4 + 4 + 1 + 8 + 8 + record.payload.size();
+    operations.push_back({record.tx, record.op, std::string(record.payload)});
+    if (record.kind == kLastOfTransaction) {
+      whole_length = offset;
+      whole_count = operations.size();
+    }
+  });
+  if (!read) return read.error();
+  operations.resize(whole_count);
+  return whole_length;
+}
+
+// changes.log is number 0, changes-N.log number N; anything else: nullopt.
+std::optional<std::uint64_t> changes_file_number(const std::string& name) {
+  if (name == "changes.log") return 0;
+  constexpr std::string_view prefix = "changes-";
+  constexpr std::string_view suffix = ".log";
+  if (name.size() <= prefix.size() + suffix.size() || !name.starts_with(prefix) ||
+      !name.ends_with(suffix)) {
+    return std::nullopt;
+  }
+  auto digits = name.substr(prefix.size(), name.size() - prefix.size() - suffix.size());
+  if (digits.find_first_not_of("0123456789") != std::string::npos || digits.size() > 18) {
+    return std::nullopt;
+  }
+  return std::stoull(digits);
+}
+
+std::string changes_name(std::uint64_t number) {
+  return number == 0 ? "changes.log" : "changes-" + std::to_string(number) + ".log";
+}
+
+void sync_directory(const fs::path& dir) {
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd >= 0) {
+    ::fsync(fd);
+    ::close(fd);
+  }
+}
+
+}  // namespace
+
 Result<std::pair<std::unique_ptr<ShapeFiles>, StoredShape>> ShapeFiles::open(const fs::path& dir) {
   StoredShape stored;
   auto meta = read_meta(dir);
@@ -56,26 +110,97 @@ Result<std::pair<std::unique_ptr<ShapeFiles>, StoredShape>> ShapeFiles::open(con
     if (record.kind == kSnapshotMessage) stored.snapshot.emplace_back(record.payload);
   });
   if (!snapshot) return snapshot.error();
-  // Keep whole transactions only: what follows the last flagged record is a
-  // transaction whose write was torn by a crash.
-  std::uint64_t whole_length = 0;
-  std::size_t whole_count = 0;
-  std::uint64_t offset = 0;
-  auto read = RecordFile::read_all(dir / "changes.log", [&](const Record& record) {
-    offset += 4 + 4 + 1 + 8 + 8 + record.payload.size();
-    stored.operations.push_back({record.tx, record.op, std::string(record.payload)});
-    if (record.kind == kLastOfTransaction) {
-      whole_length = offset;
-      whole_count = stored.operations.size();
+  // Every changes file, in order; leftovers of an unfinished compaction
+  // (a snapshot file meta.json does not name, temporary files) go.
+  std::vector<std::uint64_t> numbers;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    std::string name = entry.path().filename().string();
+    if (auto number = changes_file_number(name)) {
+      numbers.push_back(*number);
+    } else if ((name.starts_with("snapshot") && name != snapshot_file) || name.ends_with(".tmp")) {
+      fs::remove(entry.path(), ec);
     }
-  });
-  if (!read) return read.error();
-  stored.operations.resize(whole_count);
-  auto changes = RecordFile::open_for_append(dir / "changes.log", whole_length);
+  }
+  std::sort(numbers.begin(), numbers.end());
+  if (numbers.empty()) numbers.push_back(0);
+  std::uint64_t last_length = 0;
+  for (auto number : numbers) {
+    auto length = read_changes(dir / changes_name(number), stored.operations);
+    if (!length) return length.error();
+    last_length = length.value();
+  }
+  auto changes = RecordFile::open_for_append(dir / changes_name(numbers.back()), last_length);
   if (!changes) return changes.error();
   auto files = std::unique_ptr<ShapeFiles>(new ShapeFiles(dir, std::move(changes).value()));
   files->snapshot_file_ = snapshot_file;
+  files->changes_number_ = numbers.back();
+  for (std::size_t i = 0; i + 1 < numbers.size(); ++i) {
+    files->older_changes_.push_back(changes_name(numbers[i]));
+  }
+  if (!stored.operations.empty()) {
+    files->written_last_ = {stored.operations.back().tx, stored.operations.back().op};
+    files->queued_last_ = files->written_last_;
+  }
   return std::make_pair(std::move(files), std::move(stored));
+}
+
+std::string ShapeFiles::changes_file_name() const { return changes_name(changes_number_); }
+
+Result<void> ShapeFiles::write() {
+  if (auto written = changes_.write(); !written) return written;
+  written_last_ = queued_last_;
+  return {};
+}
+
+Result<std::optional<ShapeFiles::CompactionSource>> ShapeFiles::begin_compaction() {
+  if (changes_.needs_sync() || !written_last_ || written_last_ == compacted_last_) {
+    return std::optional<CompactionSource>{};
+  }
+  auto next = RecordFile::open_for_append(dir_ / changes_name(changes_number_ + 1), 0);
+  if (!next) return next.error();
+  sync_directory(dir_);  // the new file survives a crash before its first sync
+  next->add_encoded(changes_.take_pending());
+  older_changes_.push_back(changes_file_name());
+  changes_ = std::move(next).value();
+  ++changes_number_;
+  compacted_last_ = written_last_;
+  CompactionSource source{dir_, snapshot_file_, older_changes_, written_last_->first,
+                          written_last_->second};
+  return std::optional<CompactionSource>(std::move(source));
+}
+
+Result<void> ShapeFiles::read_compaction_source(
+    const CompactionSource& source,
+    const std::function<void(const std::string_view message)>& snapshot_message,
+    const std::function<void(const StoredOperation& operation)>& operation) {
+  auto snapshot =
+      RecordFile::read_all(source.dir / source.snapshot_file, [&](const Record& record) {
+        if (record.kind == kSnapshotMessage) snapshot_message(record.payload);
+      });
+  if (!snapshot) return snapshot.error();
+  for (const auto& name : source.changes_files) {
+    std::vector<StoredOperation> operations;
+    auto read = read_changes(source.dir / name, operations);
+    if (!read) return read.error();
+    for (const auto& each : operations) operation(each);
+  }
+  return {};
+}
+
+Result<void> ShapeFiles::finish_compaction(const CompactionSource& source,
+                                           const std::string& snapshot_file,
+                                           const nlohmann::json& meta) {
+  if (auto written = write_meta(meta); !written) return written;
+  std::error_code ec;
+  if (source.snapshot_file != snapshot_file) fs::remove(dir_ / source.snapshot_file, ec);
+  for (const auto& name : source.changes_files) {
+    fs::remove(dir_ / name, ec);
+    older_changes_.erase(std::remove(older_changes_.begin(), older_changes_.end(), name),
+                         older_changes_.end());
+  }
+  snapshot_file_ = snapshot_file;
+  return {};
 }
 
 Result<void> ShapeFiles::write_meta(const nlohmann::json& meta) {
@@ -97,21 +222,9 @@ Result<void> ShapeFiles::write_snapshot(const std::vector<std::string>& messages
   return write_messages(dir_ / snapshot_file_, messages);
 }
 
-Result<void> ShapeFiles::compact(const std::vector<std::string>& messages,
-                                 const nlohmann::json& meta) {
-  std::string next = meta.value("snapshot_file", "");
-  if (next.empty() || next == snapshot_file_) {
-    return Error{"storage_usage", "compaction needs a new snapshot_file name in meta", ""};
-  }
-  if (auto written = write_messages(dir_ / next, messages); !written) return written;
-  if (auto written = write_meta(meta); !written) return written;
-  auto emptied = RecordFile::open_for_append(dir_ / "changes.log", 0);
-  if (!emptied) return emptied.error();
-  changes_ = std::move(emptied).value();
-  std::error_code ec;
-  fs::remove(dir_ / snapshot_file_, ec);
-  snapshot_file_ = std::move(next);
-  return {};
+Result<void> ShapeFiles::write_snapshot_file(const fs::path& path,
+                                             const std::vector<std::string>& messages) {
+  return write_messages(path, messages);
 }
 
 void ShapeFiles::append_transaction(const std::vector<StoredOperation>& operations) {
@@ -121,9 +234,13 @@ void ShapeFiles::append_transaction(const std::vector<StoredOperation>& operatio
     changes_.add(
         Record{last ? kLastOfTransaction : kOperation, operation.tx, operation.op, operation.json});
   }
+  if (!operations.empty()) queued_last_ = {operations.back().tx, operations.back().op};
 }
 
-Result<void> ShapeFiles::sync() { return changes_.sync(); }
+Result<void> ShapeFiles::sync() {
+  if (auto written = write(); !written) return written;
+  return changes_.sync();
+}
 
 Result<void> ShapeFiles::sync_written(PendingSync pending) {
   if (pending.descriptor < 0) return {};

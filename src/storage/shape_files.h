@@ -2,7 +2,10 @@
 //   meta.json      what the shape is (written atomically; the shapes module
 //                  owns its contents)
 //   snapshot.log   the initial snapshot's messages, written once, then synced
-//   changes.log    replicated operations, appended one transaction at a time
+//   changes.log    replicated operations, appended one transaction at a time;
+//   changes-N.log  when a compaction starts, appends move to the next file
+//                  (N = 1, 2, ...) so the earlier ones are immutable while a
+//                  worker folds them; the loader reads them all in order
 // A transaction's operations reach disk in one write, the last one flagged;
 // at load, a torn tail is cut back to the end of the last whole transaction.
 #pragma once
@@ -11,9 +14,11 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/result.h"
@@ -45,19 +50,42 @@ class ShapeFiles {
   Result<void> write_meta(const nlohmann::json& meta);
   // Writes and syncs the snapshot messages (once).
   Result<void> write_snapshot(const std::vector<std::string>& messages);
-  // Compaction: replaces snapshot and operations with `messages` (the rows as
-  // they are now), crash-safely: the new snapshot file is synced, then
-  // meta.json (which must name it in "snapshot_file") switches to it, then
-  // changes.log is emptied and the old snapshot removed. A crash in between
-  // leaves operations that the new meta says are covered; the loader drops them.
-  Result<void> compact(const std::vector<std::string>& messages, const nlohmann::json& meta);
+  // Compaction off the event loop, in three steps:
+  //  1. begin_compaction() (owner's thread): needs everything written to be
+  //     synced; moves appends to a new changes file and returns the files
+  //     that now hold the log up to its last written operation. Nothing
+  //     when there is nothing written since the last compaction, or when
+  //     written data still awaits its sync.
+  //  2. any thread: read_compaction_source() folds those immutable files,
+  //     write_snapshot_file() writes and syncs the result under a new name.
+  //  3. finish_compaction() (owner's thread): meta.json (naming the new
+  //     snapshot_file) switches to it, then the folded files are removed.
+  // A crash before 3 leaves the old files, read in order at load; after the
+  // meta switch, operations the meta says are covered are dropped by the loader.
+  struct CompactionSource {
+    std::filesystem::path dir;
+    std::string snapshot_file;
+    std::vector<std::string> changes_files;  // oldest first
+    std::uint64_t last_tx = 0;               // the last operation they hold
+    std::uint64_t last_op = 0;
+  };
+  Result<std::optional<CompactionSource>> begin_compaction();
+  // Snapshot messages first, then each whole transaction's operations in order.
+  static Result<void> read_compaction_source(
+      const CompactionSource& source,
+      const std::function<void(const std::string_view message)>& snapshot_message,
+      const std::function<void(const StoredOperation& operation)>& operation);
+  static Result<void> write_snapshot_file(const std::filesystem::path& path,
+                                          const std::vector<std::string>& messages);
+  Result<void> finish_compaction(const CompactionSource& source, const std::string& snapshot_file,
+                                 const nlohmann::json& meta);
   // Queues one transaction's operations; sync() makes them durable.
   void append_transaction(const std::vector<StoredOperation>& operations);
   Result<void> sync();
   // Two-step sync, so the fdatasync can run off the event loop: write()
   // hands queued records to the OS; then, on any thread, sync_written()
   // makes them durable (it touches only the descriptor).
-  Result<void> write() { return changes_.write(); }
+  Result<void> write();
   struct PendingSync {
     int descriptor = -1;  // -1: nothing to sync
   };
@@ -74,10 +102,18 @@ class ShapeFiles {
 
  private:
   ShapeFiles(std::filesystem::path dir, RecordFile changes);
+  std::string changes_file_name() const;
 
   std::filesystem::path dir_;
   RecordFile changes_;
+  std::uint64_t changes_number_ = 0;        // changes.log is 0, then changes-N.log
+  std::vector<std::string> older_changes_;  // earlier changes files, oldest first
   std::string snapshot_file_ = "snapshot.log";
+  // The last operation queued, and the last one handed to the OS.
+  std::optional<std::pair<std::uint64_t, std::uint64_t>> queued_last_;
+  std::optional<std::pair<std::uint64_t, std::uint64_t>> written_last_;
+  // What the last begin_compaction() covered: nothing new since, nothing to fold.
+  std::optional<std::pair<std::uint64_t, std::uint64_t>> compacted_last_;
 };
 
 }  // namespace shapeproxy::storage

@@ -142,5 +142,71 @@ TEST(ShapeFilesTest, RemoveDeletesTheDirectoryAndBadMetaIsAnError) {
   EXPECT_EQ(opened.error().code, "storage_corrupt");
 }
 
+std::vector<std::uint64_t> transaction_ids(const StoredShape& stored) {
+  std::vector<std::uint64_t> out;
+  for (const auto& operation : stored.operations) out.push_back(operation.tx);
+  return out;
+}
+
+TEST(ShapeFilesTest, CompactionFoldsFrozenFilesWhileAppendsContinueAndSurvivesACrashMidway) {
+  TempDir temp;
+  auto dir = temp.path() / "shape";
+  auto files = make_shape(dir);
+  files->append_transaction(transaction(100, 2));
+  ASSERT_TRUE(files->write());
+  // Written but not yet synced: a compaction must wait (the slot could be
+  // acknowledged past data no longer in the file being synced).
+  auto early = files->begin_compaction();
+  ASSERT_TRUE(early);
+  EXPECT_FALSE(early.value());
+  ASSERT_TRUE(files->sync());
+  files->append_transaction(transaction(200, 1));  // queued, not written: goes to the new file
+  auto begun = files->begin_compaction();
+  ASSERT_TRUE(begun) << begun.error().to_string();
+  ASSERT_TRUE(begun.value());
+  auto source = *begun.value();
+  EXPECT_EQ(source.last_tx, 100u);
+  EXPECT_EQ(source.last_op, 1u);
+  EXPECT_EQ(source.changes_files, (std::vector<std::string>{"changes.log"}));
+  files->append_transaction(transaction(300, 1));
+  ASSERT_TRUE(files->sync());
+
+  // The frozen files hold the snapshot and exactly the operations up to the point.
+  std::vector<std::string> snapshot;
+  std::vector<std::uint64_t> folded;
+  ASSERT_TRUE(ShapeFiles::read_compaction_source(
+      source, [&](std::string_view message) { snapshot.emplace_back(message); },
+      [&](const StoredOperation& operation) { folded.push_back(operation.tx); }));
+  EXPECT_EQ(snapshot.size(), 2u);
+  EXPECT_EQ(folded, (std::vector<std::uint64_t>{100, 100}));
+
+  // A crash before the compaction finishes: every file is read, in order.
+  {
+    auto crashed = ShapeFiles::open(dir);
+    ASSERT_TRUE(crashed) << crashed.error().to_string();
+    EXPECT_EQ(transaction_ids(crashed.value().second),
+              (std::vector<std::uint64_t>{100, 100, 200, 300}));
+  }
+  ASSERT_TRUE(
+      ShapeFiles::write_snapshot_file(dir / "snapshot-100_1.log", {"{\"row\":\"folded\"}"}));
+  ASSERT_TRUE(files->finish_compaction(
+      source, "snapshot-100_1.log",
+      nlohmann::json{{"handle", "h-1"}, {"snapshot_file", "snapshot-100_1.log"}}));
+  files->append_transaction(transaction(400, 1));
+  ASSERT_TRUE(files->sync());
+  EXPECT_FALSE(fs::exists(dir / "changes.log"));
+  EXPECT_FALSE(fs::exists(dir / "snapshot.log"));
+  auto reopened = ShapeFiles::open(dir);
+  ASSERT_TRUE(reopened) << reopened.error().to_string();
+  EXPECT_EQ(reopened.value().second.snapshot, (std::vector<std::string>{"{\"row\":\"folded\"}"}));
+  EXPECT_EQ(transaction_ids(reopened.value().second), (std::vector<std::uint64_t>{200, 300, 400}));
+  // The next compaction continues from the reopened files.
+  auto& again = reopened.value().first;
+  auto next = again->begin_compaction();
+  ASSERT_TRUE(next && next.value());
+  EXPECT_EQ(next.value()->changes_files, (std::vector<std::string>{"changes-1.log"}));
+  EXPECT_EQ(next.value()->last_tx, 400u);
+}
+
 }  // namespace
 }  // namespace shapeproxy::storage
