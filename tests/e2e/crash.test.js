@@ -1,7 +1,7 @@
 // Crash safety: a writer keeps changing one table (single- and multi-row
 // transactions) while the proxy is killed with SIGKILL at random moments and
-// restarted on the same data dir and slot, E2E_CRASH_LOOPS times (default
-// 20). After every restart, with the writer paused:
+// restarted on the same data dir and slot, E2E_CRASH_KILLS (or
+// E2E_CRASH_LOOPS) times (default 20; the soak: E2E_CRASH_KILLS=50). After every restart, with the writer paused:
 //   - the proxy log says the shape was loaded from disk (no new snapshot);
 //   - a fresh stock client (offset -1) gets exactly SELECT * and the same handle;
 //   - a long-lived stock client opened before the first kill, which retried
@@ -18,7 +18,7 @@ import { canonicalRows, openShape } from './shapes.js'
 // Every replicated transaction is logged: keep enough lines to see a restart.
 const h = useHarness({ name: 'crash', maxLogLines: 50_000 })
 
-const LOOPS = Number(process.env.E2E_CRASH_LOOPS ?? 20)
+const LOOPS = Number(process.env.E2E_CRASH_KILLS ?? process.env.E2E_CRASH_LOOPS ?? 20)
 const SEED = Number(process.env.E2E_CRASH_SEED ?? Math.floor(Math.random() * 2 ** 31))
 const KILL_DELAY_MIN_MS = 50
 const KILL_DELAY_MAX_MS = 700
