@@ -64,7 +64,7 @@ http {
   const child = spawn('nginx', ['-p', dir, '-c', conf, '-g', 'daemon off;'], { stdio: ['ignore', 'ignore', 'pipe'] })
   const stderr = []
   child.stderr.setEncoding('utf8').on('data', (chunk) => stderr.push(chunk))
-  process.on('exit', () => child.kill('SIGKILL'))
+  process.on('exit', () => child.kill('SIGTERM')) // the master stops its worker too
   const url = `http://127.0.0.1:${port}`
   await waitFor(
     async () => {

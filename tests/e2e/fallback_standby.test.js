@@ -37,7 +37,7 @@ async function startStandby(primaryConninfo, database) {
     await exited
     clearTimeout(timer)
   }
-  process.on('exit', () => child.kill('SIGKILL'))
+  // (If this process dies, the launcher sees its stdin close and removes the standby.)
   const info = await new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`standby did not start: ${stderr.join('')}`)), 90_000)
     createInterface({ input: child.stdout }).once('line', (line) => {
