@@ -62,6 +62,16 @@ const char* to_string(Operation operation) {
   return "unknown";
 }
 
+namespace {
+
+std::chrono::milliseconds retry_after(const HttpResponse& response) {
+  auto header = response.header("retry-after");
+  auto seconds = header ? retry_after_seconds(*header) : std::nullopt;
+  return seconds ? std::chrono::milliseconds(*seconds) : std::chrono::milliseconds(0);
+}
+
+}  // namespace
+
 class ReplicaClient::Impl : public std::enable_shared_from_this<ReplicaClient::Impl> {
  public:
   explicit Impl(ReplicaClientOptions options)
@@ -111,6 +121,7 @@ class ReplicaClient::Impl : public std::enable_shared_from_this<ReplicaClient::I
     bool cancelled = false;
     std::string error;
     std::size_t endpoint = 0;
+    std::chrono::milliseconds retry_after{0};  // from a 503/429, if the server said
     HttpResponse response;
   };
 
@@ -129,7 +140,8 @@ class ReplicaClient::Impl : public std::enable_shared_from_this<ReplicaClient::I
   std::chrono::milliseconds on_ok(const HttpResponse& response, std::size_t endpoint);
   std::chrono::milliseconds on_must_refetch(std::optional<std::string> new_handle,
                                             const std::string& why, std::size_t endpoint);
-  std::chrono::milliseconds on_failure(const std::string& why, std::size_t endpoint);
+  std::chrono::milliseconds on_failure(const std::string& why, std::size_t endpoint,
+                                       std::chrono::milliseconds at_least = {});
 
   void set_status(SyncState state, std::size_t endpoint, std::string detail);
   void set_fallback(bool on, std::size_t endpoint);
@@ -257,6 +269,7 @@ asio::awaitable<ReplicaClient::Impl::Attempt> ReplicaClient::Impl::fetch(
         outcome.ok && (outcome.response.status >= 500 || outcome.response.status == 429);
     if (!outcome.ok || server_trouble) {
       breakers_[index].record_failure(CircuitBreaker::Clock::now());
+      if (server_trouble) attempt.retry_after = retry_after(outcome.response);
       attempt.error = outcome.ok ? endpoints_[index].url + " answered HTTP " +
                                        std::to_string(outcome.response.status)
                                  : outcome.error;
@@ -284,7 +297,7 @@ asio::awaitable<void> ReplicaClient::Impl::sync_loop() {
     if (attempt.cancelled) {
       refresh_requested_ = false;  // cut short on purpose: ask again at once
     } else if (!attempt.ok) {
-      delay = on_failure(attempt.error, attempt.endpoint);
+      delay = on_failure(attempt.error, attempt.endpoint, attempt.retry_after);
     } else if (attempt.response.status == 409) {
       delay = on_must_refetch(attempt.response.header("electric-handle"), "409 must-refetch",
                               attempt.endpoint);
@@ -301,9 +314,11 @@ asio::awaitable<void> ReplicaClient::Impl::sync_loop() {
 }
 
 std::chrono::milliseconds ReplicaClient::Impl::on_failure(const std::string& why,
-                                                          std::size_t endpoint) {
+                                                          std::size_t endpoint,
+                                                          std::chrono::milliseconds at_least) {
   sync_connection_.close();
-  auto delay = backoff_.next();
+  // The server's retry-after is honoured, within the configured ceiling.
+  auto delay = std::max(backoff_.next(), std::min(at_least, options_.backoff_max));
   set_status(SyncState::kReconnecting, endpoint,
              why + " (retry in " + std::to_string(delay.count()) + " ms)");
   return delay;

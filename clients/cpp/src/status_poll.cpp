@@ -40,6 +40,18 @@ std::optional<std::chrono::seconds> max_age(std::string_view cache_control) {
   return std::nullopt;
 }
 
+std::optional<std::chrono::seconds> retry_after_seconds(std::string_view value) {
+  while (!value.empty() && value.front() == ' ') value.remove_prefix(1);
+  while (!value.empty() && value.back() == ' ') value.remove_suffix(1);
+  if (value.empty() || value.size() > 9) return std::nullopt;
+  long long seconds = 0;
+  for (char c : value) {
+    if (!std::isdigit(static_cast<unsigned char>(c))) return std::nullopt;
+    seconds = seconds * 10 + (c - '0');
+  }
+  return std::chrono::seconds(seconds);
+}
+
 std::chrono::milliseconds next_status_poll(std::chrono::milliseconds interval,
                                            std::optional<std::chrono::seconds> age) {
   auto delay = std::max(interval, std::chrono::milliseconds(1));

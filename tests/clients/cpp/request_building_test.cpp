@@ -70,6 +70,14 @@ TEST(StatusPoll, ReadsStatusAndMaxAge) {
   EXPECT_FALSE(max_age("s-maxage=10"));
 }
 
+TEST(StatusPoll, ReadsRetryAfterSeconds) {
+  EXPECT_EQ(retry_after_seconds("3"), 3s);
+  EXPECT_EQ(retry_after_seconds(" 10 "), 10s);
+  EXPECT_FALSE(retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT"));
+  EXPECT_FALSE(retry_after_seconds(""));
+  EXPECT_FALSE(retry_after_seconds("99999999999"));
+}
+
 TEST(StatusPoll, NeverPollsFasterThanMaxAge) {
   EXPECT_EQ(next_status_poll(10s, 5s), 10s);
   EXPECT_EQ(next_status_poll(200ms, 1s), 1s);
