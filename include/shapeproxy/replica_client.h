@@ -150,7 +150,9 @@ class ReplicaClient {
   // Waits until the replica has been up to date at least once since the last
   // (re)sync. True when ready.
   bool await_ready(std::chrono::milliseconds timeout) const;
-  // Cancels in-flight requests and joins the I/O thread. Idempotent.
+  // Cancels in-flight requests and joins the I/O thread. Idempotent. Called
+  // from a listener it only asks the thread to stop (the next stop() or the
+  // destructor joins). start() and stop() are not meant to race each other.
   void stop();
 
   // Queries on the local replica (thread-safe, no network).

@@ -20,6 +20,9 @@ class CircuitBreaker {
   bool allow(Clock::time_point now);
   void record_success();
   void record_failure(Clock::time_point now);
+  // The request was abandoned by us (stop, refresh): no verdict, and a
+  // half-open breaker may let the next trial through.
+  void record_abandoned() { trial_in_flight_ = false; }
 
   State state(Clock::time_point now) const;
   Clock::time_point reopens_at() const { return opened_at_ + open_for_; }

@@ -211,6 +211,7 @@ bool ReplicaClient::Impl::start() {
 
 void ReplicaClient::Impl::stop() {
   if (!thread_.joinable()) return;
+  const bool from_io_thread = std::this_thread::get_id() == thread_.get_id();
   asio::post(ioc_, [this] {
     stopping_ = true;
     sync_connection_.cancel();
@@ -218,6 +219,7 @@ void ReplicaClient::Impl::stop() {
     sleep_timer_.cancel();
     status_timer_.cancel();
   });
+  if (from_io_thread) return;  // from a listener: stops when it returns; joined later
   thread_.join();
   fallback_ = false;
   set_status(SyncState::kStopped, current_endpoint_, "stopped");
@@ -262,6 +264,7 @@ asio::awaitable<ReplicaClient::Impl::Attempt> ReplicaClient::Impl::fetch(
     HttpOutcome outcome =
         co_await sync_connection_.get(endpoints_[index], target, headers, timeouts);
     if (outcome.cancelled || stopping_) {
+      breakers_[index].record_abandoned();
       attempt.cancelled = true;
       co_return attempt;
     }

@@ -65,6 +65,15 @@ TEST(CircuitBreaker, OpensAfterThresholdThenLetsOneTrialThrough) {
   EXPECT_TRUE(breaker.allow(t0 + 22s));
 }
 
+TEST(CircuitBreaker, AnAbandonedTrialDoesNotWedgeIt) {
+  CircuitBreaker breaker(1, 1s);
+  auto t0 = CircuitBreaker::Clock::now();
+  breaker.record_failure(t0);
+  EXPECT_TRUE(breaker.allow(t0 + 1s));
+  breaker.record_abandoned();  // e.g. stop() while the trial ran
+  EXPECT_TRUE(breaker.allow(t0 + 1s));
+}
+
 TEST(EndpointSelector, RoundRobinStaysOnTheWorkingEndpoint) {
   auto selector = EndpointSelector::round_robin(3, 1);
   EXPECT_EQ(selector.order(), (std::vector<std::size_t>{1, 2, 0}));
