@@ -34,11 +34,12 @@ struct ShapeRegistry::Ticket {
   }
 };
 
-// A parked live read.
+// A parked live read. Its deadline is watched by the registry's one
+// deadline timer (no timer per waiter: parking and waking stay cheap).
 struct ShapeRegistry::Waiter {
   LogOffset after;
   std::shared_ptr<Ticket> ticket;
-  std::unique_ptr<asio::steady_timer> timeout;
+  std::chrono::steady_clock::time_point deadline;
 };
 
 ShapeRegistry::ShapeRegistry(asio::any_io_executor executor,
@@ -380,15 +381,14 @@ void ShapeRegistry::park(const std::shared_ptr<Shape>& shape, LogOffset after,
   auto waiter = std::make_shared<Waiter>();
   waiter->after = after;
   waiter->ticket = ticket;
-  waiter->timeout = std::make_unique<asio::steady_timer>(executor_, deadline);
+  waiter->deadline = deadline;
   auto& list = waiters_[shape];
   auto position = list.insert(list.end(), waiter);
   std::weak_ptr<Shape> key = shape;
   std::weak_ptr<ShapeRegistry> weak = shared_from_this();
-  auto unpark = [weak, key, position, waiter] {
+  auto unpark = [weak, key, position] {
     auto self = weak.lock();
     if (!self) return;
-    waiter->timeout->cancel();
     auto shape = key.lock();
     if (!shape) return;
     if (auto it = self->waiters_.find(shape); it != self->waiters_.end()) {
@@ -397,15 +397,52 @@ void ShapeRegistry::park(const std::shared_ptr<Shape>& shape, LogOffset after,
     }
     self->update_gauges();
   };
-  ticket->unpark = unpark;
+  ticket->unpark = std::move(unpark);
   update_gauges();
-  waiter->timeout->async_wait([weak, shape, waiter, unpark](boost::system::error_code ec) {
-    auto self = weak.lock();
-    if (ec || !self || waiter->ticket->finished) return;
-    unpark();
-    auto body = std::make_shared<const std::string>("[" + self->up_to_date_json() + "]");
-    waiter->ticket->finish(self->result(*shape, waiter->after, std::move(body), true));
+  arm_live_deadline(deadline);
+}
+
+// One timer for every parked read: set to the earliest deadline (new parks
+// come with later deadlines, so it is rarely moved).
+void ShapeRegistry::arm_live_deadline(std::chrono::steady_clock::time_point deadline) {
+  if (deadline_armed_ && deadline >= deadline_at_) return;
+  if (!deadline_timer_) deadline_timer_ = std::make_unique<asio::steady_timer>(executor_);
+  deadline_armed_ = true;
+  deadline_at_ = deadline;
+  deadline_timer_->expires_at(deadline);  // a pending wait completes as aborted
+  std::weak_ptr<ShapeRegistry> weak = shared_from_this();
+  deadline_timer_->async_wait([weak](boost::system::error_code ec) {
+    if (ec) return;  // moved (a newer wait is pending) or shutting down
+    if (auto self = weak.lock()) self->expire_waiters();
   });
+}
+
+// Answers every parked read whose deadline passed (up-to-date at its
+// offset), then re-arms the timer for the earliest remaining deadline.
+void ShapeRegistry::expire_waiters() {
+  deadline_armed_ = false;
+  const auto now = std::chrono::steady_clock::now();
+  std::optional<std::chrono::steady_clock::time_point> next;
+  std::shared_ptr<const std::string> body;
+  for (auto it = waiters_.begin(); it != waiters_.end();) {
+    const std::shared_ptr<Shape>& shape = it->first;
+    auto& list = it->second;
+    for (auto w = list.begin(); w != list.end();) {
+      if ((*w)->deadline > now) {
+        if (!next || (*w)->deadline < *next) next = (*w)->deadline;
+        ++w;
+        continue;
+      }
+      auto waiter = std::move(*w);
+      w = list.erase(w);
+      waiter->ticket->unpark = nullptr;
+      if (!body) body = std::make_shared<const std::string>("[" + up_to_date_json() + "]");
+      waiter->ticket->finish(result(*shape, waiter->after, body, true));
+    }
+    it = list.empty() ? waiters_.erase(it) : std::next(it);
+  }
+  update_gauges();
+  if (next) arm_live_deadline(*next);
 }
 
 void ShapeRegistry::wake_waiters(const std::shared_ptr<Shape>& shape) {
@@ -416,8 +453,7 @@ void ShapeRegistry::wake_waiters(const std::shared_ptr<Shape>& shape) {
   // Waiters at the same offset share one response body.
   std::map<LogOffset, ReadOutcome> by_offset;
   for (auto& waiter : parked) {
-    auto deadline = waiter->timeout->expiry();
-    waiter->timeout->cancel();
+    const auto deadline = waiter->deadline;
     waiter->ticket->unpark = nullptr;
     if (shape->phase() == Shape::Phase::kGone) {
       waiter->ticket->finish(MustRefetch{});
@@ -446,7 +482,6 @@ void ShapeRegistry::release_waiters() {
   auto body = std::make_shared<const std::string>("[" + up_to_date_json() + "]");
   for (auto& [shape, list] : parked) {
     for (auto& waiter : list) {
-      waiter->timeout->cancel();
       waiter->ticket->unpark = nullptr;
       waiter->ticket->finish(result(*shape, waiter->after, body, true));
     }

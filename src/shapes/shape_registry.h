@@ -118,6 +118,8 @@ class ShapeRegistry : public ShapeService, public std::enable_shared_from_this<S
   void park(const std::shared_ptr<Shape>& shape, LogOffset after,
             const std::shared_ptr<Ticket>& ticket, std::chrono::steady_clock::time_point deadline);
   void wake_waiters(const std::shared_ptr<Shape>& shape);
+  void arm_live_deadline(std::chrono::steady_clock::time_point deadline);
+  void expire_waiters();
   void rotate(const std::shared_ptr<Shape>& shape, const char* why);
   void forget(const std::shared_ptr<Shape>& shape);
   std::string new_handle(const std::string& key);
@@ -151,6 +153,10 @@ class ShapeRegistry : public ShapeService, public std::enable_shared_from_this<S
   std::map<std::string, std::vector<std::shared_ptr<Shape>>> by_table_;
   std::map<std::shared_ptr<Shape>, std::list<std::shared_ptr<Waiter>>> waiters_;
   std::map<const Shape*, std::list<boost::asio::steady_timer*>> ready_waiters_;
+  // The one timer for parked reads' deadlines, armed for the earliest.
+  std::unique_ptr<boost::asio::steady_timer> deadline_timer_;
+  bool deadline_armed_ = false;
+  std::chrono::steady_clock::time_point deadline_at_;
   // global_last_seen_lsn: after every delivered operation, before any to come.
   replication::Lsn last_seen_lsn_ = 0;
   std::int64_t last_handle_micros_ = 0;
