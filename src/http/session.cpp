@@ -460,13 +460,15 @@ void Session::start_watch() {
       [self = shared_from_this(), generation](error_code ec) { self->on_watch(ec, generation); });
 }
 
-// Only call with no read or write outstanding: cancel() hits every socket op.
+// The pending wait is not cancelled (a cancel costs a completion and, with
+// two I/O threads, a reactor wake-up per response): it completes when the
+// next request arrives (or the peer closes) and is then ignored as stale. The
+// read for the next request queues behind it, so it is not tried
+// speculatively (a wasted recv) before the client has sent anything.
 void Session::stop_watch() {
   if (!watching_) return;
   watching_ = false;
   ++watch_generation_;
-  error_code ec;
-  stream_.socket().cancel(ec);
 }
 
 void Session::on_watch(error_code ec, uint64_t generation) {
