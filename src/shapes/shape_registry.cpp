@@ -9,6 +9,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <functional>
+#include <utility>
 
 #include "replication/publication.h"
 #include "shapes/shape_meta.h"
@@ -603,7 +604,10 @@ void ShapeRegistry::schedule_flush() {
 // covered by the next one.
 void ShapeRegistry::flush() {
   flush_scheduled_ = false;
-  if (sync_in_flight_) return;  // finish_flush() flushes again
+  if (sync_in_flight_) {
+    flush_after_sync_ = true;  // finish_flush() flushes again
+    return;
+  }
   std::vector<std::shared_ptr<Shape>> batch;
   std::vector<storage::ShapeFiles::PendingSync> pending;
   for (const auto& shape : dirty_) {
@@ -655,7 +659,7 @@ void ShapeRegistry::finish_flush(std::vector<std::shared_ptr<Shape>> synced,
     if (shape->files()->changes_bytes() > options_.compact_bytes) start_compaction(shape);
   }
   if (on_durable_ && durable_lsn > 0) on_durable_(durable_lsn);
-  if (!dirty_.empty()) schedule_flush();
+  if (!dirty_.empty() || std::exchange(flush_after_sync_, false)) schedule_flush();
 }
 
 // Compaction: the shape's files are switched to a new changes file here (on

@@ -167,6 +167,9 @@ class ShapeRegistry : public ShapeService, public std::enable_shared_from_this<S
   replication::Lsn applied_end_lsn_ = 0;
   bool flush_scheduled_ = false;
   bool sync_in_flight_ = false;  // an fdatasync batch runs on sync_thread_
+  // A flush was asked for during the sync in flight (maybe for transactions
+  // that changed no shape, which leave dirty_ empty but must be acknowledged).
+  bool flush_after_sync_ = false;
   boost::asio::thread_pool sync_thread_{1};
   // Compactions fold and write big files here, off the strand and apart
   // from the syncs that acknowledge replication.
