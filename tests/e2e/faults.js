@@ -149,6 +149,7 @@ export async function assertConverged(h, subs, { table, where, log, timeoutMs = 
     await sub.waitForRows((rows) => canonicalRows(rows) === expected, timeoutMs, `${table} rows to equal SELECT`)
     assert.deepEqual(sub.controls.filter((c) => c === 'must-refetch'), [], 'no must-refetch')
     assert.deepEqual(sub.errors, [], 'the stream never gave up')
+    assertOperationsConsistent(sub)
   }
   const params = where ? { table, where } : { table }
   const fresh = openRecordedShape(h, params, log, 'fresh')
@@ -159,6 +160,29 @@ export async function assertConverged(h, subs, { table, where, log, timeoutMs = 
     fresh.close()
   }
   assertNoServerErrors(log)
+}
+
+// Every change the client received makes sense in order: an insert of a key
+// it does not hold, an update or delete of one it holds. A transaction
+// replayed after recovery that the fallback re-query had already served would
+// show as an insert of a held key (or a delete of a missing one).
+export function assertOperationsConsistent(sub) {
+  const held = new Set()
+  const problems = []
+  for (const { message } of sub.changes) {
+    const { key } = message
+    const { operation } = message.headers
+    if (operation === 'insert') {
+      if (held.has(key)) problems.push(`insert of held ${key}`)
+      held.add(key)
+    } else if (operation === 'update') {
+      if (!held.has(key)) problems.push(`update of missing ${key}`)
+    } else if (operation === 'delete') {
+      if (!held.has(key)) problems.push(`delete of missing ${key}`)
+      held.delete(key)
+    }
+  }
+  assert.deepEqual(problems.slice(0, 20), [], `${problems.length} inconsistent operation(s) in the client's stream`)
 }
 
 export function assertNoServerErrors(log) {
