@@ -34,6 +34,15 @@ using namespace std::chrono_literals;
 
 namespace {
 
+// Shapes serve from direct queries exactly while the status says fallback.
+// Applied after every input that can move the status (stream state,
+// progress, probe, timer), so /v1/status and the shape responses' fallback
+// flag never disagree for longer than one strand turn. On the shapes strand.
+void apply_serving_mode(const status::ReplicationStatusMonitor& monitor,
+                        shapes::ShapeRegistry& registry) {
+  registry.set_serving_mode(monitor.status() == status::ServingStatus::kFallback);
+}
+
 // Feeds replicated transactions to the shapes, then acknowledges them.
 // Runs on the shapes strand (the stream shares it with the registry).
 class Ingest : public replication::ReplicationListener {
@@ -83,10 +92,12 @@ class Ingest : public replication::ReplicationListener {
   void on_progress(replication::Lsn wal_end) override {
     if (registry_) registry_->note_progress(wal_end);
     if (monitor_) monitor_->on_progress(wal_end);
+    sync_serving_mode();
   }
 
   void on_state(replication::StreamState state, const Error* cause) override {
     if (monitor_) monitor_->on_stream_state(link_state(state), cause);
+    sync_serving_mode();
     streaming_ = state == replication::StreamState::kStreaming;
     if (state == replication::StreamState::kStopped && on_stopped_)
       std::exchange(on_stopped_, {})();
@@ -106,6 +117,10 @@ class Ingest : public replication::ReplicationListener {
   std::weak_ptr<replication::ReplicationStream> stream_;
   std::shared_ptr<shapes::ShapeRegistry> registry_;
   std::shared_ptr<status::ReplicationStatusMonitor> monitor_;
+
+  void sync_serving_mode() {
+    if (monitor_ && registry_) apply_serving_mode(*monitor_, *registry_);
+  }
 
   static status::StreamLinkState link_state(replication::StreamState state) {
     switch (state) {
@@ -192,7 +207,7 @@ void start_ticker(std::shared_ptr<asio::steady_timer> timer,
   timer->async_wait([timer, monitor, registry](boost::system::error_code ec) {
     if (ec) return;
     monitor->tick();
-    registry->set_serving_mode(monitor->status() == status::ServingStatus::kFallback);
+    apply_serving_mode(*monitor, *registry);
     start_ticker(timer, monitor, registry);
   });
 }
@@ -255,7 +270,10 @@ asio::awaitable<Result<void>> Proxy::start(std::vector<replication::TableName> t
   auto monitor = state->monitor;
   state->probe = std::make_shared<status::ReplicationProbe>(
       strand, probe_options,
-      [monitor](const status::ProbeResult& probe) { monitor->on_health_probe(probe); });
+      [monitor, registry = state->registry](const status::ProbeResult& probe) {
+        monitor->on_health_probe(probe);
+        apply_serving_mode(*monitor, *registry);
+      });
   state->probe->start();
   state->monitor_ticker = std::make_shared<asio::steady_timer>(strand);
   start_ticker(state->monitor_ticker, state->monitor, state->registry);
