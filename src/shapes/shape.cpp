@@ -2,6 +2,10 @@
 
 #include <nlohmann/json.hpp>
 
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
+
 #include "shapes/json_text.h"
 #include "shapes/row_diff.h"
 
@@ -45,13 +49,14 @@ std::string render_snapshot_message(const TableSchema& table,
 
 // Rebuilds row state from a logged message. Only served columns are known;
 // the rest stay NULL (they matter only for unchanged TOAST values).
-void replay_message(std::unordered_map<std::string, Row>& rows, const TableSchema& table,
-                    std::string_view message) {
-  auto parsed = nlohmann::json::parse(message, nullptr, /*allow_exceptions=*/false);
+void replay_parsed(std::unordered_map<std::string, Row>& rows, const TableSchema& table,
+                   const nlohmann::json& parsed) {
   if (!parsed.is_object() || !parsed.contains("key")) return;
   const std::string key = parsed["key"].get<std::string>();
-  const auto& headers = parsed["headers"];
-  std::string operation = headers.value("operation", "insert");
+  std::string operation = "insert";
+  if (auto headers = parsed.find("headers"); headers != parsed.end() && headers->is_object()) {
+    operation = headers->value("operation", "insert");
+  }
   if (operation == "delete") {
     rows.erase(key);
     return;
@@ -64,6 +69,36 @@ void replay_message(std::unordered_map<std::string, Row>& rows, const TableSchem
     row[*index] =
         value.is_null() ? std::nullopt : std::optional<std::string>(value.get<std::string>());
   }
+}
+
+// One message, or a stored snapshot chunk (a JSON array of messages).
+void replay_message(std::unordered_map<std::string, Row>& rows, const TableSchema& table,
+                    std::string_view message) {
+  auto parsed = nlohmann::json::parse(message, nullptr, /*allow_exceptions=*/false);
+  if (parsed.is_array()) {
+    for (const auto& each : parsed) replay_parsed(rows, table, each);
+  } else {
+    replay_parsed(rows, table, parsed);
+  }
+}
+
+// Gives memory freed after a big build (snapshot rows, rendered messages)
+// back to the system instead of keeping it in the allocator's free lists.
+void release_free_memory() {
+#ifdef __GLIBC__
+  ::malloc_trim(0);
+#endif
+}
+
+// Writes chunks built in memory to `path` and returns them as stored there.
+Result<ShapeLog::Chunks> store_chunks(const std::filesystem::path& path,
+                                      const ShapeLog::Chunks& chunks) {
+  std::vector<std::string_view> bodies;
+  bodies.reserve(chunks.size());
+  for (const auto& chunk : chunks) bodies.emplace_back(*chunk.body);
+  auto stored = storage::ShapeFiles::write_chunk_file(path, bodies);
+  if (!stored) return stored.error();
+  return ShapeLog::on_disk(stored.value());
 }
 
 }  // namespace
@@ -141,12 +176,15 @@ Result<void> Shape::build_compaction(ShapeCompaction& compaction) {
     messages.push_back(
         render_snapshot_message(table, compaction.selected, compaction.relation_json, key, row));
   }
-  rows.clear();
-  auto written = storage::ShapeFiles::write_snapshot_file(
-      compaction.source.dir / compaction.snapshot_file, messages);
-  if (!written) return written.error();
+  rows = {};
   compaction.rows = messages.size();
-  compaction.chunks = ShapeLog::chunk(messages, compaction.chunk_bytes);
+  auto chunks = ShapeLog::chunk(messages, compaction.chunk_bytes);
+  messages = {};
+  auto stored = store_chunks(compaction.source.dir / compaction.snapshot_file, chunks);
+  if (!stored) return stored.error();
+  compaction.chunks = std::move(stored).value();
+  chunks = {};
+  release_free_memory();
   return {};
 }
 
@@ -175,13 +213,20 @@ Result<bool> Shape::apply_snapshot(SnapshotRows snapshot) {
     if (definition_.log == LogMode::kFull) messages.push_back(render_snapshot_row(key, row));
     rows_.emplace(std::move(key), std::move(row));
   }
+  snapshot.rows = {};
   snapshot_ = std::move(snapshot.snapshot);
+  auto chunks = ShapeLog::chunk(messages, log_.chunk_bytes());
+  messages = {};
   if (files_) {
-    // The snapshot is on disk before meta.json says so.
-    if (auto written = files_->write_snapshot(messages); !written) return written.error();
+    // The snapshot is on disk before meta.json says so; its chunks are read
+    // from there when needed.
+    auto stored = store_chunks(files_->dir() / snapshot_file_, chunks);
+    if (!stored) return stored.error();
+    chunks = std::move(stored).value();
     if (auto written = files_->write_meta(to_json(meta())); !written) return written.error();
   }
-  log_.set_snapshot(messages);
+  log_.set_chunks(std::move(chunks));
+  release_free_memory();
   phase_ = Phase::kReady;
   bool grew = false;
   for (auto& buffered : buffered_) {
@@ -212,8 +257,16 @@ Result<std::shared_ptr<Shape>> Shape::restore(ShapeDefinition definition, const 
   auto shape = std::make_shared<Shape>(std::move(definition), meta.handle, chunk_bytes);
   shape->snapshot_ = meta.snapshot;
   shape->snapshot_file_ = meta.snapshot_file;
-  shape->log_.set_snapshot(stored.snapshot, meta.compacted_at);
-  for (const auto& message : stored.snapshot) shape->replay(message);
+  if (!stored.snapshot_chunks.empty()) {
+    shape->log_.set_chunks(ShapeLog::on_disk(stored.snapshot_chunks), meta.compacted_at);
+    for (auto& body : stored.chunk_bodies) {
+      shape->replay(body);
+      body = {};
+    }
+  } else {
+    shape->log_.set_snapshot(stored.snapshot, meta.compacted_at);
+    for (const auto& message : stored.snapshot) shape->replay(message);
+  }
   if (meta.compacted_at) shape->last_logged_tx_ = meta.compacted_at->tx;
   std::vector<LogEntry> transaction;
   for (auto& operation : stored.operations) {

@@ -11,21 +11,45 @@ ShapeLog::Chunks ShapeLog::chunk(const std::vector<std::string>& messages,
   for (const auto& message : messages) {
     if (body.size() > 1 && body.size() + message.size() + 2 > chunk_bytes) {
       body += ']';
-      chunks.push_back(std::make_shared<const std::string>(std::move(body)));
+      chunks.push_back({std::make_shared<const std::string>(std::move(body)), {}});
       body = "[";
     }
     if (body.size() > 1) body += ',';
     body += message;
   }
   body += ']';
-  chunks.push_back(std::make_shared<const std::string>(std::move(body)));
+  chunks.push_back({std::make_shared<const std::string>(std::move(body)), {}});
   return chunks;
+}
+
+ShapeLog::Chunks ShapeLog::on_disk(const std::vector<storage::StoredChunk>& stored) {
+  Chunks chunks;
+  chunks.reserve(stored.size());
+  for (const auto& each : stored) chunks.push_back({nullptr, each});
+  return chunks;
+}
+
+void ShapeLog::set_chunks(Chunks chunks, std::optional<LogOffset> compacted_at) {
+  compacted_at_ = compacted_at;
+  chunks_ = std::move(chunks);
+  in_use_.assign(chunks_.size(), {});
+}
+
+Result<std::shared_ptr<const std::string>> ShapeLog::chunk_body(std::size_t index) const {
+  const Chunk& chunk = chunks_.at(index);
+  if (chunk.body) return chunk.body;
+  if (auto held = in_use_[index].lock()) return held;
+  if (!chunk.stored.file) return Error{"storage_io", "a snapshot chunk has no file", ""};
+  auto bytes = chunk.stored.file->read(chunk.stored.offset, chunk.stored.length);
+  if (!bytes) return bytes.error();
+  auto body = std::make_shared<const std::string>(std::move(bytes).value());
+  in_use_[index] = body;
+  return body;
 }
 
 void ShapeLog::set_snapshot(const std::vector<std::string>& messages,
                             std::optional<LogOffset> compacted_at) {
-  compacted_at_ = compacted_at;
-  chunks_ = chunk(messages, chunk_bytes_);
+  set_chunks(chunk(messages, chunk_bytes_), compacted_at);
 }
 
 void ShapeLog::append(std::vector<LogEntry> entries) {
@@ -38,8 +62,7 @@ void ShapeLog::compact(const std::vector<std::string>& rows, LogOffset point) {
 }
 
 void ShapeLog::install_compaction(Chunks chunks, LogOffset point) {
-  compacted_at_ = point;
-  chunks_ = std::move(chunks);
+  set_chunks(std::move(chunks), point);
   entries_.erase(entries_.begin(),
                  std::upper_bound(entries_.begin(), entries_.end(), point,
                                   [](const LogOffset& offset, const LogEntry& entry) {
@@ -76,7 +99,12 @@ ShapeLog::Slice ShapeLog::read_after(LogOffset after) const {
   auto current = chunk_index(after);
   if (after.before_all || (current && *current + 1 < chunks_.size())) {
     std::size_t next = after.before_all ? 0 : *current + 1;
-    slice.chunk = chunks_.at(next);
+    auto body = chunk_body(next);
+    if (!body) {
+      slice.error = body.error().message;
+      return slice;
+    }
+    slice.chunk = std::move(body).value();
     slice.last = chunk_offset(next);
     slice.reached_end = next + 1 == chunks_.size() && entries_.empty();
     return slice;

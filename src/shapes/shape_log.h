@@ -2,7 +2,8 @@
 // is stored as immutable JSON chunks (each the whole body of a response, at
 // offsets 0_0, 0_1, ...), replicated operations as entries at
 // <commit lsn>_<op> appended one transaction at a time. Reads return bytes
-// ready to send; a chunk is shared, never copied, between responses.
+// ready to send. A persisted shape's chunks stay on disk and are read when a
+// response needs one; responses in flight at the same time share that copy.
 #pragma once
 
 #include <cstddef>
@@ -12,7 +13,9 @@
 #include <string_view>
 #include <vector>
 
+#include "common/result.h"
 #include "shapes/log_offset.h"
+#include "storage/read_only_file.h"
 
 namespace shapeproxy::shapes {
 
@@ -24,6 +27,14 @@ struct LogEntry {
 class ShapeLog {
  public:
   explicit ShapeLog(std::size_t chunk_bytes) : chunk_bytes_(chunk_bytes) {}
+
+  // One snapshot chunk: held in memory (`body`), or on disk (`stored`).
+  struct Chunk {
+    std::shared_ptr<const std::string> body;
+    storage::StoredChunk stored;
+  };
+  using Chunks = std::vector<Chunk>;
+  static Chunks on_disk(const std::vector<storage::StoredChunk>& stored);
 
   // Sets the snapshot messages (once, before any append); splits them into
   // chunks of at most chunk_bytes (a single larger message gets its own).
@@ -37,8 +48,9 @@ class ShapeLog {
   // at any older offset can no longer continue (contains() is false).
   void compact(const std::vector<std::string>& rows, LogOffset point);
   // The same with the rows already split by chunk() (built off the strand).
-  using Chunks = std::vector<std::shared_ptr<const std::string>>;
   void install_compaction(Chunks chunks, LogOffset point);
+  // set_snapshot() with chunks already built (and usually stored).
+  void set_chunks(Chunks chunks, std::optional<LogOffset> compacted_at = std::nullopt);
   // Splits messages into response bodies of at most chunk_bytes (a single
   // larger message gets its own); never empty.
   static Chunks chunk(const std::vector<std::string>& messages, std::size_t chunk_bytes);
@@ -57,6 +69,7 @@ class ShapeLog {
     std::vector<std::string_view> entries;  // views into the log: use before the next append
     LogOffset last;                         // offset of the last message returned (or `after`)
     bool reached_end = false;               // nothing after `last`
+    std::optional<std::string> error;       // a stored chunk could not be read
   };
   // Messages strictly after `after` (which must be >= 0_0): the next snapshot
   // chunk, or operations up to about chunk_bytes.
@@ -68,10 +81,13 @@ class ShapeLog {
  private:
   LogOffset chunk_offset(std::size_t chunk) const;
   std::optional<std::size_t> chunk_index(LogOffset offset) const;
+  Result<std::shared_ptr<const std::string>> chunk_body(std::size_t index) const;
 
   std::optional<LogOffset> compacted_at_;
   std::size_t chunk_bytes_;
   Chunks chunks_;
+  // Stored chunks some response still holds: read once, shared.
+  mutable std::vector<std::weak_ptr<const std::string>> in_use_;
   std::vector<LogEntry> entries_;
 };
 

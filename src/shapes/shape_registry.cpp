@@ -360,6 +360,10 @@ std::optional<ReadOutcome> ShapeRegistry::read_now(const Shape& shape, const Rea
   // Before a compaction point (or past the snapshot): the client resyncs.
   if (!log.contains(after)) return MustRefetch{shape.handle()};
   auto slice = log.read_after(after);
+  if (slice.error) {
+    spdlog::error("shapes: cannot read {} from disk: {}", shape.handle(), *slice.error);
+    return Unavailable{"cannot read the shape log from disk; retry shortly"};
+  }
   if (slice.chunk) return result(shape, slice.last, slice.chunk, false);
   if (slice.entries.empty() && request.live) return std::nullopt;  // park
   std::string body = "[";

@@ -12,7 +12,7 @@
 namespace shapeproxy::storage {
 namespace {
 
-constexpr std::size_t kHeaderBytes = 4 + 4 + 1 + 8 + 8;
+constexpr std::size_t kHeaderBytes = kRecordHeaderBytes;
 constexpr std::uint32_t kMaxPayload = 1u << 30;
 
 Error io_error(const std::string& what, const std::filesystem::path& path) {
@@ -73,7 +73,8 @@ Result<std::uint64_t> RecordFile::read_all(const std::filesystem::path& path,
     std::string_view covered(header + 8, kHeaderBytes - 8 + length);
     if (checksum(covered) != expected) break;
     Record record{static_cast<std::uint8_t>(header[8]), get<std::uint64_t>(header + 9),
-                  get<std::uint64_t>(header + 17), std::string_view(header + kHeaderBytes, length)};
+                  get<std::uint64_t>(header + 17), std::string_view(header + kHeaderBytes, length),
+                  at + kHeaderBytes};
     visit(record);
     at += kHeaderBytes + length;
   }

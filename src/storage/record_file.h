@@ -24,7 +24,12 @@ struct Record {
   std::uint64_t tx = 0;
   std::uint64_t op = 0;
   std::string_view payload;
+  std::uint64_t position = 0;  // read_all(): the payload's byte offset in the file
 };
+
+// Bytes a record of `payload_length` takes in a file, and where its payload
+// starts within them.
+constexpr std::uint64_t kRecordHeaderBytes = 4 + 4 + 1 + 8 + 8;
 
 class RecordFile {
  public:

@@ -16,6 +16,7 @@ namespace {
 constexpr std::uint8_t kOperation = 1;
 constexpr std::uint8_t kLastOfTransaction = 2;
 constexpr std::uint8_t kSnapshotMessage = 3;
+constexpr std::uint8_t kSnapshotChunk = 4;
 
 Result<nlohmann::json> read_meta(const fs::path& dir) {
   std::ifstream in(dir / "meta.json");
@@ -108,8 +109,17 @@ Result<std::pair<std::unique_ptr<ShapeFiles>, StoredShape>> ShapeFiles::open(con
   const std::string snapshot_file = stored.meta.value("snapshot_file", "snapshot.log");
   auto snapshot = RecordFile::read_all(dir / snapshot_file, [&](const Record& record) {
     if (record.kind == kSnapshotMessage) stored.snapshot.emplace_back(record.payload);
+    if (record.kind == kSnapshotChunk) {
+      stored.chunk_bodies.emplace_back(record.payload);
+      stored.snapshot_chunks.push_back({nullptr, record.position, record.payload.size()});
+    }
   });
   if (!snapshot) return snapshot.error();
+  if (!stored.snapshot_chunks.empty()) {
+    auto reader = ReadOnlyFile::open(dir / snapshot_file);
+    if (!reader) return reader.error();
+    for (auto& chunk : stored.snapshot_chunks) chunk.file = reader.value();
+  }
   // Every changes file, in order; leftovers of an unfinished compaction
   // (a snapshot file meta.json does not name, temporary files) go.
   std::vector<std::uint64_t> numbers;
@@ -176,7 +186,9 @@ Result<void> ShapeFiles::read_compaction_source(
     const std::function<void(const StoredOperation& operation)>& operation) {
   auto snapshot =
       RecordFile::read_all(source.dir / source.snapshot_file, [&](const Record& record) {
-        if (record.kind == kSnapshotMessage) snapshot_message(record.payload);
+        if (record.kind == kSnapshotMessage || record.kind == kSnapshotChunk) {
+          snapshot_message(record.payload);
+        }
       });
   if (!snapshot) return snapshot.error();
   for (const auto& name : source.changes_files) {
@@ -220,6 +232,31 @@ Result<void> write_messages(const fs::path& path, const std::vector<std::string>
 
 Result<void> ShapeFiles::write_snapshot(const std::vector<std::string>& messages) {
   return write_messages(dir_ / snapshot_file_, messages);
+}
+
+Result<std::vector<StoredChunk>> ShapeFiles::write_chunk_file(
+    const fs::path& path, const std::vector<std::string_view>& chunks) {
+  auto file = RecordFile::open_for_append(path, 0);
+  if (!file) return file.error();
+  std::vector<StoredChunk> stored;
+  std::uint64_t at = 0;
+  for (auto chunk : chunks) {
+    file->add(Record{kSnapshotChunk, 0, 0, chunk});
+    if (auto written = file->write(); !written)
+      return written.error();  // one chunk buffered at most
+    stored.push_back({nullptr, at + kRecordHeaderBytes, chunk.size()});
+    at += kRecordHeaderBytes + chunk.size();
+  }
+  if (auto synced = file->sync(); !synced) return synced.error();
+  auto reader = ReadOnlyFile::open(path);
+  if (!reader) return reader.error();
+  for (auto& chunk : stored) chunk.file = reader.value();
+  return stored;
+}
+
+Result<std::vector<StoredChunk>> ShapeFiles::write_snapshot_chunks(
+    const std::vector<std::string_view>& chunks) {
+  return write_chunk_file(dir_ / snapshot_file_, chunks);
 }
 
 Result<void> ShapeFiles::write_snapshot_file(const fs::path& path,

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "common/result.h"
+#include "storage/read_only_file.h"
 #include "storage/record_file.h"
 
 namespace shapeproxy::storage {
@@ -34,7 +35,12 @@ struct StoredOperation {
 
 struct StoredShape {
   nlohmann::json meta;
-  std::vector<std::string> snapshot;  // messages, in order
+  // The snapshot: either messages (files written before chunks were stored
+  // whole), or chunks, each one response body (a JSON array of messages):
+  // where they lie on disk, and their bytes as read at load (to rebuild rows).
+  std::vector<std::string> snapshot;
+  std::vector<StoredChunk> snapshot_chunks;
+  std::vector<std::string> chunk_bodies;
   std::vector<StoredOperation> operations;
 };
 
@@ -50,6 +56,10 @@ class ShapeFiles {
   Result<void> write_meta(const nlohmann::json& meta);
   // Writes and syncs the snapshot messages (once).
   Result<void> write_snapshot(const std::vector<std::string>& messages);
+  // Writes and syncs the snapshot as whole response bodies (once), and
+  // returns where each lies, to be read back on demand.
+  Result<std::vector<StoredChunk>> write_snapshot_chunks(
+      const std::vector<std::string_view>& chunks);
   // Compaction off the event loop, in three steps:
   //  1. begin_compaction() (owner's thread): needs everything written to be
   //     synced; moves appends to a new changes file and returns the files
@@ -70,13 +80,16 @@ class ShapeFiles {
     std::uint64_t last_op = 0;
   };
   Result<std::optional<CompactionSource>> begin_compaction();
-  // Snapshot messages first, then each whole transaction's operations in order.
+  // Snapshot messages or chunks (JSON arrays of messages) first, then each
+  // whole transaction's operations in order.
   static Result<void> read_compaction_source(
       const CompactionSource& source,
       const std::function<void(const std::string_view message)>& snapshot_message,
       const std::function<void(const StoredOperation& operation)>& operation);
   static Result<void> write_snapshot_file(const std::filesystem::path& path,
                                           const std::vector<std::string>& messages);
+  static Result<std::vector<StoredChunk>> write_chunk_file(
+      const std::filesystem::path& path, const std::vector<std::string_view>& chunks);
   Result<void> finish_compaction(const CompactionSource& source, const std::string& snapshot_file,
                                  const nlohmann::json& meta);
   // Queues one transaction's operations; sync() makes them durable.

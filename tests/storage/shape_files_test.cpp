@@ -208,5 +208,37 @@ TEST(ShapeFilesTest, CompactionFoldsFrozenFilesWhileAppendsContinueAndSurvivesAC
   EXPECT_EQ(next.value()->last_tx, 400u);
 }
 
+TEST(ShapeFilesTest, SnapshotChunksStayOnDiskAndReadBackWholeEvenAfterAnUnlink) {
+  TempDir temp;
+  auto dir = temp.path() / "shape";
+  std::vector<StoredChunk> written;
+  {
+    auto files = ShapeFiles::create(dir, nlohmann::json{{"handle", "h-1"}});
+    ASSERT_TRUE(files);
+    auto stored =
+        files.value()->write_snapshot_chunks({"[{\"row\":1}]", "[{\"row\":2},{\"row\":3}]"});
+    ASSERT_TRUE(stored) << stored.error().to_string();
+    written = stored.value();
+  }
+  ASSERT_EQ(written.size(), 2u);
+  auto second = written[1].file->read(written[1].offset, written[1].length);
+  ASSERT_TRUE(second);
+  EXPECT_EQ(second.value(), "[{\"row\":2},{\"row\":3}]");
+  // After a restart: the same places, and the bytes as read at load.
+  auto opened = ShapeFiles::open(dir);
+  ASSERT_TRUE(opened) << opened.error().to_string();
+  auto& stored = opened.value().second;
+  ASSERT_EQ(stored.snapshot_chunks.size(), 2u);
+  EXPECT_EQ(stored.chunk_bodies[0], "[{\"row\":1}]");
+  EXPECT_EQ(stored.snapshot_chunks[1].offset, written[1].offset);
+  // A compaction unlinks the file; chunks still referenced stay readable.
+  fs::remove(dir / "snapshot.log");
+  auto first = stored.snapshot_chunks[0].file->read(stored.snapshot_chunks[0].offset,
+                                                    stored.snapshot_chunks[0].length);
+  ASSERT_TRUE(first);
+  EXPECT_EQ(first.value(), "[{\"row\":1}]");
+  EXPECT_FALSE(stored.snapshot_chunks[0].file->read(stored.snapshot_chunks[0].offset, 1 << 20));
+}
+
 }  // namespace
 }  // namespace shapeproxy::storage

@@ -1,0 +1,40 @@
+// ReadOnlyFile: an open descriptor of an immutable file (a shape's snapshot)
+// whose byte ranges are read on demand, so stored chunks stay on disk (in the
+// page cache, not the heap) until a response needs them. The descriptor keeps
+// the bytes readable after the file is unlinked (replaced by a compaction).
+// read() is safe from any thread (pread).
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <string>
+
+#include "common/result.h"
+
+namespace shapeproxy::storage {
+
+class ReadOnlyFile {
+ public:
+  static Result<std::shared_ptr<const ReadOnlyFile>> open(const std::filesystem::path& path);
+  ~ReadOnlyFile();
+  ReadOnlyFile(const ReadOnlyFile&) = delete;
+  ReadOnlyFile& operator=(const ReadOnlyFile&) = delete;
+
+  // `length` bytes at `offset`; an error if the file is shorter or unreadable.
+  Result<std::string> read(std::uint64_t offset, std::uint64_t length) const;
+
+ private:
+  ReadOnlyFile(int fd, std::filesystem::path path) : fd_(fd), path_(std::move(path)) {}
+  int fd_;
+  std::filesystem::path path_;
+};
+
+// A byte range of a ReadOnlyFile: where one stored chunk lies.
+struct StoredChunk {
+  std::shared_ptr<const ReadOnlyFile> file;
+  std::uint64_t offset = 0;
+  std::uint64_t length = 0;
+};
+
+}  // namespace shapeproxy::storage
