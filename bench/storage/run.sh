@@ -45,7 +45,7 @@ usage() {
   cat <<EOF
 usage: $0 [--build DIR] [--rows N] [--update-transactions N] [--shapes N]
           [--ops N] [--restart-rows N] [--pairs N] [--compact-bytes B]
-          [--only a|b] [--timeout S]
+          [--only a|b] [--timeout S] [--synthesize]
   --build DIR              build dir with src/shapeproxy and
                            tests/support/shapeproxy_test_cluster
                            (default \$SHAPEPROXY_BUILD_DIR or ../build-bench)
@@ -60,6 +60,9 @@ usage: $0 [--build DIR] [--rows N] [--update-transactions N] [--shapes N]
   --compact-bytes B        passed to the proxy (default: the proxy's, 64 MiB)
   --only a|b               run one part only
   --timeout S              longest wait for the proxy to catch up, per wait (3600)
+  --synthesize             part B: instead of the UPDATEs, stop the proxy once the
+                           shapes exist and append --ops operations to their files
+                           with bench_storage_synthesize (storage API; 10M in minutes)
 EOF
 }
 
@@ -74,6 +77,7 @@ pairs=5
 compact_bytes=""
 only=""
 timeout=3600
+synthesize=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --build) build="$2"; shift 2 ;;
@@ -86,6 +90,7 @@ while [[ $# -gt 0 ]]; do
     --compact-bytes) compact_bytes="$2"; shift 2 ;;
     --only) only="$2"; shift 2 ;;
     --timeout) timeout="$2"; shift 2 ;;
+    --synthesize) synthesize=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) usage >&2; exit 2 ;;
   esac
@@ -189,7 +194,7 @@ stop_proxy() {
 # (url-encoded). Sets sync_handle, sync_inserts, sync_bytes, sync_requests.
 sync_shape() {
   local query="$1" offset=-1 handle="" status n
-  sync_inserts=0 sync_bytes=0 sync_requests=0
+  sync_inserts=0 sync_updates=0 sync_bytes=0 sync_requests=0
   while :; do
     local url="$base/v1/shape?$query&offset=$offset"
     [[ -n "$handle" ]] && url+="&handle=$handle"
@@ -199,6 +204,8 @@ sync_shape() {
     offset="$(header electric-offset "$tmp/chunk.h")"
     n="$({ grep -o '"operation":"insert"' "$tmp/chunk" || true; } | wc -l)"
     sync_inserts=$((sync_inserts + n))
+    n="$({ grep -o '"operation":"update"' "$tmp/chunk" || true; } | wc -l)"
+    sync_updates=$((sync_updates + n))
     sync_bytes=$((sync_bytes + $(stat -c %s "$tmp/chunk")))
     sync_requests=$((sync_requests + 1))
     grep -qi '^electric-up-to-date' "$tmp/chunk.h" && break
@@ -284,7 +291,7 @@ if [[ "$only" != b ]]; then
   rss_a2="$(status_kb "$proxy_pid" VmRSS)"
   hwm_a2="$(status_kb "$proxy_pid" VmHWM)"
   compactions="$(grep -c 'shapes: compacted' "$tmp/proxy-a.log" || true)"
-  changes_b="$(stat -c %s "$shape_dir/changes.log" 2>/dev/null || echo 0)"
+  changes_b="$(cat "$shape_dir"/changes*.log 2>/dev/null | wc -c)"
   echo "updates: $rows rows in $update_transactions transactions, committed in $update_s s, durable in the proxy after $caught_s s ($(awk -v r="$rows" -v s="$caught_s" 'BEGIN {printf "%.0f", r / s}') ops/s)"
   echo "after updates: shape dir $(mb "$disk_a2") MB ($(awk -v a="$disk_a2" -v b="$disk_a" 'BEGIN {printf "%.2f", a / b}')x the synced size; changes.log $(mb "$changes_b") MB; $compactions compactions), proxy VmRSS $((rss_a2 / 1024)) MB, VmHWM $((hwm_a2 / 1024)) MB"
   # The shape must still read back whole (compaction folded, nothing lost).
@@ -330,22 +337,44 @@ if [[ "$only" != a ]]; then
   [[ "$held" == "$shapes" ]] || fail "$held shape directories, expected $shapes"
 
   t0="$(now)"
-  for ((i = 0; i < updates; i++)); do
-    echo "UPDATE bench_ops SET amount = amount + 1;"
-  done | psql "$conninfo" -v ON_ERROR_STOP=1 -q >/dev/null
-  update_s="$(elapsed "$t0")"
-  wait_durable bench_ops bench_storage_b
-  caught_s="$(elapsed "$t0")"
+  if [[ -n "$synthesize" ]]; then
+    stop_proxy
+    synth_bin="$build/bench/storage/bench_storage_synthesize"
+    [[ -x "$synth_bin" ]] || fail "missing $synth_bin (cmake --build $build --target bench_storage_synthesize)"
+    synth="$("$synth_bin" --shapes-dir "$data_b/shapes" --ops "$ops")" || fail "synthesizing failed: $synth"
+    echo "synthesized: $(jq -c . <<<"$synth")"
+    update_s="$(elapsed "$t0")"
+    start_proxy "$data_b" bench_storage_b "$tmp/proxy-b.log"
+    caught_s="$(elapsed "$t0")"
+  else
+    for ((i = 0; i < updates; i++)); do
+      echo "UPDATE bench_ops SET amount = amount + 1;"
+    done | psql "$conninfo" -v ON_ERROR_STOP=1 -q >/dev/null
+    update_s="$(elapsed "$t0")"
+    wait_durable bench_ops bench_storage_b
+    caught_s="$(elapsed "$t0")"
+  fi
   disk_b="$(du -sb "$data_b/shapes" | cut -f1)"
-  changes_b="$(cat "$data_b"/shapes/*/changes.log | wc -c)"
+  changes_b="$(cat "$data_b"/shapes/*/changes*.log | wc -c)"
   rss_b="$(status_kb "$proxy_pid" VmRSS)"
   hwm_b="$(status_kb "$proxy_pid" VmHWM)"
   compactions="$(grep -c 'shapes: compacted' "$tmp/proxy-b.log" || true)"
-  echo "operations: $ops in $updates transactions, committed in $update_s s, durable in the proxy after $caught_s s ($(awk -v r="$ops" -v s="$caught_s" 'BEGIN {printf "%.0f", r / s}') ops/s)"
+  if [[ -n "$synthesize" ]]; then
+    echo "operations: $ops synthesized on disk in $update_s s; proxy serving again after $caught_s s"
+  else
+    echo "operations: $ops in $updates transactions, committed in $update_s s, durable in the proxy after $caught_s s ($(awk -v r="$ops" -v s="$caught_s" 'BEGIN {printf "%.0f", r / s}') ops/s)"
+  fi
   echo "on disk: shapes/ $(mb "$disk_b") MB (changes.log files $(mb "$changes_b") MB; $compactions compactions); proxy VmRSS $((rss_b / 1024)) MB, VmHWM $((hwm_b / 1024)) MB"
   # Sample shape k=1 (holds the marker row id=1) before the restarts.
   sync_shape "table=bench_ops&where=id%20%25%20$shapes%20%3D%201"
   before_handle="$sync_handle" before_bytes="$sync_bytes"
+  shape_rows=$(( (restart_rows - 1) / shapes + 1 ))  # ids 1..restart_rows with id % shapes = 1
+  echo "sample shape k=1: $sync_inserts rows, $sync_updates updates in $sync_requests requests ($(mb "$sync_bytes") MB)"
+  [[ "$sync_inserts" == "$shape_rows" ]] || fail "sample shape k=1 served $sync_inserts rows, expected $shape_rows"
+  if [[ -n "$synthesize" ]] && ((ops % shapes == 0)); then
+    expected_updates=$((ops / shapes))
+    [[ "$sync_updates" == "$expected_updates" ]] || fail "sample shape k=1 served $sync_updates updates, expected $expected_updates"
+  fi
   stop_proxy
   echo "proxy stopped (SIGTERM) in $stop_s s"
 
