@@ -92,6 +92,16 @@ void ReplicationStatusMonitor::on_stream_state(StreamLinkState state, const Erro
       catch_up_target_.reset();
       last_progress_at_ = now;
       behind_since_.reset();
+      // Streaming proves the slot exists and is usable: a "missing" or
+      // "lost" from a probe taken before the stream (re)created or reached
+      // it is outdated, and must not push a fresh start into fallback.
+      if (slot_problem_since_) {
+        spdlog::info(
+            "status: replication is streaming from slot \"{}\"; earlier probe ({}) "
+            "is outdated",
+            options_.slot_name, slot_problem_cause_);
+        slot_problem_since_.reset();
+      }
     }
   } else {
     if (was_streaming) stream_down_since_ = now;

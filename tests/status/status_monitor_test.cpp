@@ -283,6 +283,21 @@ TEST_F(StatusMonitorTest, MissingSlotGoesToFallbackAndBackOnceRecreatedAndCaught
   EXPECT_EQ(monitor().status(), ServingStatus::kLive);
 }
 
+TEST_F(StatusMonitorTest, MissingSlotProbedBeforeTheStreamCreatedItDoesNotCauseFallback) {
+  // A fresh start: the first probe runs before the stream has created the slot.
+  monitor().on_stream_state(Link::kConnecting, nullptr);
+  probe(100, "");
+  advance(300ms);
+  monitor().on_stream_state(Link::kStreaming, nullptr);
+  advance(2s);
+  EXPECT_EQ(monitor().status(), ServingStatus::kStarting);
+  probe(120, "reserved");
+  monitor().on_progress(120);
+  EXPECT_EQ(monitor().status(), ServingStatus::kLive);
+  EXPECT_EQ(monitor().snapshot().transitions, 1u);
+  EXPECT_EQ(log_lines_containing("-> fallback"), 0u);
+}
+
 TEST_F(StatusMonitorTest, SlotMissingBlipShorterThanGraceDoesNotFlap) {
   go_live(100);
   probe(100, "");
