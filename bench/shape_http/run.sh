@@ -61,67 +61,28 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 
-proxy_bin="$build/src/shapeproxy"
-cluster_bin="$build/tests/support/shapeproxy_test_cluster"
-for bin in "$proxy_bin" "$cluster_bin"; do
-  [[ -x "$bin" ]] || { echo "shape_http: missing $bin (build it, or pass --build DIR)" >&2; exit 1; }
-done
-for tool in nginx wrk curl psql jq taskset; do
-  command -v "$tool" >/dev/null || { echo "shape_http: needs $tool (apt-get install -y nginx-light wrk curl postgresql-client jq)" >&2; exit 1; }
-done
+source "$here/../lib.sh"
+bench_init shape_http
+bench_require_bins "$build"
+command -v nginx >/dev/null && command -v wrk >/dev/null ||
+  fail "needs nginx and wrk (apt-get install -y nginx-light wrk curl postgresql-client jq)"
+bench_require_tools curl psql jq taskset
+tmp="$bench_tmp"
 
-# --- cleanup: runs on every exit, also on failure or Ctrl-C -----------------
-tmp="$(mktemp -d /tmp/shapeproxy-bench-http-XXXXXX)"
-proxy_pid=""
+# nginx is ours to stop; its error log is shown when the run fails.
 nginx_pid=""
-cluster_pid=""
-failed=1
-cleanup() {
-  set +e
-  if [[ $failed -ne 0 && -f "$tmp/proxy.log" ]]; then
-    echo "--- proxy log (tail) ---" >&2
-    tail -n 30 "$tmp/proxy.log" >&2
-  fi
-  if [[ $failed -ne 0 && -f "$tmp/nginx/error.log" ]]; then
+stop_nginx() {
+  if [[ $bench_failed -ne 0 && -f "$tmp/nginx/error.log" ]]; then
     echo "--- nginx error log (tail) ---" >&2
     tail -n 10 "$tmp/nginx/error.log" >&2
   fi
   [[ -n "$nginx_pid" ]] && kill "$nginx_pid" 2>/dev/null && wait "$nginx_pid" 2>/dev/null
-  [[ -n "$proxy_pid" ]] && kill "$proxy_pid" 2>/dev/null && wait "$proxy_pid" 2>/dev/null
-  # Closing the launcher's stdin stops the cluster and removes its directory.
-  exec 3>&- 2>/dev/null
-  [[ -n "$cluster_pid" ]] && wait "$cluster_pid" 2>/dev/null
-  rm -rf "$tmp"
+  bench_cleanup
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-fail() { echo "shape_http: $*" >&2; exit 1; }
-
-# A free loopback TCP port (bind to 0, read it back; tiny race is acceptable).
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-# Polls until `curl $1` answers at all (any status), for up to 30 s.
-wait_http() {
-  for _ in $(seq 300); do
-    curl -s -o /dev/null "$1" && return 0
-    sleep 0.1
-  done
-  return 1
-}
+trap stop_nginx EXIT
 
 # --- 1. PostgreSQL and the table --------------------------------------------
-mkfifo "$tmp/cluster.in"
-"$cluster_bin" <"$tmp/cluster.in" >"$tmp/cluster.json" 2>"$tmp/cluster.log" &
-cluster_pid=$!
-exec 3>"$tmp/cluster.in"  # held open for the whole run; closed by cleanup
-for _ in $(seq 600); do
-  [[ -s "$tmp/cluster.json" ]] && break
-  kill -0 "$cluster_pid" 2>/dev/null || { cat "$tmp/cluster.log" >&2; fail "cluster did not start"; }
-  sleep 0.1
-done
-conninfo="$(jq -r .conninfo "$tmp/cluster.json")"
-[[ -n "$conninfo" && "$conninfo" != null ]] || fail "no conninfo from the cluster launcher"
+bench_start_cluster
 
 psql "$conninfo" -v ON_ERROR_STOP=1 -q <<SQL
 CREATE TABLE bench_rows (
@@ -138,15 +99,10 @@ FROM generate_series(1, $rows) AS i;
 SQL
 
 # --- 2. the proxy, and the body it serves -----------------------------------
-proxy_port="$(free_port)"
-mkdir -p "$tmp/proxy-data"
-taskset -c 0 "$proxy_bin" --database-url "$conninfo" --listen 127.0.0.1 --port "$proxy_port" \
-  --data-dir "$tmp/proxy-data" --slot bench_http --publication bench_http --log-level warn \
-  >"$tmp/proxy.log" 2>&1 &
-proxy_pid=$!
+bench_start_proxy --cpu 0 --database-url "$conninfo" --slot bench_http \
+  --publication bench_http --log-level warn
 path="/v1/shape?table=bench_rows&offset=-1"
-proxy_url="http://127.0.0.1:$proxy_port$path"
-wait_http "http://127.0.0.1:$proxy_port/" || fail "proxy did not come up"
+proxy_url="$proxy_base$path"
 
 # The first request creates the shape (snapshot query); later ones are served
 # from the shape log, which is what the benchmark measures.
@@ -233,12 +189,10 @@ for ((i = 1; i <= pairs; i++)); do
   nginx_rates+=("$ref")
 done
 
-# Median of the arguments (mean of the middle two for an even count).
-median() { printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END {print (NR%2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2)}'; }
 min_ratio="$(printf '%s\n' "${ratios[@]}" | sort -g | head -1)"
 max_ratio="$(printf '%s\n' "${ratios[@]}" | sort -g | tail -1)"
 printf 'proxy peak RSS %s\n' "$(awk '/VmHWM/ {print $2, $3}' "/proc/$proxy_pid/status")"
 printf 'ratio %.2f (median of %d; min %.2f, max %.2f) candidate %.0f req/s, nginx %.0f req/s\n' \
-  "$(median "${ratios[@]}")" "$pairs" "$min_ratio" "$max_ratio" \
-  "$(median "${proxy_rates[@]}")" "$(median "${nginx_rates[@]}")"
-failed=0
+  "$(printf '%s\n' "${ratios[@]}" | median)" "$pairs" "$min_ratio" "$max_ratio" \
+  "$(printf '%s\n' "${proxy_rates[@]}" | median)" "$(printf '%s\n' "${nginx_rates[@]}" | median)"
+bench_done
