@@ -3,11 +3,13 @@
 // embedded cluster when no DATABASE_URL is given, signals, exit codes.
 #include <spdlog/spdlog.h>
 
+#include <sys/resource.h>
 #include <boost/asio/bind_executor.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/strand.hpp>
+
 #include <cstdio>
 #include <iostream>
 #include <optional>
@@ -49,7 +51,20 @@ Result<Database> open_database(const shapeproxy::config::Config& config) {
   return Database{std::move(cluster).value(), conninfo, {{"public", shapeproxy::app::kDemoTable}}};
 }
 
+// Every held shape keeps files open and every client a socket: use the
+// hard limit on open files, not the (often 1024) soft one.
+void raise_open_files_limit() {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur >= limit.rlim_max) return;
+  const rlim_t before = limit.rlim_cur;
+  limit.rlim_cur = limit.rlim_max;
+  if (setrlimit(RLIMIT_NOFILE, &limit) == 0) {
+    spdlog::info("open files limit raised from {} to {}", before, limit.rlim_cur);
+  }
+}
+
 int run(const shapeproxy::config::Config& config) {
+  raise_open_files_limit();
   auto database = open_database(config);
   if (!database) {
     spdlog::error("cannot start: {}", database.error().to_string());

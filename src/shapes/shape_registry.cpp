@@ -660,7 +660,12 @@ void ShapeRegistry::finish_flush(std::vector<std::shared_ptr<Shape>> synced,
   for (const auto& shape : synced) {
     if (shape->phase() == Shape::Phase::kGone || !shape->files()) continue;
     shape->files()->mark_synced();
-    if (shape->files()->changes_bytes() > options_.compact_bytes) start_compaction(shape);
+    // A changes_only log holds no snapshot rows: folding its partial updates
+    // would invent rows, so it is not compacted.
+    const bool foldable = shape->definition().log == LogMode::kFull;
+    if (foldable && shape->files()->changes_bytes() > options_.compact_bytes) {
+      start_compaction(shape);
+    }
   }
   if (on_durable_ && durable_lsn > 0) on_durable_(durable_lsn);
   if (!dirty_.empty() || std::exchange(flush_after_sync_, false)) schedule_flush();
@@ -735,6 +740,14 @@ Result<std::size_t> ShapeRegistry::load() {
       std::filesystem::remove_all(entry.path(), ec);
     };
     auto opened = storage::ShapeFiles::open(entry.path());
+    if (!opened && opened.error().code == "storage_resource") {
+      // Not corruption (too many open files, no memory): keep the files and
+      // refuse to start rather than drop a shape its clients still follow.
+      return Error{"storage_io",
+                   "cannot open saved shape " + entry.path().string() + ": " +
+                       opened.error().message + " (nothing was removed)",
+                   "fix the cause (permissions, the open-files limit) and restart"};
+    }
     if (!opened) {
       discard(opened.error().to_string());
       continue;

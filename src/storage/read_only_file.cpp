@@ -1,4 +1,5 @@
 #include "storage/read_only_file.h"
+#include "storage/storage_error.h"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -11,7 +12,9 @@ namespace shapeproxy::storage {
 Result<std::shared_ptr<const ReadOnlyFile>> ReadOnlyFile::open(const std::filesystem::path& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
-    return Error{"storage_io", "opening " + path.string() + ": " + std::strerror(errno),
+    const int error = errno;
+    return Error{storage_error_code(error),
+                 "opening " + path.string() + ": " + std::strerror(error),
                  "check the data directory"};
   }
   return std::shared_ptr<const ReadOnlyFile>(new ReadOnlyFile(fd, path));

@@ -1,4 +1,5 @@
 #include "storage/record_file.h"
+#include "storage/storage_error.h"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -16,7 +17,8 @@ constexpr std::size_t kHeaderBytes = kRecordHeaderBytes;
 constexpr std::uint32_t kMaxPayload = 1u << 30;
 
 Error io_error(const std::string& what, const std::filesystem::path& path) {
-  return Error{"storage_io", what + " " + path.string() + ": " + std::strerror(errno),
+  const int error = errno;
+  return Error{storage_error_code(error), what + " " + path.string() + ": " + std::strerror(error),
                "check free disk space and permissions of the data directory"};
 }
 

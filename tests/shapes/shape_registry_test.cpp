@@ -512,6 +512,33 @@ TEST_F(PersistentShapesTest, CompactionBoundsAHotRowAndRefetchesOnlyReadersBehin
   EXPECT_EQ(titles["2"], "final");
 }
 
+TEST_F(PersistentShapesTest, ChangesOnlyLogIsNotFoldedIntoInventedRows) {
+  // A changes_only log has no snapshot rows, so its partial updates cannot be
+  // folded into whole rows: past the compaction size it keeps its updates.
+  execute_sql(database_, "INSERT INTO items (id, title, price) VALUES (1, 'hot', 7)");
+  auto settings = options();
+  settings.compact_bytes = 16 * 1024;
+  Core core(database_, settings);
+  auto changes_only = shape("items");
+  changes_only.log = LogMode::kChangesOnly;
+  sync(core, changes_only);
+  for (int i = 0; i < 300; ++i) {
+    execute_sql(database_, "UPDATE items SET title = 'hot " + std::to_string(i) + "' WHERE id = 1");
+  }
+  json messages;
+  for (int i = 0; i < 100; ++i) {
+    messages = sync(core, changes_only).first;
+    if (messages.dump().find("hot 299") != std::string::npos) break;
+    std::this_thread::sleep_for(100ms);
+  }
+  ASSERT_NE(messages.dump().find("hot 299"), std::string::npos);
+  for (auto& m : messages) {
+    if (!m["headers"].contains("operation")) continue;
+    EXPECT_EQ(m["headers"]["operation"], "update") << m.dump();
+    EXPECT_FALSE(m["value"].contains("price") && m["value"]["price"].is_null()) << m.dump();
+  }
+}
+
 // Folds a synced shape into id -> "title:price" (deletes remove).
 std::map<std::string, std::string> shape_rows(const json& messages) {
   std::map<std::string, std::string> rows;
