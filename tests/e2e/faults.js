@@ -1,5 +1,6 @@
 // Shared pieces of the fault-injection scenarios (faults_*.test.js): the
-// proxy's short degraded-mode timings, a background writer, a fetch that
+// proxy's short degraded-mode timings, the common set-up (a table, a stock
+// client holding it, status live), a background writer, a fetch that
 // records every HTTP status a stock client got, and the checks every scenario
 // ends with (rows equal SELECT, no must-refetch, no 5xx but a 503 with
 // retry-after).
@@ -48,6 +49,29 @@ export function recordingFetch(log, label) {
 // Opens a stock client on `params` whose responses are recorded in `log`.
 export function openRecordedShape(h, params, log, label) {
   return openShape(h, params, { streamOptions: { backoffOptions, fetchClient: recordingFetch(log, label) } })
+}
+
+// Creates `table` (id int4 PRIMARY KEY, val int4 NOT NULL) holding ids
+// 1..`rows` with val = `val` (an SQL expression over g). With a
+// least-privilege harness the proxy's role creates it: it must own the
+// tables it serves.
+export async function createTable(h, table, { rows = 0, val = '0' } = {}) {
+  const sql = h.leastPrivilege ? h.appSql : h.sql
+  await sql(`CREATE TABLE ${table} (id int4 PRIMARY KEY, val int4 NOT NULL)`)
+  if (rows > 0) await sql(`INSERT INTO ${table} SELECT g, ${val} FROM generate_series(1, ${rows}) g`)
+}
+
+// The start of every fault scenario: `table` created with `rows` rows, a
+// stock client (responses recorded in `log`) holding all of them, and
+// /v1/status live. Resolves with {sub, handle} (the client's shape handle).
+export async function openLiveShape(h, log, { table = 'items', where, rows = 100, val = '0' } = {}) {
+  await h.ready
+  await createTable(h, table, { rows, val })
+  const sub = openRecordedShape(h, where ? { table, where } : { table }, log, 'live client')
+  assert.equal((await sub.shape.rows).length, rows)
+  const handle = sub.stream.shapeHandle
+  await h.waitForStatus('live', 30_000)
+  return { sub, handle }
 }
 
 // Keeps writing to `table` (id int4 PRIMARY KEY, val int4) through its own

@@ -20,7 +20,7 @@ import {
   Writer,
   assertConverged,
   latencyOf,
-  openRecordedShape,
+  openLiveShape,
   proxyArgs,
   sleep,
 } from './faults.js'
@@ -30,15 +30,25 @@ const log = []
 let sub, recorder, handle
 
 before(async () => {
-  await h.ready
-  await h.sql('CREATE TABLE items (id int4 PRIMARY KEY, val int4 NOT NULL)')
-  await h.sql('INSERT INTO items SELECT g, 0 FROM generate_series(1, 100) g')
-  sub = openRecordedShape(h, { table: 'items' }, log, 'live client')
-  assert.equal((await sub.shape.rows).length, 100)
-  handle = sub.stream.shapeHandle
-  await h.waitForStatus('live', 30_000)
+  ;({ sub, handle } = await openLiveShape(h, log))
   recorder = new StatusRecorder(h).start()
 })
+
+// Starts PostgreSQL, inserts row `id` at once and waits for the live client
+// to see it and for the status to be live: {startedAt, writeMs (from the
+// commit to the client), liveMs (from the start to live)}.
+async function startAndWrite(id, when) {
+  await h.startPostgres()
+  const startedAt = Date.now()
+  const writeMs = await latencyOf(
+    sub,
+    () => h.sql('INSERT INTO items VALUES ($1, $2)', [id, -id]),
+    (rows) => rows.some((row) => row.id === id),
+    `row ${id} ${when}`,
+  )
+  await h.waitForStatus('live', 30_000)
+  return { startedAt, writeMs, liveMs: Date.now() - startedAt }
+}
 
 test('(b) PostgreSQL restarted under write load', async (t) => {
   const writer = new Writer(h, 'items', { firstId: 1_000 }).start()
@@ -46,16 +56,7 @@ test('(b) PostgreSQL restarted under write load', async (t) => {
   await sleep(300)
   const stoppedAt = Date.now()
   await h.stopPostgres()
-  await h.startPostgres()
-  const startedAt = Date.now()
-  const writeMs = await latencyOf(
-    sub,
-    () => h.sql('INSERT INTO items VALUES (-1, 1)'),
-    (rows) => rows.some((row) => row.id === -1),
-    'row -1 after the restart',
-  )
-  await h.waitForStatus('live', 30_000)
-  const liveMs = Date.now() - startedAt
+  const { startedAt, writeMs, liveMs } = await startAndWrite(-1, 'after the restart')
   t.diagnostic(
     `restart took ${startedAt - stoppedAt} ms; write seen after ${writeMs} ms; live ${liveMs} ms after the start; ` +
       `status: ${recorder.describe(stoppedAt) || 'no change'}`,
@@ -93,16 +94,7 @@ test('(f) database stopped, then started', async (t) => {
   assert.ok(Number(fresh.headers.get('retry-after')) > 0, 'retry-after on the 503')
   await sleep(1_000) // an outage of a few seconds
 
-  await h.startPostgres()
-  const startedAt = Date.now()
-  const writeMs = await latencyOf(
-    sub,
-    () => h.sql('INSERT INTO items VALUES (-2, 2)'),
-    (rows) => rows.some((row) => row.id === -2),
-    'row -2 after the start',
-  )
-  await h.waitForStatus('live', 30_000)
-  const liveMs = Date.now() - startedAt
+  const { startedAt, writeMs, liveMs } = await startAndWrite(-2, 'after the start')
   t.diagnostic(
     `outage ${startedAt - stoppedAt} ms; write seen after ${writeMs} ms; live ${liveMs} ms after the start; ` +
       `status: ${recorder.describe(stoppedAt)}`,

@@ -14,14 +14,13 @@ import { createInterface } from 'node:readline'
 import { after, before, test } from 'node:test'
 import pg from 'pg'
 import { freePort, spawnGuarded, waitFor } from './harness.js'
-import { GRACE_MS, OUTAGE_WRITE_MS, STATUS_CHANGE_MS, assertNoServerErrors, backoffOptions, proxyArgs, recordingFetch } from './faults.js'
-import { Shape, ShapeStream } from '@electric-sql/client'
+import { GRACE_MS, OUTAGE_WRITE_MS, STATUS_CHANGE_MS, assertNoServerErrors, openRecordedShape, proxyArgs } from './faults.js'
 
 const START_TIMEOUT_MS = 60_000 // initdb included
 let proxy, dataDir, port, db, databaseUri
 const logs = []
 const log = []
-const controller = new AbortController()
+const closes = [] // the stock clients' close()
 
 const status = async () => {
   const response = await fetch(`http://127.0.0.1:${port}/v1/status`, { signal: AbortSignal.timeout(2_000) })
@@ -55,7 +54,7 @@ before(async () => {
 })
 
 after(async () => {
-  controller.abort()
+  for (const close of closes) close()
   await db?.end().catch(() => {})
   if (proxy && proxy.exitCode === null) {
     proxy.kill('SIGTERM')
@@ -73,31 +72,15 @@ after(async () => {
   if (dataDir) rmSync(dataDir, { recursive: true, force: true })
 })
 
-function openStockShape(table) {
-  const stream = new ShapeStream({
-    url: `http://127.0.0.1:${port}/v1/shape`,
-    params: { table },
-    signal: controller.signal,
-    backoffOptions,
-    fetchClient: recordingFetch(log, table),
-  })
-  const controls = []
-  stream.subscribe((messages) => messages.forEach((m) => m.headers?.control && controls.push(m.headers.control)))
-  return { stream, shape: new Shape(stream), controls }
+// The stock client of faults.js on the embedded proxy (what openShape needs
+// of a harness: the shape URL and a place to register its close()).
+const proxyShapes = {
+  get shapeUrl() {
+    return `http://127.0.0.1:${port}/v1/shape`
+  },
+  onCleanup: (close) => closes.push(close),
 }
-
-async function seen(shape, predicate, timeoutMs) {
-  if (predicate(shape.currentRows)) return Date.now()
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`timed out (${shape.currentRows.length} rows)`)), timeoutMs)
-    const unsubscribe = shape.subscribe(({ rows }) => {
-      if (!predicate(rows)) return
-      clearTimeout(timer)
-      unsubscribe()
-      resolve(Date.now())
-    })
-  })
-}
+const openStockShape = (table) => openRecordedShape(proxyShapes, { table }, log, table)
 
 test('README: stop replication, see fallback, start it, see live', async (t) => {
   try {
@@ -112,7 +95,11 @@ test('README: stop replication, see fallback, start it, see live', async (t) => 
     t.diagnostic(`fallback ${fallbackMs} ms after NOREPLICATION (grace ${GRACE_MS} ms)`)
     assert.ok(fallbackMs <= STATUS_CHANGE_MS, `fallback after ${fallbackMs} ms (> ${STATUS_CHANGE_MS})`)
 
-    const waiting = seen(items.shape, (rows) => rows.some((row) => row.title === 'written during the outage'), 30_000)
+    const waiting = items.waitForRows(
+      (rows) => rows.some((row) => row.title === 'written during the outage'),
+      30_000,
+      'the outage write',
+    )
     await db.query(`INSERT INTO items (title) VALUES ('written during the outage')`)
     const committedAt = Date.now()
     const writeMs = (await waiting) - committedAt
@@ -140,7 +127,11 @@ test('README: stop replication, see fallback, start it, see live', async (t) => 
       const { rows } = await db.query(`SELECT * FROM ${table}`)
       const expected = rows.map(text).sort().join('\n')
       const strip = (row) => Object.fromEntries(Object.entries(row).map(([k, v]) => [k, k === 'created_at' ? new Date(0) : v]))
-      await seen(sub.shape, (current) => current.map((row) => text(strip(row))).sort().join('\n') === expected, 10_000)
+      await sub.waitForRows(
+        (current) => current.map((row) => text(strip(row))).sort().join('\n') === expected,
+        10_000,
+        `${table} rows to equal SELECT`,
+      )
       assert.deepEqual(sub.controls.filter((c) => c === 'must-refetch'), [], `${table}: no must-refetch`)
     }
     assertNoServerErrors(log)

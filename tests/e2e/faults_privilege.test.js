@@ -14,7 +14,7 @@ import {
   Writer,
   assertConverged,
   latencyOf,
-  openRecordedShape,
+  openLiveShape,
   proxyArgs,
 } from './faults.js'
 
@@ -23,13 +23,7 @@ const log = []
 let sub, writer, handle
 
 before(async () => {
-  await h.ready
-  await h.appSql('CREATE TABLE items (id int4 PRIMARY KEY, val int4 NOT NULL)')
-  await h.appSql('INSERT INTO items SELECT g, 0 FROM generate_series(1, 100) g')
-  sub = openRecordedShape(h, { table: 'items' }, log, 'live client')
-  assert.equal((await sub.shape.rows).length, 100)
-  handle = sub.stream.shapeHandle
-  await h.waitForStatus('live', 30_000)
+  ;({ sub, handle } = await openLiveShape(h, log))
   writer = new Writer(h, 'items', { firstId: 1_000 }).start()
   h.onCleanup(() => writer.stop())
 })

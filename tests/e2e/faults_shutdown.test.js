@@ -11,6 +11,7 @@
 import assert from 'node:assert/strict'
 import { before, test } from 'node:test'
 import pg from 'pg'
+import { createTable } from './faults.js'
 import { useHarness } from './harness.js'
 import { openShape } from './shapes.js'
 
@@ -21,8 +22,8 @@ const STOP_WITHIN_MS = 15_000
 
 before(async () => {
   await h.ready
-  await h.sql('CREATE TABLE hot (id int4 PRIMARY KEY, val int4 NOT NULL)')
-  await h.sql('CREATE TABLE cold (id int4 PRIMARY KEY, val int4 NOT NULL)')
+  await createTable(h, 'hot')
+  await createTable(h, 'cold')
   const hot = openShape(h, { table: 'hot' })
   const cold = openShape(h, { table: 'cold', where: 'val < 0' })
   await hot.shape.rows

@@ -18,7 +18,7 @@ import {
   STATUS_CHANGE_MS,
   assertConverged,
   latencyOf,
-  openRecordedShape,
+  openLiveShape,
   proxyArgs,
 } from './faults.js'
 
@@ -28,13 +28,7 @@ let sub, handle
 const WHERE = 'val >= 0'
 
 before(async () => {
-  await h.ready
-  await h.appSql('CREATE TABLE items (id int4 PRIMARY KEY, val int4 NOT NULL)')
-  await h.appSql('INSERT INTO items SELECT g, g % 10 FROM generate_series(1, 100) g')
-  sub = openRecordedShape(h, { table: 'items', where: WHERE }, log, 'live client')
-  assert.equal((await sub.shape.rows).length, 100)
-  handle = sub.stream.shapeHandle
-  await h.waitForStatus('live', 30_000)
+  ;({ sub, handle } = await openLiveShape(h, log, { where: WHERE, val: 'g % 10' }))
 })
 
 // Takes replication away and checks the switch to fallback.

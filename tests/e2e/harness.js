@@ -435,17 +435,7 @@ export function createHarness({ proxyArgs = [], name = 'e2e', maxLogLines, least
     // GET /v1/status: {status, body, headers} (body parsed when JSON). A
     // connection error resolves with status 0.
     async status({ headers = {} } = {}) {
-      try {
-        const response = await fetch(h.statusUrl, { headers, signal: AbortSignal.timeout(2_000) })
-        const text = await response.text()
-        let body = text
-        try {
-          body = JSON.parse(text)
-        } catch {}
-        return { status: response.status, body, headers: response.headers }
-      } catch {
-        return { status: 0, body: null, headers: new Headers() }
-      }
+      return getParsed(h.statusUrl, headers)
     },
 
     // Polls /v1/status every `intervalMs` until its body's status is `value`
@@ -591,20 +581,10 @@ export function createHarness({ proxyArgs = [], name = 'e2e', maxLogLines, least
       await h.startProxy()
     },
 
-    // GET /v1/health: {status, body} (body parsed when JSON). A connection
-    // error resolves with status 0.
+    // GET /v1/health: {status, body, headers} (body parsed when JSON). A
+    // connection error resolves with status 0.
     async health() {
-      try {
-        const response = await fetch(h.healthUrl, { signal: AbortSignal.timeout(2_000) })
-        const text = await response.text()
-        let body = text
-        try {
-          body = JSON.parse(text)
-        } catch {}
-        return { status: response.status, body, headers: response.headers }
-      } catch {
-        return { status: 0, body: null }
-      }
+      return getParsed(h.healthUrl)
     },
 
     log(message) {
@@ -634,6 +614,22 @@ export function createHarness({ proxyArgs = [], name = 'e2e', maxLogLines, least
     },
   }
   return h
+}
+
+// GET `url` (2 s timeout): {status, body, headers}, the body parsed when it
+// is JSON. A connection error resolves with status 0 and a null body.
+async function getParsed(url, headers = {}) {
+  try {
+    const response = await fetch(url, { headers, signal: AbortSignal.timeout(2_000) })
+    const text = await response.text()
+    let body = text
+    try {
+      body = JSON.parse(text)
+    } catch {}
+    return { status: response.status, body, headers: response.headers }
+  } catch {
+    return { status: 0, body: null, headers: new Headers() }
+  }
 }
 
 // Creates a harness and registers it with node:test: started in before(),
