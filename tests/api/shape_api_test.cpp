@@ -2,36 +2,35 @@
 // ShapeService that answers with canned outcomes or parks reads for the test
 // to complete later from another thread, and records cancels.
 #include <gtest/gtest.h>
-#include <sys/socket.h>
 
 #include <algorithm>
-#include <boost/asio/connect.hpp>
 #include <boost/asio/executor_work_guard.hpp>
-#include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/write.hpp>
-#include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http.hpp>
-#include <cctype>
 #include <condition_variable>
 #include <deque>
 #include <future>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <thread>
 
 #include "api/shape_api.h"
 #include "http/server.h"
+#include "support/http_test_client.h"
 
 namespace shapeproxy::api {
 namespace {
 
 namespace net = boost::asio;
-namespace beast = boost::beast;
 namespace bhttp = boost::beast::http;
-using tcp = net::ip::tcp;
 using json = nlohmann::json;
+using shapeproxy::testing::HttpHeaders;
+using shapeproxy::testing::HttpResponse;
+using shapeproxy::testing::HttpTestClient;
+using shapeproxy::testing::HttpTestConnection;
+using shapeproxy::testing::HttpVerb;
+using shapeproxy::testing::parse_http_response;
 using namespace std::chrono_literals;
-using ClientResponse = bhttp::response<bhttp::string_body>;
 
 class FakeService : public shapes::ShapeService {
  public:
@@ -172,48 +171,16 @@ class ShapeApiTest : public ::testing::Test {
     auto started = server_->start();
     ASSERT_TRUE(started.ok()) << started.error().to_string();
     for (int i = 0; i < 2; ++i) threads_.emplace_back([this] { ioc_.run(); });
+    client_.emplace(server_->port());
   }
 
-  tcp::socket connect() {
-    tcp::socket socket(client_ioc_);
-    socket.connect({net::ip::make_address("127.0.0.1"), server_->port()});
-    struct timeval tv {
-      10, 0
-    };
-    setsockopt(socket.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    return socket;
+  HttpTestConnection connect() { return client_->connect(); }
+  // One request on a fresh connection.
+  HttpResponse request(HttpVerb method, std::string_view target, const HttpHeaders& headers = {}) {
+    return client_->request(method, target, headers);
   }
-
-  static void send(tcp::socket& socket, bhttp::verb verb, const std::string& target,
-                   bhttp::fields extra = {}) {
-    bhttp::request<bhttp::empty_body> req{verb, target, 11};
-    req.set(bhttp::field::host, "localhost");
-    for (const auto& f : extra) req.set(f.name_string(), f.value());
-    bhttp::write(socket, req);
-  }
-
-  ClientResponse request(bhttp::verb verb, const std::string& target, bhttp::fields extra = {}) {
-    auto socket = connect();
-    send(socket, verb, target, std::move(extra));
-    beast::flat_buffer buffer;
-    ClientResponse res;
-    bhttp::read(socket, buffer, res);
-    return res;
-  }
-  ClientResponse get(const std::string& target, bhttp::fields extra = {}) {
-    return request(bhttp::verb::get, target, std::move(extra));
-  }
-
-  // Raw bytes until `needle` shows up (or EOF/timeout); returns all read.
-  static std::string read_until(tcp::socket& socket, std::string& so_far, std::string_view needle) {
-    char buf[4096];
-    while (so_far.find(needle) == std::string::npos) {
-      boost::system::error_code ec;
-      size_t n = socket.read_some(net::buffer(buf), ec);
-      if (ec) break;
-      so_far.append(buf, n);
-    }
-    return so_far;
+  HttpResponse get(std::string_view target, const HttpHeaders& headers = {}) {
+    return client_->get(target, headers);
   }
 
   // Lets the server finish its side of an ended stream before the client
@@ -227,8 +194,8 @@ class ShapeApiTest : public ::testing::Test {
   net::io_context ioc_;
   net::executor_work_guard<net::io_context::executor_type> work_{ioc_.get_executor()};
   std::vector<std::thread> threads_;
-  net::io_context client_ioc_;
   std::unique_ptr<http::HttpServer> server_;
+  std::optional<HttpTestClient> client_;
 };
 
 TEST_F(ShapeApiTest, SnapshotRequest) {
@@ -341,14 +308,12 @@ TEST_F(ShapeApiTest, IfNoneMatchGives304) {
 TEST_F(ShapeApiTest, LiveLongPollCompletedFromAnotherThread) {
   start();
   auto socket = connect();
-  send(socket, bhttp::verb::get, "/v1/shape?table=items&offset=5_0&handle=h1&live=true&cursor=120");
+  socket.send_get("/v1/shape?table=items&offset=5_0&handle=h1&live=true&cursor=120");
   ASSERT_TRUE(service_.wait_parked(0));
   EXPECT_TRUE(service_.calls()[0].request.live);
   EXPECT_EQ(service_.calls()[0].request.handle, "h1");
   service_.complete(0, result(shapes::LogOffset::at(12, 1), kTwoChanges, true));
-  beast::flat_buffer buffer;
-  ClientResponse res;
-  bhttp::read(socket, buffer, res);
+  auto res = socket.read_response();
   EXPECT_EQ(res.result_int(), 200);
   EXPECT_EQ(res["electric-cursor"], "140");
   EXPECT_EQ(res["electric-offset"], "12_1");
@@ -357,37 +322,6 @@ TEST_F(ShapeApiTest, LiveLongPollCompletedFromAnotherThread) {
   EXPECT_EQ(res[bhttp::field::cache_control], "public, max-age=5, stale-while-revalidate=5");
   EXPECT_EQ(res.body(), kTwoChanges);
   EXPECT_TRUE(service_.cancelled().empty());
-}
-
-// Raw bytes of one content-length framed response.
-std::string read_raw_response(tcp::socket& socket) {
-  std::string data;
-  char buf[4096];
-  size_t header_end;
-  while ((header_end = data.find("\r\n\r\n")) == std::string::npos) {
-    size_t n = socket.read_some(net::buffer(buf));
-    data.append(buf, n);
-  }
-  std::string head = data.substr(0, header_end);
-  std::transform(head.begin(), head.end(), head.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  size_t cl = head.find("\r\ncontent-length: ");
-  size_t length = cl == std::string::npos ? 0 : std::stoul(head.substr(cl + 18));
-  while (data.size() < header_end + 4 + length) {
-    size_t n = socket.read_some(net::buffer(buf));
-    data.append(buf, n);
-  }
-  return data;
-}
-
-ClientResponse parse_raw(const std::string& raw) {
-  bhttp::response_parser<bhttp::string_body> parser;
-  parser.eager(true);
-  boost::system::error_code ec;
-  parser.put(net::buffer(raw), ec);
-  EXPECT_FALSE(ec) << ec.message();
-  EXPECT_TRUE(parser.is_done());
-  return parser.release();
 }
 
 // One commit waking many parked long-polls: those with the same offset and
@@ -413,10 +347,10 @@ TEST_F(ShapeApiTest, OneCommitAnswersParkedLongPollsWithSharedBytes) {
   clients.push_back({base + "&cursor=120", {}});
   clients.back().extra.set(bhttp::field::if_none_match, "\"h1:5_0:12_1\"");
 
-  std::vector<tcp::socket> sockets;
+  std::vector<HttpTestConnection> sockets;
   for (size_t i = 0; i < clients.size(); ++i) {
     sockets.push_back(connect());
-    send(sockets.back(), bhttp::verb::get, clients[i].target, clients[i].extra);
+    sockets.back().send_get(clients[i].target, clients[i].extra);
     ASSERT_TRUE(service_.wait_parked(static_cast<int>(i)));
   }
   // The same ReadResult (one body buffer) for every waiter, as the registry
@@ -425,8 +359,8 @@ TEST_F(ShapeApiTest, OneCommitAnswersParkedLongPollsWithSharedBytes) {
   for (size_t i = 0; i < clients.size(); ++i) service_.complete(static_cast<int>(i), outcome);
 
   std::vector<std::string> raw;
-  for (auto& socket : sockets) raw.push_back(read_raw_response(socket));
-  auto first = parse_raw(raw[0]);
+  for (auto& socket : sockets) raw.push_back(socket.read_raw_response());
+  auto first = parse_http_response(raw[0]);
   EXPECT_EQ(first.result_int(), 200);
   EXPECT_EQ(first["electric-cursor"], "140");
   EXPECT_EQ(first["electric-offset"], "12_1");
@@ -437,25 +371,25 @@ TEST_F(ShapeApiTest, OneCommitAnswersParkedLongPollsWithSharedBytes) {
   EXPECT_TRUE(first.keep_alive());
   for (size_t i = 0; i < other_cursor; ++i) EXPECT_EQ(raw[i], raw[0]) << "client " << i;
 
-  auto other = parse_raw(raw[other_cursor]);
+  auto other = parse_http_response(raw[other_cursor]);
   EXPECT_EQ(other.result_int(), 200);
   EXPECT_EQ(other["electric-cursor"], "160");
   EXPECT_EQ(other.body(), kTwoChanges);
 
-  auto closed = parse_raw(raw[close]);
+  auto closed = parse_http_response(raw[close]);
   EXPECT_EQ(closed.result_int(), 200);
   EXPECT_EQ(closed["electric-cursor"], "140");
   EXPECT_EQ(closed.body(), kTwoChanges);
   EXPECT_FALSE(closed.keep_alive());
 
-  auto with_origin = parse_raw(raw[origin]);
+  auto with_origin = parse_http_response(raw[origin]);
   EXPECT_EQ(with_origin.result_int(), 200);
   EXPECT_EQ(with_origin[bhttp::field::access_control_allow_origin], "https://app.example");
   EXPECT_EQ(with_origin[bhttp::field::vary], "origin");
   EXPECT_EQ(with_origin["etag"], "\"h1:5_0:12_1\"");
   EXPECT_EQ(with_origin.body(), kTwoChanges);
 
-  auto cached = parse_raw(raw[not_modified]);
+  auto cached = parse_http_response(raw[not_modified]);
   EXPECT_EQ(cached.result_int(), 304);
   EXPECT_EQ(cached.body(), "");
 }
@@ -464,7 +398,7 @@ TEST_F(ShapeApiTest, ClientDisconnectDuringLiveReadCancels) {
   start();
   {
     auto socket = connect();
-    send(socket, bhttp::verb::get, "/v1/shape?table=items&offset=5_0&handle=h1&live=true");
+    socket.send_get("/v1/shape?table=items&offset=5_0&handle=h1&live=true");
     ASSERT_TRUE(service_.wait_parked(0));
   }  // closes the socket
   EXPECT_TRUE(service_.wait_cancelled(0));
@@ -473,13 +407,11 @@ TEST_F(ShapeApiTest, ClientDisconnectDuringLiveReadCancels) {
 TEST_F(ShapeApiTest, ShutdownAnswersParkedLongPollUpToDate) {
   start();
   auto socket = connect();
-  send(socket, bhttp::verb::get, "/v1/shape?table=items&offset=5_0&handle=h1&live=true");
+  socket.send_get("/v1/shape?table=items&offset=5_0&handle=h1&live=true");
   ASSERT_TRUE(service_.wait_parked(0));
   std::promise<void> done;
   server_->shutdown([&] { done.set_value(); });
-  beast::flat_buffer buffer;
-  ClientResponse res;
-  bhttp::read(socket, buffer, res);
+  auto res = socket.read_response();
   EXPECT_EQ(res.result_int(), 200);
   EXPECT_EQ(res["electric-offset"], "5_0");
   EXPECT_EQ(res["electric-handle"], "h1");
@@ -499,10 +431,9 @@ TEST_F(ShapeApiTest, SseStreamsEventsKeepAlivesAndEnds) {
   // First read (not live) finds nothing new: the stream opens, nothing sent.
   service_.answer_next(result(shapes::LogOffset::at(5, 0), kUpToDate, true));
   auto socket = connect();
-  send(socket, bhttp::verb::get,
-       "/v1/shape?table=items&offset=5_0&handle=h1&live=true&live_sse=true&cursor=120");
+  socket.send_get("/v1/shape?table=items&offset=5_0&handle=h1&live=true&live_sse=true&cursor=120");
   std::string raw;
-  read_until(socket, raw, "\r\n\r\n");
+  socket.read_until(raw, "\r\n\r\n");
   EXPECT_NE(raw.find("HTTP/1.1 200"), std::string::npos) << raw;
   EXPECT_NE(raw.find("text/event-stream"), std::string::npos) << raw;
   EXPECT_NE(raw.find("electric-handle: h1"), std::string::npos) << raw;
@@ -516,7 +447,7 @@ TEST_F(ShapeApiTest, SseStreamsEventsKeepAlivesAndEnds) {
   EXPECT_TRUE(calls[1].request.live);
   EXPECT_EQ(calls[1].request.offset, shapes::LogOffset::at(5, 0));
 
-  read_until(socket, raw, ": keep-alive\n\n");
+  socket.read_until(raw, ": keep-alive\n\n");
   EXPECT_NE(raw.find(": keep-alive\n\n"), std::string::npos) << raw;
 
   service_.complete(1, result(shapes::LogOffset::at(12, 0), kTwoChanges, true));
@@ -526,7 +457,7 @@ TEST_F(ShapeApiTest, SseStreamsEventsKeepAlivesAndEnds) {
   std::string second_event =
       R"(data: {"headers":{"control":"up-to-date","global_last_seen_lsn":"12"}})"
       "\n\n";
-  read_until(socket, raw, second_event);
+  socket.read_until(raw, second_event);
   EXPECT_NE(raw.find(first_event), std::string::npos) << raw;
   EXPECT_LT(raw.find(first_event), raw.find(second_event));
 
@@ -534,7 +465,7 @@ TEST_F(ShapeApiTest, SseStreamsEventsKeepAlivesAndEnds) {
   EXPECT_EQ(service_.calls()[2].request.offset, shapes::LogOffset::at(12, 0));
   EXPECT_TRUE(service_.calls()[2].request.live);
 
-  read_until(socket, raw, "0\r\n\r\n");  // the last chunk: max duration reached
+  socket.read_until(raw, "0\r\n\r\n");  // the last chunk: max duration reached
   EXPECT_NE(raw.find("0\r\n\r\n"), std::string::npos) << raw;
   EXPECT_TRUE(service_.wait_cancelled(2));
   let_stream_end_settle();
@@ -544,12 +475,11 @@ TEST_F(ShapeApiTest, SseMustRefetchDuringStream) {
   start();
   service_.answer_next(result(shapes::LogOffset::at(5, 0), kUpToDate, true));
   auto socket = connect();
-  send(socket, bhttp::verb::get,
-       "/v1/shape?table=items&offset=5_0&handle=h1&live=true&live_sse=true");
+  socket.send_get("/v1/shape?table=items&offset=5_0&handle=h1&live=true&live_sse=true");
   ASSERT_TRUE(service_.wait_parked(1));
   service_.complete(1, shapes::MustRefetch{"h2"});
   std::string raw;
-  read_until(socket, raw, "0\r\n\r\n");
+  socket.read_until(raw, "0\r\n\r\n");
   EXPECT_NE(raw.find("data: {\"headers\":{\"control\":\"must-refetch\"}}\n\n"), std::string::npos)
       << raw;
   EXPECT_NE(raw.find("0\r\n\r\n"), std::string::npos) << raw;
@@ -570,8 +500,7 @@ TEST_F(ShapeApiTest, SseClientDisconnectCancelsTheLiveRead) {
   service_.answer_next(result(shapes::LogOffset::at(5, 0), kUpToDate, true));
   {
     auto socket = connect();
-    send(socket, bhttp::verb::get,
-         "/v1/shape?table=items&offset=5_0&handle=h1&live=true&live_sse=true");
+    socket.send_get("/v1/shape?table=items&offset=5_0&handle=h1&live=true&live_sse=true");
     ASSERT_TRUE(service_.wait_parked(1));
   }
   EXPECT_TRUE(service_.wait_cancelled(1));

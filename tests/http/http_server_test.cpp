@@ -1,37 +1,36 @@
-// Tests of the HTTP transport: a real server on an ephemeral port, driven by
-// synchronous Beast clients and raw sockets from the test thread.
+// Tests of the HTTP transport: a real server on an ephemeral port, driven
+// from the test thread by the synchronous test client (support/
+// http_test_client.h), with raw bytes where the wire form matters.
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <boost/asio/connect.hpp>
 #include <boost/asio/executor_work_guard.hpp>
-#include <boost/asio/read.hpp>
-#include <boost/asio/write.hpp>
-#include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http.hpp>
-#include <cctype>
 #include <chrono>
 #include <condition_variable>
 #include <future>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <thread>
 
 #include "http/handlers.h"
 #include "http/server.h"
+#include "support/http_test_client.h"
 
 namespace shapeproxy::http {
 namespace {
 
 namespace net = boost::asio;
-namespace beast = boost::beast;
 namespace bhttp = boost::beast::http;
-using tcp = net::ip::tcp;
 using namespace std::chrono_literals;
 using json = nlohmann::json;
-
-using ClientResponse = bhttp::response<bhttp::string_body>;
+using shapeproxy::testing::HttpHeaders;
+using shapeproxy::testing::HttpResponse;
+using shapeproxy::testing::HttpTestClient;
+using shapeproxy::testing::HttpTestConnection;
+using shapeproxy::testing::HttpVerb;
+using shapeproxy::testing::parse_http_response;
 
 // Parked exchanges handed over from the server's threads to the test thread.
 class Parking {
@@ -75,55 +74,16 @@ class HttpServerTest : public ::testing::Test {
     auto started = server_->start();
     ASSERT_TRUE(started.ok()) << started.error().to_string();
     for (int i = 0; i < 2; ++i) threads_.emplace_back([this] { ioc_.run(); });
+    client_.emplace(server_->port());
   }
 
-  tcp::socket connect() {
-    tcp::socket socket(client_ioc_);
-    socket.connect({net::ip::make_address("127.0.0.1"), server_->port()});
-    return socket;
-  }
-
-  static void send_get(tcp::socket& socket, std::string target, bhttp::fields extra = {}) {
-    bhttp::request<bhttp::empty_body> req{bhttp::verb::get, target, 11};
-    req.set(bhttp::field::host, "localhost");
-    for (const auto& f : extra) req.set(f.name_string(), f.value());
-    bhttp::write(socket, req);
-  }
-
-  static ClientResponse read_response(tcp::socket& socket, beast::flat_buffer& buffer) {
-    ClientResponse res;
-    bhttp::read(socket, buffer, res);
-    return res;
-  }
-
+  HttpTestConnection connect() { return client_->connect(); }
   // One request on a fresh connection.
-  ClientResponse get(std::string target, bhttp::fields extra = {}) {
-    auto socket = connect();
-    send_get(socket, std::move(target), std::move(extra));
-    beast::flat_buffer buffer;
-    return read_response(socket, buffer);
+  HttpResponse get(std::string_view target, const HttpHeaders& headers = {}) {
+    return client_->get(target, headers);
   }
-
-  // Sends raw bytes, reads one response.
-  ClientResponse raw(const std::string& bytes) {
-    auto socket = connect();
-    net::write(socket, net::buffer(bytes));
-    beast::flat_buffer buffer;
-    return read_response(socket, buffer);
-  }
-
-  // True when the server closes `socket` (EOF/reset) within `limit`.
-  static bool closed_by_server(tcp::socket& socket, std::chrono::milliseconds limit) {
-    struct timeval tv {
-      static_cast<time_t>(limit.count() / 1000),
-          static_cast<suseconds_t>((limit.count() % 1000) * 1000)
-    };
-    setsockopt(socket.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    char c;
-    boost::system::error_code ec;
-    socket.read_some(net::buffer(&c, 1), ec);
-    return ec == net::error::eof || ec == net::error::connection_reset;
-  }
+  // Sends raw bytes on a fresh connection, reads one response.
+  HttpResponse raw(std::string_view bytes) { return client_->raw(bytes); }
 
   static Handler text(std::string body) {
     return [body](std::shared_ptr<Exchange> ex) {
@@ -133,7 +93,7 @@ class HttpServerTest : public ::testing::Test {
     };
   }
 
-  static void expect_json_error(const ClientResponse& res, unsigned status, std::string message,
+  static void expect_json_error(const HttpResponse& res, unsigned status, std::string message,
                                 int line = __builtin_LINE()) {
     SCOPED_TRACE(line);
     EXPECT_EQ(res.result_int(), status);
@@ -146,8 +106,8 @@ class HttpServerTest : public ::testing::Test {
   net::io_context ioc_;
   net::executor_work_guard<net::io_context::executor_type> work_{ioc_.get_executor()};
   std::vector<std::thread> threads_;
-  net::io_context client_ioc_;
   std::unique_ptr<HttpServer> server_;
+  std::optional<HttpTestClient> client_;
 };
 
 // --- pure functions -------------------------------------------------------
@@ -196,11 +156,7 @@ TEST_F(HttpServerTest, RoutesAndAnswers404And405) {
 
   expect_json_error(get("/nope"), 404, "Not found");
 
-  auto socket = connect();
-  bhttp::request<bhttp::empty_body> del{bhttp::verb::delete_, "/v1/status", 11};
-  bhttp::write(socket, del);
-  beast::flat_buffer buffer;
-  auto res = read_response(socket, buffer);
+  auto res = client_->request(HttpVerb::delete_, "/v1/status");
   expect_json_error(res, 405, "Method not allowed");
   EXPECT_EQ(res[bhttp::field::allow], "GET, OPTIONS");
 }
@@ -226,11 +182,10 @@ TEST_F(HttpServerTest, KeepAliveServesTwoRequestsOnOneSocket) {
   router.add(Verb::get, "/b", text("B"));
   start(std::move(router));
   auto socket = connect();
-  beast::flat_buffer buffer;
-  send_get(socket, "/a");
-  auto first = read_response(socket, buffer);
-  send_get(socket, "/b");
-  auto second = read_response(socket, buffer);
+  socket.send_get("/a");
+  auto first = socket.read_response();
+  socket.send_get("/b");
+  auto second = socket.read_response();
   EXPECT_EQ(first.body(), "A");
   EXPECT_EQ(second.body(), "B");
   EXPECT_TRUE(second.keep_alive());
@@ -244,12 +199,11 @@ TEST_F(HttpServerTest, ConnectionCloseIsHonoured) {
   auto socket = connect();
   bhttp::fields f;
   f.set(bhttp::field::connection, "close");
-  send_get(socket, "/a", f);
-  beast::flat_buffer buffer;
-  auto res = read_response(socket, buffer);
+  socket.send_get("/a", f);
+  auto res = socket.read_response();
   EXPECT_EQ(res.body(), "A");
   EXPECT_FALSE(res.keep_alive());
-  EXPECT_TRUE(closed_by_server(socket, 5s));
+  EXPECT_TRUE(socket.closed_by_server(5s));
 }
 
 // --- limits and bad input ---------------------------------------------------
@@ -295,21 +249,19 @@ TEST_F(HttpServerTest, ConnectionLimitAnswers503WithRetryAfter) {
   start(std::move(router), options);
   auto c1 = connect();
   auto c2 = connect();
-  beast::flat_buffer b1, b2;
-  send_get(c1, "/a");
-  send_get(c2, "/a");
-  EXPECT_EQ(read_response(c1, b1).body(), "A");  // both are now registered sessions
-  EXPECT_EQ(read_response(c2, b2).body(), "A");
+  c1.send_get("/a");
+  c2.send_get("/a");
+  EXPECT_EQ(c1.read_response().body(), "A");  // both are now registered sessions
+  EXPECT_EQ(c2.read_response().body(), "A");
   EXPECT_EQ(server_->open_connections(), 2u);
 
   auto c3 = connect();
-  send_get(c3, "/a");
-  beast::flat_buffer b3;
-  auto res = read_response(c3, b3);
+  c3.send_get("/a");
+  auto res = c3.read_response();
   expect_json_error(res, 503, "Too many open connections");
   EXPECT_EQ(res[bhttp::field::retry_after], "5");
   EXPECT_FALSE(res.keep_alive());
-  EXPECT_TRUE(closed_by_server(c3, 5s));
+  EXPECT_TRUE(c3.closed_by_server(5s));
 
   c1.close();  // frees a slot
   for (int i = 0; i < 500 && server_->open_connections() > 1; ++i)
@@ -326,17 +278,16 @@ TEST_F(HttpServerTest, ReadAndIdleTimeoutsCloseConnections) {
   start(std::move(router), options);
 
   auto silent = connect();
-  EXPECT_TRUE(closed_by_server(silent, 5s));
+  EXPECT_TRUE(silent.closed_by_server(5s));
 
   auto partial = connect();  // slowloris: never finishes the header
-  net::write(partial, net::buffer(std::string("GET /a HTTP/1.1\r\nHost: x\r\n")));
-  EXPECT_TRUE(closed_by_server(partial, 5s));
+  partial.send_raw("GET /a HTTP/1.1\r\nHost: x\r\n");
+  EXPECT_TRUE(partial.closed_by_server(5s));
 
   auto idle = connect();
-  send_get(idle, "/a");
-  beast::flat_buffer buffer;
-  EXPECT_EQ(read_response(idle, buffer).body(), "A");
-  EXPECT_TRUE(closed_by_server(idle, 5s));
+  idle.send_get("/a");
+  EXPECT_EQ(idle.read_response().body(), "A");
+  EXPECT_TRUE(idle.closed_by_server(5s));
 }
 
 // --- parking ----------------------------------------------------------------
@@ -351,22 +302,21 @@ TEST_F(HttpServerTest, ParkedExchangeAnsweredLaterFromAnotherThread) {
   start(std::move(router), options);
 
   auto socket = connect();
-  send_get(socket, "/poll");
+  socket.send_get("/poll");
   auto parked = parking.wait_for(1);
   std::thread later([ex = parked[0]] {
     std::this_thread::sleep_for(300ms);
     ex->respond(Response::json(200, R"([{"headers":{"control":"up-to-date"}}])"));
     ex->respond(json_error(500, "ignored: second respond"));
   });
-  beast::flat_buffer buffer;
-  auto res = read_response(socket, buffer);
+  auto res = socket.read_response();
   later.join();
   EXPECT_EQ(res.result_int(), 200);
   EXPECT_EQ(res.body(), R"([{"headers":{"control":"up-to-date"}}])");
   // The connection is still usable (timer re-armed after parking).
-  send_get(socket, "/poll");
+  socket.send_get("/poll");
   parking.wait_for(2)[1]->respond(Response::json(200, "[]"));
-  EXPECT_EQ(read_response(socket, buffer).body(), "[]");
+  EXPECT_EQ(socket.read_response().body(), "[]");
 }
 
 TEST_F(HttpServerTest, ThousandParkedAnsweredByOneNotify) {
@@ -376,10 +326,10 @@ TEST_F(HttpServerTest, ThousandParkedAnsweredByOneNotify) {
   router.add(Verb::get, "/v1/shape", [&](std::shared_ptr<Exchange> ex) { parking.park(ex); });
   start(std::move(router));
 
-  std::vector<tcp::socket> sockets;
+  std::vector<HttpTestConnection> sockets;
   for (size_t i = 0; i < kClients; ++i) {
     sockets.push_back(connect());
-    send_get(sockets.back(), "/v1/shape?live=true&i=" + std::to_string(i));
+    sockets.back().send_get("/v1/shape?live=true&i=" + std::to_string(i));
   }
   auto parked = parking.wait_for(kClients);
   EXPECT_EQ(server_->open_connections(), kClients);
@@ -387,45 +337,10 @@ TEST_F(HttpServerTest, ThousandParkedAnsweredByOneNotify) {
   auto body = std::make_shared<const std::string>(R"([{"value":{"id":"1"}}])");
   for (auto& ex : parked) ex->respond(Response::json(200, body));  // the "notify"
   for (auto& socket : sockets) {
-    beast::flat_buffer buffer;
-    auto res = read_response(socket, buffer);
+    auto res = socket.read_response();
     ASSERT_EQ(res.result_int(), 200);
     ASSERT_EQ(res.body(), *body);
   }
-}
-
-// Reads exactly one content-length framed response, as raw bytes.
-std::string read_raw_response(tcp::socket& socket) {
-  std::string data;
-  char buf[4096];
-  size_t header_end;
-  while ((header_end = data.find("\r\n\r\n")) == std::string::npos) {
-    size_t n = socket.read_some(net::buffer(buf));
-    data.append(buf, n);
-  }
-  std::string head = data.substr(0, header_end);
-  std::transform(head.begin(), head.end(), head.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  size_t cl = head.find("\r\ncontent-length: ");
-  EXPECT_NE(cl, std::string::npos) << data;
-  size_t length = cl == std::string::npos ? 0 : std::stoul(head.substr(cl + 18));
-  size_t total = header_end + 4 + length;
-  while (data.size() < total) {
-    size_t n = socket.read_some(net::buffer(buf));
-    data.append(buf, n);
-  }
-  EXPECT_EQ(data.size(), total) << "bytes after the response";
-  return data;
-}
-
-ClientResponse parse_response(const std::string& raw) {
-  bhttp::response_parser<bhttp::string_body> parser;
-  parser.eager(true);
-  boost::system::error_code ec;
-  parser.put(net::buffer(raw), ec);
-  EXPECT_FALSE(ec) << ec.message();
-  EXPECT_TRUE(parser.is_done());
-  return parser.release();
 }
 
 TEST_F(HttpServerTest, SharedResponseReachesParkedClientsByteIdentical) {
@@ -439,14 +354,14 @@ TEST_F(HttpServerTest, SharedResponseReachesParkedClientsByteIdentical) {
   constexpr size_t kPlain = 40;
   const size_t ordinary = kPlain, close = kPlain + 1, origin_a1 = kPlain + 2,
                origin_a2 = kPlain + 3, origin_b = kPlain + 4, total = kPlain + 5;
-  std::vector<tcp::socket> sockets;
+  std::vector<HttpTestConnection> sockets;
   for (size_t i = 0; i < total; ++i) {
     sockets.push_back(connect());
     bhttp::fields extra;
     if (i == close) extra.set(bhttp::field::connection, "close");
     if (i == origin_a1 || i == origin_a2) extra.set(bhttp::field::origin, "https://a.example");
     if (i == origin_b) extra.set(bhttp::field::origin, "https://b.example");
-    send_get(sockets.back(), "/v1/shape?live=true&i=" + std::to_string(i), std::move(extra));
+    sockets.back().send_get("/v1/shape?live=true&i=" + std::to_string(i), std::move(extra));
   }
   auto parked = parking.wait_for(total);
 
@@ -461,11 +376,11 @@ TEST_F(HttpServerTest, SharedResponseReachesParkedClientsByteIdentical) {
   }
 
   std::vector<std::string> raw;
-  for (auto& socket : sockets) raw.push_back(read_raw_response(socket));
+  for (auto& socket : sockets) raw.push_back(socket.read_raw_response());
 
   // Every keep-alive client without Origin gets the same bytes, the same as
   // the ordinary path produces.
-  auto plain = parse_response(raw[0]);
+  auto plain = parse_http_response(raw[0]);
   EXPECT_EQ(plain.result_int(), 200);
   EXPECT_EQ(plain.body(), body);
   EXPECT_EQ(plain["electric-offset"], "12_0");
@@ -477,16 +392,16 @@ TEST_F(HttpServerTest, SharedResponseReachesParkedClientsByteIdentical) {
   for (size_t i = 0; i <= ordinary; ++i) EXPECT_EQ(raw[i], raw[0]) << "client " << i;
 
   // Connection: close gets a correct response, then the server closes.
-  auto closed = parse_response(raw[close]);
+  auto closed = parse_http_response(raw[close]);
   EXPECT_EQ(closed.result_int(), 200);
   EXPECT_EQ(closed.body(), body);
   EXPECT_EQ(closed["etag"], "\"h:1_0:12_0\"");
   EXPECT_FALSE(closed.keep_alive());
-  EXPECT_TRUE(closed_by_server(sockets[close], 2000ms));
+  EXPECT_TRUE(sockets[close].closed_by_server(2000ms));
 
   // An Origin is echoed (with vary), per origin.
   for (size_t i : {origin_a1, origin_a2, origin_b}) {
-    auto res = parse_response(raw[i]);
+    auto res = parse_http_response(raw[i]);
     EXPECT_EQ(res.result_int(), 200);
     EXPECT_EQ(res.body(), body);
     EXPECT_EQ(res[bhttp::field::access_control_allow_origin],
@@ -498,12 +413,12 @@ TEST_F(HttpServerTest, SharedResponseReachesParkedClientsByteIdentical) {
 
   // The connections stay usable after a pre-serialized write.
   for (size_t i : {size_t{0}, origin_b}) {
-    send_get(sockets[i], "/v1/shape?again=1");
+    sockets[i].send_get("/v1/shape?again=1");
   }
   auto again = parking.wait_for(total + 2);
   for (size_t k = total; k < again.size(); ++k) again[k]->respond(Response::json(200, "[]"));
   for (size_t i : {size_t{0}, origin_b}) {
-    auto res = parse_response(read_raw_response(sockets[i]));
+    auto res = parse_http_response(sockets[i].read_raw_response());
     EXPECT_EQ(res.result_int(), 200);
     EXPECT_EQ(res.body(), "[]");
   }
@@ -520,7 +435,7 @@ TEST_F(HttpServerTest, ClientDisconnectWhileParkedFiresOnAbort) {
   start(std::move(router));
   {
     auto socket = connect();
-    send_get(socket, "/poll");
+    socket.send_get("/poll");
     parking.wait_for(1);
   }  // client closes
   ASSERT_EQ(aborted.get_future().wait_for(5s), std::future_status::ready);
@@ -549,23 +464,22 @@ TEST_F(HttpServerTest, GracefulShutdownAnswersParkedRequests) {
   auto hooked = connect();
   auto plain = connect();
   auto idle = connect();
-  send_get(hooked, "/hooked");
-  send_get(plain, "/plain");
-  send_get(idle, "/a");
-  beast::flat_buffer b1, b2, b3;
-  EXPECT_EQ(read_response(idle, b3).body(), "A");
+  hooked.send_get("/hooked");
+  plain.send_get("/plain");
+  idle.send_get("/a");
+  EXPECT_EQ(idle.read_response().body(), "A");
   parking.wait_for(2);
 
   std::promise<void> done;
   server_->shutdown([&] { done.set_value(); });
-  auto r1 = read_response(hooked, b1);
+  auto r1 = hooked.read_response();
   EXPECT_EQ(r1.result_int(), 200);
   EXPECT_EQ(r1.body(), R"(["up-to-date"])");
   EXPECT_FALSE(r1.keep_alive());
-  auto r2 = read_response(plain, b2);
+  auto r2 = plain.read_response();
   expect_json_error(r2, 503, "Server is shutting down");
-  EXPECT_TRUE(closed_by_server(idle, 5s));
-  EXPECT_TRUE(closed_by_server(hooked, 5s));
+  EXPECT_TRUE(idle.closed_by_server(5s));
+  EXPECT_TRUE(hooked.closed_by_server(5s));
   EXPECT_EQ(done.get_future().wait_for(5s), std::future_status::ready);
   EXPECT_EQ(server_->open_connections(), 0u);
   server_.reset();  // already shut down
@@ -584,13 +498,13 @@ TEST_F(HttpServerTest, ShutdownGraceCutsUnansweredExchanges) {
   options.shutdown_grace = 200ms;
   start(std::move(router), options);
   auto socket = connect();
-  send_get(socket, "/stubborn");
+  socket.send_get("/stubborn");
   parking.wait_for(1);
   std::promise<void> done;
   server_->shutdown([&] { done.set_value(); });
   EXPECT_EQ(aborted.get_future().wait_for(5s), std::future_status::ready);
   EXPECT_EQ(done.get_future().wait_for(5s), std::future_status::ready);
-  EXPECT_TRUE(closed_by_server(socket, 5s));
+  EXPECT_TRUE(socket.closed_by_server(5s));
   server_.reset();
 }
 
@@ -667,16 +581,15 @@ TEST_F(HttpServerTest, ObserverSeesRouteMethodStatusAndDuration) {
   EXPECT_EQ(raw("POST /hello HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n").result_int(), 405);
   {
     auto socket = connect();  // gone while parked: never answered, not recorded
-    send_get(socket, "/poll");
+    socket.send_get("/poll");
     parking.wait_for(1);
   }
   auto socket = connect();
-  send_get(socket, "/poll");
+  socket.send_get("/poll");
   auto parked = parking.wait_for(2)[1];
   std::this_thread::sleep_for(50ms);
   parked->respond(Response::json(200, "[]"));
-  beast::flat_buffer buffer;
-  EXPECT_EQ(read_response(socket, buffer).result_int(), 200);
+  EXPECT_EQ(socket.read_response().result_int(), 200);
 
   auto entries = log.wait_for(4);
   std::this_thread::sleep_for(100ms);  // an unexpected fifth record would show now
@@ -710,7 +623,7 @@ TEST_F(HttpServerTest, ServerSentEventsArriveInOrder) {
   });
   start(std::move(router));
   auto socket = connect();
-  send_get(socket, "/sse");
+  socket.send_get("/sse");
   auto ex = parking.wait_for(1)[0];
   std::thread producer([ex] {
     for (int i = 0; i < 100; ++i) ex->send_event(json{{"n", i}}.dump());
@@ -719,8 +632,7 @@ TEST_F(HttpServerTest, ServerSentEventsArriveInOrder) {
     ex->end_event_stream();
     ex->send_event("after end: dropped");
   });
-  beast::flat_buffer buffer;
-  auto res = read_response(socket, buffer);
+  auto res = socket.read_response();
   producer.join();
   EXPECT_EQ(res.result_int(), 200);
   EXPECT_EQ(res[bhttp::field::content_type], "text/event-stream");
@@ -733,10 +645,10 @@ TEST_F(HttpServerTest, ServerSentEventsArriveInOrder) {
   ex->respond(Response::json(200, "[]"));  // ignored: the stream was the response
 
   // Keep-alive survives the stream.
-  send_get(socket, "/sse");
+  socket.send_get("/sse");
   auto second = parking.wait_for(2)[1];
   second->end_event_stream();
-  EXPECT_EQ(read_response(socket, buffer).body(), "");
+  EXPECT_EQ(socket.read_response().body(), "");
 }
 
 TEST_F(HttpServerTest, SseClientDisconnectFiresOnAbort) {
@@ -751,11 +663,9 @@ TEST_F(HttpServerTest, SseClientDisconnectFiresOnAbort) {
   start(std::move(router));
   {
     auto socket = connect();
-    send_get(socket, "/sse");
+    socket.send_get("/sse");
     parking.wait_for(1)[0]->send_event("{}");
-    beast::flat_buffer buffer;
-    bhttp::response_parser<bhttp::string_body> parser;
-    bhttp::read_header(socket, buffer, parser);
+    socket.read_header();
   }
   EXPECT_EQ(aborted.get_future().wait_for(5s), std::future_status::ready);
 }
@@ -768,13 +678,10 @@ TEST_F(HttpServerTest, CorsPreflightAndExposedHeaders) {
   router.add(Verb::delete_, "/v1/shape", text(""));
   start(std::move(router));
 
-  auto socket = connect();
-  bhttp::request<bhttp::empty_body> req{bhttp::verb::options, "/v1/shape?table=x", 11};
-  req.set(bhttp::field::origin, "https://app.example");
-  req.set(bhttp::field::access_control_request_headers, "x-custom");
-  bhttp::write(socket, req);
-  beast::flat_buffer buffer;
-  auto pre = read_response(socket, buffer);
+  HttpHeaders preflight;
+  preflight.set(bhttp::field::origin, "https://app.example");
+  preflight.set(bhttp::field::access_control_request_headers, "x-custom");
+  auto pre = client_->request(HttpVerb::options, "/v1/shape?table=x", preflight);
   EXPECT_EQ(pre.result_int(), 204);
   EXPECT_EQ(pre["access-control-allow-origin"], "https://app.example");
   EXPECT_EQ(pre["access-control-allow-methods"], "GET, DELETE, OPTIONS");

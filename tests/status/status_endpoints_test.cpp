@@ -1,17 +1,16 @@
 // /v1/status, /v1/health and /metrics through a real http::HttpServer on an
-// ephemeral port, driven by a synchronous Beast client: body fields,
+// ephemeral port, driven by the synchronous test client: body fields,
 // Cache-Control, ETag and 304, agreement with /v1/health, nothing secret in
 // the body, and a /metrics exposition that parses line by line.
 #include <gtest/gtest.h>
 
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
-#include <boost/asio/ip/tcp.hpp>
-#include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http.hpp>
 #include <future>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <regex>
 #include <set>
 #include <sstream>
@@ -23,17 +22,18 @@
 #include "status/request_metrics.h"
 #include "status/status_endpoint.h"
 #include "status/status_monitor.h"
+#include "support/http_test_client.h"
 
 namespace shapeproxy::status {
 namespace {
 
 namespace net = boost::asio;
-namespace beast = boost::beast;
 namespace bhttp = boost::beast::http;
-using tcp = net::ip::tcp;
 using json = nlohmann::json;
 using namespace std::chrono_literals;
-using ClientResponse = bhttp::response<bhttp::string_body>;
+using shapeproxy::testing::HttpHeaders;
+using shapeproxy::testing::HttpResponse;
+using shapeproxy::testing::HttpTestClient;
 
 class StatusEndpointsTest : public ::testing::Test {
  protected:
@@ -87,19 +87,13 @@ class StatusEndpointsTest : public ::testing::Test {
     auto started = server_->start();
     ASSERT_TRUE(started.ok()) << started.error().to_string();
     for (int i = 0; i < 2; ++i) threads_.emplace_back([this] { ioc_.run(); });
+    client_.emplace(server_->port());
   }
 
-  ClientResponse get(const std::string& target, const std::string& if_none_match = {}) {
-    tcp::socket socket(client_ioc_);
-    socket.connect({net::ip::make_address("127.0.0.1"), server_->port()});
-    bhttp::request<bhttp::empty_body> request{bhttp::verb::get, target, 11};
-    request.set(bhttp::field::host, "localhost");
-    if (!if_none_match.empty()) request.set(bhttp::field::if_none_match, if_none_match);
-    bhttp::write(socket, request);
-    beast::flat_buffer buffer;
-    ClientResponse response;
-    bhttp::read(socket, buffer, response);
-    return response;
+  HttpResponse get(const std::string& target, const std::string& if_none_match = {}) {
+    HttpHeaders headers;
+    if (!if_none_match.empty()) headers.set(bhttp::field::if_none_match, if_none_match);
+    return client_->get(target, headers);
   }
 
   void go_live() {
@@ -133,7 +127,7 @@ class StatusEndpointsTest : public ::testing::Test {
   net::executor_work_guard<net::io_context::executor_type> work_{ioc_.get_executor()};
   std::vector<std::thread> threads_;
   std::unique_ptr<http::HttpServer> server_;
-  net::io_context client_ioc_;
+  std::optional<HttpTestClient> client_;
 };
 
 TEST_F(StatusEndpointsTest, StatusBodyHasTheContractFields) {
@@ -431,15 +425,7 @@ TEST_F(StatusEndpointsTest, AnsweredRequestsMoveCountsAndHistogramBuckets) {
 
 TEST_F(StatusEndpointsTest, RefusedRequestsAreCountedUnderOther) {
   start();
-  tcp::socket socket(client_ioc_);
-  socket.connect({net::ip::make_address("127.0.0.1"), server_->port()});
-  bhttp::request<bhttp::empty_body> request{bhttp::verb::get,
-                                            "/v1/status?x=" + std::string(9000, 'a'), 11};
-  request.set(bhttp::field::host, "localhost");
-  bhttp::write(socket, request);
-  beast::flat_buffer buffer;
-  ClientResponse response;
-  bhttp::read(socket, buffer, response);
+  auto response = get("/v1/status?x=" + std::string(9000, 'a'));
   ASSERT_EQ(response.result_int(), 414);
 
   auto samples =

@@ -6,40 +6,28 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <boost/asio/connect.hpp>
 #include <boost/asio/ip/tcp.hpp>
-#include <boost/beast/core.hpp>
-#include <boost/beast/http.hpp>
+#include <boost/beast/http/verb.hpp>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <thread>
 
+#include "support/http_test_client.h"
+
 namespace shapeproxy::testing {
 
 namespace asio = boost::asio;
-namespace beast = boost::beast;
-namespace http = beast::http;
+namespace http = boost::beast::http;
 
 HttpReply http_request(const std::string& method, unsigned short port, const std::string& target) {
-  HttpReply reply;
   try {
-    asio::io_context ioc;
-    beast::tcp_stream stream(ioc);
-    stream.expires_after(std::chrono::seconds(10));
-    stream.connect(asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), port));
-    http::request<http::empty_body> request(http::string_to_verb(method), target, 11);
-    request.set(http::field::host, "127.0.0.1");
-    http::write(stream, request);
-    beast::flat_buffer buffer;
-    http::response<http::string_body> response;
-    http::read(stream, buffer, response);
-    reply.status = response.result_int();
-    reply.body = response.body();
+    HttpTestClient client(port);
+    auto response = client.request(http::string_to_verb(method), target);
+    return {static_cast<int>(response.result_int()), response.body()};
   } catch (const std::exception&) {
-    reply.status = 0;
+    return {};  // status 0: no answer
   }
-  return reply;
 }
 
 unsigned short free_port() {
