@@ -2,26 +2,33 @@
 # Source it, then call bench_init once:
 #
 #   source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+#   rows=1000                        # defaults ($build is set by lib.sh)
+#   bench_parse_args "build rows" "$@"
 #   bench_init fallback              # name for messages and the temp dir
 #   bench_start_cluster              # -> $conninfo, $cluster_port, $cluster_socket_dir
 #   bench_start_proxy ARGS...        # -> $proxy_pid, $proxy_port, $proxy_base
 #
 # Everything started through it (cluster, proxy, processes passed to
 # bench_track) is stopped, and $bench_tmp removed, on any exit; on failure
-# the proxy log tail is printed. `fail MESSAGE` exits 1.
+# the tail of the proxy log ($bench_proxy_log) is printed. `fail MESSAGE`
+# exits 1.
 
 bench_name=bench
+# The default build dir: $SHAPEPROXY_BUILD_DIR, else build-bench next to the
+# checkout.
+build="${SHAPEPROXY_BUILD_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/build-bench}"
 bench_tmp=""
 bench_failed=1
 bench_pids=()
 cluster_pid=""
 proxy_pid=""
+bench_proxy_log=""
 
 bench_cleanup() {
   set +e
-  if [[ $bench_failed -ne 0 && -f "$bench_tmp/proxy.log" ]]; then
-    echo "--- proxy log (tail) ---" >&2
-    tail -n 30 "$bench_tmp/proxy.log" >&2
+  if [[ $bench_failed -ne 0 && -n "$bench_proxy_log" && -f "$bench_proxy_log" ]]; then
+    echo "--- proxy log (tail of $bench_proxy_log) ---" >&2
+    tail -n 30 "$bench_proxy_log" >&2
   fi
   for pid in "${bench_pids[@]}"; do kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; done
   [[ -n "$proxy_pid" ]] && kill "$proxy_pid" 2>/dev/null && wait "$proxy_pid" 2>/dev/null
@@ -29,6 +36,38 @@ bench_cleanup() {
   exec 3>&- 2>/dev/null
   [[ -n "$cluster_pid" ]] && wait "$cluster_pid" 2>/dev/null
   [[ -n "$bench_tmp" ]] && rm -rf "$bench_tmp"
+}
+
+# bench_parse_args "NAME..." ARGS...: the option loop of the run.sh scripts.
+# Each NAME (e.g. "build rows poll-ms keep-going!") is an option: `--NAME
+# VALUE` sets the variable NAME with dashes as underscores ($rows, $poll_ms);
+# a NAME ending in `!` takes no value and sets its variable to 1. With `--`
+# among the NAMEs, `--` ends the options and what follows is in $bench_rest.
+# -h/--help prints `usage` and exits 0; anything else prints it and exits 2.
+bench_parse_args() {
+  local names=" $1 " option
+  shift
+  bench_rest=()
+  while [[ $# -gt 0 ]]; do
+    option="${1#--}"
+    if [[ "$1" == -h || "$1" == --help ]]; then
+      usage
+      exit 0
+    elif [[ "$1" == -- && "$names" == *" -- "* ]]; then
+      shift
+      bench_rest=("$@")
+      return 0
+    elif [[ "$1" == --?* && "$names" == *" $option! "* ]]; then
+      printf -v "${option//-/_}" 1
+      shift
+    elif [[ "$1" == --?* && "$names" == *" $option "* && $# -ge 2 ]]; then
+      printf -v "${option//-/_}" '%s' "$2"
+      shift 2
+    else
+      usage >&2
+      exit 2
+    fi
+  done
 }
 
 # bench_init NAME: temp dir ($bench_tmp) and the exit trap. Call
@@ -69,10 +108,12 @@ bench_require_tools() {
 # A free loopback TCP port (bind to 0, read it back; tiny race is acceptable).
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# Polls until `curl $1` answers at all (any status), for up to 30 s.
+# wait_http URL [PID]: polls until `curl URL` answers at all (any status),
+# for up to 60 s; gives up at once when process PID is gone.
 wait_http() {
-  for _ in $(seq 300); do
+  for _ in $(seq 600); do
     curl -s -o /dev/null "$1" && return 0
+    [[ -z "${2:-}" ]] || kill -0 "$2" 2>/dev/null || return 1
     sleep 0.1
   done
   return 1
@@ -101,6 +142,26 @@ bench_start_cluster() {
   [[ -n "$conninfo" && "$conninfo" != null ]] || fail "no conninfo from the cluster launcher"
 }
 
+# bench_create_table NAME ROWS [TITLE]: the benchmarks' table NAME (id int8
+# pk, title text, amount numeric, done bool, created timestamptz) holding ids
+# 1..ROWS; TITLE is the SQL of row i's title (default 'title of row ' || i).
+bench_create_table() {
+  local title="${3:-"'title of row ' || i"}"
+  psql "$conninfo" -v ON_ERROR_STOP=1 -q <<SQL
+CREATE TABLE $1 (
+  id int8 PRIMARY KEY,
+  title text NOT NULL,
+  amount numeric NOT NULL,
+  done bool NOT NULL,
+  created timestamptz NOT NULL
+);
+INSERT INTO $1
+SELECT i, $title, round((i * 1.37)::numeric, 2), i % 3 = 0,
+       timestamptz '2024-01-01 00:00:00+00' + i * interval '1 minute'
+FROM generate_series(1, $2) AS i;
+SQL
+}
+
 # bench_cluster_command stop|start: the launcher's control channel; waits
 # for its "ok" answer.
 bench_cluster_command() {
@@ -119,23 +180,32 @@ bench_cluster_command() {
   fail "cluster did not answer $1"
 }
 
-# bench_start_proxy [--cpu N] ARGS...: starts the proxy on a free port with
-# its own data dir (log in $bench_tmp/proxy.log), waits until it answers.
-# Sets $proxy_pid, $proxy_port, $proxy_base (http://127.0.0.1:PORT).
+# bench_start_proxy [--cpu N] [--data-dir DIR] [--log FILE] ARGS...: starts
+# the proxy (pinned to core N) on a free port with ARGS, its data in DIR
+# (default $bench_tmp/proxy-data), its output appended to FILE (default
+# $bench_tmp/proxy.log); waits until it answers. Sets $proxy_pid,
+# $proxy_port, $proxy_base (http://127.0.0.1:PORT), $proxy_cmd (the command,
+# to start the same proxy again) and $bench_proxy_log.
 bench_start_proxy() {
-  local pin=()
-  if [[ "${1:-}" == --cpu ]]; then
-    pin=(taskset -c "$2")
-    shift 2
-  fi
+  local pin=() data_dir="$bench_tmp/proxy-data"
+  bench_proxy_log="$bench_tmp/proxy.log"
+  while [[ $# -gt 0 ]]; do
+    case "$1" in
+      --cpu) pin=(taskset -c "$2"); shift 2 ;;
+      --data-dir) data_dir="$2"; shift 2 ;;
+      --log) bench_proxy_log="$2"; shift 2 ;;
+      *) break ;;
+    esac
+  done
   proxy_port="$(free_port)"
-  mkdir -p "$bench_tmp/proxy-data"
-  "${pin[@]}" "$proxy_bin" --listen 127.0.0.1 --port "$proxy_port" \
-    --data-dir "$bench_tmp/proxy-data" "$@" >"$bench_tmp/proxy.log" 2>&1 &
+  mkdir -p "$data_dir"
+  proxy_cmd=("$proxy_bin" --listen 127.0.0.1 --port "$proxy_port" --data-dir "$data_dir" "$@")
+  "${pin[@]}" "${proxy_cmd[@]}" >>"$bench_proxy_log" 2>&1 &
   proxy_pid=$!
   proxy_base="http://127.0.0.1:$proxy_port"
-  wait_http "$proxy_base/v1/health" || fail "proxy did not come up"
+  wait_http "$proxy_base/v1/health" "$proxy_pid" || fail "proxy did not come up"
 }
 
-# median of the numbers on stdin (one per line).
-median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+# median [NUMBER...]: the median of the arguments, or with none of the
+# numbers on stdin (one per line).
+median() { if (($#)); then printf '%s\n' "$@"; else cat; fi | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }

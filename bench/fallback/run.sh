@@ -37,27 +37,15 @@ EOF
 }
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-build="${SHAPEPROXY_BUILD_DIR:-$here/../../../build-bench}"
+# shellcheck source=../lib.sh
+source "$here/../lib.sh"
 rows=100000
 pairs=5
 clients=1000
 seconds=10
 poll_ms=1000
-while [[ $# -gt 0 ]]; do
-  case "$1" in
-    --build) build="$2"; shift 2 ;;
-    --rows) rows="$2"; shift 2 ;;
-    --pairs) pairs="$2"; shift 2 ;;
-    --clients) clients="$2"; shift 2 ;;
-    --seconds) seconds="$2"; shift 2 ;;
-    --poll-ms) poll_ms="$2"; shift 2 ;;
-    -h|--help) usage; exit 0 ;;
-    *) usage >&2; exit 2 ;;
-  esac
-done
+bench_parse_args "build rows pairs clients seconds poll-ms" "$@"
 
-# shellcheck source=../lib.sh
-source "$here/../lib.sh"
 bench_init fallback
 bench_require_bins "$build"
 bench_require_tools psql jq curl node python3
@@ -68,19 +56,9 @@ bench_start_cluster
 psql "$conninfo" -v ON_ERROR_STOP=1 -q -c "ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'"
 bench_cluster_command stop
 bench_cluster_command start
+psql "$conninfo" -v ON_ERROR_STOP=1 -q -c "CREATE EXTENSION pg_stat_statements"
+bench_create_table bench_rows "$rows"
 psql "$conninfo" -v ON_ERROR_STOP=1 -q <<SQL
-CREATE EXTENSION pg_stat_statements;
-CREATE TABLE bench_rows (
-  id int8 PRIMARY KEY,
-  title text NOT NULL,
-  amount numeric NOT NULL,
-  done bool NOT NULL,
-  created timestamptz NOT NULL
-);
-INSERT INTO bench_rows
-SELECT i, 'title of row ' || i, round((i * 1.37)::numeric, 2), i % 3 = 0,
-       timestamptz '2024-01-01 00:00:00+00' + i * interval '1 minute'
-FROM generate_series(1, $rows) AS i;
 CREATE TABLE bench_small (id int4 PRIMARY KEY, title text NOT NULL, n int4 NOT NULL);
 INSERT INTO bench_small SELECT i, 'row ' || i, 0 FROM generate_series(1, 1000) AS i;
 VACUUM ANALYZE;

@@ -24,22 +24,13 @@ USAGE
 }
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-build="${SHAPEPROXY_BUILD_DIR:-$here/../../../build-bench}"
+# shellcheck source=../lib.sh
+source "$here/../lib.sh"
 clients=1000
 commits=20
-extra=()
-while [[ $# -gt 0 ]]; do
-  case "$1" in
-    --build) build="$2"; shift 2 ;;
-    --clients) clients="$2"; shift 2 ;;
-    --commits) commits="$2"; shift 2 ;;
-    --) shift; extra=("$@"); break ;;
-    -h|--help) usage; exit 0 ;;
-    *) usage >&2; exit 2 ;;
-  esac
-done
+bench_parse_args "build clients commits --" "$@"
+extra=("${bench_rest[@]}")
 
-source "$here/../lib.sh"
 bench_init live_latency
 bench_require_bins "$build"
 client_bin="$build/bench/live_latency/bench_live_latency"
@@ -55,15 +46,7 @@ trap show_client_output EXIT
 
 # --- PostgreSQL and the (empty) table ----------------------------------------
 bench_start_cluster
-psql "$conninfo" -v ON_ERROR_STOP=1 -q <<SQL
-CREATE TABLE bench_live (
-  id int8 PRIMARY KEY,
-  title text NOT NULL,
-  amount numeric NOT NULL,
-  done bool NOT NULL,
-  created timestamptz NOT NULL
-);
-SQL
+bench_create_table bench_live 0
 
 # --- the proxy on core 0 ------------------------------------------------------
 # The longest long-poll timeout, so parked requests are answered by commits,

@@ -28,7 +28,7 @@ set -euo pipefail
 usage() {
   cat <<EOF
 usage: $0 [--build DIR] [--rows N] [--pairs N] [--duration SECONDS]
-          [--connections N] [--warmup SECONDS] [--keep-going]
+          [--connections N] [--warmup SECONDS]
 Requests/s of the proxy's offset=-1 snapshot vs nginx serving the same bytes.
   --build DIR        build dir with src/shapeproxy and
                      tests/support/shapeproxy_test_cluster
@@ -42,26 +42,15 @@ EOF
 }
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-build="${SHAPEPROXY_BUILD_DIR:-$here/../../../build-bench}"
+# shellcheck source=../lib.sh
+source "$here/../lib.sh"
 rows=10000
 pairs=5
 duration=5
 connections=32
 warmup=3
-while [[ $# -gt 0 ]]; do
-  case "$1" in
-    --build) build="$2"; shift 2 ;;
-    --rows) rows="$2"; shift 2 ;;
-    --pairs) pairs="$2"; shift 2 ;;
-    --duration) duration="$2"; shift 2 ;;
-    --connections) connections="$2"; shift 2 ;;
-    --warmup) warmup="$2"; shift 2 ;;
-    -h|--help) usage; exit 0 ;;
-    *) usage >&2; exit 2 ;;
-  esac
-done
+bench_parse_args "build rows pairs duration connections warmup" "$@"
 
-source "$here/../lib.sh"
 bench_init shape_http
 bench_require_bins "$build"
 command -v nginx >/dev/null && command -v wrk >/dev/null ||
@@ -84,19 +73,7 @@ trap stop_nginx EXIT
 # --- 1. PostgreSQL and the table --------------------------------------------
 bench_start_cluster
 
-psql "$conninfo" -v ON_ERROR_STOP=1 -q <<SQL
-CREATE TABLE bench_rows (
-  id int8 PRIMARY KEY,
-  title text NOT NULL,
-  amount numeric NOT NULL,
-  done bool NOT NULL,
-  created timestamptz NOT NULL
-);
-INSERT INTO bench_rows
-SELECT i, 'title of row ' || i, round((i * 1.37)::numeric, 2), i % 3 = 0,
-       timestamptz '2024-01-01 00:00:00+00' + i * interval '1 minute'
-FROM generate_series(1, $rows) AS i;
-SQL
+bench_create_table bench_rows "$rows"
 
 # --- 2. the proxy, and the body it serves -----------------------------------
 bench_start_proxy --cpu 0 --database-url "$conninfo" --slot bench_http \

@@ -67,7 +67,8 @@ EOF
 }
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-build="${SHAPEPROXY_BUILD_DIR:-$here/../../../build-bench}"
+# shellcheck source=../lib.sh
+source "$here/../lib.sh"
 rows=1000000
 update_transactions=100
 shapes=1000
@@ -78,106 +79,40 @@ compact_bytes=""
 only=""
 timeout=3600
 synthesize=""
-while [[ $# -gt 0 ]]; do
-  case "$1" in
-    --build) build="$2"; shift 2 ;;
-    --rows) rows="$2"; shift 2 ;;
-    --update-transactions) update_transactions="$2"; shift 2 ;;
-    --shapes) shapes="$2"; shift 2 ;;
-    --ops) ops="$2"; shift 2 ;;
-    --restart-rows) restart_rows="$2"; shift 2 ;;
-    --pairs) pairs="$2"; shift 2 ;;
-    --compact-bytes) compact_bytes="$2"; shift 2 ;;
-    --only) only="$2"; shift 2 ;;
-    --timeout) timeout="$2"; shift 2 ;;
-    --synthesize) synthesize=1; shift ;;
-    -h|--help) usage; exit 0 ;;
-    *) usage >&2; exit 2 ;;
-  esac
-done
+bench_parse_args "build rows update-transactions shapes ops restart-rows pairs compact-bytes only timeout synthesize!" "$@"
 [[ -z "$only" || "$only" == a || "$only" == b ]] || { usage >&2; exit 2; }
 ((restart_rows >= shapes)) || { echo "storage: --restart-rows must be >= --shapes" >&2; exit 2; }
 updates=$((ops / restart_rows))
 ((updates >= 1)) || { echo "storage: --ops must be >= --restart-rows" >&2; exit 2; }
 ops=$((updates * restart_rows))
 
-proxy_bin="$build/src/shapeproxy"
-cluster_bin="$build/tests/support/shapeproxy_test_cluster"
-for bin in "$proxy_bin" "$cluster_bin"; do
-  [[ -x "$bin" ]] || { echo "storage: missing $bin (build it, or pass --build DIR)" >&2; exit 1; }
-done
-for tool in curl psql jq taskset python3 du; do
-  command -v "$tool" >/dev/null || { echo "storage: needs $tool" >&2; exit 1; }
-done
+bench_init storage
+bench_require_bins "$build"
+bench_require_tools curl psql jq taskset python3 du
+tmp="$bench_tmp"
 
-# --- cleanup: runs on every exit, also on failure or Ctrl-C -----------------
-tmp="$(mktemp -d /tmp/shapeproxy-bench-storage-XXXXXX)"
-proxy_pid=""
-cluster_pid=""
-current_log=""
-failed=1
-cleanup() {
-  set +e
-  if [[ $failed -ne 0 && -n "$current_log" && -f "$current_log" ]]; then
-    echo "--- proxy log (tail of $current_log) ---" >&2
-    tail -n 30 "$current_log" >&2
-  fi
-  [[ -n "$proxy_pid" ]] && kill "$proxy_pid" 2>/dev/null && wait "$proxy_pid" 2>/dev/null
-  exec 3>&- 2>/dev/null
-  [[ -n "$cluster_pid" ]] && wait "$cluster_pid" 2>/dev/null
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-fail() { echo "storage: $*" >&2; exit 1; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN {printf "%.2f", b - a}'; }
 mb() { awk -v b="$1" 'BEGIN {printf "%.1f", b / 1e6}'; }
 # Bytes (or kB * 1000) scaled to "per million rows", in MB.
 per_m() { awk -v b="$1" -v r="$2" 'BEGIN {printf "%.1f", b / 1e6 * 1e6 / r}'; }
-median() { printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END {print (NR%2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2)}'; }
 minimum() { printf '%s\n' "$@" | sort -g | head -1; }
 maximum() { printf '%s\n' "$@" | sort -g | tail -1; }
+# ~20-character titles of one width (the table of the issue's figures).
+title_sql="'title ' || lpad(i::text, 14, '0')"
 status_kb() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }
 header() { awk -F': *' -v h="$1" 'tolower($1)==h {sub(/\r$/,"",$2); print $2}' "$2"; }
 
-wait_http() {
-  for _ in $(seq 600); do
-    curl -s -o /dev/null "$1" && return 0
-    kill -0 "$proxy_pid" 2>/dev/null || return 1
-    sleep 0.1
-  done
-  return 1
-}
-
 # --- PostgreSQL ---------------------------------------------------------------
-mkfifo "$tmp/cluster.in"
-"$cluster_bin" <"$tmp/cluster.in" >"$tmp/cluster.json" 2>"$tmp/cluster.log" &
-cluster_pid=$!
-exec 3>"$tmp/cluster.in"
-for _ in $(seq 600); do
-  [[ -s "$tmp/cluster.json" ]] && break
-  kill -0 "$cluster_pid" 2>/dev/null || { cat "$tmp/cluster.log" >&2; fail "cluster did not start"; }
-  sleep 0.1
-done
-conninfo="$(head -1 "$tmp/cluster.json" | jq -r .conninfo)"
-[[ -n "$conninfo" && "$conninfo" != null ]] || fail "no conninfo from the cluster launcher"
+bench_start_cluster
 sql() { psql "$conninfo" -v ON_ERROR_STOP=1 -Atqc "$1"; }
 
 # Starts the proxy in the background on core 0: $1 data dir, $2 slot/publication, $3 log.
 start_proxy() {
-  local port
-  port="$(free_port)"
-  proxy_args=("$proxy_bin" --database-url "$conninfo" --listen 127.0.0.1 --port "$port"
-    --data-dir "$1" --slot "$2" --publication "$2" --log-level info)
-  [[ -n "$compact_bytes" ]] && proxy_args+=(--compact-bytes "$compact_bytes")
-  current_log="$3"
-  taskset -c 0 "${proxy_args[@]}" >>"$3" 2>&1 &
-  proxy_pid=$!
-  base="http://127.0.0.1:$port"
-  wait_http "$base/v1/health" || fail "proxy did not come up"
+  local args=(--database-url "$conninfo" --slot "$2" --publication "$2" --log-level info)
+  [[ -n "$compact_bytes" ]] && args+=(--compact-bytes "$compact_bytes")
+  bench_start_proxy --cpu 0 --data-dir "$1" --log "$3" "${args[@]}"
+  base="$proxy_base"
 }
 
 stop_proxy() {
@@ -242,13 +177,7 @@ echo "storage: build $build; machine $(nproc) cores, load $(cut -d' ' -f1-3 /pro
 if [[ "$only" != b ]]; then
   echo "== A: one shape over $rows rows =="
   t0="$(now)"
-  sql "CREATE TABLE bench_rows (
-         id int8 PRIMARY KEY, title text NOT NULL, amount numeric NOT NULL,
-         done bool NOT NULL, created timestamptz NOT NULL);
-       INSERT INTO bench_rows
-       SELECT i, 'title ' || lpad(i::text, 14, '0'), round((i * 1.37)::numeric, 2), i % 3 = 0,
-              timestamptz '2024-01-01 00:00:00+00' + i * interval '1 minute'
-       FROM generate_series(1, $rows) AS i;" >/dev/null
+  bench_create_table bench_rows "$rows" "$title_sql"
   psql "$conninfo" -qc "VACUUM ANALYZE bench_rows" >/dev/null
   table_bytes="$(sql "SELECT pg_total_relation_size('bench_rows')")"
   copy_bytes="$(psql "$conninfo" -c "COPY (SELECT * FROM bench_rows) TO STDOUT" | wc -c)"
@@ -316,13 +245,7 @@ fi
 if [[ "$only" != a ]]; then
   ((ops >= 10000000)) || echo "note: --ops $ops, not the 10000000 of the issue: with 1000 shapes the proxy applies ~1,800 ops/s on the 2-core machine (10M: ~1.5 h); pass --ops 10000000 for the full size"
   echo "== B: $shapes shapes over $restart_rows rows, $updates full-table updates = $ops operations =="
-  sql "CREATE TABLE bench_ops (
-         id int8 PRIMARY KEY, title text NOT NULL, amount numeric NOT NULL,
-         done bool NOT NULL, created timestamptz NOT NULL);
-       INSERT INTO bench_ops
-       SELECT i, 'title ' || lpad(i::text, 14, '0'), round((i * 1.37)::numeric, 2), i % 3 = 0,
-              timestamptz '2024-01-01 00:00:00+00' + i * interval '1 minute'
-       FROM generate_series(1, $restart_rows) AS i;" >/dev/null
+  bench_create_table bench_ops "$restart_rows" "$title_sql"
   psql "$conninfo" -qc "VACUUM ANALYZE bench_ops" >/dev/null
   data_b="$tmp/data-b"
   start_proxy "$data_b" bench_storage_b "$tmp/proxy-b.log"
@@ -382,7 +305,7 @@ if [[ "$only" != a ]]; then
   port="${base##*:}"
   restart() {  # prints restart.py's JSON
     taskset -c 0 python3 "$here/restart.py" --log "$tmp/proxy-b.log" --url "$url" --timeout "$timeout" -- \
-      "${proxy_args[@]}"
+      "${proxy_cmd[@]}"
   }
   reference() {  # seconds to read every shape file once
     local t0
@@ -390,7 +313,7 @@ if [[ "$only" != a ]]; then
     find "$data_b/shapes" -type f -print0 | taskset -c 0 xargs -0 cat >/dev/null
     elapsed "$t0"
   }
-  current_log="$tmp/proxy-b.log"
+  bench_proxy_log="$tmp/proxy-b.log"
   warm="$(restart)" || { echo "$warm" >&2; fail "warm-up restart failed"; }
   echo "warm-up restart: $(jq -c . <<<"$warm")"
   ref_s=() listen_s=() first_s=() loaded_s=() ratios=() hwms=()
@@ -419,4 +342,4 @@ fi
 echo "=="
 [[ -n "${closing_a:-}" ]] && echo "$closing_a"
 [[ -n "${closing_b:-}" ]] && echo "$closing_b"
-failed=0
+bench_done
