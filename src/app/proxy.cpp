@@ -232,6 +232,7 @@ asio::awaitable<Result<void>> Proxy::start(std::vector<replication::TableName> t
   registry_options.idle_timeout = config.shape_idle_timeout;
   registry_options.fallback_poll_interval = config.fallback_poll_interval;
   state->registry = std::make_shared<shapes::ShapeRegistry>(strand, pool, registry_options);
+  state->core = strand;
   // Load saved shapes on the strand before anything else touches the registry.
   auto registry = state->registry;
   using Loaded = std::pair<std::size_t, std::optional<Error>>;  // co_spawn needs a default
@@ -263,7 +264,6 @@ asio::awaitable<Result<void>> Proxy::start(std::vector<replication::TableName> t
   monitor_options.grace_period = config.fallback_grace;
   state->monitor = std::make_shared<status::ReplicationStatusMonitor>(monitor_options);
   state->ingest.attach(state->stream, state->registry, state->monitor);
-  state->core = strand;
   status::ReplicationProbeOptions probe_options;
   probe_options.conninfo = state->conninfo;
   probe_options.slot_name = config.slot_name;
@@ -351,10 +351,20 @@ asio::awaitable<Result<void>> Proxy::start(std::vector<replication::TableName> t
 
 void Proxy::shutdown(std::function<void()> done) {
   auto state = state_;
-  // `done` runs when both the HTTP server and the stream have stopped.
-  auto remaining = std::make_shared<int>(2);
-  auto finish_one = [remaining, done = std::move(done)] {
-    if (--*remaining == 0) done();
+  // `done` runs when both the HTTP server and the stream have stopped, and
+  // then the shapes' worker threads (a compaction gives up; its posts land
+  // on a live io_context): in this order, before the io_context goes.
+  auto remaining = std::make_shared<std::atomic<int>>(2);
+  auto finish_one = [state, remaining, done = std::move(done)] {
+    if (--*remaining != 0) return;
+    if (!state->registry) {
+      done();
+      return;
+    }
+    asio::post(state->core, [state, done] {
+      state->registry->stop();
+      done();
+    });
   };
   asio::post(state->control, [state, finish_one] {
     if (state->probe) {

@@ -48,55 +48,73 @@ std::string render_snapshot_message(const TableSchema& table,
 }
 
 // Rebuilds row state from a logged message. Only served columns are known;
-// the rest stay NULL (they matter only for unchanged TOAST values).
-void replay_parsed(std::unordered_map<std::string, Row>& rows, const TableSchema& table,
+// the rest stay NULL (they matter only for unchanged TOAST values). Returns
+// false, changing nothing, for a message that is not one (wrong JSON types
+// must not throw: this runs on the compaction worker too).
+bool replay_parsed(std::unordered_map<std::string, Row>& rows, const TableSchema& table,
                    const nlohmann::json& parsed) {
-  if (!parsed.is_object() || !parsed.contains("key")) return;
-  const std::string key = parsed["key"].get<std::string>();
+  if (!parsed.is_object()) return false;
+  auto key = parsed.find("key");
+  if (key == parsed.end() || !key->is_string()) return false;
   std::string operation = "insert";
   if (auto headers = parsed.find("headers"); headers != parsed.end() && headers->is_object()) {
-    operation = headers->value("operation", "insert");
+    auto found = headers->find("operation");
+    if (found != headers->end()) {
+      if (!found->is_string()) return false;
+      operation = found->get<std::string>();
+    }
   }
   if (operation == "delete") {
-    rows.erase(key);
-    return;
+    rows.erase(key->get<std::string>());
+    return true;
   }
-  Row& row = rows[key];
+  auto value = parsed.find("value");
+  if (value == parsed.end() || !value->is_object()) return false;
+  for (const auto& [name, column] : value->items()) {
+    if (!column.is_null() && !column.is_string()) return false;
+  }
+  Row& row = rows[key->get<std::string>()];
   if (row.size() != table.columns.size()) row.assign(table.columns.size(), std::nullopt);
-  for (const auto& [name, value] : parsed["value"].items()) {
+  for (const auto& [name, column] : value->items()) {
     auto index = table.column_index(name);
     if (!index) continue;
     row[*index] =
-        value.is_null() ? std::nullopt : std::optional<std::string>(value.get<std::string>());
+        column.is_null() ? std::nullopt : std::optional<std::string>(column.get<std::string>());
   }
+  return true;
 }
 
 // One message, or a stored snapshot chunk (a JSON array of messages).
-void replay_message(std::unordered_map<std::string, Row>& rows, const TableSchema& table,
+// Returns false when something in it is not a message (see replay_parsed).
+bool replay_message(std::unordered_map<std::string, Row>& rows, const TableSchema& table,
                     std::string_view message) {
   auto parsed = nlohmann::json::parse(message, nullptr, /*allow_exceptions=*/false);
   if (parsed.is_array()) {
-    for (const auto& each : parsed) replay_parsed(rows, table, each);
-  } else {
-    replay_parsed(rows, table, parsed);
+    bool all = true;
+    for (const auto& each : parsed) all = replay_parsed(rows, table, each) && all;
+    return all;
   }
+  return replay_parsed(rows, table, parsed);
 }
 
-// Gives memory freed after a big build (snapshot rows, rendered messages)
-// back to the system instead of keeping it in the allocator's free lists.
+}  // namespace
+
 void release_free_memory() {
 #ifdef __GLIBC__
   ::malloc_trim(0);
 #endif
 }
 
+namespace {
+
 // Writes chunks built in memory to `path` and returns them as stored there.
 Result<ShapeLog::Chunks> store_chunks(const std::filesystem::path& path,
-                                      const ShapeLog::Chunks& chunks) {
+                                      const ShapeLog::Chunks& chunks,
+                                      const std::function<bool()>& stopped = {}) {
   std::vector<std::string_view> bodies;
   bodies.reserve(chunks.size());
   for (const auto& chunk : chunks) bodies.emplace_back(*chunk.body);
-  auto stored = storage::ShapeFiles::write_chunk_file(path, bodies);
+  auto stored = storage::ShapeFiles::write_chunk_file(path, bodies, stopped);
   if (!stored) return stored.error();
   return ShapeLog::on_disk(stored.value());
 }
@@ -158,21 +176,45 @@ Result<std::shared_ptr<ShapeCompaction>> Shape::begin_compaction() {
   return compaction;
 }
 
-Result<void> Shape::build_compaction(ShapeCompaction& compaction) {
+namespace {
+
+Error cancelled_compaction() {
+  return Error{"cancelled", "stopped before the compaction was built (shutting down)", ""};
+}
+
+Result<void> build_compaction_from_files(ShapeCompaction& compaction) {
+  auto stopped = [&compaction] {
+    return compaction.stop && compaction.stop->load(std::memory_order_relaxed);
+  };
   std::unordered_map<std::string, Row> rows;
   const TableSchema& table = *compaction.table;
+  std::optional<std::string> malformed;
+  auto fold = [&](std::string_view message) {
+    if (malformed || stopped()) return;  // the rest is skipped: the result is thrown away
+    if (compaction.step) compaction.step();
+    if (!replay_message(rows, table, message)) {
+      malformed = std::string(message.substr(0, 200));
+    }
+  };
   auto folded = storage::ShapeFiles::read_compaction_source(
-      compaction.source, [&](std::string_view message) { replay_message(rows, table, message); },
-      [&](const storage::StoredOperation& operation) {
+      compaction.source, fold, [&](const storage::StoredOperation& operation) {
         // Left over from a compaction interrupted by a crash: already folded in.
         auto offset = LogOffset::at(operation.tx, operation.op);
         if (compaction.previous_point && offset <= *compaction.previous_point) return;
-        replay_message(rows, table, operation.json);
+        fold(operation.json);
       });
   if (!folded) return folded.error();
+  if (stopped()) return cancelled_compaction();
+  if (malformed) {
+    return Error{"storage_corrupt",
+                 "a logged message is not a shape message: " + *malformed +
+                     "; not compacting (the files are kept as they are)",
+                 "the shape keeps serving its uncompacted log"};
+  }
   std::vector<std::string> messages;
   messages.reserve(rows.size());
   for (const auto& [key, row] : rows) {
+    if (messages.size() % 4096 == 0 && stopped()) return cancelled_compaction();
     messages.push_back(
         render_snapshot_message(table, compaction.selected, compaction.relation_json, key, row));
   }
@@ -180,12 +222,37 @@ Result<void> Shape::build_compaction(ShapeCompaction& compaction) {
   compaction.rows = messages.size();
   auto chunks = ShapeLog::chunk(messages, compaction.chunk_bytes);
   messages = {};
-  auto stored = store_chunks(compaction.source.dir / compaction.snapshot_file, chunks);
+  auto stored = store_chunks(compaction.source.dir / compaction.snapshot_file, chunks, stopped);
   if (!stored) return stored.error();
   compaction.chunks = std::move(stored).value();
   chunks = {};
   release_free_memory();
   return {};
+}
+
+}  // namespace
+
+Result<void> Shape::build_compaction(ShapeCompaction& compaction) {
+  Result<void> built = Error{"internal", "compaction not built", ""};
+  // Nothing thrown here may reach the worker thread (it would end the
+  // process): any exception becomes an error, and the files stay.
+  try {
+    built = build_compaction_from_files(compaction);
+  } catch (const std::exception& thrown) {
+    built = Error{"internal", std::string("compaction failed: ") + thrown.what(), ""};
+  } catch (...) {
+    built = Error{"internal", "compaction failed: unknown exception", ""};
+  }
+  if (!built) {
+    // Half written, or written but not to be used: meta.json does not name
+    // it, so removing it is safe (the loader would remove it anyway).
+    compaction.chunks = {};
+    std::error_code ec;
+    if (compaction.snapshot_file != compaction.source.snapshot_file) {
+      std::filesystem::remove(compaction.source.dir / compaction.snapshot_file, ec);
+    }
+  }
+  return built;
 }
 
 Result<void> Shape::finish_compaction(ShapeCompaction& compaction) {
@@ -226,7 +293,6 @@ Result<bool> Shape::apply_snapshot(SnapshotRows snapshot) {
     if (auto written = files_->write_meta(to_json(meta())); !written) return written.error();
   }
   log_.set_chunks(std::move(chunks));
-  release_free_memory();
   phase_ = Phase::kReady;
   bool grew = false;
   for (auto& buffered : buffered_) {

@@ -7,6 +7,8 @@
 // it skips those the snapshot already saw.
 #pragma once
 
+#include <atomic>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -44,10 +46,20 @@ struct ShapeCompaction {
   std::vector<std::size_t> selected;
   std::string relation_json;
   std::size_t chunk_bytes = 0;
+  // Set (by the registry) when the process stops: the build gives up soon
+  // after (an error "cancelled") and removes its half-written file.
+  std::shared_ptr<const std::atomic<bool>> stop;
+  // Tests: called on the worker for every message folded.
+  std::function<void()> step;
   // Filled by build_compaction():
   ShapeLog::Chunks chunks;
   std::size_t rows = 0;
 };
+
+// Gives memory freed after a big build (snapshot rows, rendered messages)
+// back to the system (malloc_trim). It can take long with a big heap: call
+// it off the strand that serves requests.
+void release_free_memory();
 
 class Shape {
  public:
@@ -103,7 +115,9 @@ class Shape {
   // applying transactions while the big part runs elsewhere. begin: null
   // when there is nothing to fold, no files, or a compaction in flight.
   Result<std::shared_ptr<ShapeCompaction>> begin_compaction();
-  static Result<void> build_compaction(ShapeCompaction& compaction);  // any thread
+  // Any thread; never throws (an exception becomes an error). On error the
+  // new snapshot file is removed and the shape's files stay as they were.
+  static Result<void> build_compaction(ShapeCompaction& compaction);
   Result<void> finish_compaction(ShapeCompaction& compaction);
   void abandon_compaction() { compacting_ = false; }
   // Transactions held until the snapshot is in (they cannot be acknowledged yet).

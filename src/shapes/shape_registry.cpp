@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -47,7 +48,16 @@ ShapeRegistry::ShapeRegistry(asio::any_io_executor executor,
                              std::shared_ptr<pg::ConnectionPool> pool, ShapeRegistryOptions options)
     : executor_(std::move(executor)), pool_(std::move(pool)), options_(std::move(options)) {}
 
-ShapeRegistry::~ShapeRegistry() = default;
+ShapeRegistry::~ShapeRegistry() { stop(); }
+
+void ShapeRegistry::stop() {
+  if (std::exchange(stopped_, true)) return;
+  stopping_->store(true);
+  // Every job is bounded once stopping_ is set: a running compaction gives
+  // up, queued ones return at once, a sync finishes its fdatasync calls.
+  compaction_thread_.join();
+  sync_thread_.join();
+}
 
 std::function<void()> ShapeRegistry::read(ShapeDefinitionRequest definition, ReadRequest request,
                                           std::function<void(ReadOutcome)> done) {
@@ -226,6 +236,9 @@ asio::awaitable<void> ShapeRegistry::take_snapshot(std::shared_ptr<Shape> shape)
   if (!applied) co_return fail(applied.error());
   if (shape->files()) dirty_.insert(shape);
   schedule_flush();  // buffered transactions: durable, then acknowledged
+  // Memory freed after building the snapshot goes back to the system, off
+  // the strand (malloc_trim can take long with a big heap).
+  if (!stopped_) asio::post(compaction_thread_, [] { release_free_memory(); });
   spdlog::info("shapes: {} ready with {} rows", shape->handle(), count);
   for (auto* timer : ready_waiters_[shape.get()]) timer->cancel();
   ready_waiters_.erase(shape.get());
@@ -520,6 +533,7 @@ void ShapeRegistry::remove_idle_shapes() {
 void ShapeRegistry::forget(const std::shared_ptr<Shape>& shape) {
   shape->mark_gone();
   last_read_.erase(shape.get());
+  compaction_retry_.erase(shape.get());
   dirty_.erase(shape);
   if (shape->files()) {
     if (auto removed = shape->files()->remove(); !removed) {
@@ -612,17 +626,18 @@ void ShapeRegistry::flush() {
     flush_after_sync_ = true;  // finish_flush() flushes again
     return;
   }
-  std::vector<std::shared_ptr<Shape>> batch;
-  std::vector<storage::ShapeFiles::PendingSync> pending;
+  std::vector<std::pair<std::shared_ptr<Shape>, storage::ShapeFiles::PendingSync>> batch;
   for (const auto& shape : dirty_) {
     if (shape->phase() == Shape::Phase::kGone || !shape->files()) continue;
     if (auto written = shape->files()->write(); !written) {
-      spdlog::error("shapes: cannot write {}: {}; the slot will not advance past it",
-                    shape->handle(), written.error().to_string());
-      return;  // retried with the next transaction
+      note_write_failure(shape, written.error());
+      return;
     }
-    batch.push_back(shape);
-    pending.push_back(shape->files()->pending_sync());
+    batch.emplace_back(shape, shape->files()->pending_sync());
+  }
+  if (write_failing_) {
+    write_failing_ = false;
+    spdlog::info("shapes: shape logs are written again; the slot advances");
   }
   dirty_.clear();
   // A shape still taking its snapshot holds transactions that are not on disk.
@@ -630,16 +645,23 @@ void ShapeRegistry::flush() {
   for (const auto& [key, shape] : by_key_) {
     if (shape->phase() == Shape::Phase::kSnapshotting && shape->has_buffered()) durable = 0;
   }
-  if (pending.empty()) {
+  if (batch.empty()) {
     finish_flush({}, durable, std::nullopt);
     return;
   }
   sync_in_flight_ = true;
   asio::post(sync_thread_, [weak = weak_from_this(), executor = executor_, batch = std::move(batch),
-                            pending = std::move(pending), durable]() mutable {
+                            durable]() mutable {
     std::optional<Error> failure;
-    for (const auto& file : pending) {
-      if (auto synced = storage::ShapeFiles::sync_written(file); !synced) failure = synced.error();
+    // Nothing may escape this thread (it would end the process).
+    try {
+      for (const auto& [shape, file] : batch) {
+        if (auto synced = storage::ShapeFiles::sync_written(file); !synced) {
+          failure = synced.error();
+        }
+      }
+    } catch (const std::exception& thrown) {
+      failure = Error{"internal", std::string("syncing shape logs: ") + thrown.what(), ""};
     }
     asio::post(executor, [weak, batch = std::move(batch), durable, failure]() mutable {
       if (auto self = weak.lock()) self->finish_flush(std::move(batch), durable, failure);
@@ -647,19 +669,45 @@ void ShapeRegistry::flush() {
   });
 }
 
-void ShapeRegistry::finish_flush(std::vector<std::shared_ptr<Shape>> synced,
+// A shape's records could not be handed to the OS (no space, I/O error).
+// Its file was cut back to the last whole write and the records stay
+// queued; nothing past them is acknowledged to the slot, so PostgreSQL
+// keeps the WAL and nothing is lost. Retried every second (and with every
+// new transaction); logged once per episode.
+void ShapeRegistry::note_write_failure(const std::shared_ptr<Shape>& shape, const Error& error) {
+  if (!write_failing_) {
+    spdlog::error(
+        "shapes: cannot write the log of {}: {}; transactions from here on are not "
+        "acknowledged to the replication slot until it is written (retrying every second)",
+        shape->handle(), error.to_string());
+  }
+  write_failing_ = true;
+  if (stopped_) return;
+  if (!write_retry_) write_retry_ = std::make_unique<asio::steady_timer>(executor_);
+  if (write_retry_armed_) return;
+  write_retry_armed_ = true;
+  write_retry_->expires_after(std::chrono::seconds(1));
+  write_retry_->async_wait([weak = weak_from_this()](boost::system::error_code ec) {
+    auto self = weak.lock();
+    if (!self) return;
+    self->write_retry_armed_ = false;
+    if (!ec) self->schedule_flush();
+  });
+}
+
+void ShapeRegistry::finish_flush(std::vector<std::pair<std::shared_ptr<Shape>, PendingSync>> synced,
                                  replication::Lsn durable_lsn, std::optional<Error> failure) {
   sync_in_flight_ = false;
   if (failure) {
     spdlog::error("shapes: cannot make shape logs durable: {}; the slot will not advance",
                   failure->to_string());
-    for (const auto& shape : synced) dirty_.insert(shape);  // try again
+    for (const auto& [shape, file] : synced) dirty_.insert(shape);  // try again
     schedule_flush();
     return;
   }
-  for (const auto& shape : synced) {
+  for (const auto& [shape, file] : synced) {
     if (shape->phase() == Shape::Phase::kGone || !shape->files()) continue;
-    shape->files()->mark_synced();
+    shape->files()->mark_synced(file);
     // A changes_only log holds no snapshot rows: folding its partial updates
     // would invent rows, so it is not compacted.
     const bool foldable = shape->definition().log == LogMode::kFull;
@@ -676,24 +724,46 @@ void ShapeRegistry::finish_flush(std::vector<std::shared_ptr<Shape>> synced,
 // back on the strand, meta.json and the in-memory log switch to it. Every
 // transaction applied meanwhile lands in the new changes file and stays.
 void ShapeRegistry::start_compaction(const std::shared_ptr<Shape>& shape) {
+  if (stopped_) return;
+  // After a failure, not again before the back-off passes (a shape whose
+  // files cannot be folded must not be retried on every sync).
+  if (auto it = compaction_retry_.find(shape.get()); it != compaction_retry_.end()) {
+    if (std::chrono::steady_clock::now() < it->second.not_before) return;
+  }
   auto begun = shape->begin_compaction();
   if (!begun) {
-    spdlog::warn("shapes: cannot start compacting {}: {}", shape->handle(),
-                 begun.error().to_string());
+    note_compaction_failure(shape, begun.error(), "start compacting");
     return;
   }
   auto compaction = std::move(begun).value();
   if (!compaction) return;
+  compaction->stop = stopping_;
+  compaction->step = options_.compaction_step;
   auto started = std::chrono::steady_clock::now();
   asio::post(compaction_thread_, [weak = weak_from_this(), executor = executor_, shape, compaction,
                                   built_hook = options_.compaction_built, started] {
     std::optional<Error> failure;
     if (auto built = Shape::build_compaction(*compaction); !built) failure = built.error();
-    if (built_hook) built_hook();
+    if (built_hook && !failure) {
+      try {
+        built_hook();
+      } catch (...) {
+      }
+    }
     asio::post(executor, [weak, shape, compaction, failure, started] {
       if (auto self = weak.lock()) self->finish_compaction(shape, compaction, failure, started);
     });
   });
+}
+
+void ShapeRegistry::note_compaction_failure(const std::shared_ptr<Shape>& shape, const Error& error,
+                                            const char* what) {
+  auto& retry = compaction_retry_[shape.get()];
+  retry.shape = shape;
+  retry.delay = std::clamp(retry.delay * 2, std::chrono::seconds(30), std::chrono::seconds(3600));
+  retry.not_before = std::chrono::steady_clock::now() + retry.delay;
+  spdlog::error("shapes: cannot {} {}: {}; its log stays uncompacted, next try in {} s", what,
+                shape->handle(), error.to_string(), retry.delay.count());
 }
 
 void ShapeRegistry::finish_compaction(const std::shared_ptr<Shape>& shape,
@@ -713,9 +783,14 @@ void ShapeRegistry::finish_compaction(const std::shared_ptr<Shape>& shape,
   }
   if (failure) {
     shape->abandon_compaction();
-    spdlog::warn("shapes: compacting {} failed: {}", shape->handle(), failure->to_string());
+    if (failure->code == "cancelled") {
+      spdlog::info("shapes: compacting {} stopped: {}", shape->handle(), failure->message);
+    } else {
+      note_compaction_failure(shape, *failure, "compact");
+    }
     return;
   }
+  compaction_retry_.erase(shape.get());
   auto millis = std::chrono::duration_cast<std::chrono::milliseconds>(
                     std::chrono::steady_clock::now() - started)
                     .count();

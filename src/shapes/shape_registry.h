@@ -47,6 +47,8 @@ struct ShapeRegistryOptions {
   // Tests: called on the compaction worker once a compacted snapshot is
   // built, before it is swapped in on the strand.
   std::function<void()> compaction_built;
+  // Tests: called on the compaction worker for every message it folds.
+  std::function<void()> compaction_step;
 };
 
 // Rows of a shape from a direct query (degraded mode); injected so the
@@ -102,6 +104,13 @@ class ShapeRegistry : public ShapeService, public std::enable_shared_from_this<S
   // Starts the periodic removal of idle shapes (on the strand).
   void start_housekeeping();
 
+  // Shutdown, before the io_context goes: a running compaction gives up
+  // (its half-written file is removed; the shape's files stay as they were),
+  // then the compaction and sync threads are joined. Nothing runs on them
+  // afterwards. Blocks briefly; call it on the strand, once the replication
+  // stream has stopped. The destructor calls it too.
+  void stop();
+
  private:
   struct Ticket;
   struct Waiter;
@@ -125,8 +134,12 @@ class ShapeRegistry : public ShapeService, public std::enable_shared_from_this<S
   std::string new_handle(const std::string& key);
   void schedule_flush();
   void flush();
-  void finish_flush(std::vector<std::shared_ptr<Shape>> synced, replication::Lsn durable_lsn,
-                    std::optional<Error> failure);
+  using PendingSync = storage::ShapeFiles::PendingSync;
+  void finish_flush(std::vector<std::pair<std::shared_ptr<Shape>, PendingSync>> synced,
+                    replication::Lsn durable_lsn, std::optional<Error> failure);
+  void note_write_failure(const std::shared_ptr<Shape>& shape, const Error& error);
+  void note_compaction_failure(const std::shared_ptr<Shape>& shape, const Error& error,
+                               const char* what);
   void remove_idle_shapes();
   void start_compaction(const std::shared_ptr<Shape>& shape);
   void finish_compaction(const std::shared_ptr<Shape>& shape,
@@ -174,6 +187,20 @@ class ShapeRegistry : public ShapeService, public std::enable_shared_from_this<S
   // Compactions fold and write big files here, off the strand and apart
   // from the syncs that acknowledge replication.
   boost::asio::thread_pool compaction_thread_{1};
+  // Set by stop(): compactions in flight give up.
+  std::shared_ptr<std::atomic<bool>> stopping_ = std::make_shared<std::atomic<bool>>(false);
+  bool stopped_ = false;
+  // Back-off after a failed compaction, per shape.
+  struct CompactionRetry {
+    std::weak_ptr<Shape> shape;
+    std::chrono::seconds delay{0};
+    std::chrono::steady_clock::time_point not_before;
+  };
+  std::map<const Shape*, CompactionRetry> compaction_retry_;
+  // Writing shape logs fails (e.g. disk full): retried on this timer.
+  bool write_failing_ = false;
+  bool write_retry_armed_ = false;
+  std::unique_ptr<boost::asio::steady_timer> write_retry_;
   std::function<void(replication::Lsn)> on_durable_;
   std::map<const Shape*, std::chrono::steady_clock::time_point> last_read_;
   std::unique_ptr<boost::asio::steady_timer> housekeeping_;

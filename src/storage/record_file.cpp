@@ -51,6 +51,10 @@ Result<void> write_fully(int fd, std::string_view bytes, const std::filesystem::
       if (errno == EINTR) continue;
       return io_error("writing", path);
     }
+    if (written == 0) {
+      errno = EIO;  // no progress on a regular file: do not spin
+      return io_error("writing", path);
+    }
     bytes.remove_prefix(static_cast<std::size_t>(written));
   }
   return {};
@@ -103,7 +107,8 @@ RecordFile::RecordFile(RecordFile&& other) noexcept
       path_(std::move(other.path_)),
       size_(other.size_),
       pending_(std::move(other.pending_)),
-      dirty_(other.dirty_) {}
+      dirty_(other.dirty_),
+      torn_(other.torn_) {}
 
 RecordFile& RecordFile::operator=(RecordFile&& other) noexcept {
   if (this != &other) {
@@ -113,6 +118,7 @@ RecordFile& RecordFile::operator=(RecordFile&& other) noexcept {
     size_ = other.size_;
     pending_ = std::move(other.pending_);
     dirty_ = other.dirty_;
+    torn_ = other.torn_;
   }
   return *this;
 }
@@ -137,7 +143,25 @@ void RecordFile::add(const Record& record) {
 
 Result<void> RecordFile::write() {
   if (pending_.empty()) return {};
-  if (auto written = write_fully(fd_, pending_, path_); !written) return written;
+  if (torn_) {
+    return Error{"storage_io",
+                 path_.string() + " ends in a torn write that could not be cut off; not appending",
+                 "check the data directory's disk; restarting cuts the file back"};
+  }
+  if (auto written = write_fully(fd_, pending_, path_); !written) {
+    // A partial write (no space, I/O error, file size limit) must not stay:
+    // records appended later would follow torn bytes, which every reader
+    // stops at. Cut back to the last whole write; pending_ is kept, so a
+    // later write() tries the same records again.
+    if (::ftruncate(fd_, static_cast<off_t>(size_)) != 0 ||
+        ::lseek(fd_, static_cast<off_t>(size_), SEEK_SET) < 0) {
+      torn_ = true;
+      auto cut = io_error("cutting a torn write off", path_);
+      return Error{written.error().code, written.error().message + "; " + cut.message,
+                   written.error().hint};
+    }
+    return written;
+  }
   size_ += pending_.size();
   pending_.clear();
   dirty_ = true;

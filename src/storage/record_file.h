@@ -51,8 +51,10 @@ class RecordFile {
   // Moves the queued (not yet written) records out, e.g. to another file.
   std::string take_pending() { return std::exchange(pending_, {}); }
   void add_encoded(std::string_view records) { pending_.append(records); }
-  Result<void> write();  // writes what add() collected
-  Result<void> sync();   // fdatasync when something was written since the last sync
+  // Writes what add() collected. On failure (a partial write included) the
+  // file is cut back to its last good size and the records stay queued.
+  Result<void> write();
+  Result<void> sync();  // fdatasync when something was written since the last sync
   // For syncing on another thread: the descriptor (stable until the file is
   // moved or destroyed), whether written data awaits a sync, and marking it done.
   int descriptor() const { return fd_; }
@@ -68,6 +70,7 @@ class RecordFile {
   std::uint64_t size_ = 0;
   std::string pending_;
   bool dirty_ = false;
+  bool torn_ = false;  // a failed write could not be cut off: no more appends
 };
 
 // Writes `contents` to `path` atomically (temp file, fsync, rename, fsync dir).

@@ -8,6 +8,8 @@
 #include <cstring>
 #include <fstream>
 
+#include "storage/storage_error.h"
+
 namespace shapeproxy::storage {
 namespace fs = std::filesystem;
 
@@ -91,12 +93,40 @@ std::string changes_name(std::uint64_t number) {
   return number == 0 ? "changes.log" : "changes-" + std::to_string(number) + ".log";
 }
 
-void sync_directory(const fs::path& dir) {
+// Makes the directory's entries (a new file's name) durable.
+Result<void> sync_directory(const fs::path& dir) {
   int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd >= 0) {
-    ::fsync(fd);
-    ::close(fd);
+  if (fd < 0) {
+    return Error{storage_error_code(errno),
+                 "opening " + dir.string() + " to sync it: " + std::strerror(errno),
+                 "check the data directory's disk"};
   }
+  const bool synced = ::fsync(fd) == 0;
+  const int error = errno;
+  ::close(fd);
+  if (!synced) {
+    return Error{storage_error_code(error), "syncing " + dir.string() + ": " + std::strerror(error),
+                 "check the data directory's disk"};
+  }
+  return {};
+}
+
+// A compaction source must be whole: a file whose good records end before
+// its size holds a tear (a failed write), and folding only its prefix would
+// silently drop everything after it.
+Result<void> expect_whole(const fs::path& path, std::uint64_t good_length) {
+  std::error_code ec;
+  const auto size = fs::file_size(path, ec);
+  if (ec) {
+    if (!fs::exists(path)) return {};
+    return Error{"storage_io", "cannot stat " + path.string() + ": " + ec.message(), ""};
+  }
+  if (good_length == size) return {};
+  return Error{"storage_corrupt",
+               path.string() + " holds " + std::to_string(size) + " bytes but only the first " +
+                   std::to_string(good_length) +
+                   " are whole records; not compacting it (the files are kept as they are)",
+               "check the data directory's disk; the shape keeps serving its uncompacted log"};
 }
 
 }  // namespace
@@ -169,7 +199,10 @@ Result<std::optional<ShapeFiles::CompactionSource>> ShapeFiles::begin_compaction
   }
   auto next = RecordFile::open_for_append(dir_ / changes_name(changes_number_ + 1), 0);
   if (!next) return next.error();
-  sync_directory(dir_);  // the new file survives a crash before its first sync
+  // The new file's name must be durable before data synced in it is
+  // acknowledged: the next pending_sync() includes the directory (off the
+  // strand, on the sync thread).
+  directory_unsynced_ = true;
   next->add_encoded(changes_.take_pending());
   older_changes_.push_back(changes_file_name());
   changes_ = std::move(next).value();
@@ -191,10 +224,14 @@ Result<void> ShapeFiles::read_compaction_source(
         }
       });
   if (!snapshot) return snapshot.error();
+  if (auto whole = expect_whole(source.dir / source.snapshot_file, snapshot.value()); !whole) {
+    return whole;
+  }
   for (const auto& name : source.changes_files) {
     std::vector<StoredOperation> operations;
     auto read = read_changes(source.dir / name, operations);
     if (!read) return read.error();
+    if (auto whole = expect_whole(source.dir / name, read.value()); !whole) return whole;
     for (const auto& each : operations) operation(each);
   }
   return {};
@@ -235,12 +272,16 @@ Result<void> ShapeFiles::write_snapshot(const std::vector<std::string>& messages
 }
 
 Result<std::vector<StoredChunk>> ShapeFiles::write_chunk_file(
-    const fs::path& path, const std::vector<std::string_view>& chunks) {
+    const fs::path& path, const std::vector<std::string_view>& chunks,
+    const std::function<bool()>& stopped) {
   auto file = RecordFile::open_for_append(path, 0);
   if (!file) return file.error();
   std::vector<StoredChunk> stored;
   std::uint64_t at = 0;
   for (auto chunk : chunks) {
+    if (stopped && stopped()) {
+      return Error{"cancelled", "stopped while writing " + path.string(), ""};
+    }
     file->add(Record{kSnapshotChunk, 0, 0, chunk});
     if (auto written = file->write(); !written)
       return written.error();  // one chunk buffered at most
@@ -248,6 +289,8 @@ Result<std::vector<StoredChunk>> ShapeFiles::write_chunk_file(
     at += kRecordHeaderBytes + chunk.size();
   }
   if (auto synced = file->sync(); !synced) return synced.error();
+  // The new file's name is durable before any meta.json can name it.
+  if (auto synced = sync_directory(path.parent_path()); !synced) return synced.error();
   auto reader = ReadOnlyFile::open(path);
   if (!reader) return reader.error();
   for (auto& chunk : stored) chunk.file = reader.value();
@@ -276,11 +319,29 @@ void ShapeFiles::append_transaction(const std::vector<StoredOperation>& operatio
 
 Result<void> ShapeFiles::sync() {
   if (auto written = write(); !written) return written;
+  if (directory_unsynced_ && changes_.needs_sync()) {
+    if (auto synced = sync_directory(dir_); !synced) return synced;
+    directory_unsynced_ = false;
+  }
   return changes_.sync();
 }
 
-Result<void> ShapeFiles::sync_written(PendingSync pending) {
+ShapeFiles::PendingSync ShapeFiles::pending_sync() const {
+  if (!changes_.needs_sync()) return PendingSync{};
+  return PendingSync{changes_.descriptor(), directory_unsynced_ ? dir_ : fs::path{}};
+}
+
+void ShapeFiles::mark_synced(const PendingSync& done) {
+  if (done.descriptor < 0) return;
+  changes_.mark_synced();
+  if (!done.directory.empty()) directory_unsynced_ = false;
+}
+
+Result<void> ShapeFiles::sync_written(const PendingSync& pending) {
   if (pending.descriptor < 0) return {};
+  if (!pending.directory.empty()) {
+    if (auto synced = sync_directory(pending.directory); !synced) return synced;
+  }
   if (::fdatasync(pending.descriptor) != 0) {
     return Error{"storage_io", std::string("syncing a shape log: ") + std::strerror(errno),
                  "check the data directory's disk"};

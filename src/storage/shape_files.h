@@ -66,7 +66,9 @@ class ShapeFiles {
   //     that now hold the log up to its last written operation. Nothing
   //     when there is nothing written since the last compaction, or when
   //     written data still awaits its sync.
-  //  2. any thread: read_compaction_source() folds those immutable files,
+  //  2. any thread: read_compaction_source() folds those immutable files
+  //     (an error "storage_corrupt" when one holds a tear: nothing is
+  //     folded past a tear, and the files stay),
   //     write_snapshot_file() writes and syncs the result under a new name.
   //  3. finish_compaction() (owner's thread): meta.json (naming the new
   //     snapshot_file) switches to it, then the folded files are removed.
@@ -88,8 +90,13 @@ class ShapeFiles {
       const std::function<void(const StoredOperation& operation)>& operation);
   static Result<void> write_snapshot_file(const std::filesystem::path& path,
                                           const std::vector<std::string>& messages);
+  // Writes and syncs the chunks, then syncs the directory (so a meta.json
+  // written afterwards never names a file a crash could lose). `stopped`
+  // (optional) is asked between chunks: true abandons the file half written
+  // (an error "cancelled"; the caller removes it).
   static Result<std::vector<StoredChunk>> write_chunk_file(
-      const std::filesystem::path& path, const std::vector<std::string_view>& chunks);
+      const std::filesystem::path& path, const std::vector<std::string_view>& chunks,
+      const std::function<bool()>& stopped = {});
   Result<void> finish_compaction(const CompactionSource& source, const std::string& snapshot_file,
                                  const nlohmann::json& meta);
   // Queues one transaction's operations; sync() makes them durable.
@@ -101,12 +108,14 @@ class ShapeFiles {
   Result<void> write();
   struct PendingSync {
     int descriptor = -1;  // -1: nothing to sync
+    // Set when the changes file is new since the directory was last synced:
+    // its name is made durable first.
+    std::filesystem::path directory;
   };
-  PendingSync pending_sync() const {
-    return PendingSync{changes_.needs_sync() ? changes_.descriptor() : -1};
-  }
-  static Result<void> sync_written(PendingSync pending);
-  void mark_synced() { changes_.mark_synced(); }
+  PendingSync pending_sync() const;
+  static Result<void> sync_written(const PendingSync& pending);
+  // After sync_written(done) succeeded (on the owner's thread).
+  void mark_synced(const PendingSync& done);
   // Removes the directory and everything in it.
   Result<void> remove();
 
@@ -122,6 +131,7 @@ class ShapeFiles {
   std::uint64_t changes_number_ = 0;        // changes.log is 0, then changes-N.log
   std::vector<std::string> older_changes_;  // earlier changes files, oldest first
   std::string snapshot_file_ = "snapshot.log";
+  bool directory_unsynced_ = false;  // a new changes file's name is not yet durable
   // The last operation queued, and the last one handed to the OS.
   std::optional<std::pair<std::uint64_t, std::uint64_t>> queued_last_;
   std::optional<std::pair<std::uint64_t, std::uint64_t>> written_last_;

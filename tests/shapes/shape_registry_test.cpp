@@ -14,6 +14,9 @@
 #include <set>
 #include <thread>
 
+#include <signal.h>
+#include <sys/resource.h>
+
 #include "replication/replication_stream.h"
 #include "shapes/snapshot_query.h"
 #include "support/postgres_test_environment.h"
@@ -59,6 +62,15 @@ class Core : public replication::ReplicationListener {
       std::unique_lock lock(mutex_);
       changed_.wait_for(lock, 10s, [&] { return stopped_; });
     }
+    // As the proxy shuts down: the registry's threads are joined on the
+    // strand while the io_context still runs.
+    std::promise<void> registry_stopped;
+    auto registry = registry_;
+    asio::post(strand_, [registry, &registry_stopped] {
+      registry->stop();
+      registry_stopped.set_value();
+    });
+    registry_stopped.get_future().wait_for(30s);
     work_.reset();
     io_.stop();
     thread_.join();
@@ -574,6 +586,182 @@ std::map<std::string, std::string> table_rows(const std::string& database) {
     at = end + 1;
   }
   return rows;
+}
+
+// The process's file size limit lowered for a scope: the registry's writes
+// past it fail after writing what fits (a partial write, like a full disk).
+// PostgreSQL runs in other processes and is not affected.
+class FileSizeLimit {
+ public:
+  explicit FileSizeLimit(rlim_t bytes) {
+    ::getrlimit(RLIMIT_FSIZE, &saved_);
+    previous_signal_ = ::signal(SIGXFSZ, SIG_IGN);
+    rlimit lowered = saved_;
+    lowered.rlim_cur = bytes;
+    EXPECT_EQ(::setrlimit(RLIMIT_FSIZE, &lowered), 0);
+  }
+  ~FileSizeLimit() { lift(); }
+  void lift() {
+    if (std::exchange(lifted_, true)) return;
+    ::setrlimit(RLIMIT_FSIZE, &saved_);
+    ::signal(SIGXFSZ, previous_signal_);
+  }
+
+ private:
+  rlimit saved_{};
+  sighandler_t previous_signal_ = SIG_DFL;
+  bool lifted_ = false;
+};
+
+std::uint64_t lsn_number(const std::string& database, const std::string& lsn_sql) {
+  return std::stoull(query_value(database, "SELECT (" + lsn_sql + ") - '0/0'::pg_lsn"));
+}
+
+std::uint64_t confirmed_lsn(const std::string& database) {
+  return lsn_number(database,
+                    "SELECT confirmed_flush_lsn FROM pg_replication_slots "
+                    "WHERE slot_name = 'slot_" +
+                        database + "'");
+}
+
+TEST_F(PersistentShapesTest, AShapeLogThatCannotBeWrittenHoldsTheSlotAndRecoversWithoutLosingAny) {
+  execute_sql(database_, "INSERT INTO items (id, title, price) VALUES (1, 'a', 1)");
+  auto core = std::make_unique<Core>(database_, options());
+  auto [messages, last] = sync(*core, shape("items"));
+  ASSERT_EQ(shape_rows(messages).size(), 1u);
+  const auto changes = dir_ / "shapes" / last.handle / "changes.log";
+  execute_sql(database_, "UPDATE items SET price = 2 WHERE id = 1");
+  last = expect_result(core->read(shape("items"), after(last, true)));
+  std::this_thread::sleep_for(1s);  // acknowledged (status interval 200 ms)
+  const auto before = confirmed_lsn(database_);
+  {
+    // The disk "fills up" 100 bytes into the next write.
+    FileSizeLimit limit(std::filesystem::file_size(changes) + 100);
+    for (int i = 0; i < 10; ++i) {
+      execute_sql(database_, "INSERT INTO items (id, title, price) VALUES (" +
+                                 std::to_string(100 + i) + ", repeat('x', 500), " +
+                                 std::to_string(i) + ")");
+    }
+    const auto written = lsn_number(database_, "SELECT pg_current_wal_lsn()");
+    // Live readers still get them (from memory)...
+    std::set<std::string> seen;
+    for (int poll = 0; poll < 20 && seen.size() < 10; ++poll) {
+      last = expect_result(core->read(shape("items"), after(last, true)));
+      for (auto& m : body(last)) {
+        if (m["value"].is_object()) seen.insert(m["value"].value("id", ""));
+      }
+    }
+    EXPECT_EQ(seen.size(), 10u);
+    // ...but they are not acknowledged as durable, and nothing torn is left.
+    std::this_thread::sleep_for(1500ms);
+    EXPECT_LE(confirmed_lsn(database_), before)
+        << "transactions not on disk were acknowledged to the slot";
+    EXPECT_LT(confirmed_lsn(database_), written);
+    auto good = storage::RecordFile::read_all(changes, [](const storage::Record&) {});
+    ASSERT_TRUE(good);
+    EXPECT_EQ(good.value(), std::filesystem::file_size(changes))
+        << "a torn write was left in " << changes;
+    limit.lift();
+    // Space is back: written and acknowledged without any new transaction.
+    bool acknowledged = false;
+    for (int i = 0; i < 100 && !acknowledged; ++i) {
+      acknowledged = confirmed_lsn(database_) > before + 1;
+      if (!acknowledged) std::this_thread::sleep_for(100ms);
+    }
+    EXPECT_TRUE(acknowledged) << "the slot never advanced after the disk recovered";
+  }
+  core.reset();
+  Core restarted(database_, options());
+  EXPECT_EQ(restarted.loaded(), 1u);
+  auto [reloaded, reloaded_last] = sync(restarted, shape("items"));
+  EXPECT_EQ(reloaded_last.handle, last.handle);
+  EXPECT_EQ(shape_rows(reloaded), table_rows(database_));
+  EXPECT_EQ(shape_rows(reloaded).size(), 11u);
+}
+
+// Every row once: snapshot inserts minus deletes.
+std::ptrdiff_t held_rows(const json& messages) {
+  std::ptrdiff_t held = 0;
+  for (auto& m : messages) {
+    auto operation = m["headers"].value("operation", "");
+    held += operation == "insert" ? 1 : operation == "delete" ? -1 : 0;
+  }
+  return held;
+}
+
+TEST_F(PersistentShapesTest, StoppingDuringALongCompactionIsPromptAndLosesNothing) {
+  execute_sql(database_,
+              "INSERT INTO items (id, title, price) "
+              "SELECT i, 'row ' || i, i FROM generate_series(1, 3000) i");
+  std::atomic<int> steps{0};
+  auto settings = options();
+  settings.compact_bytes = 64 * 1024;
+  settings.chunk_bytes = 64 * 1024;
+  // About 10 s of folding: far longer than a shutdown may take.
+  settings.compaction_step = [&steps] {
+    ++steps;
+    std::this_thread::sleep_for(5ms);
+  };
+  auto core = std::make_unique<Core>(database_, settings);
+  auto [messages, last] = sync(*core, shape("items"));
+  ASSERT_EQ(shape_rows(messages).size(), 3000u);
+  execute_sql(database_, "UPDATE items SET price = price + 1");
+  for (int i = 0; i < 300 && steps == 0; ++i) std::this_thread::sleep_for(50ms);
+  ASSERT_GT(steps, 0) << "no compaction started";
+  auto started = std::chrono::steady_clock::now();
+  core.reset();
+  auto took = std::chrono::steady_clock::now() - started;
+  EXPECT_LT(took, 3s) << "stopping waited for the compaction";
+  EXPECT_LT(steps, 1000) << "the compaction ran to its end";
+
+  execute_sql(database_, "UPDATE items SET title = 'after' WHERE id = 1");
+  Core restarted(database_, options());
+  EXPECT_EQ(restarted.loaded(), 1u);
+  auto expected = table_rows(database_);
+  ASSERT_EQ(expected["1"], "after:2");
+  for (int i = 0; i < 100; ++i) {
+    auto [fresh, fresh_last] = sync(restarted, shape("items"));
+    if (shape_rows(fresh) == expected) break;
+    std::this_thread::sleep_for(100ms);
+  }
+  auto [reloaded, reloaded_last] = sync(restarted, shape("items"));
+  EXPECT_EQ(reloaded_last.handle, last.handle);
+  EXPECT_EQ(held_rows(reloaded), static_cast<std::ptrdiff_t>(expected.size()))
+      << "rows doubled or lost";
+  EXPECT_EQ(shape_rows(reloaded), expected);
+  for (const auto& entry : std::filesystem::directory_iterator(dir_ / "shapes" / last.handle)) {
+    auto name = entry.path().filename().string();
+    EXPECT_FALSE(name.starts_with("snapshot-")) << "half-written snapshot left: " << name;
+  }
+}
+
+TEST_F(PersistentShapesTest, ACompactionThatThrowsIsLoggedNotRetriedAtOnceAndKeepsTheLog) {
+  execute_sql(database_,
+              "INSERT INTO items (id, title, price) "
+              "SELECT i, 'row ' || i, i FROM generate_series(1, 1000) i");
+  std::atomic<int> attempts{0};
+  auto settings = options();
+  settings.compact_bytes = 16 * 1024;
+  // Each attempt throws at its first message (as a JSON type error would).
+  settings.compaction_step = [&attempts] {
+    ++attempts;
+    throw std::runtime_error("type_error: value is a number, not a string");
+  };
+  Core core(database_, settings);
+  auto [messages, last] = sync(core, shape("items"));
+  ASSERT_EQ(shape_rows(messages).size(), 1000u);
+  for (int round = 0; round < 5; ++round) {
+    execute_sql(database_, "UPDATE items SET price = price + 1");
+    for (int i = 0; i < 100 && attempts == 0; ++i) std::this_thread::sleep_for(50ms);
+  }
+  std::this_thread::sleep_for(500ms);
+  EXPECT_EQ(attempts, 1) << "a failing compaction must back off, not retry at once";
+  // Still serving, from the uncompacted log, to old and new readers.
+  auto live = expect_result(core.read(shape("items"), after(last)));
+  EXPECT_FALSE(body(live).empty());
+  auto [fresh, fresh_last] = sync(core, shape("items"));
+  EXPECT_EQ(fresh_last.handle, last.handle);
+  EXPECT_EQ(shape_rows(fresh), table_rows(database_));
 }
 
 TEST_F(PersistentShapesTest, TransactionsKeepFlowingDuringACompactionAndNoneIsLostOrDoubled) {

@@ -4,8 +4,12 @@
 
 #include <gtest/gtest.h>
 
+#include <signal.h>
+#include <sys/resource.h>
+
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 
 namespace shapeproxy::storage {
 namespace {
@@ -238,6 +242,98 @@ TEST(ShapeFilesTest, SnapshotChunksStayOnDiskAndReadBackWholeEvenAfterAnUnlink) 
   ASSERT_TRUE(first);
   EXPECT_EQ(first.value(), "[{\"row\":1}]");
   EXPECT_FALSE(stored.snapshot_chunks[0].file->read(stored.snapshot_chunks[0].offset, 1 << 20));
+}
+
+// The process's file size limit (RLIMIT_FSIZE) lowered for a scope: writes
+// past it fail with EFBIG after writing what fits (a partial write, like a
+// disk filling up). Works as root and non-root; SIGXFSZ is ignored.
+class FileSizeLimit {
+ public:
+  explicit FileSizeLimit(rlim_t bytes) {
+    ::getrlimit(RLIMIT_FSIZE, &saved_);
+    previous_signal_ = ::signal(SIGXFSZ, SIG_IGN);
+    rlimit lowered = saved_;
+    lowered.rlim_cur = bytes;
+    EXPECT_EQ(::setrlimit(RLIMIT_FSIZE, &lowered), 0);
+  }
+  ~FileSizeLimit() {
+    ::setrlimit(RLIMIT_FSIZE, &saved_);
+    ::signal(SIGXFSZ, previous_signal_);
+  }
+
+ private:
+  rlimit saved_{};
+  sighandler_t previous_signal_ = SIG_DFL;
+};
+
+std::string file_bytes(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+TEST(ShapeFilesTest, AFailedPartialWriteIsCutOffAndTheSameRecordsAreWrittenWholeLater) {
+  TempDir temp;
+  auto dir = temp.path() / "shape";
+  auto files = make_shape(dir);
+  files->append_transaction(transaction(100, 2));
+  ASSERT_TRUE(files->sync());
+  const auto good_size = fs::file_size(dir / "changes.log");
+  std::vector<StoredOperation> big{{200, 0, std::string(4000, 'x')}};
+  {
+    FileSizeLimit limit(good_size + 100);  // room for 100 bytes of the next write only
+    files->append_transaction(big);
+    auto written = files->write();
+    ASSERT_FALSE(written) << "the write past the limit must fail";
+    EXPECT_EQ(fs::file_size(dir / "changes.log"), good_size) << "torn bytes left in the file";
+    // Still failing: still nothing torn, nothing acknowledged.
+    EXPECT_FALSE(files->sync());
+    EXPECT_EQ(fs::file_size(dir / "changes.log"), good_size);
+  }
+  // Space again: the queued records go out whole, and later ones follow them.
+  files->append_transaction(transaction(300, 1));
+  ASSERT_TRUE(files->sync());
+  auto reopened = ShapeFiles::open(dir);
+  ASSERT_TRUE(reopened) << reopened.error().to_string();
+  EXPECT_EQ(transaction_ids(reopened.value().second),
+            (std::vector<std::uint64_t>{100, 100, 200, 300}));
+}
+
+TEST(ShapeFilesTest, ACompactionSourceWithATearFailsLoudlyInsteadOfDroppingWhatFollowsIt) {
+  TempDir temp;
+  // Whole records of a later transaction, written elsewhere.
+  std::string later;
+  {
+    auto other = make_shape(temp.path() / "other");
+    other->append_transaction(transaction(200, 2));
+    ASSERT_TRUE(other->sync());
+    later = file_bytes(temp.path() / "other" / "changes.log");
+  }
+  auto dir = temp.path() / "shape";
+  {
+    auto files = make_shape(dir);
+    files->append_transaction(transaction(100, 1));
+    ASSERT_TRUE(files->sync());
+  }
+  // changes.log: a transaction, torn bytes, then whole records after them
+  // (what an uncut failed write used to leave); changes-1.log follows it.
+  {
+    std::ofstream out(dir / "changes.log", std::ios::binary | std::ios::app);
+    out << "torn!" << later;
+  }
+  { std::ofstream touch(dir / "changes-1.log", std::ios::binary); }
+  auto opened = ShapeFiles::open(dir);
+  ASSERT_TRUE(opened) << opened.error().to_string();
+  auto& files = opened.value().first;
+  auto begun = files->begin_compaction();
+  ASSERT_TRUE(begun && begun.value());
+  auto source = *begun.value();
+  std::size_t folded = 0;
+  auto read = ShapeFiles::read_compaction_source(
+      source, [](std::string_view) {}, [&](const StoredOperation&) { ++folded; });
+  ASSERT_FALSE(read) << "folded " << folded << " operations and silently dropped the rest";
+  EXPECT_EQ(read.error().code, "storage_corrupt");
+  EXPECT_NE(read.error().message.find("changes.log"), std::string::npos) << read.error().message;
+  EXPECT_TRUE(fs::exists(dir / "changes.log")) << "the files are kept";
 }
 
 }  // namespace
