@@ -9,23 +9,9 @@
 #   clients/typescript/run.sh --test-name-pattern=fallback
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
-
-: "${SHAPEPROXY_BIN:?set SHAPEPROXY_BIN to the shapeproxy binary}"
-: "${SHAPEPROXY_TEST_CLUSTER:?set SHAPEPROXY_TEST_CLUSTER to shapeproxy_test_cluster}"
-
-if ! command -v node >/dev/null; then
-  echo "clients/typescript: node is not installed (Node 20+ is needed)" >&2
-  exit 1
-fi
-
-# Reinstall when the lock file is newer than the last install (as tests/e2e/run.sh does).
-install() {
-  if [[ ! -d "$1/node_modules" || "$1/package-lock.json" -nt "$1/node_modules/.package-lock.json" ]]; then
-    (cd "$1" && npm ci --no-audit --no-fund --loglevel=error)
-  fi
-}
-install .
-install ../../tests/e2e
+source ../../scripts/node-test-prelude.sh clients/typescript
+npm_install_pinned .
+npm_install_pinned ../../tests/e2e
 
 npm run --silent build
 # The typed-usage check (against dist/*.d.ts) runs while the tests do.
