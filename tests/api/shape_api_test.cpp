@@ -24,12 +24,7 @@ namespace {
 namespace net = boost::asio;
 namespace bhttp = boost::beast::http;
 using json = nlohmann::json;
-using shapeproxy::testing::HttpHeaders;
-using shapeproxy::testing::HttpResponse;
-using shapeproxy::testing::HttpTestClient;
-using shapeproxy::testing::HttpTestConnection;
-using shapeproxy::testing::HttpVerb;
-using shapeproxy::testing::parse_http_response;
+using namespace shapeproxy::testing;  // the HTTP test client
 using namespace std::chrono_literals;
 
 class FakeService : public shapes::ShapeService {

@@ -25,12 +25,7 @@ namespace net = boost::asio;
 namespace bhttp = boost::beast::http;
 using namespace std::chrono_literals;
 using json = nlohmann::json;
-using shapeproxy::testing::HttpHeaders;
-using shapeproxy::testing::HttpResponse;
-using shapeproxy::testing::HttpTestClient;
-using shapeproxy::testing::HttpTestConnection;
-using shapeproxy::testing::HttpVerb;
-using shapeproxy::testing::parse_http_response;
+using namespace shapeproxy::testing;  // the HTTP test client
 
 // Parked exchanges handed over from the server's threads to the test thread.
 class Parking {

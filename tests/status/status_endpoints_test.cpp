@@ -31,9 +31,7 @@ namespace net = boost::asio;
 namespace bhttp = boost::beast::http;
 using json = nlohmann::json;
 using namespace std::chrono_literals;
-using shapeproxy::testing::HttpHeaders;
-using shapeproxy::testing::HttpResponse;
-using shapeproxy::testing::HttpTestClient;
+using namespace shapeproxy::testing;  // the HTTP test client
 
 class StatusEndpointsTest : public ::testing::Test {
  protected:
