@@ -4,8 +4,9 @@
 # (shapeproxy_test_cluster) and the proxy pinned to core 0, creates
 # bench_live (id int8 pk, title text, amount numeric, done bool, created
 # timestamptz), then runs bench_live_latency pinned to core 1, which commits
-# one INSERT per round and times every client from COMMIT to its parsed
-# response. Prints p50/p99/max and the closing line `p99 X ms (target 20 ms)`.
+# one INSERT per round and times every client from COMMIT to the arrival of
+# its response (kernel receive timestamp) and to its checked response.
+# Prints p50/p99/max and the closing line `p99 X ms (target 20 ms)` (arrival).
 #
 # Exit status: 0 when the run completed (the target is reported, not
 # asserted), 1 when the setup broke or the proxy answered wrongly.
