@@ -103,6 +103,11 @@ class Shape {
 
   void mark_gone() { phase_ = Phase::kGone; }
 
+  // The key of `row` (table column order) as this shape's log names it.
+  std::string row_key(const Row& row) const;
+  // Whether the shape currently holds the row with this key.
+  bool holds(const std::string& key) const { return rows_.contains(key); }
+
   // Degraded mode: brings the shape to `fresh` (a direct query's rows and its
   // snapshot) by appending the inserts, updates and deletes between them as
   // one operation group; from then on, replicated transactions visible in
@@ -138,7 +143,6 @@ class Shape {
   void apply_delete(const replication::Change& change, std::vector<Operation>& out);
 
   Row to_row(const replication::TupleData& tuple, const Row* previous) const;
-  std::string row_key(const Row& row) const;
   Result<void> append_operations(const std::vector<Operation>& operations, replication::Xid xid,
                                  replication::Lsn tx);
   bool in_shape(const Row& row) const;

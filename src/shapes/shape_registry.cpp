@@ -597,8 +597,10 @@ void ShapeRegistry::apply_transaction(const replication::Transaction& transactio
     auto found = by_table_.find(table);
     if (found == by_table_.end()) continue;
     auto shapes = found->second;  // a copy: waking waiters may not alter it, but be safe
-    for (const auto& shape : shapes) {
-      if (!shape->apply_transaction(transaction, changes)) continue;
+    // Only the shapes each change may concern (see shape_index.h).
+    for (const auto& route : shape_index_.route(table, shapes, changes)) {
+      const auto& shape = shapes[route.shape];
+      if (!shape->apply_transaction(transaction, route.all ? changes : route.changes)) continue;
       if (shape->files()) dirty_.insert(shape);
       wake_waiters(shape);
     }

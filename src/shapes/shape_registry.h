@@ -27,6 +27,7 @@
 #include "pg/connection_pool.h"
 #include "replication/transaction.h"
 #include "shapes/shape.h"
+#include "shapes/shape_index.h"
 #include "shapes/shape_service.h"
 
 namespace shapeproxy::shapes {
@@ -164,6 +165,8 @@ class ShapeRegistry : public ShapeService, public std::enable_shared_from_this<S
   std::unordered_map<std::string, std::shared_ptr<Shape>> by_key_;
   std::unordered_map<std::string, std::shared_ptr<Shape>> by_handle_;
   std::map<std::string, std::vector<std::shared_ptr<Shape>>> by_table_;
+  // Routes each table's changes to the shapes they may concern.
+  ShapeIndex shape_index_;
   std::map<std::shared_ptr<Shape>, std::list<std::shared_ptr<Waiter>>> waiters_;
   std::map<const Shape*, std::list<boost::asio::steady_timer*>> ready_waiters_;
   // The one timer for parked reads' deadlines, armed for the earliest.

@@ -59,6 +59,9 @@ class WhereClause {
   // Distinct column names the clause reads, in order of first use.
   std::vector<std::string> referenced_columns() const { return referenced_columns_; }
 
+  // The typed tree (see where_expr.h), e.g. to find equality conditions.
+  const Expr& expression() const { return *root_; }
+
  private:
   std::shared_ptr<const Expr> root_;
   std::string normalized_;
