@@ -62,6 +62,7 @@
 #include "pg/connection.h"
 #include "pg/lsn.h"
 #include "replication/replication_stream.h"
+#include "shape_apply.h"
 
 namespace {
 
@@ -84,14 +85,22 @@ struct Options {
   bool verbose = false;
   std::string pg_recvlogical;  // empty: $SHAPEPROXY_PG_BINDIR or the Debian PG15 bindir
   std::chrono::seconds run_timeout{600};
+  // --shapes N: the candidate also applies every transaction to N shapes.
+  int shapes = 0;
+  bench::ShapeWhere where = bench::ShapeWhere::kEquality;
+  bool use_index = true;
 };
 
 void usage(const char* argv0) {
   std::fprintf(stderr,
                "usage: %s [--rows N] [--transactions N] [--pairs N] [--no-pin]\n"
                "          [--pg-recvlogical PATH] [--timeout SECONDS] [--verbose]\n"
+               "          [--shapes N [--where eq|mod] [--no-index]]\n"
                "Decoded changes/s of the replication ingest vs pg_recvlogical (pgoutput,\n"
-               "to /dev/null) on the same load; prints the median per-pair ratio.\n",
+               "to /dev/null) on the same load; prints the median per-pair ratio.\n"
+               "--shapes N: the candidate also applies each transaction to N in-memory\n"
+               "shapes on the table, `id = $1` (eq, indexable) or `id %% N = k` (mod);\n"
+               "--no-index evaluates every shape on every change (the old path).\n",
                argv0);
 }
 
@@ -131,6 +140,16 @@ std::optional<Options> parse_args(int argc, char** argv) {
       auto v = next();
       if (!v) return std::nullopt;
       options.pg_recvlogical = *v;
+    } else if (arg == "--shapes") {
+      auto v = number(1);
+      if (!v) return std::nullopt;
+      options.shapes = static_cast<int>(*v);
+    } else if (arg == "--where") {
+      auto v = next();
+      if (!v || (*v != "eq" && *v != "mod")) return std::nullopt;
+      options.where = *v == "eq" ? bench::ShapeWhere::kEquality : bench::ShapeWhere::kModulo;
+    } else if (arg == "--no-index") {
+      options.use_index = false;
     } else if (arg == "--no-pin") {
       options.pin = false;
     } else if (arg == "--verbose") {
@@ -301,6 +320,8 @@ struct RunResult {
   std::uint64_t inserts = 0;
   std::uint64_t transactions = 0;
   Lsn last_end_lsn = 0;
+  std::uint64_t shape_rows = 0;           // --shapes: rows held by the shapes at the end
+  std::uint64_t shape_rows_expected = 0;  // and what they should hold
 };
 
 double thread_cpu_seconds() {
@@ -314,8 +335,8 @@ double thread_cpu_seconds() {
 // measures the ingest up to the listener, not downstream work.
 class CountingListener : public replication::ReplicationListener {
  public:
-  CountingListener(std::uint64_t expected_transactions, Lsn target)
-      : expected_transactions_(expected_transactions), target_(target) {}
+  CountingListener(std::uint64_t expected_transactions, Lsn target, bench::ShapeApply* shapes)
+      : expected_transactions_(expected_transactions), target_(target), shapes_(shapes) {}
 
   void set_stream(std::shared_ptr<replication::ReplicationStream> stream) {
     stream_ = std::move(stream);
@@ -328,6 +349,7 @@ class CountingListener : public replication::ReplicationListener {
     }
     changes_ += transaction.changes.size();
     ++transactions_;
+    if (shapes_ != nullptr) shapes_->apply(transaction);
     last_end_lsn_ = transaction.end_lsn;
     stream_->acknowledge(transaction.end_lsn);
     if (transactions_ >= expected_transactions_ || transaction.end_lsn >= target_) {
@@ -374,6 +396,7 @@ class CountingListener : public replication::ReplicationListener {
  private:
   const std::uint64_t expected_transactions_;
   const Lsn target_;
+  bench::ShapeApply* shapes_;
   std::shared_ptr<replication::ReplicationStream> stream_;
   std::uint64_t changes_ = 0;
   std::uint64_t inserts_ = 0;
@@ -394,11 +417,16 @@ class CountingListener : public replication::ReplicationListener {
 // (or the expected number of transactions) arrived.
 RunResult run_candidate(const std::string& conninfo, const std::string& slot,
                         std::uint64_t expected_transactions, Lsn target, int cpu,
-                        std::chrono::seconds timeout) {
+                        std::chrono::seconds timeout, const Options& bench_options) {
   RunResult result;
   asio::io_context io(1);
   auto work = asio::make_work_guard(io);
-  CountingListener listener(expected_transactions, target);
+  std::unique_ptr<bench::ShapeApply> shapes;
+  if (bench_options.shapes > 0) {
+    shapes = std::make_unique<bench::ShapeApply>(bench_options.shapes, bench_options.where,
+                                                 bench_options.use_index, bench_options.rows);
+  }
+  CountingListener listener(expected_transactions, target, shapes.get());
   replication::ReplicationStreamOptions options;
   options.conninfo = conninfo;
   options.slot_name = slot;
@@ -426,6 +454,10 @@ RunResult run_candidate(const std::string& conninfo, const std::string& slot,
   result.inserts = listener.inserts();
   result.transactions = listener.transactions();
   result.last_end_lsn = listener.last_end_lsn();
+  if (shapes) {
+    result.shape_rows = shapes->rows_held();
+    result.shape_rows_expected = shapes->rows_expected();
+  }
   if (!listener.error().empty()) {
     result.error = "replication stream failed: " + listener.error();
   } else if (!finished || !listener.done()) {
@@ -641,6 +673,12 @@ int run_benchmark(const Options& options, embedded::EmbeddedPostgres& cluster,
                    static_cast<unsigned long long>(expected_transactions));
       return false;
     }
+    if (run.shape_rows != run.shape_rows_expected) {
+      std::fprintf(stderr, "error: %s: the shapes hold %llu rows, expected %llu\n", what,
+                   static_cast<unsigned long long>(run.shape_rows),
+                   static_cast<unsigned long long>(run.shape_rows_expected));
+      return false;
+    }
     return true;
   };
 
@@ -648,8 +686,9 @@ int run_benchmark(const Options& options, embedded::EmbeddedPostgres& cluster,
   // transaction, the point where both sides stop. (pg_current_wal_lsn() is
   // the WAL *write* position: with synchronous_commit=off it can lag behind
   // the last commit, and an end point taken from it would cut the load short.)
-  auto warmup = run_candidate(conninfo, slot_name(0), expected_transactions,
-                              std::numeric_limits<Lsn>::max(), consumer_cpu, options.run_timeout);
+  auto warmup =
+      run_candidate(conninfo, slot_name(0), expected_transactions, std::numeric_limits<Lsn>::max(),
+                    consumer_cpu, options.run_timeout, options);
   if (!check_candidate(warmup, "warm-up candidate")) return 1;
   const Lsn end_lsn = warmup.last_end_lsn;
   std::printf("warm-up: candidate %.2f s, %llu changes in %llu transactions, end %s\n",
@@ -676,7 +715,7 @@ int run_benchmark(const Options& options, embedded::EmbeddedPostgres& cluster,
       return 1;
     }
     auto candidate = run_candidate(conninfo, candidate_slot, expected_transactions, end_lsn,
-                                   consumer_cpu, options.run_timeout);
+                                   consumer_cpu, options.run_timeout, options);
     if (!check_candidate(candidate, "candidate")) return 1;
 
     double reference_rate = rows / reference.seconds;
@@ -747,6 +786,11 @@ int main(int argc, char** argv) {
       "autovacuum = off"};
   std::printf("bench_ingest: %ld rows in %ld transactions, %d pairs, pg_recvlogical %s\n",
               options.rows, options.transactions, options.pairs, pg_recvlogical.c_str());
+  if (options.shapes > 0) {
+    std::printf("candidate applies to %d shapes where %s, %s\n", options.shapes,
+                options.where == bench::ShapeWhere::kEquality ? "id = $1" : "id % N = k",
+                options.use_index ? "routed by ShapeIndex" : "every shape evaluated (--no-index)");
+  }
   auto started = embedded::EmbeddedPostgres::start(std::move(cluster_options));
   if (!started) {
     std::fprintf(stderr, "error: cannot start PostgreSQL: %s\n",
