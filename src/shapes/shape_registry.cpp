@@ -64,12 +64,16 @@ std::function<void()> ShapeRegistry::read(ShapeDefinitionRequest definition, Rea
   auto ticket = std::make_shared<Ticket>();
   ticket->done = std::move(done);
   auto self = shared_from_this();
-  asio::co_spawn(
-      executor_,
-      [self, definition = std::move(definition), request = std::move(request), ticket]() mutable {
-        return self->serve(std::move(definition), std::move(request), ticket);
-      },
-      asio::detached);
+  asio::post(executor_, [self, definition = std::move(definition), request = std::move(request),
+                         ticket]() mutable {
+    if (self->serve_known(definition, request, ticket)) return;
+    asio::co_spawn(
+        self->executor_,
+        [self, definition = std::move(definition), request = std::move(request), ticket]() mutable {
+          return self->serve(std::move(definition), std::move(request), ticket);
+        },
+        asio::detached);
+  });
   return [self, ticket] {
     asio::post(self->executor_, [ticket] {
       ticket->cancelled = true;
@@ -119,31 +123,11 @@ void ShapeRegistry::update_gauges() {
 asio::awaitable<void> ShapeRegistry::serve(ShapeDefinitionRequest request_definition,
                                            ReadRequest request, std::shared_ptr<Ticket> ticket) {
   auto self = shared_from_this();
-  auto table = co_await table_schema(request_definition.schema, request_definition.table);
-  if (!table) {
-    if (table.error().code == "table_not_found") {
-      ticket->finish(InvalidRequest{"table", table.error().message});
-    } else {
-      ticket->finish(Unavailable{"database unavailable: " + table.error().message});
-    }
-    co_return;
-  }
-  auto made = ShapeDefinition::make(request_definition, table.value());
-  if (auto* invalid = std::get_if<InvalidRequest>(&made)) {
-    ticket->finish(*invalid);
-    co_return;
-  }
-  auto& definition = std::get<ShapeDefinition>(made);
-  std::shared_ptr<Shape> shape;
-  if (request.start == ReadRequest::Start::kAt) {
-    auto it = request.handle ? by_handle_.find(*request.handle) : by_handle_.end();
-    if (it == by_handle_.end() || it->second->definition().key != definition.key) {
-      ticket->finish(MustRefetch{shape_for(definition)->handle()});
-      co_return;
-    }
-    shape = it->second;
-  } else {
-    shape = shape_for(definition);
+  std::shared_ptr<Shape> shape = known_shape(request_definition, request);
+  if (!shape) {
+    auto found = co_await find_shape(request_definition, request, ticket);
+    if (!found) co_return;  // answered
+    shape = std::move(found);
   }
   if (!co_await wait_until_ready(shape)) {
     auto refused = refusal(shape);
@@ -151,19 +135,85 @@ asio::awaitable<void> ShapeRegistry::serve(ShapeDefinitionRequest request_defini
                            : Unavailable{"the shape's initial query failed; retry shortly"});
     co_return;
   }
-  if (ticket->cancelled) co_return;
+  answer_or_park(shape, request, ticket);
+}
+
+// Serves a read of a known, ready shape without a coroutine (no frames to
+// allocate): the usual case of a re-parked long-poll. False when the read
+// needs serve().
+bool ShapeRegistry::serve_known(const ShapeDefinitionRequest& definition,
+                                const ReadRequest& request, const std::shared_ptr<Ticket>& ticket) {
+  auto shape = known_shape(definition, request);
+  if (!shape || shape->phase() != Shape::Phase::kReady) return false;
+  answer_or_park(shape, request, ticket);
+  return true;
+}
+
+void ShapeRegistry::answer_or_park(const std::shared_ptr<Shape>& shape, const ReadRequest& request,
+                                   const std::shared_ptr<Ticket>& ticket) {
+  if (ticket->cancelled) return;
   last_read_[shape.get()] = std::chrono::steady_clock::now();
   // Degraded mode, and this shape's last refresh was refused (too many
   // fallback queries): what it holds may be stale, so say so instead.
   if (auto refused = fallback_mode_ ? refusal(shape) : std::nullopt) {
     ticket->finish(*refused);
-    co_return;
+    return;
   }
   if (auto outcome = read_now(*shape, request)) {
     ticket->finish(std::move(*outcome));
-    co_return;
+    return;
   }
   park(shape, request.offset, ticket, std::chrono::steady_clock::now() + options_.live_timeout);
+}
+
+namespace {
+
+bool same_request(const ShapeDefinitionRequest& a, const ShapeDefinitionRequest& b) {
+  return a.schema == b.schema && a.table == b.table && a.where == b.where && a.params == b.params &&
+         a.columns == b.columns && a.replica == b.replica && a.log == b.log;
+}
+
+}  // namespace
+
+// A read at an offset of a known handle whose definition is spelled exactly
+// as when that shape was made is a read of that shape: no table lookup,
+// where-clause parse or key to build (every re-parked long-poll comes here).
+std::shared_ptr<Shape> ShapeRegistry::known_shape(const ShapeDefinitionRequest& definition,
+                                                  const ReadRequest& request) const {
+  if (request.start != ReadRequest::Start::kAt || !request.handle) return nullptr;
+  auto it = by_handle_.find(*request.handle);
+  if (it == by_handle_.end() || !same_request(it->second->definition().request, definition))
+    return nullptr;
+  return it->second;
+}
+
+// The shape a read is for, from its definition; null when the read was
+// answered (an invalid definition, a database error, a must-refetch).
+asio::awaitable<std::shared_ptr<Shape>> ShapeRegistry::find_shape(
+    const ShapeDefinitionRequest& request_definition, const ReadRequest& request,
+    const std::shared_ptr<Ticket>& ticket) {
+  auto table = co_await table_schema(request_definition.schema, request_definition.table);
+  if (!table) {
+    if (table.error().code == "table_not_found") {
+      ticket->finish(InvalidRequest{"table", table.error().message});
+    } else {
+      ticket->finish(Unavailable{"database unavailable: " + table.error().message});
+    }
+    co_return nullptr;
+  }
+  auto made = ShapeDefinition::make(request_definition, table.value());
+  if (auto* invalid = std::get_if<InvalidRequest>(&made)) {
+    ticket->finish(*invalid);
+    co_return nullptr;
+  }
+  auto& definition = std::get<ShapeDefinition>(made);
+  if (request.start != ReadRequest::Start::kAt) co_return shape_for(definition);
+  auto it = request.handle ? by_handle_.find(*request.handle) : by_handle_.end();
+  if (it == by_handle_.end() || it->second->definition().key != definition.key) {
+    ticket->finish(MustRefetch{shape_for(definition)->handle()});
+    co_return nullptr;
+  }
+  co_return it->second;
 }
 
 asio::awaitable<Result<std::shared_ptr<const TableSchema>>> ShapeRegistry::table_schema(

@@ -118,6 +118,15 @@ class ShapeRegistry : public ShapeService, public std::enable_shared_from_this<S
 
   boost::asio::awaitable<void> serve(ShapeDefinitionRequest definition, ReadRequest request,
                                      std::shared_ptr<Ticket> ticket);
+  bool serve_known(const ShapeDefinitionRequest& definition, const ReadRequest& request,
+                   const std::shared_ptr<Ticket>& ticket);
+  void answer_or_park(const std::shared_ptr<Shape>& shape, const ReadRequest& request,
+                      const std::shared_ptr<Ticket>& ticket);
+  std::shared_ptr<Shape> known_shape(const ShapeDefinitionRequest& definition,
+                                     const ReadRequest& request) const;
+  boost::asio::awaitable<std::shared_ptr<Shape>> find_shape(
+      const ShapeDefinitionRequest& definition, const ReadRequest& request,
+      const std::shared_ptr<Ticket>& ticket);
   boost::asio::awaitable<Result<std::shared_ptr<const TableSchema>>> table_schema(
       const std::string& schema, const std::string& table);
   std::shared_ptr<Shape> shape_for(const ShapeDefinition& definition);
