@@ -118,6 +118,11 @@ test('(d) the slot invalidated through max_slot_wal_keep_size', async (t) => {
 
 test('the slot dropped while the proxy process is stopped', async (t) => {
   assert.equal(await h.stopProxy(), 0)
+  // The walsender ends a moment after the proxy: until then the slot is active.
+  await h.waitFor(async () => !(await h.slotInfo())?.active_pid, 10_000, {
+    intervalMs: 20,
+    what: 'the slot to be released by the stopped proxy',
+  })
   await h.sql('SELECT pg_drop_replication_slot($1)', [h.slot])
   await h.sql('INSERT INTO items VALUES (3000, 4)')
   await h.sql('UPDATE items SET val = 8 WHERE id = 1')
