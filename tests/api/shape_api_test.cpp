@@ -4,7 +4,6 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <boost/asio/executor_work_guard.hpp>
 #include <boost/beast/http.hpp>
 #include <condition_variable>
 #include <deque>
@@ -16,12 +15,11 @@
 
 #include "api/shape_api.h"
 #include "http/server.h"
-#include "support/http_test_client.h"
+#include "support/http_test_server.h"
 
 namespace shapeproxy::api {
 namespace {
 
-namespace net = boost::asio;
 namespace bhttp = boost::beast::http;
 using json = nlohmann::json;
 using namespace shapeproxy::testing;  // the HTTP test client
@@ -138,15 +136,7 @@ constexpr char kTwoChanges[] =
 class ShapeApiTest : public ::testing::Test {
  protected:
   void TearDown() override {
-    if (server_) {
-      std::promise<void> done;
-      server_->shutdown([&] { done.set_value(); });
-      EXPECT_EQ(done.get_future().wait_for(10s), std::future_status::ready);
-    }
-    work_.reset();
-    ioc_.stop();
-    for (auto& t : threads_) t.join();
-    server_.reset();
+    server_.stop();
     api_.reset();
   }
 
@@ -159,23 +149,18 @@ class ShapeApiTest : public ::testing::Test {
     http::Router router;
     api_->register_routes(router);
     http::ServerOptions server_options;
-    server_options.address = "127.0.0.1";
-    server_options.port = 0;
     server_options.shutdown_grace = 2s;
-    server_ = std::make_unique<http::HttpServer>(ioc_, server_options, std::move(router));
-    auto started = server_->start();
+    auto started = server_.start(std::move(router), std::move(server_options));
     ASSERT_TRUE(started.ok()) << started.error().to_string();
-    for (int i = 0; i < 2; ++i) threads_.emplace_back([this] { ioc_.run(); });
-    client_.emplace(server_->port());
   }
 
-  HttpTestConnection connect() { return client_->connect(); }
+  HttpTestConnection connect() { return server_.client().connect(); }
   // One request on a fresh connection.
   HttpResponse request(HttpVerb method, std::string_view target, const HttpHeaders& headers = {}) {
-    return client_->request(method, target, headers);
+    return server_.client().request(method, target, headers);
   }
   HttpResponse get(std::string_view target, const HttpHeaders& headers = {}) {
-    return client_->get(target, headers);
+    return server_.client().get(target, headers);
   }
 
   // Lets the server finish its side of an ended stream before the client
@@ -186,11 +171,7 @@ class ShapeApiTest : public ::testing::Test {
 
   FakeService service_;
   std::unique_ptr<ShapeApi> api_;
-  net::io_context ioc_;
-  net::executor_work_guard<net::io_context::executor_type> work_{ioc_.get_executor()};
-  std::vector<std::thread> threads_;
-  std::unique_ptr<http::HttpServer> server_;
-  std::optional<HttpTestClient> client_;
+  HttpTestServer server_;
 };
 
 TEST_F(ShapeApiTest, SnapshotRequest) {
@@ -405,7 +386,7 @@ TEST_F(ShapeApiTest, ShutdownAnswersParkedLongPollUpToDate) {
   socket.send_get("/v1/shape?table=items&offset=5_0&handle=h1&live=true");
   ASSERT_TRUE(service_.wait_parked(0));
   std::promise<void> done;
-  server_->shutdown([&] { done.set_value(); });
+  server_.shutdown([&] { done.set_value(); });
   auto res = socket.read_response();
   EXPECT_EQ(res.result_int(), 200);
   EXPECT_EQ(res["electric-offset"], "5_0");
@@ -415,7 +396,7 @@ TEST_F(ShapeApiTest, ShutdownAnswersParkedLongPollUpToDate) {
   EXPECT_EQ(json::parse(res.body()), json::parse(kUpToDate));
   EXPECT_TRUE(service_.wait_cancelled(0));
   EXPECT_EQ(done.get_future().wait_for(10s), std::future_status::ready);
-  server_.reset();
+  server_.stop();
 }
 
 TEST_F(ShapeApiTest, SseStreamsEventsKeepAlivesAndEnds) {

@@ -4,7 +4,6 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <boost/asio/executor_work_guard.hpp>
 #include <boost/beast/http.hpp>
 #include <chrono>
 #include <condition_variable>
@@ -16,12 +15,11 @@
 
 #include "http/handlers.h"
 #include "http/server.h"
-#include "support/http_test_client.h"
+#include "support/http_test_server.h"
 
 namespace shapeproxy::http {
 namespace {
 
-namespace net = boost::asio;
 namespace bhttp = boost::beast::http;
 using namespace std::chrono_literals;
 using json = nlohmann::json;
@@ -51,34 +49,20 @@ class Parking {
 
 class HttpServerTest : public ::testing::Test {
  protected:
-  void TearDown() override {
-    if (server_) {
-      std::promise<void> done;
-      server_->shutdown([&] { done.set_value(); });
-      EXPECT_EQ(done.get_future().wait_for(10s), std::future_status::ready);
-    }
-    work_.reset();
-    ioc_.stop();
-    for (auto& t : threads_) t.join();
-  }
+  void TearDown() override { server_.stop(); }
 
   void start(Router router, ServerOptions options = {}) {
-    options.address = "127.0.0.1";
-    options.port = 0;
-    server_ = std::make_unique<HttpServer>(ioc_, options, std::move(router));
-    auto started = server_->start();
+    auto started = server_.start(std::move(router), std::move(options));
     ASSERT_TRUE(started.ok()) << started.error().to_string();
-    for (int i = 0; i < 2; ++i) threads_.emplace_back([this] { ioc_.run(); });
-    client_.emplace(server_->port());
   }
 
-  HttpTestConnection connect() { return client_->connect(); }
+  HttpTestConnection connect() { return server_.client().connect(); }
   // One request on a fresh connection.
   HttpResponse get(std::string_view target, const HttpHeaders& headers = {}) {
-    return client_->get(target, headers);
+    return server_.client().get(target, headers);
   }
   // Sends raw bytes on a fresh connection, reads one response.
-  HttpResponse raw(std::string_view bytes) { return client_->raw(bytes); }
+  HttpResponse raw(std::string_view bytes) { return server_.client().raw(bytes); }
 
   static Handler text(std::string body) {
     return [body](std::shared_ptr<Exchange> ex) {
@@ -98,11 +82,7 @@ class HttpServerTest : public ::testing::Test {
     EXPECT_EQ(json::parse(res.body()), json({{"message", message}}));
   }
 
-  net::io_context ioc_;
-  net::executor_work_guard<net::io_context::executor_type> work_{ioc_.get_executor()};
-  std::vector<std::thread> threads_;
-  std::unique_ptr<HttpServer> server_;
-  std::optional<HttpTestClient> client_;
+  HttpTestServer server_;
 };
 
 // --- pure functions -------------------------------------------------------
@@ -151,7 +131,7 @@ TEST_F(HttpServerTest, RoutesAndAnswers404And405) {
 
   expect_json_error(get("/nope"), 404, "Not found");
 
-  auto res = client_->request(HttpVerb::delete_, "/v1/status");
+  auto res = server_.client().request(HttpVerb::delete_, "/v1/status");
   expect_json_error(res, 405, "Method not allowed");
   EXPECT_EQ(res[bhttp::field::allow], "GET, OPTIONS");
 }
@@ -466,7 +446,7 @@ TEST_F(HttpServerTest, GracefulShutdownAnswersParkedRequests) {
   parking.wait_for(2);
 
   std::promise<void> done;
-  server_->shutdown([&] { done.set_value(); });
+  server_.shutdown([&] { done.set_value(); });
   auto r1 = hooked.read_response();
   EXPECT_EQ(r1.result_int(), 200);
   EXPECT_EQ(r1.body(), R"(["up-to-date"])");
@@ -477,7 +457,7 @@ TEST_F(HttpServerTest, GracefulShutdownAnswersParkedRequests) {
   EXPECT_TRUE(hooked.closed_by_server(5s));
   EXPECT_EQ(done.get_future().wait_for(5s), std::future_status::ready);
   EXPECT_EQ(server_->open_connections(), 0u);
-  server_.reset();  // already shut down
+  server_.stop();  // already shut down: joins and destroys
 }
 
 TEST_F(HttpServerTest, ShutdownGraceCutsUnansweredExchanges) {
@@ -496,11 +476,11 @@ TEST_F(HttpServerTest, ShutdownGraceCutsUnansweredExchanges) {
   socket.send_get("/stubborn");
   parking.wait_for(1);
   std::promise<void> done;
-  server_->shutdown([&] { done.set_value(); });
+  server_.shutdown([&] { done.set_value(); });
   EXPECT_EQ(aborted.get_future().wait_for(5s), std::future_status::ready);
   EXPECT_EQ(done.get_future().wait_for(5s), std::future_status::ready);
   EXPECT_TRUE(socket.closed_by_server(5s));
-  server_.reset();
+  server_.stop();
 }
 
 TEST_F(HttpServerTest, CallbacksCapturingTheExchangeDoNotLeak) {
@@ -676,7 +656,7 @@ TEST_F(HttpServerTest, CorsPreflightAndExposedHeaders) {
   HttpHeaders preflight;
   preflight.set(bhttp::field::origin, "https://app.example");
   preflight.set(bhttp::field::access_control_request_headers, "x-custom");
-  auto pre = client_->request(HttpVerb::options, "/v1/shape?table=x", preflight);
+  auto pre = server_.client().request(HttpVerb::options, "/v1/shape?table=x", preflight);
   EXPECT_EQ(pre.result_int(), 204);
   EXPECT_EQ(pre["access-control-allow-origin"], "https://app.example");
   EXPECT_EQ(pre["access-control-allow-methods"], "GET, DELETE, OPTIONS");

@@ -4,8 +4,6 @@
 // the body, and a /metrics exposition that parses line by line.
 #include <gtest/gtest.h>
 
-#include <boost/asio/executor_work_guard.hpp>
-#include <boost/asio/io_context.hpp>
 #include <boost/beast/http.hpp>
 #include <future>
 #include <map>
@@ -22,12 +20,11 @@
 #include "status/request_metrics.h"
 #include "status/status_endpoint.h"
 #include "status/status_monitor.h"
-#include "support/http_test_client.h"
+#include "support/http_test_server.h"
 
 namespace shapeproxy::status {
 namespace {
 
-namespace net = boost::asio;
 namespace bhttp = boost::beast::http;
 using json = nlohmann::json;
 using namespace std::chrono_literals;
@@ -49,16 +46,7 @@ class StatusEndpointsTest : public ::testing::Test {
         std::vector<std::string>{"/v1/shape", "/v1/status", "/v1/health", "/metrics"});
   }
 
-  void TearDown() override {
-    if (server_) {
-      std::promise<void> done;
-      server_->shutdown([&] { done.set_value(); });
-      EXPECT_EQ(done.get_future().wait_for(10s), std::future_status::ready);
-    }
-    work_.reset();
-    ioc_.stop();
-    for (auto& t : threads_) t.join();
-  }
+  void TearDown() override { server_.stop(); }
 
   std::chrono::steady_clock::time_point now() {
     std::lock_guard lock(clock_mutex_);
@@ -78,20 +66,15 @@ class StatusEndpointsTest : public ::testing::Test {
     router.add(http::Verb::get, "/v1/health", health_handler(monitor_));
     router.add(http::Verb::get, "/metrics", metrics_handler(monitor_, gauges_, requests_));
     http::ServerOptions server_options;
-    server_options.address = "127.0.0.1";
-    server_options.port = 0;
     server_options.on_request_done = request_metrics_observer(requests_);
-    server_ = std::make_unique<http::HttpServer>(ioc_, server_options, std::move(router));
-    auto started = server_->start();
+    auto started = server_.start(std::move(router), std::move(server_options));
     ASSERT_TRUE(started.ok()) << started.error().to_string();
-    for (int i = 0; i < 2; ++i) threads_.emplace_back([this] { ioc_.run(); });
-    client_.emplace(server_->port());
   }
 
   HttpResponse get(const std::string& target, const std::string& if_none_match = {}) {
     HttpHeaders headers;
     if (!if_none_match.empty()) headers.set(bhttp::field::if_none_match, if_none_match);
-    return client_->get(target, headers);
+    return server_.client().get(target, headers);
   }
 
   void go_live() {
@@ -121,11 +104,7 @@ class StatusEndpointsTest : public ::testing::Test {
   ServingGauges gauges_;
   std::shared_ptr<RequestMetrics> requests_;
 
-  net::io_context ioc_;
-  net::executor_work_guard<net::io_context::executor_type> work_{ioc_.get_executor()};
-  std::vector<std::thread> threads_;
-  std::unique_ptr<http::HttpServer> server_;
-  std::optional<HttpTestClient> client_;
+  HttpTestServer server_;
 };
 
 TEST_F(StatusEndpointsTest, StatusBodyHasTheContractFields) {
