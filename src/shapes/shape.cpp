@@ -33,19 +33,68 @@ void append_row_values(std::string& out, const TableSchema& table, const Row& ro
   out += '}';
 }
 
-std::string render_snapshot_message(const TableSchema& table,
-                                    const std::vector<std::size_t>& selected,
-                                    const std::string& relation_json, const std::string& key,
-                                    const Row& row) {
-  std::string out = "{\"key\":";
+void append_snapshot_message(std::string& out, const TableSchema& table,
+                             const std::vector<std::size_t>& selected,
+                             const std::string& relation_json, std::string_view key,
+                             const Row& row) {
+  out += "{\"key\":";
   append_json_string(out, key);
   out += ",\"value\":";
   append_row_values(out, table, row, selected);
   out += ",\"headers\":{\"operation\":\"insert\",\"relation\":";
   out += relation_json;
   out += "}}";
+}
+
+std::string render_snapshot_message(const TableSchema& table,
+                                    const std::vector<std::size_t>& selected,
+                                    const std::string& relation_json, const std::string& key,
+                                    const Row& row) {
+  std::string out;
+  append_snapshot_message(out, table, selected, relation_json, key, row);
   return out;
 }
+
+// Builds snapshot response bodies message by message: the same bytes as
+// ShapeLog::chunk() of the messages (a JSON array per body of at most
+// chunk_bytes; a single larger message gets its own; never empty).
+class SnapshotChunkWriter {
+ public:
+  SnapshotChunkWriter(std::size_t chunk_bytes, std::size_t expected_messages)
+      : chunk_bytes_(chunk_bytes), expected_(expected_messages) {}
+
+  void add(std::string_view message) {
+    if (body_.size() > 1 && body_.size() + message.size() + 2 > chunk_bytes_) close_body();
+    if (body_.size() == 1 && body_.capacity() < 2 * message.size()) {
+      // Sized from the first message of the body: one allocation for the
+      // whole body instead of doubling (and copying) its way up.
+      const double estimate = static_cast<double>(expected_ - seen_) * (message.size() + 1) * 1.1;
+      body_.reserve(static_cast<std::size_t>(
+          std::min(estimate + 64, static_cast<double>(chunk_bytes_) + message.size() + 2)));
+    }
+    if (body_.size() > 1) body_ += ',';
+    body_ += message;
+    ++seen_;
+  }
+
+  ShapeLog::Chunks finish() {
+    close_body();
+    return std::move(chunks_);
+  }
+
+ private:
+  void close_body() {
+    body_ += ']';
+    chunks_.push_back({std::make_shared<const std::string>(std::move(body_)), {}});
+    body_ = "[";
+  }
+
+  std::size_t chunk_bytes_;
+  std::size_t expected_;
+  std::size_t seen_ = 0;
+  std::string body_ = "[";
+  ShapeLog::Chunks chunks_;
+};
 
 // Rebuilds row state from a logged message. Only served columns are known;
 // the rest stay NULL (they matter only for unchanged TOAST values). Returns
@@ -154,12 +203,15 @@ bool Shape::matches_relation(const replication::Relation& relation) const {
 }
 
 ShapeMeta Shape::meta() const {
-  return ShapeMeta{handle_,   definition_.request, table(),
-                   snapshot_, snapshot_file_,      log_.compacted_at()};
+  // Until the snapshot is on disk, meta.json must not name it.
+  std::optional<PgSnapshot> stored_snapshot = snapshot_stored_ ? snapshot_ : std::nullopt;
+  return ShapeMeta{handle_,         definition_.request, table(),
+                   stored_snapshot, snapshot_file_,      log_.compacted_at()};
 }
 
 Result<std::shared_ptr<ShapeCompaction>> Shape::begin_compaction() {
-  if (!files_ || compacting_ || phase_ != Phase::kReady) return std::shared_ptr<ShapeCompaction>{};
+  if (!files_ || compacting_ || !snapshot_stored_ || phase_ != Phase::kReady)
+    return std::shared_ptr<ShapeCompaction>{};
   auto source = files_->begin_compaction();
   if (!source) return source.error();
   if (!source.value()) return std::shared_ptr<ShapeCompaction>{};
@@ -272,19 +324,46 @@ Result<void> Shape::finish_compaction(ShapeCompaction& compaction) {
   return {};
 }
 
-Result<bool> Shape::apply_snapshot(SnapshotRows snapshot) {
-  std::vector<std::string> messages;
-  if (definition_.log == LogMode::kFull) messages.reserve(snapshot.rows.size());
-  for (auto& row : snapshot.rows) {
-    std::string key = row_key(row);
-    if (definition_.log == LogMode::kFull) messages.push_back(render_snapshot_row(key, row));
-    rows_.emplace(std::move(key), std::move(row));
-  }
+Result<bool> Shape::apply_snapshot(SnapshotRows snapshot, SnapshotStorage storage) {
+  auto applied = install_snapshot(snapshot.rows, &snapshot.rows, snapshot.snapshot, storage);
   snapshot.rows = {};
-  snapshot_ = std::move(snapshot.snapshot);
-  auto chunks = ShapeLog::chunk(messages, log_.chunk_bytes());
-  messages = {};
-  if (files_) {
+  return applied;
+}
+
+Result<bool> Shape::apply_snapshot(const std::shared_ptr<const SnapshotRows>& snapshot,
+                                   SnapshotStorage storage) {
+  return install_snapshot(snapshot->rows, nullptr, snapshot->snapshot, storage);
+}
+
+// `owned`: the same vector as `snapshot_rows` when the rows may be moved from.
+Result<bool> Shape::install_snapshot(const std::vector<Row>& snapshot_rows, std::vector<Row>* owned,
+                                     const PgSnapshot& snapshot, SnapshotStorage storage) {
+  // Each message is rendered into one reused buffer and appended straight to
+  // its response body (the bytes ShapeLog::chunk() would make of the
+  // separate messages): no string per message, no second copy into chunks.
+  const bool full = definition_.log == LogMode::kFull;
+  SnapshotChunkWriter writer(log_.chunk_bytes(), snapshot_rows.size());
+  std::string message;
+  rows_.reserve(rows_.size() + snapshot_rows.size());
+  for (std::size_t i = 0; i < snapshot_rows.size(); ++i) {
+    const Row& each = snapshot_rows[i];
+    std::string key = row_key(each);
+    if (full) {
+      message.clear();
+      append_snapshot_message(message, table(), definition_.selected, relation_json_, key, each);
+      writer.add(message);
+    }
+    if (owned) {
+      rows_.emplace(std::move(key), std::move((*owned)[i]));
+    } else {
+      rows_.emplace(std::move(key), each);
+    }
+  }
+  snapshot_ = snapshot;
+  auto chunks = writer.finish();
+  if (files_ && storage == SnapshotStorage::kAfterServing) {
+    snapshot_stored_ = false;  // see begin_snapshot_store()
+  } else if (files_) {
     // The snapshot is on disk before meta.json says so; its chunks are read
     // from there when needed.
     auto stored = store_chunks(files_->dir() / snapshot_file_, chunks);
@@ -302,6 +381,42 @@ Result<bool> Shape::apply_snapshot(SnapshotRows snapshot) {
   }
   buffered_.clear();
   return grew;
+}
+
+std::shared_ptr<Shape::SnapshotStore> Shape::begin_snapshot_store() {
+  if (snapshot_stored_ || !files_ || phase_ != Phase::kReady) return nullptr;
+  auto store = std::make_shared<SnapshotStore>();
+  store->path = files_->dir() / snapshot_file_;
+  for (const auto& chunk : log_.chunks()) {
+    if (!chunk.body) return nullptr;
+    store->bodies.push_back(chunk.body);
+  }
+  return store;
+}
+
+Result<void> Shape::write_snapshot_store(SnapshotStore& store,
+                                         const std::atomic<bool>& stopping) {
+  std::vector<std::string_view> bodies;
+  bodies.reserve(store.bodies.size());
+  for (const auto& body : store.bodies) bodies.emplace_back(*body);
+  auto stored = storage::ShapeFiles::write_chunk_file(
+      store.path, bodies, [&stopping] { return stopping.load(std::memory_order_relaxed); });
+  if (!stored) {
+    // Half written: meta.json does not name it (the loader would remove it too).
+    std::error_code ec;
+    std::filesystem::remove(store.path, ec);
+    return stored.error();
+  }
+  store.stored = std::move(stored).value();
+  return {};
+}
+
+Result<void> Shape::finish_snapshot_store(SnapshotStore& store) {
+  if (snapshot_stored_ || !files_) return {};
+  log_.set_chunks(ShapeLog::on_disk(store.stored), log_.compacted_at());
+  store.bodies = {};
+  snapshot_stored_ = true;
+  return files_->write_meta(to_json(meta()));
 }
 
 bool Shape::apply_transaction(const replication::Transaction& transaction,
@@ -532,10 +647,6 @@ bool Shape::in_shape(const Row& row) const {
 void Shape::append_values(std::string& out, const Row& row,
                           const std::vector<std::size_t>& columns) const {
   append_row_values(out, table(), row, columns);
-}
-
-std::string Shape::render_snapshot_row(const std::string& key, const Row& row) const {
-  return render_snapshot_message(table(), definition_.selected, relation_json_, key, row);
 }
 
 std::string Shape::render(const Operation& operation, const char* lsn_text, std::size_t position,

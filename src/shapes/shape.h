@@ -86,9 +86,35 @@ class Shape {
   const std::string& schema_json() const { return schema_json_; }
   std::size_t row_count() const { return rows_.size(); }
 
-  // Installs the initial snapshot (durably, when persisted), then applies the
-  // transactions buffered meanwhile. Returns whether any operation was appended.
-  Result<bool> apply_snapshot(SnapshotRows snapshot);
+  // When a persisted shape's snapshot reaches its disk: before the shape is
+  // served, or (degraded mode) after: then the shape is served from memory
+  // at once, and until begin/write/finish_snapshot_store() (below) are done,
+  // meta.json does not name the snapshot (a crash meanwhile discards the
+  // shape at start-up; its clients resync) and it is not compacted.
+  enum class SnapshotStorage { kBeforeServing, kAfterServing };
+
+  // Installs the initial snapshot, then applies the transactions buffered
+  // meanwhile. Returns whether any operation was appended.
+  Result<bool> apply_snapshot(SnapshotRows snapshot,
+                              SnapshotStorage storage = SnapshotStorage::kBeforeServing);
+  // The same from a result shared with others (a fallback query's): the rows
+  // are copied into the shape, never the whole result first.
+  Result<bool> apply_snapshot(const std::shared_ptr<const SnapshotRows>& snapshot,
+                              SnapshotStorage storage = SnapshotStorage::kBeforeServing);
+
+  // kAfterServing, in three steps so the write and its fdatasync run off the
+  // strand: begin (strand; null when nothing is pending), write (any thread;
+  // reads only the store), finish (strand: the chunks are read from disk
+  // from then on, and meta.json names the snapshot).
+  struct SnapshotStore {
+    std::filesystem::path path;
+    std::vector<std::shared_ptr<const std::string>> bodies;
+    std::vector<storage::StoredChunk> stored;  // filled by write_snapshot_store()
+  };
+  std::shared_ptr<SnapshotStore> begin_snapshot_store();
+  static Result<void> write_snapshot_store(SnapshotStore& store,
+                                           const std::atomic<bool>& stopping);
+  Result<void> finish_snapshot_store(SnapshotStore& store);
 
   // Applies the changes of `transaction` that concern this shape's table
   // (`changes` point into the transaction). Returns whether the log grew;
@@ -136,6 +162,8 @@ class Shape {
     std::vector<replication::Change> changes;
   };
 
+  Result<bool> install_snapshot(const std::vector<Row>& rows, std::vector<Row>* owned,
+                                const PgSnapshot& snapshot, SnapshotStorage storage);
   bool apply_changes(replication::Xid xid, replication::Lsn commit_lsn,
                      const std::vector<const replication::Change*>& changes);
   void apply_insert(const replication::Change& change, std::vector<Operation>& out);
@@ -148,7 +176,6 @@ class Shape {
   bool in_shape(const Row& row) const;
   std::string render(const Operation& operation, const char* lsn_text, std::size_t position,
                      replication::Xid xid, bool last) const;
-  std::string render_snapshot_row(const std::string& key, const Row& row) const;
   void append_values(std::string& out, const Row& row,
                      const std::vector<std::size_t>& columns) const;
 
@@ -167,6 +194,7 @@ class Shape {
   std::string snapshot_file_ = "snapshot.log";
   std::unique_ptr<storage::ShapeFiles> files_;
   bool compacting_ = false;
+  bool snapshot_stored_ = true;  // false while a kAfterServing snapshot is only in memory
 
   void replay(const std::string& message);
 };

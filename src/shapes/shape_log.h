@@ -60,6 +60,7 @@ class ShapeLog {
   void append(std::vector<LogEntry> entries);
 
   std::size_t snapshot_chunk_count() const { return chunks_.size(); }
+  const Chunks& chunks() const { return chunks_; }
   // The last offset in the log.
   LogOffset end() const;
 

@@ -259,6 +259,7 @@ asio::awaitable<void> ShapeRegistry::take_snapshot(std::shared_ptr<Shape> shape)
   // capped, and sent to the standby when there is one.
   const bool from_fallback = fallback_mode_ && fallback_rows_;
   std::optional<Result<SnapshotRows>> rows;
+  std::shared_ptr<const SnapshotRows> shared_rows;  // from_fallback: the query's shared result
   {
     auto lease = co_await pool_->acquire();
     if (!lease) co_return fail(lease.error());
@@ -277,12 +278,18 @@ asio::awaitable<void> ShapeRegistry::take_snapshot(std::shared_ptr<Shape> shape)
       note_refusal(shape, fresh.error());
       co_return fail(fresh.error());
     }
-    rows.emplace(SnapshotRows(**fresh));
+    shared_rows = std::move(fresh).value();
+  } else if (!*rows) {
+    co_return fail(rows->error());
   }
-  if (!*rows) co_return fail(rows->error());
   if (shape->phase() == Shape::Phase::kGone) co_return;
-  std::size_t count = (*rows)->rows.size();
-  auto applied = shape->apply_snapshot(std::move(*rows).value());
+  std::size_t count = shared_rows ? shared_rows->rows.size() : (*rows)->rows.size();
+  // Degraded mode: answered from memory first, stored right after (there is
+  // no replication to acknowledge, and an fdatasync of a big snapshot can
+  // take longer than the query itself).
+  auto applied = shared_rows
+                     ? shape->apply_snapshot(shared_rows, Shape::SnapshotStorage::kAfterServing)
+                     : shape->apply_snapshot(std::move(*rows).value());
   if (!applied) co_return fail(applied.error());
   if (shape->files()) dirty_.insert(shape);
   schedule_flush();  // buffered transactions: durable, then acknowledged
@@ -293,6 +300,35 @@ asio::awaitable<void> ShapeRegistry::take_snapshot(std::shared_ptr<Shape> shape)
   for (auto* timer : ready_waiters_[shape.get()]) timer->cancel();
   ready_waiters_.erase(shape.get());
   wake_waiters(shape);
+  store_snapshot(shape);
+}
+
+// A snapshot installed with kAfterServing: written and synced on the
+// compaction thread, then meta.json names it (back on the strand). If the
+// shape went meanwhile, what the worker wrote is removed with it.
+void ShapeRegistry::store_snapshot(const std::shared_ptr<Shape>& shape) {
+  if (stopped_) return;  // not stored: discarded at start-up, like a crash before the store
+  auto store = shape->begin_snapshot_store();
+  if (!store) return;
+  asio::post(compaction_thread_, [weak = weak_from_this(), executor = executor_, shape, store,
+                                  stopping = stopping_] {
+    auto written = Shape::write_snapshot_store(*store, *stopping);
+    asio::post(executor, [weak, shape, store, written = std::move(written)] {
+      auto self = weak.lock();
+      if (!self) return;
+      if (shape->phase() == Shape::Phase::kGone) {
+        if (shape->files()) (void)shape->files()->remove();
+        return;
+      }
+      auto finished =
+          written ? shape->finish_snapshot_store(*store) : Result<void>(written.error());
+      if (!finished) {
+        spdlog::error("shapes: cannot store the snapshot of {}: {}", shape->handle(),
+                      finished.error().to_string());
+        self->rotate(shape, "its snapshot could not be stored");
+      }
+    });
+  });
 }
 
 asio::awaitable<bool> ShapeRegistry::wait_until_ready(const std::shared_ptr<Shape>& shape) {

@@ -152,6 +152,7 @@ class ShapeRegistry : public ShapeService, public std::enable_shared_from_this<S
                                const char* what);
   void remove_idle_shapes();
   void start_compaction(const std::shared_ptr<Shape>& shape);
+  void store_snapshot(const std::shared_ptr<Shape>& shape);
   void finish_compaction(const std::shared_ptr<Shape>& shape,
                          const std::shared_ptr<ShapeCompaction>& compaction,
                          std::optional<Error> failure,
