@@ -9,6 +9,7 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <charconv>
 #include <functional>
 #include <utility>
 
@@ -947,8 +948,15 @@ Result<std::size_t> ShapeRegistry::load() {
     by_key_[restored->definition().key] = restored;
     by_handle_[restored->handle()] = restored;
     by_table_[table_key(table->schema, table->name)].push_back(restored);
-    auto micros = restored->handle().substr(restored->handle().find('-') + 1);
-    last_handle_micros_ = std::max<std::int64_t>(last_handle_micros_, std::stoll(micros));
+    // Handles are "<hash>-<micros>"; new ones must sort after every loaded one.
+    const auto& loaded_handle = restored->handle();
+    const auto dash = loaded_handle.find('-');
+    std::int64_t micros = 0;
+    if (dash != std::string::npos) {
+      std::from_chars(loaded_handle.data() + dash + 1, loaded_handle.data() + loaded_handle.size(),
+                      micros);
+    }
+    last_handle_micros_ = std::max(last_handle_micros_, micros);
     ++loaded;
   }
   update_gauges();

@@ -764,6 +764,49 @@ TEST_F(PersistentShapesTest, ACompactionThatThrowsIsLoggedNotRetriedAtOnceAndKee
   EXPECT_EQ(shape_rows(fresh), table_rows(database_));
 }
 
+TEST_F(PersistentShapesTest, AMalformedLoggedMessageCrashesNeitherTheLoadNorTheCompaction) {
+  execute_sql(database_,
+              "INSERT INTO items (id, title, price) "
+              "SELECT i, 'row ' || i, i FROM generate_series(1, 1000) i");
+  std::string handle;
+  {
+    Core core(database_, options());
+    handle = sync(core, shape("items")).second.handle;
+  }
+  // A logged message whose key is a number (a JSON type error when read as
+  // a string), past every operation in the log.
+  const auto dir = dir_ / "shapes" / handle;
+  {
+    auto opened = storage::ShapeFiles::open(dir);
+    ASSERT_TRUE(opened) << opened.error().to_string();
+    auto tx = lsn_number(database_, "SELECT pg_current_wal_lsn()");
+    std::string message = R"({"key":17,"value":{"id":"1"},"headers":{"operation":"update",)"
+                          R"("relation":["public","items"],"lsn":")" +
+                          std::to_string(tx) + R"(","op_position":0,"txids":[1],"last":true}})";
+    opened.value().first->append_transaction({{tx, 0, message}});
+    ASSERT_TRUE(opened.value().first->sync());
+  }
+  std::atomic<int> steps{0};
+  auto settings = options();
+  settings.compact_bytes = 16 * 1024;
+  settings.compaction_step = [&steps] { ++steps; };
+  Core core(database_, settings);
+  EXPECT_EQ(core.loaded(), 1u);
+  execute_sql(database_, "UPDATE items SET price = price + 1");
+  for (int i = 0; i < 100 && steps == 0; ++i) std::this_thread::sleep_for(50ms);
+  ASSERT_GT(steps, 0) << "no compaction started";
+  std::this_thread::sleep_for(1s);
+  // Not folded (that would drop or invent a row): the files stay as they were.
+  EXPECT_TRUE(std::filesystem::exists(dir / "changes.log"));
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    EXPECT_FALSE(entry.path().filename().string().starts_with("snapshot-"))
+        << entry.path().filename();
+  }
+  auto [fresh, fresh_last] = sync(core, shape("items"));
+  EXPECT_EQ(fresh_last.handle, handle);
+  EXPECT_EQ(shape_rows(fresh), table_rows(database_));
+}
+
 TEST_F(PersistentShapesTest, TransactionsKeepFlowingDuringACompactionAndNoneIsLostOrDoubled) {
   execute_sql(database_,
               "INSERT INTO items (id, title, price) "
