@@ -249,12 +249,14 @@ Result<void> build_compaction_from_files(ShapeCompaction& compaction) {
     }
   };
   auto folded = storage::ShapeFiles::read_compaction_source(
-      compaction.source, fold, [&](const storage::StoredOperation& operation) {
+      compaction.source, fold,
+      [&](const storage::StoredOperation& operation) {
         // Left over from a compaction interrupted by a crash: already folded in.
         auto offset = LogOffset::at(operation.tx, operation.op);
         if (compaction.previous_point && offset <= *compaction.previous_point) return;
         fold(operation.json);
-      });
+      },
+      stopped);
   if (!folded) return folded.error();
   if (stopped()) return cancelled_compaction();
   if (malformed) {

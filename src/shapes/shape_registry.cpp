@@ -56,8 +56,13 @@ void ShapeRegistry::stop() {
   stopping_->store(true);
   // Every job is bounded once stopping_ is set: a running compaction gives
   // up, queued ones return at once, a sync finishes its fdatasync calls.
+  const auto started = std::chrono::steady_clock::now();
   compaction_thread_.join();
   sync_thread_.join();
+  spdlog::info("shapes: worker threads stopped in {} ms",
+               std::chrono::duration_cast<std::chrono::milliseconds>(
+                   std::chrono::steady_clock::now() - started)
+                   .count());
 }
 
 std::function<void()> ShapeRegistry::read(ShapeDefinitionRequest definition, ReadRequest request,

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <boost/crc.hpp>
 #include <cerrno>
 #include <cstring>
@@ -69,7 +70,14 @@ Result<std::uint64_t> RecordFile::read_all(const std::filesystem::path& path,
     if (!std::filesystem::exists(path)) return std::uint64_t{0};
     return io_error("opening", path);
   }
-  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  // One read of the whole file (a character iterator is many times slower).
+  in.seekg(0, std::ios::end);
+  const auto end = in.tellg();
+  in.seekg(0, std::ios::beg);
+  std::string bytes(end > 0 ? static_cast<std::size_t>(end) : 0, '\0');
+  if (!bytes.empty() && !in.read(bytes.data(), static_cast<std::streamsize>(bytes.size()))) {
+    bytes.resize(static_cast<std::size_t>(std::max<std::streamsize>(in.gcount(), 0)));
+  }
   std::uint64_t at = 0;
   while (at + kHeaderBytes <= bytes.size()) {
     const char* header = bytes.data() + at;

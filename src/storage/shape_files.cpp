@@ -216,7 +216,12 @@ Result<std::optional<ShapeFiles::CompactionSource>> ShapeFiles::begin_compaction
 Result<void> ShapeFiles::read_compaction_source(
     const CompactionSource& source,
     const std::function<void(const std::string_view message)>& snapshot_message,
-    const std::function<void(const StoredOperation& operation)>& operation) {
+    const std::function<void(const StoredOperation& operation)>& operation,
+    const std::function<bool()>& stopped) {
+  auto cancelled = [&] {
+    return Error{"cancelled", "stopped while reading " + source.dir.string(), ""};
+  };
+  if (stopped && stopped()) return cancelled();
   auto snapshot =
       RecordFile::read_all(source.dir / source.snapshot_file, [&](const Record& record) {
         if (record.kind == kSnapshotMessage || record.kind == kSnapshotChunk) {
@@ -228,6 +233,7 @@ Result<void> ShapeFiles::read_compaction_source(
     return whole;
   }
   for (const auto& name : source.changes_files) {
+    if (stopped && stopped()) return cancelled();
     std::vector<StoredOperation> operations;
     auto read = read_changes(source.dir / name, operations);
     if (!read) return read.error();

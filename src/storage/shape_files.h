@@ -87,7 +87,8 @@ class ShapeFiles {
   static Result<void> read_compaction_source(
       const CompactionSource& source,
       const std::function<void(const std::string_view message)>& snapshot_message,
-      const std::function<void(const StoredOperation& operation)>& operation);
+      const std::function<void(const StoredOperation& operation)>& operation,
+      const std::function<bool()>& stopped = {});  // asked between files: true gives up
   static Result<void> write_snapshot_file(const std::filesystem::path& path,
                                           const std::vector<std::string>& messages);
   // Writes and syncs the chunks, then syncs the directory (so a meta.json
