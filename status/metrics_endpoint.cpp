@@ -90,6 +90,13 @@ void write_request_families(ExpositionWriter& out, const RequestMetrics& request
     out.sample("shapeproxy_http_request_duration_seconds_sum", labels, s.seconds_sum);
     out.sample("shapeproxy_http_request_duration_seconds_count", labels, s.count);
   }
+  out.family("shapeproxy_http_sendfile_responses_total", "counter",
+             "Responses whose body was sent from disk with sendfile (not copied through "
+             "user space).");
+  out.sample("shapeproxy_http_sendfile_responses_total", "", requests.sendfile_responses());
+  out.family("shapeproxy_http_sendfile_bytes_total", "counter",
+             "Body bytes sent from disk with sendfile.");
+  out.sample("shapeproxy_http_sendfile_bytes_total", "", requests.sendfile_bytes());
 }
 
 }  // namespace
@@ -162,6 +169,7 @@ http::RequestObserver request_metrics_observer(std::shared_ptr<RequestMetrics> r
                                         : boost::beast::http::to_string(record.method);
     requests->record(record.route.empty() ? RequestMetrics::kOtherRoute : record.route, method,
                      record.status, std::chrono::duration<double>(record.duration).count());
+    if (record.sendfile_bytes > 0) requests->record_sendfile(record.sendfile_bytes);
   };
 }
 

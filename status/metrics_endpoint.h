@@ -18,6 +18,8 @@
 //   shapes                              gauge
 //   http_requests_total{route,method,code}       counter
 //   http_request_duration_seconds{route,method}  histogram (_bucket{le}, _sum, _count)
+//   http_sendfile_responses_total       counter: bodies sent from disk with sendfile
+//   http_sendfile_bytes_total           counter: their bytes
 // Routes are the routed paths ("/v1/shape", "/v1/status", ...) or "other"
 // (unrouted paths, requests refused before routing: 400/414/431/503).
 #pragma once

@@ -54,6 +54,16 @@ class RequestMetrics {
   // written. Thread-safe, lock-free.
   void record(std::string_view route, std::string_view method, unsigned status, double seconds);
 
+  // A response whose body went out with sendfile(2): `bytes` of it.
+  void record_sendfile(std::uint64_t bytes) {
+    sendfile_responses_.fetch_add(1, std::memory_order_relaxed);
+    sendfile_bytes_.fetch_add(bytes, std::memory_order_relaxed);
+  }
+  std::uint64_t sendfile_responses() const {
+    return sendfile_responses_.load(std::memory_order_relaxed);
+  }
+  std::uint64_t sendfile_bytes() const { return sendfile_bytes_.load(std::memory_order_relaxed); }
+
   // A copy of every series with requests, ordered by route ("other" last)
   // then method.
   // Thread-safe; concurrent records may or may not be included.
@@ -72,6 +82,8 @@ class RequestMetrics {
 
   std::vector<std::string> routes_;   // sorted; the last one is kOtherRoute
   std::unique_ptr<Series[]> series_;  // routes_.size() x kMethods.size()
+  std::atomic<std::uint64_t> sendfile_responses_{0};
+  std::atomic<std::uint64_t> sendfile_bytes_{0};
 };
 
 }  // namespace shapeproxy::status

@@ -83,8 +83,16 @@ http::Response build_read_response(const shapes::ReadResult& result, const Shape
                                    const ShapeApiOptions& options,
                                    std::optional<std::string_view> if_none_match,
                                    std::string cursor) {
-  auto body = result.body ? result.body : std::make_shared<const std::string>("[]");
-  http::Response r = http::Response::json(200, std::move(body));
+  http::Response r;
+  if (!result.body && result.stored.file) {
+    // A snapshot chunk on disk: sent from the file (sendfile), never read here.
+    r = http::Response::json(200, std::shared_ptr<const std::string>());
+    r.file = http::FileBody{result.stored.file, result.stored.file->descriptor(),
+                            result.stored.offset, result.stored.length};
+  } else {
+    auto body = result.body ? result.body : std::make_shared<const std::string>("[]");
+    r = http::Response::json(200, std::move(body));
+  }
   std::string offset = offset_text(result.offset);
   std::string etag = shape_etag(result.handle, params.requested_offset, offset);
   if (is_no_change_live(result, params)) etag.insert(etag.size() - 1, ":" + unique_suffix());
@@ -101,6 +109,7 @@ http::Response build_read_response(const shapes::ReadResult& result, const Shape
   if (if_none_match && etag_matches(*if_none_match, etag)) {
     r.status = 304;
     r.body = nullptr;
+    r.file.reset();  // the file is not touched for a 304
     std::erase_if(r.headers, [](const auto& h) { return http::iequals(h.first, "content-type"); });
   }
   r.headers.emplace_back("etag", std::move(etag));

@@ -71,6 +71,25 @@ class SseSession : public std::enable_shared_from_this<SseSession> {
   }
 
   void on_read(std::uint64_t generation, shapes::ReadOutcome outcome) {
+    auto* stored = std::get_if<shapes::ReadResult>(&outcome);
+    if (stored && !stored->body && stored->stored.file) {
+      // A snapshot chunk on disk: events need its bytes. Read it on the timer
+      // executor, not on the shapes strand this callback may run on.
+      auto self = shared_from_this();
+      net::post(timers_, [self, generation, outcome = std::move(outcome)]() mutable {
+        auto& result = std::get<shapes::ReadResult>(outcome);
+        auto bytes = shapes::read_body(result);
+        if (!bytes) {
+          spdlog::error("shape api: SSE: {}", bytes.error().to_string());
+          self->on_read(generation, shapes::Unavailable{"cannot read the shape log from disk"});
+          return;
+        }
+        result.body = std::move(bytes).value();
+        result.stored = {};
+        self->on_read(generation, std::move(outcome));
+      });
+      return;
+    }
     bool first;
     {
       std::lock_guard lock(mu_);

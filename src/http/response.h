@@ -4,8 +4,10 @@
 // buffer so answering 1,000 parked long-polls with the same bytes copies nothing.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -17,6 +19,17 @@ namespace shapeproxy::http {
 
 class SharedResponse;
 
+// A body that is a byte range of an open file (a snapshot chunk on disk). The
+// server sends it with sendfile(2), so the bytes never pass through user
+// space. `holder` keeps `descriptor` open until the last byte is sent, even
+// if the file is unlinked meanwhile.
+struct FileBody {
+  std::shared_ptr<const void> holder;
+  int descriptor = -1;
+  std::uint64_t offset = 0;
+  std::uint64_t length = 0;
+};
+
 struct Response {
   unsigned status = 200;
   // Extra headers. content-length and connection are set by the server; CORS
@@ -24,6 +37,9 @@ struct Response {
   Params headers;
   // Body bytes; null means empty. Shared and immutable: never mutate after send.
   std::shared_ptr<const std::string> body;
+  // Instead of `body` (which is then null): the body is this file range,
+  // sent with its content-length and without being read into memory.
+  std::optional<FileBody> file;
   // Fan-out fast path: when set, the response is `shared->response()` and the
   // fields above are ignored. The server then writes a wire form serialized
   // once per CORS variant and shared by every keep-alive connection.

@@ -30,6 +30,9 @@ struct RequestRecord {
   // From the request read (or refused) to the response's last byte written;
   // for an event stream, to the end of the stream.
   std::chrono::steady_clock::duration duration{};
+  // Body bytes sent from a file with sendfile(2), without passing through
+  // user space (0 for ordinary bodies).
+  std::uint64_t sendfile_bytes = 0;
 };
 
 // Runs on the connection's I/O thread once per answered request; must be
@@ -58,7 +61,10 @@ struct ServerOptions {
       "electric-offset, electric-handle, electric-schema, electric-cursor, electric-up-to-date, "
       "electric-fallback-mode, retry-after, etag";
   int cors_max_age_seconds = 86400;  // access-control-max-age on preflight
-  RequestObserver on_request_done;   // optional: request metrics
+  // File-range bodies (Response::file) go out with sendfile(2); false reads
+  // them into memory and writes them the ordinary way (for comparisons).
+  bool sendfile = true;
+  RequestObserver on_request_done;  // optional: request metrics
 };
 
 namespace detail {

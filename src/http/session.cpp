@@ -375,8 +375,10 @@ void Session::write_response(Response response, bool close) {
     response.status = shared.status;
     response.headers = shared.headers;
     response.body = shared.body;
+    response.file = shared.file;
     response.shared.reset();
   }
+  if (response.file) return write_file_response(std::move(response), close);
   state_ = State::kWriting;
   close_after_write_ = close || !keep_alive_ || closing_;
   build_message(response_.emplace(), std::move(response), !close_after_write_);
@@ -588,13 +590,14 @@ void Session::begin_record(std::string_view route, Verb method) {
   record_route_ = route;
   record_method_ = method;
   record_status_ = 0;
+  record_sendfile_bytes_ = 0;
 }
 
 void Session::finish_record() {
   if (!recording_) return;
   recording_ = false;
   RequestRecord record{record_route_, record_method_, record_status_,
-                       std::chrono::steady_clock::now() - record_start_};
+                       std::chrono::steady_clock::now() - record_start_, record_sendfile_bytes_};
   try {
     opts_.on_request_done(record);
   } catch (const std::exception& e) {
@@ -615,6 +618,7 @@ void Session::close_now() {
   if (state_ == State::kClosed) return;
   recording_ = false;  // unanswered: not a request the client saw answered
   abort_exchange();
+  stop_file();
   state_ = State::kClosed;
   watching_ = false;
   error_code ec;

@@ -2,6 +2,8 @@
 // reads requests (with timeouts and size limits), dispatches them to the
 // router, parks exchanges while handlers work (watching for disconnects), and
 // writes responses or SSE streams. ExchangeImpl is the handler-facing side.
+// Responses whose body is a file range are written by session_file_body.cpp
+// (headers, then sendfile).
 // Why: Beast's one-object-per-connection pattern; every member of a Session is
 // touched only on its strand, so there are no locks on the hot path.
 #pragma once
@@ -9,6 +11,7 @@
 #include <array>
 #include <atomic>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/empty_body.hpp>
@@ -137,6 +140,20 @@ class Session : public std::enable_shared_from_this<Session> {
   std::string serialize(const Response& response);
   void on_write(boost::system::error_code ec);
   void write_error_and_close(unsigned status, std::string_view message);
+
+  // Writing a response whose body is a file range (session_file_body.cpp):
+  // the header bytes with send(), then the range with sendfile() on the
+  // non-blocking socket, waiting for writability on EAGAIN, all within the
+  // write timeout; ends in on_write().
+  void write_file_response(Response response, bool close);
+  void pump_file();
+  void wait_file_writable();
+  void on_file_timeout(boost::system::error_code ec, uint64_t generation);
+  // What is left of the header and the range, read and written the ordinary
+  // way (sendfile disabled, or unsupported for this file).
+  void send_file_buffered();
+  void finish_file(boost::system::error_code ec);
+  void stop_file();  // drops the range and the timer (done or closing)
   template <class Message>
   void add_common_headers(Message& m);
 
@@ -189,6 +206,19 @@ class Session : public std::enable_shared_from_this<Session> {
   bool stream_writing_ = false;
   bool stream_ending_ = false;
 
+  // The file-range response being written (session_file_body.cpp).
+  struct FileSend {
+    FileBody file;
+    std::string header;  // status line and headers, serialized
+    size_t header_sent = 0;
+    std::uint64_t file_sent = 0;  // bytes of the range sent with sendfile
+    std::chrono::steady_clock::time_point deadline;
+  };
+  std::optional<FileSend> file_send_;
+  std::optional<boost::asio::steady_timer> file_timer_;  // the deadline while waiting
+  bool file_timer_armed_ = false;
+  uint64_t file_generation_ = 0;  // tells a stale timer completion apart
+
   std::array<char, 4096> drain_buffer_{};
 
   bool recording_ = false;
@@ -196,6 +226,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::string_view record_route_;  // points into the router (or a literal)
   Verb record_method_ = Verb::unknown;
   unsigned record_status_ = 0;
+  uint64_t record_sendfile_bytes_ = 0;
 };
 
 }  // namespace shapeproxy::http::detail

@@ -32,19 +32,6 @@ ShapeLog::Chunks ShapeLog::on_disk(const std::vector<storage::StoredChunk>& stor
 void ShapeLog::set_chunks(Chunks chunks, std::optional<LogOffset> compacted_at) {
   compacted_at_ = compacted_at;
   chunks_ = std::move(chunks);
-  in_use_.assign(chunks_.size(), {});
-}
-
-Result<std::shared_ptr<const std::string>> ShapeLog::chunk_body(std::size_t index) const {
-  const Chunk& chunk = chunks_.at(index);
-  if (chunk.body) return chunk.body;
-  if (auto held = in_use_[index].lock()) return held;
-  if (!chunk.stored.file) return Error{"storage_io", "a snapshot chunk has no file", ""};
-  auto bytes = chunk.stored.file->read(chunk.stored.offset, chunk.stored.length);
-  if (!bytes) return bytes.error();
-  auto body = std::make_shared<const std::string>(std::move(bytes).value());
-  in_use_[index] = body;
-  return body;
 }
 
 void ShapeLog::set_snapshot(const std::vector<std::string>& messages,
@@ -99,12 +86,15 @@ ShapeLog::Slice ShapeLog::read_after(LogOffset after) const {
   auto current = chunk_index(after);
   if (after.before_all || (current && *current + 1 < chunks_.size())) {
     std::size_t next = after.before_all ? 0 : *current + 1;
-    auto body = chunk_body(next);
-    if (!body) {
-      slice.error = body.error().message;
+    const Chunk& chunk = chunks_[next];
+    if (chunk.body) {
+      slice.chunk = chunk.body;
+    } else if (chunk.stored.file) {
+      slice.stored = chunk.stored;
+    } else {
+      slice.error = "a snapshot chunk has neither bytes nor a file";
       return slice;
     }
-    slice.chunk = std::move(body).value();
     slice.last = chunk_offset(next);
     slice.reached_end = next + 1 == chunks_.size() && entries_.empty();
     return slice;

@@ -2,8 +2,9 @@
 // is stored as immutable JSON chunks (each the whole body of a response, at
 // offsets 0_0, 0_1, ...), replicated operations as entries at
 // <commit lsn>_<op> appended one transaction at a time. Reads return bytes
-// ready to send. A persisted shape's chunks stay on disk and are read when a
-// response needs one; responses in flight at the same time share that copy.
+// ready to send. A persisted shape's chunks stay on disk: a read returns
+// where the chunk lies (the file stays open while the reader holds it), and
+// the HTTP layer sends it from there (sendfile) without reading it here.
 #pragma once
 
 #include <cstddef>
@@ -65,12 +66,14 @@ class ShapeLog {
   LogOffset end() const;
 
   struct Slice {
-    // Snapshot chunk reads: the whole body. Operation reads: null, see entries.
+    // Snapshot chunk reads: the whole body, in memory (`chunk`) or on disk
+    // (`stored`, not read). Operation reads: neither, see entries.
     std::shared_ptr<const std::string> chunk;
+    storage::StoredChunk stored;
     std::vector<std::string_view> entries;  // views into the log: use before the next append
     LogOffset last;                         // offset of the last message returned (or `after`)
     bool reached_end = false;               // nothing after `last`
-    std::optional<std::string> error;       // a stored chunk could not be read
+    std::optional<std::string> error;       // a chunk is neither in memory nor on disk
   };
   // Messages strictly after `after` (which must be >= 0_0): the next snapshot
   // chunk, or operations up to about chunk_bytes.
@@ -82,13 +85,10 @@ class ShapeLog {
  private:
   LogOffset chunk_offset(std::size_t chunk) const;
   std::optional<std::size_t> chunk_index(LogOffset offset) const;
-  Result<std::shared_ptr<const std::string>> chunk_body(std::size_t index) const;
 
   std::optional<LogOffset> compacted_at_;
   std::size_t chunk_bytes_;
   Chunks chunks_;
-  // Stored chunks some response still holds: read once, shared.
-  mutable std::vector<std::weak_ptr<const std::string>> in_use_;
   std::vector<LogEntry> entries_;
 };
 

@@ -470,6 +470,11 @@ std::optional<ReadOutcome> ShapeRegistry::read_now(const Shape& shape, const Rea
     return Unavailable{"cannot read the shape log from disk; retry shortly"};
   }
   if (slice.chunk) return result(shape, slice.last, slice.chunk, false);
+  if (slice.stored.file) {  // on disk: not read here (the HTTP layer sends it from the file)
+    ReadResult stored = result(shape, slice.last, nullptr, false);
+    stored.stored = std::move(slice.stored);
+    return stored;
+  }
   if (slice.entries.empty() && request.live) return std::nullopt;  // park
   std::string body = "[";
   for (const auto& entry : slice.entries) {

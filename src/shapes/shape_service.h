@@ -16,6 +16,7 @@
 
 #include "common/result.h"
 #include "shapes/log_offset.h"
+#include "storage/read_only_file.h"
 
 namespace shapeproxy::shapes {
 
@@ -42,14 +43,18 @@ struct ReadRequest {
   bool live = false;  // wait for new data (long-poll), up to the live timeout
 };
 
-// A successful read: the body is a JSON array of messages.
+// A successful read: the body is a JSON array of messages, in memory
+// (`body`) or, for a snapshot chunk kept on disk, where it lies (`stored`:
+// the file stays open while this result lives; the HTTP layer sends it with
+// sendfile). Use read_body() where the bytes themselves are needed.
 struct ReadResult {
   std::string handle;
   LogOffset offset;  // electric-offset: the last offset the body reaches
   std::shared_ptr<const std::string> body;
-  bool up_to_date = false;  // the body ends with the up-to-date control message
-  std::string schema_json;  // electric-schema header value
-  bool fallback = false;    // served from a direct query (degraded mode)
+  storage::StoredChunk stored;  // set (file non-null) only when body is null
+  bool up_to_date = false;      // the body ends with the up-to-date control message
+  std::string schema_json;      // electric-schema header value
+  bool fallback = false;        // served from a direct query (degraded mode)
 };
 
 // The handle no longer names the current instance of the shape (rotated,
@@ -73,6 +78,15 @@ struct Unavailable {
 };
 
 using ReadOutcome = std::variant<ReadResult, MustRefetch, InvalidRequest, Unavailable>;
+
+// The body's bytes: `body`, or the stored chunk read from disk (pread: a
+// blocking read of up to a chunk, so not on the shapes strand).
+inline Result<std::shared_ptr<const std::string>> read_body(const ReadResult& result) {
+  if (result.body || !result.stored.file) return result.body;
+  auto bytes = result.stored.file->read(result.stored.offset, result.stored.length);
+  if (!bytes) return bytes.error();
+  return std::make_shared<const std::string>(std::move(bytes).value());
+}
 
 struct DeleteOutcome {
   bool deleted = false;  // false: no such shape/handle

@@ -1,8 +1,9 @@
 // ReadOnlyFile: an open descriptor of an immutable file (a shape's snapshot)
 // whose byte ranges are read on demand, so stored chunks stay on disk (in the
 // page cache, not the heap) until a response needs them. The descriptor keeps
-// the bytes readable after the file is unlinked (replaced by a compaction).
-// read() is safe from any thread (pread).
+// the bytes readable after the file is unlinked (replaced by a compaction),
+// so whoever holds the shared_ptr may keep sending from it (sendfile) while a
+// compaction swaps the snapshot out. read() is safe from any thread (pread).
 #pragma once
 
 #include <cstdint>
@@ -23,6 +24,8 @@ class ReadOnlyFile {
 
   // `length` bytes at `offset`; an error if the file is shorter or unreadable.
   Result<std::string> read(std::uint64_t offset, std::uint64_t length) const;
+  // The open descriptor, valid as long as this object lives (for sendfile).
+  int descriptor() const { return fd_; }
 
  private:
   ReadOnlyFile(int fd, std::filesystem::path path) : fd_(fd), path_(std::move(path)) {}
@@ -30,7 +33,8 @@ class ReadOnlyFile {
   std::filesystem::path path_;
 };
 
-// A byte range of a ReadOnlyFile: where one stored chunk lies.
+// A byte range of a ReadOnlyFile: where one stored chunk lies (exactly the
+// chunk's bytes, the record header and checksum excluded).
 struct StoredChunk {
   std::shared_ptr<const ReadOnlyFile> file;
   std::uint64_t offset = 0;

@@ -145,6 +145,19 @@ Result<std::pair<std::unique_ptr<ShapeFiles>, StoredShape>> ShapeFiles::open(con
     }
   });
   if (!snapshot) return snapshot.error();
+  // A snapshot file is complete and synced before meta.json names it, so a
+  // record that fails its checksum is corruption, not a torn tail: refuse the
+  // shape (its clients resync) rather than serve it without the rest. This
+  // load-time pass is where stored chunks' checksums are verified; requests
+  // then send the checked byte ranges with sendfile, unread.
+  std::error_code size_ec;
+  auto snapshot_size = fs::file_size(dir / snapshot_file, size_ec);
+  if (!size_ec && snapshot.value() != snapshot_size) {
+    return Error{"storage_corrupt",
+                 (dir / snapshot_file).string() + " has a damaged record at byte " +
+                     std::to_string(snapshot.value()) + " of " + std::to_string(snapshot_size),
+                 "the shape is dropped and rebuilt from the database"};
+  }
   if (!stored.snapshot_chunks.empty()) {
     auto reader = ReadOnlyFile::open(dir / snapshot_file);
     if (!reader) return reader.error();

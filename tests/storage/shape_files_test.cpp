@@ -336,5 +336,29 @@ TEST(ShapeFilesTest, ACompactionSourceWithATearFailsLoudlyInsteadOfDroppingWhatF
   EXPECT_TRUE(fs::exists(dir / "changes.log")) << "the files are kept";
 }
 
+TEST(ShapeFilesTest, ADamagedSnapshotChunkRefusesTheShapeInsteadOfServingPartOfIt) {
+  TempDir temp;
+  auto dir = temp.path() / "shape";
+  std::vector<StoredChunk> written;
+  {
+    auto files = ShapeFiles::create(dir, nlohmann::json{{"handle", "h-1"}});
+    ASSERT_TRUE(files);
+    auto stored =
+        files.value()->write_snapshot_chunks({"[{\"row\":1}]", "[{\"row\":2},{\"row\":3}]"});
+    ASSERT_TRUE(stored) << stored.error().to_string();
+    written = stored.value();
+  }
+  // One flipped byte inside the first chunk's body: its checksum fails, so
+  // neither it nor the chunk after it may be served.
+  {
+    std::fstream file(dir / "snapshot.log", std::ios::in | std::ios::out | std::ios::binary);
+    file.seekp(static_cast<std::streamoff>(written[0].offset + 3));
+    file.put('X');
+  }
+  auto opened = ShapeFiles::open(dir);
+  ASSERT_FALSE(opened);
+  EXPECT_EQ(opened.error().code, "storage_corrupt");
+}
+
 }  // namespace
 }  // namespace shapeproxy::storage

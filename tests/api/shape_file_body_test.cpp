@@ -1,0 +1,322 @@
+// Snapshot chunks served from disk with sendfile, through the whole proxy
+// (app::Proxy in-process, a real PostgreSQL, a data directory, small chunks):
+// every chunk fetched on one keep-alive connection equals SELECT and went out
+// with sendfile (the /metrics counter moves by exactly the bodies' bytes, so
+// a silent fall-back to the buffered path fails the test); an etag
+// revalidation answers 304 without a body; clients that vanish mid-body hurt
+// nobody; a compaction swapping the snapshot out while a slow reader is
+// mid-body still delivers that reader the full, original bytes.
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http.hpp>
+#include <filesystem>
+#include <future>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "app/proxy.h"
+#include "support/postgres_test_environment.h"
+
+namespace shapeproxy::api {
+namespace {
+
+namespace net = boost::asio;
+namespace beast = boost::beast;
+namespace bhttp = boost::beast::http;
+using tcp = net::ip::tcp;
+using json = nlohmann::json;
+using namespace std::chrono_literals;
+using ClientResponse = bhttp::response<bhttp::string_body>;
+using testing::conninfo;
+using testing::execute_sql;
+using testing::query_value;
+
+constexpr int kRows = 3000;
+constexpr std::size_t kChunkBytes = 256 * 1024;  // rows are ~600 bytes: about 8 chunks
+
+// One proxy on an ephemeral port with its own data directory.
+class RunningProxy {
+ public:
+  RunningProxy(const std::string& database, std::uint64_t compact_bytes) {
+    dir_ = std::filesystem::temp_directory_path() /
+           ("shape_file_body_" + database + "_" + std::to_string(::getpid()));
+    std::filesystem::remove_all(dir_);
+    config::Config config;
+    config.listen_address = "127.0.0.1";
+    config.port = 0;
+    config.data_dir = dir_;
+    config.slot_name = "slot_" + database;
+    config.chunk_bytes = kChunkBytes;
+    config.compact_bytes = compact_bytes;
+    config.long_poll_timeout = 1s;
+    proxy_ = std::make_unique<app::Proxy>(io_, config, conninfo(database));
+    std::promise<std::string> started;
+    net::co_spawn(proxy_->executor(), proxy_->start({}),
+                  [&started](std::exception_ptr failure, Result<void> result) {
+                    started.set_value(failure ? "threw" : result ? "" : result.error().to_string());
+                  });
+    for (int i = 0; i < 2; ++i) threads_.emplace_back([this] { io_.run(); });
+    auto outcome = started.get_future();
+    EXPECT_EQ(outcome.wait_for(60s), std::future_status::ready);
+    auto error = outcome.get();
+    EXPECT_EQ(error, "") << "proxy did not start";
+  }
+  ~RunningProxy() {
+    std::promise<void> stopped;
+    proxy_->shutdown([&] { stopped.set_value(); });
+    EXPECT_EQ(stopped.get_future().wait_for(30s), std::future_status::ready);
+    io_.stop();
+    for (auto& thread : threads_) thread.join();
+    proxy_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+
+  std::uint16_t port() const { return proxy_->http_port(); }
+  const std::filesystem::path& dir() const { return dir_; }
+
+ private:
+  std::filesystem::path dir_;
+  net::io_context io_;
+  std::unique_ptr<app::Proxy> proxy_;
+  std::vector<std::thread> threads_;
+};
+
+class ShapeFileBodyTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    database_ = testing::create_database("file_body");
+    execute_sql(database_,
+                "CREATE TABLE items (id int PRIMARY KEY, n int NOT NULL, pad text NOT NULL);"
+                "INSERT INTO items SELECT g, 0, repeat(md5(g::text), 16) "
+                "FROM generate_series(1, " +
+                    std::to_string(kRows) + ") g");
+  }
+
+  tcp::socket connect(std::uint16_t port, int receive_buffer = 0) {
+    tcp::socket socket(client_io_);
+    socket.open(tcp::v4());
+    if (receive_buffer > 0)
+      socket.set_option(net::socket_base::receive_buffer_size(receive_buffer));
+    socket.connect({net::ip::make_address("127.0.0.1"), port});
+    timeval tv{20, 0};
+    setsockopt(socket.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    return socket;
+  }
+
+  static void send(tcp::socket& socket, const std::string& target, bhttp::fields extra = {}) {
+    bhttp::request<bhttp::empty_body> req{bhttp::verb::get, target, 11};
+    req.set(bhttp::field::host, "localhost");
+    for (const auto& f : extra) req.set(f.name_string(), f.value());
+    bhttp::write(socket, req);
+  }
+
+  static ClientResponse receive(tcp::socket& socket, beast::flat_buffer& buffer) {
+    bhttp::response_parser<bhttp::string_body> parser;
+    parser.body_limit(64 * 1024 * 1024);
+    bhttp::read(socket, buffer, parser);
+    return parser.release();
+  }
+
+  ClientResponse get(std::uint16_t port, const std::string& target) {
+    auto socket = connect(port);
+    beast::flat_buffer buffer;
+    send(socket, target);
+    return receive(socket, buffer);
+  }
+
+  // Waits until replication is streaming (before that, new shapes may be
+  // refused while the proxy is starting).
+  void wait_active(std::uint16_t port) {
+    for (auto deadline = std::chrono::steady_clock::now() + 30s;
+         std::chrono::steady_clock::now() < deadline; std::this_thread::sleep_for(50ms)) {
+      auto health = json::parse(get(port, "/v1/health").body(), nullptr, false);
+      if (health.is_object() && health.value("status", "") == "active") return;
+    }
+    ADD_FAILURE() << "the proxy never became active";
+  }
+
+  std::uint64_t sendfile_bytes(std::uint16_t port) {
+    auto metrics = get(port, "/metrics").body();
+    constexpr std::string_view name = "\nshapeproxy_http_sendfile_bytes_total ";
+    auto at = metrics.find(name);
+    EXPECT_NE(at, std::string::npos) << metrics;
+    return at == std::string::npos ? 0 : std::stoull(metrics.substr(at + name.size()));
+  }
+
+  // {id: n} of the messages in a body.
+  static void collect(const std::string& body, std::map<std::string, std::string>& rows) {
+    for (const auto& message : json::parse(body)) {
+      if (!message.contains("value")) continue;
+      rows[message["value"]["id"].get<std::string>()] = message["value"]["n"].get<std::string>();
+    }
+  }
+
+  std::map<std::string, std::string> select_rows() {
+    std::map<std::string, std::string> rows;
+    auto text =
+        query_value(database_, "SELECT string_agg(id || ':' || n, ',' ORDER BY id) FROM items");
+    std::stringstream in(text);
+    for (std::string pair; std::getline(in, pair, ',');) {
+      auto colon = pair.find(':');
+      rows[pair.substr(0, colon)] = pair.substr(colon + 1);
+    }
+    return rows;
+  }
+
+  std::string database_;
+  net::io_context client_io_;
+};
+
+TEST_F(ShapeFileBodyTest, ChunksComeFromDiskWithSendfileAndEqualSelect) {
+  RunningProxy proxy(database_, 64 * 1024 * 1024);
+  wait_active(proxy.port());
+  // The first request creates the shape (its snapshot is written to disk
+  // before it is served); count from after it.
+  auto first = get(proxy.port(), "/v1/shape?table=items&offset=-1");
+  ASSERT_EQ(first.result_int(), 200) << first.body();
+  const std::uint64_t before = sendfile_bytes(proxy.port());
+
+  // Every chunk on one keep-alive connection.
+  auto socket = connect(proxy.port());
+  beast::flat_buffer buffer;
+  std::map<std::string, std::string> rows;
+  std::uint64_t snapshot_bytes = 0;
+  int chunks = 0;
+  std::string handle, offset = "-1";
+  ClientResponse last;
+  for (int i = 0; i < 100; ++i) {
+    std::string target = "/v1/shape?table=items&offset=" + offset;
+    if (!handle.empty()) target += "&handle=" + handle;
+    send(socket, target);
+    last = receive(socket, buffer);
+    ASSERT_EQ(last.result_int(), 200) << last.body();
+    ASSERT_TRUE(last.keep_alive());
+    collect(last.body(), rows);
+    handle = std::string(last["electric-handle"]);
+    offset = std::string(last["electric-offset"]);
+    if (last.find("electric-up-to-date") != last.end()) break;
+    ++chunks;  // a snapshot chunk: its body is exactly the stored bytes
+    snapshot_bytes += last.body().size();
+    EXPECT_EQ(std::stoull(std::string(last[bhttp::field::content_length])), last.body().size());
+  }
+  ASSERT_NE(last.find("electric-up-to-date"), last.end()) << "never up-to-date";
+  EXPECT_GE(chunks, 4) << "the shape should span several chunks";
+  EXPECT_EQ(rows, select_rows());
+  // Every snapshot chunk went out with sendfile, and nothing else did.
+  EXPECT_EQ(sendfile_bytes(proxy.port()) - before, snapshot_bytes);
+
+  // The same connection still serves after sendfile responses: a live
+  // request sees a new row.
+  execute_sql(database_, "INSERT INTO items VALUES (100000, 7, 'new')");
+  send(socket, "/v1/shape?table=items&live=true&handle=" + handle + "&offset=" + offset);
+  auto live = receive(socket, buffer);
+  ASSERT_EQ(live.result_int(), 200);
+  EXPECT_NE(live.body().find("\"100000\""), std::string::npos) << live.body();
+
+  // A revalidation of a chunk answers 304 with no body and sends nothing from disk.
+  const std::uint64_t before_304 = sendfile_bytes(proxy.port());
+  send(socket, "/v1/shape?table=items&offset=-1");
+  auto again = receive(socket, buffer);
+  ASSERT_EQ(again.result_int(), 200);
+  bhttp::fields revalidate;
+  revalidate.set(bhttp::field::if_none_match, again[bhttp::field::etag]);
+  send(socket, "/v1/shape?table=items&offset=-1", revalidate);
+  auto not_modified = receive(socket, buffer);
+  EXPECT_EQ(not_modified.result_int(), 304);
+  EXPECT_TRUE(not_modified.body().empty());
+  EXPECT_EQ(sendfile_bytes(proxy.port()) - before_304, again.body().size());
+}
+
+TEST_F(ShapeFileBodyTest, ClientsGoneMidBodyLeaveTheProxyServing) {
+  RunningProxy proxy(database_, 64 * 1024 * 1024);
+  wait_active(proxy.port());
+  auto whole = get(proxy.port(), "/v1/shape?table=items&offset=-1");
+  ASSERT_EQ(whole.result_int(), 200) << whole.body();
+  for (int i = 0; i < 10; ++i) {
+    auto socket = connect(proxy.port(), 4096);
+    send(socket, "/v1/shape?table=items&offset=-1");
+    char some[1000];
+    socket.read_some(net::buffer(some));  // the header and the body's start
+    if (i % 2 == 0) {
+      linger abort_close{1, 0};  // reset: the proxy's next sendfile fails
+      setsockopt(socket.native_handle(), SOL_SOCKET, SO_LINGER, &abort_close, sizeof abort_close);
+    }
+    socket.close();
+  }
+  auto after = get(proxy.port(), "/v1/shape?table=items&offset=-1");
+  ASSERT_EQ(after.result_int(), 200);
+  EXPECT_EQ(after.body(), whole.body());
+}
+
+TEST_F(ShapeFileBodyTest, CompactionDuringASlowSendfileDeliversTheOriginalBody) {
+  RunningProxy proxy(database_, 256 * 1024);
+  wait_active(proxy.port());
+  auto whole = get(proxy.port(), "/v1/shape?table=items&offset=-1");
+  ASSERT_EQ(whole.result_int(), 200) << whole.body();
+  const std::string handle(whole["electric-handle"]);
+  auto shape_dir = proxy.dir() / "shapes" / handle;
+  auto snapshot_files = [&] {
+    std::set<std::string> names;
+    for (const auto& entry : std::filesystem::directory_iterator(shape_dir)) {
+      auto name = entry.path().filename().string();
+      if (name.starts_with("snapshot")) names.insert(name);
+    }
+    return names;
+  };
+  const auto original_files = snapshot_files();
+  ASSERT_EQ(original_files.size(), 1u);
+
+  // A reader that takes the header and a little of the body, then stalls
+  // with a tiny receive window, so the proxy's sendfile is left mid-range.
+  auto slow = connect(proxy.port(), 4096);
+  send(slow, "/v1/shape?table=items&offset=-1");
+  beast::flat_buffer buffer;
+  bhttp::response_parser<bhttp::string_body> parser;
+  parser.body_limit(64 * 1024 * 1024);
+  bhttp::read_header(slow, buffer, parser);
+  ASSERT_EQ(parser.get().result_int(), 200);
+
+  // Enough updates to pass compact_bytes: the snapshot is rewritten under a
+  // new name and the old file unlinked while the reader still stalls.
+  execute_sql(database_, "UPDATE items SET n = n + 1");
+  bool swapped = false;
+  for (auto deadline = std::chrono::steady_clock::now() + 30s;
+       !swapped && std::chrono::steady_clock::now() < deadline; std::this_thread::sleep_for(50ms)) {
+    auto now = snapshot_files();
+    swapped = !now.empty() && !now.count(*original_files.begin());
+  }
+  ASSERT_TRUE(swapped) << "no compaction replaced " << *original_files.begin();
+
+  bhttp::read(slow, buffer, parser);
+  EXPECT_EQ(parser.get().body().size(), whole.body().size());
+  EXPECT_TRUE(parser.get().body() == whole.body()) << "the slow reader got different bytes";
+
+  // New readers get the compacted rows, equal to SELECT.
+  auto socket = connect(proxy.port());
+  std::map<std::string, std::string> rows;
+  std::string offset = "-1", current;
+  for (int i = 0; i < 100; ++i) {
+    std::string target = "/v1/shape?table=items&offset=" + offset;
+    if (!current.empty()) target += "&handle=" + current;
+    send(socket, target);
+    auto response = receive(socket, buffer);
+    ASSERT_EQ(response.result_int(), 200) << response.body();
+    collect(response.body(), rows);
+    current = std::string(response["electric-handle"]);
+    offset = std::string(response["electric-offset"]);
+    if (response.find("electric-up-to-date") != response.end()) break;
+  }
+  EXPECT_EQ(rows, select_rows());
+}
+
+}  // namespace
+}  // namespace shapeproxy::api
