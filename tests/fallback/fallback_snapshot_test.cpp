@@ -98,8 +98,14 @@ class Registry {
         ADD_FAILURE() << "read of " << table << " was not served";
         return {};
       }
-      bodies += *result->body;
+      auto body = shapes::read_body(*result);  // a stored chunk: read from disk
+      if (!body || !body.value()) {
+        ADD_FAILURE() << "read of " << table << " has no body";
+        return {};
+      }
+      bodies += *body.value();
       if (result->up_to_date) {
+        result->stored = {};
         result->body = std::make_shared<const std::string>(std::move(bodies));
         return *result;
       }
