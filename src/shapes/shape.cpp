@@ -479,6 +479,7 @@ bool Shape::apply_changes(replication::Xid xid, replication::Lsn commit_lsn,
     if (snapshot_->visible(xid)) return false;  // already in the snapshot's rows
     if (snapshot_->after_snapshot(xid)) filtering_ = false;
   }
+  if (refreshes_in_flight_ > 0) streamed_xids_.push_back(xid);
   std::vector<Operation> operations;
   for (const Change* change : changes) {
     switch (change->kind) {
@@ -500,7 +501,22 @@ bool Shape::apply_changes(replication::Xid xid, replication::Lsn commit_lsn,
   return true;
 }
 
-Result<bool> Shape::apply_refresh(const SnapshotRows& fresh) {
+std::uint64_t Shape::begin_refresh() {
+  ++refreshes_in_flight_;
+  return streamed_base_ + streamed_xids_.size();
+}
+
+void Shape::end_refresh() {
+  if (refreshes_in_flight_ > 0 && --refreshes_in_flight_ == 0) {
+    streamed_base_ += streamed_xids_.size();
+    streamed_xids_.clear();
+  }
+}
+
+Result<bool> Shape::apply_refresh(const SnapshotRows& fresh, std::uint64_t mark) {
+  for (std::uint64_t i = mark - streamed_base_; i < streamed_xids_.size(); ++i) {
+    if (!fresh.snapshot.visible(streamed_xids_[i])) return false;  // older than the log
+  }
   auto diff = diff_rows(rows_, fresh, definition_.selected,
                         [this](const Row& row) { return row_key(row); });
   snapshot_ = fresh.snapshot;

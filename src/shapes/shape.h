@@ -138,7 +138,17 @@ class Shape {
   // snapshot) by appending the inserts, updates and deletes between them as
   // one operation group; from then on, replicated transactions visible in
   // that snapshot are skipped. Returns whether the log grew.
-  Result<bool> apply_refresh(const SnapshotRows& fresh);
+  //
+  // The stream may apply transactions while the query runs. One that the
+  // query's snapshot does not see is newer than its rows: applying the diff
+  // would undo it (a row inserted meanwhile deleted again, and lost). So a
+  // refresh is bracketed: begin_refresh() before the query returns a mark,
+  // apply_refresh() refuses (false, nothing changed) when a transaction
+  // applied since the mark is invisible to `fresh`, and end_refresh() closes
+  // the bracket on every path.
+  std::uint64_t begin_refresh();
+  Result<bool> apply_refresh(const SnapshotRows& fresh, std::uint64_t mark);
+  void end_refresh();
 
   // Compaction rewrites the persisted log as the rows as of its last
   // operation: readers at older offsets get must-refetch, everyone else
@@ -191,6 +201,11 @@ class Shape {
   bool filtering_ = true;  // still skipping transactions visible in the snapshot
   std::vector<Buffered> buffered_;
   replication::Lsn last_logged_tx_ = 0;  // commit LSN of the last transaction in the log
+  // Transactions applied while a refresh query runs (see begin_refresh()):
+  // streamed_xids_[i] is the one numbered streamed_base_ + i.
+  int refreshes_in_flight_ = 0;
+  std::uint64_t streamed_base_ = 0;
+  std::vector<replication::Xid> streamed_xids_;
   std::string snapshot_file_ = "snapshot.log";
   std::unique_ptr<storage::ShapeFiles> files_;
   bool compacting_ = false;

@@ -407,14 +407,20 @@ asio::awaitable<void> ShapeRegistry::fallback_loop() {
 
 asio::awaitable<void> ShapeRegistry::refresh(std::shared_ptr<Shape> shape) {
   if (shape->phase() != Shape::Phase::kReady) co_return;
+  const auto mark = shape->begin_refresh();
   auto rows = co_await fallback_rows_(shape->definition());
   note_refusal(shape, rows ? Error{} : rows.error());
   if (!rows) {
+    shape->end_refresh();
     spdlog::debug("shapes: refreshing {} failed: {}", shape->handle(), rows.error().to_string());
     co_return;
   }
-  if (shape->phase() != Shape::Phase::kReady) co_return;
-  auto grew = shape->apply_refresh(**rows);
+  if (shape->phase() != Shape::Phase::kReady) {
+    shape->end_refresh();
+    co_return;
+  }
+  auto grew = shape->apply_refresh(**rows, mark);
+  shape->end_refresh();
   if (!grew) {
     spdlog::warn("shapes: refreshing {} failed: {}", shape->handle(), grew.error().to_string());
     co_return;
