@@ -371,10 +371,14 @@ TEST_F(StatusEndpointsTest, AnsweredRequestsMoveCountsAndHistogramBuckets) {
   ASSERT_EQ(get("/no/such/path?secret=x").result_int(), 404);
 
   // A request is recorded once its write completed on the server, which may
-  // be just after the client read the response: poll briefly.
+  // be just after the client read the response (and, with two I/O threads,
+  // after a later request was recorded): poll until each has been counted.
   auto after = poll_metrics([this] { return get("/metrics"); },
                             [&](const std::vector<Sample>& samples) {
-                              return counter(samples, "other", "GET", "404") == 1;
+                              return counter(samples, "/v1/status", "GET", "200") >= 2 &&
+                                     counter(samples, "/v1/status", "GET", "304") >= 1 &&
+                                     counter(samples, "/v1/health", "GET", "202") >= 1 &&
+                                     counter(samples, "other", "GET", "404") >= 1;
                             });
   EXPECT_EQ(counter(after, "/v1/status", "GET", "200"), 2);
   EXPECT_EQ(counter(after, "/v1/status", "GET", "304"), 1);
