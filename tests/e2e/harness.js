@@ -530,7 +530,8 @@ export function createHarness({ proxyArgs = [], name = 'e2e', maxLogLines, least
     // Starts the proxy (again) and waits for /v1/health to answer 200 (or
     // one of `healthStatuses`, e.g. [200, 202] when PostgreSQL is down and
     // the proxy reports "starting").
-    async startProxy({ healthStatuses = [200] } = {}) {
+    // `timeoutMs` for a start that loads much from disk (slow under ASan).
+    async startProxy({ healthStatuses = [200], timeoutMs = PROXY_START_TIMEOUT_MS } = {}) {
       const mark = h.proxy.mark()
       h.proxy.start()
       let lastHealth = null
@@ -543,7 +544,7 @@ export function createHarness({ proxyArgs = [], name = 'e2e', maxLogLines, least
           }
           lastHealth = await h.health()
           return healthStatuses.includes(lastHealth.status)
-        }, PROXY_START_TIMEOUT_MS, { intervalMs: 25, what: `GET /v1/health to return ${healthStatuses.join(' or ')}` })
+        }, timeoutMs, { intervalMs: 25, what: `GET /v1/health to return ${healthStatuses.join(' or ')}` })
       } catch (error) {
         // The start of this run's log (where start-up problems show), then its tail.
         const lines = h.proxy.logsSince(mark)
