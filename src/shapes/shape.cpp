@@ -396,8 +396,7 @@ std::shared_ptr<Shape::SnapshotStore> Shape::begin_snapshot_store() {
   return store;
 }
 
-Result<void> Shape::write_snapshot_store(SnapshotStore& store,
-                                         const std::atomic<bool>& stopping) {
+Result<void> Shape::write_snapshot_store(SnapshotStore& store, const std::atomic<bool>& stopping) {
   std::vector<std::string_view> bodies;
   bodies.reserve(store.bodies.size());
   for (const auto& body : store.bodies) bodies.emplace_back(*body);

@@ -112,8 +112,7 @@ class Shape {
     std::vector<storage::StoredChunk> stored;  // filled by write_snapshot_store()
   };
   std::shared_ptr<SnapshotStore> begin_snapshot_store();
-  static Result<void> write_snapshot_store(SnapshotStore& store,
-                                           const std::atomic<bool>& stopping);
+  static Result<void> write_snapshot_store(SnapshotStore& store, const std::atomic<bool>& stopping);
   Result<void> finish_snapshot_store(SnapshotStore& store);
 
   // Applies the changes of `transaction` that concern this shape's table

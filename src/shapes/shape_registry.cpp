@@ -316,25 +316,25 @@ void ShapeRegistry::store_snapshot(const std::shared_ptr<Shape>& shape) {
   if (stopped_) return;  // not stored: discarded at start-up, like a crash before the store
   auto store = shape->begin_snapshot_store();
   if (!store) return;
-  asio::post(compaction_thread_, [weak = weak_from_this(), executor = executor_, shape, store,
-                                  stopping = stopping_] {
-    auto written = Shape::write_snapshot_store(*store, *stopping);
-    asio::post(executor, [weak, shape, store, written = std::move(written)] {
-      auto self = weak.lock();
-      if (!self) return;
-      if (shape->phase() == Shape::Phase::kGone) {
-        if (shape->files()) (void)shape->files()->remove();
-        return;
-      }
-      auto finished =
-          written ? shape->finish_snapshot_store(*store) : Result<void>(written.error());
-      if (!finished) {
-        spdlog::error("shapes: cannot store the snapshot of {}: {}", shape->handle(),
-                      finished.error().to_string());
-        self->rotate(shape, "its snapshot could not be stored");
-      }
-    });
-  });
+  asio::post(compaction_thread_,
+             [weak = weak_from_this(), executor = executor_, shape, store, stopping = stopping_] {
+               auto written = Shape::write_snapshot_store(*store, *stopping);
+               asio::post(executor, [weak, shape, store, written = std::move(written)] {
+                 auto self = weak.lock();
+                 if (!self) return;
+                 if (shape->phase() == Shape::Phase::kGone) {
+                   if (shape->files()) (void)shape->files()->remove();
+                   return;
+                 }
+                 auto finished =
+                     written ? shape->finish_snapshot_store(*store) : Result<void>(written.error());
+                 if (!finished) {
+                   spdlog::error("shapes: cannot store the snapshot of {}: {}", shape->handle(),
+                                 finished.error().to_string());
+                   self->rotate(shape, "its snapshot could not be stored");
+                 }
+               });
+             });
 }
 
 asio::awaitable<bool> ShapeRegistry::wait_until_ready(const std::shared_ptr<Shape>& shape) {
