@@ -25,7 +25,7 @@
 namespace shapeproxy::shapes {
 
 // A row in table column order; nullopt = NULL.
-using Row = RowValues;
+using Row = where::RowValues;
 
 struct SnapshotRows {
   PgSnapshot snapshot;

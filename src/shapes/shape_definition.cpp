@@ -7,8 +7,8 @@
 namespace shapeproxy::shapes {
 namespace {
 
-std::vector<ColumnInfo> where_columns(const TableSchema& table) {
-  std::vector<ColumnInfo> columns;
+std::vector<where::ColumnInfo> where_columns(const TableSchema& table) {
+  std::vector<where::ColumnInfo> columns;
   columns.reserve(table.columns.size());
   for (const auto& column : table.columns) {
     columns.push_back({column.name, column.dims > 0 ? "_" + column.type_name : column.type_name});
@@ -56,7 +56,7 @@ std::variant<ShapeDefinition, InvalidRequest> ShapeDefinition::make(
   if (auto* invalid = std::get_if<InvalidRequest>(&selected)) return *invalid;
   definition.selected = std::get<std::vector<std::size_t>>(std::move(selected));
   if (request.where && !request.where->empty()) {
-    auto parsed = WhereClause::parse(*request.where, where_columns(*table), request.params);
+    auto parsed = where::WhereClause::parse(*request.where, where_columns(*table), request.params);
     if (!parsed) return InvalidRequest{"where", parsed.error().message};
     definition.where = std::move(parsed).value();
   } else if (!request.params.empty()) {

@@ -11,14 +11,14 @@
 
 #include "shapes/shape_service.h"
 #include "shapes/table_schema.h"
-#include "shapes/where_clause.h"
+#include "where/where_clause.h"
 
 namespace shapeproxy::shapes {
 
 struct ShapeDefinition {
   ShapeDefinitionRequest request;  // as asked for (kept to persist and re-validate)
   std::shared_ptr<const TableSchema> table;
-  std::optional<WhereClause> where;
+  std::optional<where::WhereClause> where;
   std::vector<std::size_t> selected;  // column indexes served, in table order
   ReplicaMode replica = ReplicaMode::kDefault;
   LogMode log = LogMode::kFull;

@@ -5,13 +5,22 @@
 #include <cstring>
 #include <functional>
 
-#include "shapes/where_clause.h"
-#include "shapes/where_expr.h"
+#include "where/datum_compare.h"
+#include "where/where_clause.h"
+#include "where/where_expr.h"
 
 namespace shapeproxy::shapes {
 using replication::Change;
 using replication::ColumnValue;
 using replication::TupleData;
+using where::canonical_datum_key;
+using where::CompareOp;
+using where::Expr;
+using where::ExprKind;
+using where::is_null;
+using where::parse_datum;
+using where::SqlType;
+using where::WhereClause;
 
 namespace {
 
@@ -112,71 +121,6 @@ Row key_row(const TupleData& tuple) {
 }
 
 }  // namespace
-
-std::string canonical_datum_key(SqlType type, const Datum& value) {
-  (void)type;
-  return std::visit(
-      [](const auto& x) -> std::string {
-        using V = std::decay_t<decltype(x)>;
-        if constexpr (std::is_same_v<V, std::monostate>) {
-          return "N";
-        } else if constexpr (std::is_same_v<V, bool>) {
-          return x ? "t" : "f";
-        } else if constexpr (std::is_same_v<V, int64_t>) {
-          return std::to_string(x);
-        } else if constexpr (std::is_same_v<V, Numeric>) {
-          switch (x.kind) {
-            case Numeric::Kind::kNaN:
-              return "NaN";
-            case Numeric::Kind::kPosInf:
-              return "+Inf";
-            case Numeric::Kind::kNegInf:
-              return "-Inf";
-            case Numeric::Kind::kFinite:
-              break;
-          }
-          // 1.0 = 1 = 1.00: strip trailing zeros so equal values share one form.
-          __int128 mantissa = x.mantissa;
-          int scale = x.scale;
-          while (scale < 0) {
-            mantissa *= 10;
-            ++scale;
-          }
-          while (scale > 0 && mantissa % 10 == 0) {
-            mantissa /= 10;
-            --scale;
-          }
-          if (mantissa == 0) return "0";
-          bool negative = mantissa < 0;
-          unsigned __int128 magnitude = negative ? -static_cast<unsigned __int128>(mantissa)
-                                                 : static_cast<unsigned __int128>(mantissa);
-          std::string digits;
-          while (magnitude > 0) {
-            digits.push_back(static_cast<char>('0' + static_cast<int>(magnitude % 10)));
-            magnitude /= 10;
-          }
-          if (negative) digits.push_back('-');
-          std::reverse(digits.begin(), digits.end());
-          return digits + "e-" + std::to_string(scale);
-        } else if constexpr (std::is_same_v<V, double>) {
-          // PostgreSQL: NaN = NaN, -0 = 0; otherwise equal means identical bits.
-          if (std::isnan(x)) return "NaN";
-          if (x == 0) return "0";
-          std::string bits(sizeof(double), '\0');
-          std::memcpy(bits.data(), &x, sizeof(double));
-          return bits;
-        } else if constexpr (std::is_same_v<V, std::string>) {
-          return x;  // bytewise, as compare_datums (C collation)
-        } else if constexpr (std::is_same_v<V, Date>) {
-          return std::to_string(x.days);
-        } else if constexpr (std::is_same_v<V, Timestamp>) {
-          return std::to_string(x.micros);
-        } else if constexpr (std::is_same_v<V, Uuid>) {
-          return std::string(reinterpret_cast<const char*>(x.bytes.data()), x.bytes.size());
-        }
-      },
-      value);
-}
 
 std::optional<EqualityCondition> equality_condition(const WhereClause& where,
                                                     const std::vector<std::size_t>& key_columns) {

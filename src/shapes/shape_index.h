@@ -3,8 +3,8 @@
 // A shape whose where clause is a conjunction holding `column = constant`
 // (or `column IN (constants)`) is indexed under that column and each value,
 // rendered in a type-canonical form that is equal exactly when PostgreSQL's
-// `=` (as where_eval evaluates it) is true: numeric 1.0 and 1 are one key,
-// text is compared bytewise, NULL never matches. A change reaches:
+// `=` (as where_eval evaluates it) is true (where::canonical_datum_key, in
+// where/datum_compare.h beside compare_datums), NULL never matches. A change reaches:
 //  - every shape that is not indexed;
 //  - the indexed shapes keyed by its new row's value (it may enter them);
 //  - the indexed shapes keyed by its old row's value (it may leave them),
@@ -29,7 +29,7 @@
 
 #include "replication/transaction.h"
 #include "shapes/shape.h"
-#include "shapes/where_types.h"
+#include "where/where_types.h"
 
 namespace shapeproxy::shapes {
 
@@ -37,7 +37,7 @@ namespace shapeproxy::shapes {
 // (canonical keys, see canonical_datum_key).
 struct EqualityCondition {
   std::size_t column = 0;
-  SqlType type = SqlType::kUnknown;
+  where::SqlType type = where::SqlType::kUnknown;
   std::vector<std::string> values;
 };
 
@@ -45,12 +45,8 @@ struct EqualityCondition {
 // conjunct `column = constant` or `column IN (constants)` where the column is
 // compared in its own type. Prefers conditions on key columns (an update's
 // old key value is always known), then `=` over IN.
-std::optional<EqualityCondition> equality_condition(const WhereClause& where,
+std::optional<EqualityCondition> equality_condition(const where::WhereClause& where,
                                                     const std::vector<std::size_t>& key_columns);
-
-// A key equal for two non-NULL datums of `type` exactly when
-// compare_datums() says they are equal.
-std::string canonical_datum_key(SqlType type, const Datum& value);
 
 class ShapeIndex {
  public:
@@ -75,7 +71,7 @@ class ShapeIndex {
  private:
   struct ColumnIndex {
     std::size_t column = 0;
-    SqlType type = SqlType::kUnknown;
+    where::SqlType type = where::SqlType::kUnknown;
     bool key_column = false;
     std::vector<std::size_t> shapes;  // every shape indexed on this column
     std::unordered_map<std::string, std::vector<std::size_t>> by_value;

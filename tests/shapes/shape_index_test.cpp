@@ -23,29 +23,6 @@ using replication::Change;
 using replication::ColumnValue;
 using replication::TupleData;
 
-TEST(CanonicalDatumKey, EqualExactlyWhenPostgresEqualityHolds) {
-  auto key = [](SqlType type, std::string_view text) {
-    auto datum = parse_datum(type, text);
-    EXPECT_TRUE(datum) << text;
-    return canonical_datum_key(type, *datum);
-  };
-  EXPECT_EQ(key(SqlType::kNumeric, "1"), key(SqlType::kNumeric, "1.00"));
-  EXPECT_EQ(key(SqlType::kNumeric, "-0.0"), key(SqlType::kNumeric, "0"));
-  EXPECT_EQ(key(SqlType::kNumeric, "NaN"), key(SqlType::kNumeric, "nan"));
-  EXPECT_NE(key(SqlType::kNumeric, "1"), key(SqlType::kNumeric, "10"));
-  EXPECT_NE(key(SqlType::kNumeric, "0.1"), key(SqlType::kNumeric, "1"));
-  EXPECT_EQ(key(SqlType::kFloat8, "-0"), key(SqlType::kFloat8, "0"));
-  EXPECT_EQ(key(SqlType::kFloat8, "NaN"), key(SqlType::kFloat8, "NaN"));
-  EXPECT_NE(key(SqlType::kFloat8, "0.1"), key(SqlType::kFloat8, "0.10000000000000002"));
-  EXPECT_EQ(key(SqlType::kTimestamptz, "2024-01-01 01:00:00+01"),
-            key(SqlType::kTimestamptz, "2024-01-01 00:00:00+00"));
-  EXPECT_NE(key(SqlType::kText, "a"), key(SqlType::kText, "A"));
-  EXPECT_NE(key(SqlType::kText, "a"), key(SqlType::kText, "a "));
-  EXPECT_EQ(key(SqlType::kBool, "true"), key(SqlType::kBool, "t"));
-  EXPECT_EQ(key(SqlType::kUuid, "A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11"),
-            key(SqlType::kUuid, "a0eebc999c0b4ef8bb6d6bb9bd380a11"));
-}
-
 class Database {
  public:
   explicit Database(const std::string& name)

@@ -1,7 +1,7 @@
 // libpg_query JSON parse tree -> typed Expr tree, refusing everything outside
 // the whitelist. Internally errors are thrown as WhereError and turned into a
 // Result at the boundary (parse_where_expression).
-#include "shapes/where_parser.h"
+#include "where/where_parser.h"
 
 #include <pg_query.h>
 
@@ -9,7 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
-namespace shapeproxy::shapes {
+namespace shapeproxy::where {
 namespace {
 
 using nlohmann::json;
@@ -763,4 +763,4 @@ Result<ExprPtr> parse_where_expression(std::string_view text,
   }
 }
 
-}  // namespace shapeproxy::shapes
+}  // namespace shapeproxy::where

@@ -1,14 +1,14 @@
 // WhereClause: ties parsing (where_parser), SQL rendering (where_sql) and
 // in-process evaluation (where_eval) together behind a narrow interface.
-#include "shapes/where_clause.h"
+#include "where/where_clause.h"
 
 #include <algorithm>
 
-#include "shapes/where_eval.h"
-#include "shapes/where_parser.h"
-#include "shapes/where_sql.h"
+#include "where/where_eval.h"
+#include "where/where_parser.h"
+#include "where/where_sql.h"
 
-namespace shapeproxy::shapes {
+namespace shapeproxy::where {
 namespace {
 
 void collect_columns(const Expr& e, std::vector<std::string>& out) {
@@ -40,4 +40,4 @@ bool WhereClause::matches(const RowValues& values) const {
   return evaluate_predicate(*root_, values);
 }
 
-}  // namespace shapeproxy::shapes
+}  // namespace shapeproxy::where

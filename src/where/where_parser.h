@@ -10,15 +10,13 @@
 #include <vector>
 
 #include "common/result.h"
-#include "shapes/where_clause.h"
-#include "shapes/where_expr.h"
+#include "where/where_clause.h"
+#include "where/where_expr.h"
 
-namespace shapeproxy::shapes {
-
-inline constexpr const char* kInvalidWhere = "invalid_where";
+namespace shapeproxy::where {
 
 Result<ExprPtr> parse_where_expression(std::string_view text,
                                        const std::vector<ColumnInfo>& columns,
                                        const std::map<int, std::string>& params);
 
-}  // namespace shapeproxy::shapes
+}  // namespace shapeproxy::where

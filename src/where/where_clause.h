@@ -21,7 +21,7 @@
 
 #include "common/result.h"
 
-namespace shapeproxy::shapes {
+namespace shapeproxy::where {
 
 struct Expr;
 
@@ -35,9 +35,12 @@ struct ColumnInfo {
 // values in PostgreSQL output format, nullopt = NULL.
 using RowValues = std::vector<std::optional<std::string>>;
 
+// The code of every error WhereClause::parse returns (HTTP 400 for clients).
+inline constexpr const char* kInvalidWhere = "invalid_where";
+
 class WhereClause {
  public:
-  // Errors have code "invalid_where" and say what is wrong, e.g.
+  // Errors have code kInvalidWhere and say what is wrong, e.g.
   // `unknown column "foo"`, `function pg_sleep is not supported`,
   // `parameter $2 has no value`.
   static Result<WhereClause> parse(std::string_view text, const std::vector<ColumnInfo>& columns,
@@ -68,4 +71,4 @@ class WhereClause {
   std::vector<std::string> referenced_columns_;
 };
 
-}  // namespace shapeproxy::shapes
+}  // namespace shapeproxy::where

@@ -2,10 +2,10 @@
 // with PostgreSQL semantics (three-valued logic, type-aware comparison).
 #pragma once
 
-#include "shapes/where_clause.h"
-#include "shapes/where_expr.h"
+#include "where/where_clause.h"
+#include "where/where_expr.h"
 
-namespace shapeproxy::shapes {
+namespace shapeproxy::where {
 
 // True only when `root` evaluates to TRUE. Where PostgreSQL would raise an
 // error (division by zero, overflow, invalid cast, bad LIKE escape) the
@@ -18,4 +18,4 @@ bool evaluate_predicate(const Expr& root, const RowValues& row);
 std::optional<bool> like_match(std::string_view text, std::string_view pattern,
                                std::string_view escape, bool case_insensitive);
 
-}  // namespace shapeproxy::shapes
+}  // namespace shapeproxy::where

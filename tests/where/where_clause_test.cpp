@@ -1,10 +1,10 @@
 // WhereClause: refusals, evaluation semantics (three-valued logic, typed
 // comparison), SQL rendering with bound parameters, and injection attempts.
-#include "shapes/where_clause.h"
+#include "where/where_clause.h"
 
 #include <gtest/gtest.h>
 
-namespace shapeproxy::shapes {
+namespace shapeproxy::where {
 namespace {
 
 const std::vector<ColumnInfo> kColumns = {
@@ -33,7 +33,7 @@ std::string parse_error(std::string_view text, const Params& params = {}) {
     ADD_FAILURE() << "expected `" << text << "` to be refused";
     return "";
   }
-  EXPECT_EQ(r.error().code, "invalid_where");
+  EXPECT_EQ(r.error().code, kInvalidWhere);
   return r.error().message;
 }
 
@@ -482,4 +482,4 @@ TEST(WhereClauseSql, ReferencedColumns) {
 }
 
 }  // namespace
-}  // namespace shapeproxy::shapes
+}  // namespace shapeproxy::where

@@ -12,7 +12,7 @@
 #include <string_view>
 #include <variant>
 
-namespace shapeproxy::shapes {
+namespace shapeproxy::where {
 
 enum class SqlType {
   kBool,
@@ -78,10 +78,6 @@ bool can_cast(SqlType from, SqlType to);
 // range, invalid text). NULL casts to NULL.
 std::optional<Datum> cast_datum(const Datum& value, SqlType from, SqlType to);
 
-// Three-way comparison of two non-NULL datums of the same type, with
-// PostgreSQL ordering (NaN greatest, text by bytes = C collation).
-int compare_datums(SqlType type, const Datum& a, const Datum& b);
-
 // Integer range of an integer type, for overflow checks.
 bool fits_integer_type(SqlType type, __int128 value);
 
@@ -96,4 +92,4 @@ Numeric numeric_neg(const Numeric& a);
 Numeric numeric_from_int(int64_t v);
 double numeric_to_double(const Numeric& n);
 
-}  // namespace shapeproxy::shapes
+}  // namespace shapeproxy::where

@@ -9,9 +9,9 @@
 #include <string>
 #include <vector>
 
-#include "shapes/where_types.h"
+#include "where/where_types.h"
 
-namespace shapeproxy::shapes {
+namespace shapeproxy::where {
 
 enum class ExprKind {
   kColumn,    // column_index / column_name
@@ -67,4 +67,4 @@ std::string_view compare_op_sql(CompareOp op);
 std::string_view arith_op_sql(ArithOp op);
 std::string_view func_sql_name(Func f);
 
-}  // namespace shapeproxy::shapes
+}  // namespace shapeproxy::where

@@ -9,9 +9,9 @@
 #include <string>
 #include <vector>
 
-#include "shapes/where_expr.h"
+#include "where/where_expr.h"
 
-namespace shapeproxy::shapes {
+namespace shapeproxy::where {
 
 // `bound` != nullptr: constants render as $first_param, $first_param+1, ...
 // (with a cast to their type) and their text values are appended to *bound.
@@ -19,4 +19,4 @@ namespace shapeproxy::shapes {
 std::string render_sql(const Expr& e, int first_param,
                        std::vector<std::optional<std::string>>* bound);
 
-}  // namespace shapeproxy::shapes
+}  // namespace shapeproxy::where

@@ -7,11 +7,11 @@
 #include <map>
 #include <string>
 
-#include "shapes/where_clause.h"
+#include "where/where_clause.h"
 
-using shapeproxy::shapes::ColumnInfo;
-using shapeproxy::shapes::RowValues;
-using shapeproxy::shapes::WhereClause;
+using shapeproxy::where::ColumnInfo;
+using shapeproxy::where::RowValues;
+using shapeproxy::where::WhereClause;
 
 namespace {
 
@@ -43,7 +43,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
 
   auto clause = WhereClause::parse(text, kColumns, params);
   if (!clause.ok()) {
-    if (clause.error().code != "invalid_where" || clause.error().message.empty()) std::abort();
+    if (clause.error().code != shapeproxy::where::kInvalidWhere || clause.error().message.empty())
+      std::abort();
     return 0;
   }
   std::vector<std::optional<std::string>> bound;

@@ -2,12 +2,14 @@
 // use; evaluation errors (PostgreSQL would raise) propagate as `false` from
 // eval() and make the row not match. AND/OR stop at the first deciding
 // argument, left to right, like PostgreSQL's executor.
-#include "shapes/where_eval.h"
+#include "where/where_eval.h"
+
+#include "where/datum_compare.h"
 
 #include <algorithm>
 #include <cmath>
 
-namespace shapeproxy::shapes {
+namespace shapeproxy::where {
 namespace {
 
 enum class Truth { kFalse, kTrue, kNull };
@@ -563,4 +565,4 @@ bool evaluate_predicate(const Expr& root, const RowValues& row) {
   return truth_of(result) == Truth::kTrue;
 }
 
-}  // namespace shapeproxy::shapes
+}  // namespace shapeproxy::where

@@ -2,11 +2,11 @@
 // so the output never depends on operator precedence. Text ordering,
 // ILIKE and lower/upper get COLLATE "C" so PostgreSQL computes them exactly
 // like the in-process evaluator (bytewise, ASCII-only case folding).
-#include "shapes/where_sql.h"
+#include "where/where_sql.h"
 
 #include "pg/connection.h"
 
-namespace shapeproxy::shapes {
+namespace shapeproxy::where {
 
 std::string_view compare_op_sql(CompareOp op) {
   switch (op) {
@@ -248,4 +248,4 @@ std::string render_sql(const Expr& e, int first_param,
   return SqlRenderer(first_param, bound).render(e);
 }
 
-}  // namespace shapeproxy::shapes
+}  // namespace shapeproxy::where
