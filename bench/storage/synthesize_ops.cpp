@@ -83,8 +83,13 @@ int main(int argc, char** argv) {
       rows.push_back({message["key"].dump(), message["value"]["id"].dump()});
     };
     for (const auto& message : stored.snapshot) add_row(nlohmann::json::parse(message));
-    for (const auto& body : stored.chunk_bodies) {  // whole response bodies: arrays
-      for (const auto& message : nlohmann::json::parse(body)) add_row(message);
+    for (const auto& chunk : stored.snapshot_chunks) {  // whole response bodies: arrays
+      auto body = chunk.file->read(chunk.offset, chunk.length);
+      if (!body) {
+        std::fprintf(stderr, "%s: %s\n", dirs[s].c_str(), body.error().to_string().c_str());
+        return 1;
+      }
+      for (const auto& message : nlohmann::json::parse(body.value())) add_row(message);
     }
     if (rows.empty()) continue;
     std::string relation = "[\"" + stored.meta["schema"].get<std::string>() + "\",\"" +

@@ -441,36 +441,33 @@ Result<std::shared_ptr<Shape>> Shape::restore(ShapeDefinition definition, const 
   shape->snapshot_file_ = meta.snapshot_file;
   if (!stored.snapshot_chunks.empty()) {
     shape->log_.set_chunks(ShapeLog::on_disk(stored.snapshot_chunks), meta.compacted_at);
-    for (auto& body : stored.chunk_bodies) {
-      shape->replay(body);
-      body = {};
-    }
   } else {
     shape->log_.set_snapshot(stored.snapshot, meta.compacted_at);
-    for (const auto& message : stored.snapshot) shape->replay(message);
   }
   if (meta.compacted_at) shape->last_logged_tx_ = meta.compacted_at->tx;
+  // Rows and operations, read back from the files.
+  auto is_snapshot = [&](LogOffset offset) {
+    return meta.compacted_at ? offset < *meta.compacted_at : offset.tx == 0;
+  };
   std::vector<LogEntry> transaction;
-  for (auto& operation : stored.operations) {
-    // Left over from a compaction interrupted by a crash: already folded in.
-    if (meta.compacted_at && LogOffset::at(operation.tx, operation.op) <= *meta.compacted_at) {
-      continue;
-    }
-    if (!transaction.empty() && transaction.back().offset.tx != operation.tx) {
-      shape->log_.append(std::move(transaction));
-      transaction.clear();
-    }
-    shape->replay(operation.json);
-    shape->last_logged_tx_ = std::max<replication::Lsn>(shape->last_logged_tx_, operation.tx);
-    transaction.push_back({LogOffset::at(operation.tx, operation.op), std::move(operation.json)});
-  }
+  auto read = for_each_after(
+      LogSource{files->log_files(), meta.compacted_at}, LogOffset::start(),
+      [&](LogOffset offset, std::string_view json) {
+        replay_message(shape->rows_, shape->table(), json);
+        if (is_snapshot(offset)) return;
+        if (!transaction.empty() && transaction.back().offset.tx != offset.tx) {
+          shape->log_.append(std::move(transaction));
+          transaction.clear();
+        }
+        shape->last_logged_tx_ = std::max<replication::Lsn>(shape->last_logged_tx_, offset.tx);
+        transaction.push_back({offset, std::string(json)});
+      });
+  if (!read) return read.error();
   if (!transaction.empty()) shape->log_.append(std::move(transaction));
   shape->files_ = std::move(files);
   shape->phase_ = Phase::kReady;
   return shape;
 }
-
-void Shape::replay(const std::string& message) { replay_message(rows_, table(), message); }
 
 bool Shape::apply_changes(replication::Xid xid, replication::Lsn commit_lsn,
                           const std::vector<const Change*>& changes) {

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "replication/transaction.h"
+#include "shapes/log_reader.h"
 #include "shapes/pg_snapshot.h"
 #include "shapes/shape_definition.h"
 #include "shapes/shape_log.h"
@@ -76,6 +77,9 @@ class Shape {
   // Persists this shape from now on (before the snapshot is applied).
   void attach_files(std::unique_ptr<storage::ShapeFiles> files) { files_ = std::move(files); }
   storage::ShapeFiles* files() const { return files_.get(); }
+  // Where this persisted shape's log lies, to read it back on any thread with
+  // for_each_after() (log_reader.h). Strand only; needs files().
+  LogSource log_source() const { return LogSource{files_->log_files(), log_.compacted_at()}; }
   ShapeMeta meta() const;
 
   const std::string& handle() const { return handle_; }
@@ -210,7 +214,6 @@ class Shape {
   bool compacting_ = false;
   bool snapshot_stored_ = true;  // false while a kAfterServing snapshot is only in memory
 
-  void replay(const std::string& message);
 };
 
 }  // namespace shapeproxy::shapes

@@ -63,6 +63,32 @@ Result<void> write_fully(int fd, std::string_view bytes, const std::filesystem::
 
 }  // namespace
 
+DecodedRecord decode_record(std::string_view bytes, std::uint64_t at, bool check_crc) {
+  DecodedRecord out;
+  if (bytes.size() < kHeaderBytes) {
+    out.size = kHeaderBytes;
+    return out;
+  }
+  const char* header = bytes.data();
+  auto length = get<std::uint32_t>(header);
+  if (length > kMaxPayload) {
+    out.status = DecodedRecord::Status::kDamaged;
+    return out;
+  }
+  out.size = kHeaderBytes + length;
+  if (bytes.size() < out.size) return out;
+  if (check_crc && checksum(std::string_view(header + 8, kHeaderBytes - 8 + length)) !=
+                       get<std::uint32_t>(header + 4)) {
+    out.status = DecodedRecord::Status::kDamaged;
+    return out;
+  }
+  out.status = DecodedRecord::Status::kWhole;
+  out.record = Record{static_cast<std::uint8_t>(header[8]), get<std::uint64_t>(header + 9),
+                      get<std::uint64_t>(header + 17),
+                      std::string_view(header + kHeaderBytes, length), at + kHeaderBytes};
+  return out;
+}
+
 Result<std::uint64_t> RecordFile::read_all(const std::filesystem::path& path,
                                            const std::function<void(const Record&)>& visit) {
   std::ifstream in(path, std::ios::binary);
@@ -79,18 +105,11 @@ Result<std::uint64_t> RecordFile::read_all(const std::filesystem::path& path,
     bytes.resize(static_cast<std::size_t>(std::max<std::streamsize>(in.gcount(), 0)));
   }
   std::uint64_t at = 0;
-  while (at + kHeaderBytes <= bytes.size()) {
-    const char* header = bytes.data() + at;
-    auto length = get<std::uint32_t>(header);
-    auto expected = get<std::uint32_t>(header + 4);
-    if (length > kMaxPayload || at + kHeaderBytes + length > bytes.size()) break;
-    std::string_view covered(header + 8, kHeaderBytes - 8 + length);
-    if (checksum(covered) != expected) break;
-    Record record{static_cast<std::uint8_t>(header[8]), get<std::uint64_t>(header + 9),
-                  get<std::uint64_t>(header + 17), std::string_view(header + kHeaderBytes, length),
-                  at + kHeaderBytes};
-    visit(record);
-    at += kHeaderBytes + length;
+  while (true) {
+    auto decoded = decode_record(std::string_view(bytes).substr(at), at);
+    if (decoded.status != DecodedRecord::Status::kWhole) break;
+    visit(decoded.record);
+    at += decoded.size;
   }
   return at;
 }

@@ -31,6 +31,18 @@ struct Record {
 // starts within them.
 constexpr std::uint64_t kRecordHeaderBytes = 4 + 4 + 1 + 8 + 8;
 
+// Decoding one record from bytes that start at its header (the file offset
+// of the header is `at`): kWhole with the record and the bytes it takes;
+// kIncomplete when `bytes` ends inside it (read more, or a torn tail);
+// kDamaged when its length is impossible or its checksum fails.
+struct DecodedRecord {
+  enum class Status { kWhole, kIncomplete, kDamaged };
+  Status status = Status::kIncomplete;
+  Record record;           // kWhole: payload points into `bytes`
+  std::uint64_t size = 0;  // kWhole: header + payload; kIncomplete: bytes needed
+};
+DecodedRecord decode_record(std::string_view bytes, std::uint64_t at, bool check_crc = true);
+
 class RecordFile {
  public:
   // Reads every good record (in order) and returns the byte length of the
@@ -61,6 +73,7 @@ class RecordFile {
   bool needs_sync() const { return dirty_; }
   void mark_synced() { dirty_ = false; }
   std::uint64_t size() const { return size_; }
+  std::uint64_t pending_bytes() const { return pending_.size(); }
 
  private:
   RecordFile(int fd, std::filesystem::path path, std::uint64_t size);

@@ -7,7 +7,9 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <limits>
 
+#include "storage/record_reader.h"
 #include "storage/storage_error.h"
 
 namespace shapeproxy::storage {
@@ -15,10 +17,10 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr std::uint8_t kOperation = 1;
-constexpr std::uint8_t kLastOfTransaction = 2;
-constexpr std::uint8_t kSnapshotMessage = 3;
-constexpr std::uint8_t kSnapshotChunk = 4;
+using record_kind::kLastOfTransaction;
+using record_kind::kOperation;
+using record_kind::kSnapshotChunk;
+using record_kind::kSnapshotMessage;
 
 Result<nlohmann::json> read_meta(const fs::path& dir) {
   std::ifstream in(dir / "meta.json");
@@ -28,6 +30,41 @@ Result<nlohmann::json> read_meta(const fs::path& dir) {
     return Error{"storage_corrupt", "meta.json is not valid JSON in " + dir.string(), ""};
   }
   return meta;
+}
+
+// A file name meta.json may name: inside the shape's directory, nothing else.
+bool plain_file_name(const std::string& name) {
+  return !name.empty() && name != "." && name != ".." && name.find('/') == std::string::npos &&
+         name.find('\0') == std::string::npos;
+}
+
+constexpr std::uint64_t kWholeFile = std::numeric_limits<std::uint64_t>::max();
+
+// Reads [0, end) of one log file (all of it: kWholeFile); stops early when
+// `visit` returns false.
+Result<void> read_records(const fs::path& path, std::uint64_t end,
+                          const std::function<bool(const Record&)>& visit) {
+  auto file = ReadOnlyFile::open(path);
+  if (!file) return file.error();
+  if (end == kWholeFile) {
+    auto size = file_size(*file.value());
+    if (!size) return size.error();
+    end = size.value();
+  }
+  RecordReader reader(file.value(), 0, end);
+  while (true) {
+    auto record = reader.next();
+    if (!record) return record.error();
+    if (!record.value()) break;
+    if (!visit(*record.value())) return {};
+  }
+  if (reader.damaged()) {
+    return Error{"storage_corrupt",
+                 path.string() + " has a damaged record at byte " +
+                     std::to_string(reader.position()) + " of " + std::to_string(end),
+                 "the shape is dropped and rebuilt from the database"};
+  }
+  return {};
 }
 
 }  // namespace
@@ -48,7 +85,9 @@ Result<std::unique_ptr<ShapeFiles>> ShapeFiles::create(const fs::path& dir,
   }
   auto changes = RecordFile::open_for_append(dir / "changes.log", 0);
   if (!changes) return changes.error();
-  return std::unique_ptr<ShapeFiles>(new ShapeFiles(dir, std::move(changes).value()));
+  auto files = std::unique_ptr<ShapeFiles>(new ShapeFiles(dir, std::move(changes).value()));
+  files->indexes_.push_back(FileIndex{});
+  return files;
 }
 
 namespace {
@@ -131,59 +170,117 @@ Result<void> expect_whole(const fs::path& path, std::uint64_t good_length) {
 
 }  // namespace
 
+namespace {
+
+// The snapshot file's chunk positions from its record headers (payloads are
+// not read, checksums not checked: see verify_snapshot()); an older file of
+// one message per record is read whole. The headers must tile the file
+// exactly: anything else (a length pointing past the end) is corruption.
+Result<void> load_snapshot(const fs::path& path, StoredShape& stored) {
+  auto opened = ReadOnlyFile::open(path);
+  if (!opened) return opened.error();
+  auto file = std::move(opened).value();
+  auto size = file_size(*file);
+  if (!size) return size.error();
+  auto corrupt = [&](std::uint64_t at, const std::string& why) {
+    return Error{"storage_corrupt",
+                 path.string() + " has a damaged record at byte " + std::to_string(at) + " of " +
+                     std::to_string(size.value()) + ": " + why,
+                 "the shape is dropped and rebuilt from the database"};
+  };
+  std::uint64_t at = 0;
+  while (at < size.value()) {
+    if (at + kRecordHeaderBytes > size.value()) return corrupt(at, "a cut header");
+    auto header = file->read(at, kRecordHeaderBytes);
+    if (!header) return header.error();
+    const auto kind = static_cast<std::uint8_t>(header.value()[8]);
+    std::uint64_t length = 0;
+    for (int i = 0; i < 4; ++i) {
+      length |= static_cast<std::uint64_t>(static_cast<unsigned char>(header.value()[i]))
+                << (8 * i);
+    }
+    if (at + kRecordHeaderBytes + length > size.value()) return corrupt(at, "a cut record");
+    if (kind == kSnapshotMessage) {
+      // The older format: small files of one message per record, read whole.
+      stored.snapshot_chunks.clear();
+      std::vector<std::string> messages;
+      auto read = RecordFile::read_all(path, [&](const Record& record) {
+        if (record.kind == kSnapshotMessage) messages.emplace_back(record.payload);
+      });
+      if (!read) return read.error();
+      if (read.value() != size.value()) return corrupt(read.value(), "a bad checksum");
+      stored.snapshot = std::move(messages);
+      return {};
+    }
+    if (kind != kSnapshotChunk) return corrupt(at, "not a snapshot record");
+    stored.snapshot_chunks.push_back({file, at + kRecordHeaderBytes, length});
+    at += kRecordHeaderBytes + length;
+  }
+  return {};
+}
+
+}  // namespace
+
 Result<std::pair<std::unique_ptr<ShapeFiles>, StoredShape>> ShapeFiles::open(const fs::path& dir) {
   StoredShape stored;
   auto meta = read_meta(dir);
   if (!meta) return meta.error();
   stored.meta = std::move(meta).value();
-  const std::string snapshot_file = stored.meta.value("snapshot_file", "snapshot.log");
-  auto snapshot = RecordFile::read_all(dir / snapshot_file, [&](const Record& record) {
-    if (record.kind == kSnapshotMessage) stored.snapshot.emplace_back(record.payload);
-    if (record.kind == kSnapshotChunk) {
-      stored.chunk_bodies.emplace_back(record.payload);
-      stored.snapshot_chunks.push_back({nullptr, record.position, record.payload.size()});
-    }
-  });
-  if (!snapshot) return snapshot.error();
-  // A snapshot file is complete and synced before meta.json names it, so a
-  // record that fails its checksum is corruption, not a torn tail: refuse the
-  // shape (its clients resync) rather than serve it without the rest. This
-  // load-time pass is where stored chunks' checksums are verified; requests
-  // then send the checked byte ranges with sendfile, unread.
-  std::error_code size_ec;
-  auto snapshot_size = fs::file_size(dir / snapshot_file, size_ec);
-  if (!size_ec && snapshot.value() != snapshot_size) {
-    return Error{"storage_corrupt",
-                 (dir / snapshot_file).string() + " has a damaged record at byte " +
-                     std::to_string(snapshot.value()) + " of " + std::to_string(snapshot_size),
-                 "the shape is dropped and rebuilt from the database"};
+  if (!stored.meta.is_object()) {
+    return Error{"storage_corrupt", (dir / "meta.json").string() + " is not a JSON object", ""};
   }
-  if (!stored.snapshot_chunks.empty()) {
-    auto reader = ReadOnlyFile::open(dir / snapshot_file);
-    if (!reader) return reader.error();
-    for (auto& chunk : stored.snapshot_chunks) chunk.file = reader.value();
+  auto named = stored.meta.find("snapshot_file");
+  const std::string snapshot_file = named == stored.meta.end() ? "snapshot.log"
+                                    : named->is_string()       ? named->get<std::string>()
+                                                               : std::string();
+  if (!plain_file_name(snapshot_file)) {
+    return Error{"storage_corrupt",
+                 (dir / "meta.json").string() +
+                     ": snapshot_file is not a file name in the shape's "
+                     "directory",
+                 ""};
+  }
+  // A shape whose snapshot completed (meta.json names it) must have the file.
+  if (stored.meta.contains("snapshot") || fs::exists(dir / snapshot_file)) {
+    if (auto loaded = load_snapshot(dir / snapshot_file, stored); !loaded) return loaded.error();
   }
   // Every changes file, in order; leftovers of an unfinished compaction
-  // (a snapshot file meta.json does not name, temporary files) go.
+  // (a snapshot file meta.json does not name, temporary files, sidecars of
+  // removed changes files) go.
   std::vector<std::uint64_t> numbers;
+  std::vector<fs::path> sidecars;
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator(dir, ec)) {
     std::string name = entry.path().filename().string();
     if (auto number = changes_file_number(name)) {
       numbers.push_back(*number);
+    } else if (name.ends_with(".log.idx")) {
+      sidecars.push_back(entry.path());
     } else if ((name.starts_with("snapshot") && name != snapshot_file) || name.ends_with(".tmp")) {
       fs::remove(entry.path(), ec);
     }
   }
+  for (const auto& sidecar : sidecars) {
+    auto changes = sidecar;
+    changes.replace_extension();
+    if (!changes_file_number(changes.filename().string()) || !fs::exists(changes)) {
+      fs::remove(sidecar, ec);
+    }
+  }
   std::sort(numbers.begin(), numbers.end());
   if (numbers.empty()) numbers.push_back(0);
-  std::uint64_t last_length = 0;
+  std::vector<FileIndex> indexes;
+  std::vector<LoadedChanges> loaded;
   for (auto number : numbers) {
-    auto length = read_changes(dir / changes_name(number), stored.operations);
-    if (!length) return length.error();
-    last_length = length.value();
+    auto changes = load_changes(dir / changes_name(number));
+    if (!changes) return changes.error();
+    stored.changes_bytes_scanned += changes->scanned_bytes;
+    if (changes->last) stored.last_operation = changes->last;
+    indexes.push_back(FileIndex{number, changes->marks, changes->marks_in_sidecar,
+                                changes->good_length, nullptr});
   }
-  auto changes = RecordFile::open_for_append(dir / changes_name(numbers.back()), last_length);
+  auto changes =
+      RecordFile::open_for_append(dir / changes_name(numbers.back()), indexes.back().size);
   if (!changes) return changes.error();
   auto files = std::unique_ptr<ShapeFiles>(new ShapeFiles(dir, std::move(changes).value()));
   files->snapshot_file_ = snapshot_file;
@@ -191,11 +288,102 @@ Result<std::pair<std::unique_ptr<ShapeFiles>, StoredShape>> ShapeFiles::open(con
   for (std::size_t i = 0; i + 1 < numbers.size(); ++i) {
     files->older_changes_.push_back(changes_name(numbers[i]));
   }
-  if (!stored.operations.empty()) {
-    files->written_last_ = {stored.operations.back().tx, stored.operations.back().op};
+  files->indexes_ = std::move(indexes);
+  if (!files->indexes_.back().marks.empty()) {
+    files->placer_ = MarkPlacer(files->indexes_.back().marks.back().position);
+  }
+  // Marks the scan placed name records read from the files, which a crash
+  // of the process (not of the machine) may have left unsynced: sync them
+  // before the sidecar names them.
+  for (std::size_t i = 0; i < files->indexes_.size(); ++i) {
+    auto& index = files->indexes_[i];
+    if (index.marks.size() == index.in_sidecar) continue;
+    if (i + 1 == files->indexes_.size()) {
+      if (::fdatasync(files->changes_.descriptor()) != 0) continue;
+      files->flush_sidecar(index.size);
+    } else {
+      std::vector<ChangesMark> added(index.marks.begin() + static_cast<long>(index.in_sidecar),
+                                     index.marks.end());
+      if (write_sidecar(sidecar_path(dir / changes_name(index.number)), index.in_sidecar, added)) {
+        index.in_sidecar = index.marks.size();
+      }
+    }
+  }
+  if (stored.last_operation) {
+    files->written_last_ = stored.last_operation;
     files->queued_last_ = files->written_last_;
   }
   return std::make_pair(std::move(files), std::move(stored));
+}
+
+Result<void> ShapeFiles::verify_snapshot(const fs::path& path) {
+  return read_records(path, kWholeFile, [](const Record&) { return true; });
+}
+
+void ShapeFiles::flush_sidecar(std::uint64_t synced_bytes) {
+  auto& index = indexes_.back();
+  std::vector<ChangesMark> added;
+  for (std::size_t i = index.in_sidecar; i < index.marks.size(); ++i) {
+    if (index.marks[i].position >= synced_bytes) break;
+    added.push_back(index.marks[i]);
+  }
+  if (added.empty()) return;
+  if (write_sidecar(sidecar_path(dir_ / changes_file_name()), index.in_sidecar, added)) {
+    index.in_sidecar += added.size();
+  }
+}
+
+Result<ShapeFiles::OperationRanges> ShapeFiles::ranges_after(std::uint64_t tx, std::uint64_t op) {
+  const auto after = std::make_pair(tx, op);
+  // The last mark at or before (tx, op), among written records.
+  std::size_t first_file = 0;
+  std::uint64_t begin = 0;
+  for (std::size_t f = 0; f < indexes_.size(); ++f) {
+    for (const auto& mark : indexes_[f].marks) {
+      if (mark.position >= indexes_[f].size || std::make_pair(mark.tx, mark.op) > after) break;
+      first_file = f;
+      begin = mark.position;
+    }
+  }
+  OperationRanges out;
+  for (std::size_t f = first_file; f < indexes_.size(); ++f) {
+    auto& index = indexes_[f];
+    const bool current = f + 1 == indexes_.size();
+    const std::uint64_t end = current ? changes_.size() : index.size;
+    const std::uint64_t from = f == first_file ? begin : 0;
+    if (from >= end) continue;
+    if (!index.reader) {
+      auto reader = ReadOnlyFile::open(dir_ / changes_name(index.number));
+      if (!reader) return reader.error();
+      index.reader = std::move(reader).value();
+    }
+    out.ranges.push_back({index.reader, from, end});
+  }
+  return out;
+}
+
+Result<void> ShapeFiles::read_operations(const OperationRanges& ranges, std::uint64_t tx,
+                                         std::uint64_t op,
+                                         const std::function<bool(const Record&)>& visit) {
+  const auto after = std::make_pair(tx, op);
+  for (const auto& range : ranges.ranges) {
+    RecordReader reader(range.file, range.begin, range.end, 256 * 1024);
+    while (true) {
+      auto record = reader.next();
+      if (!record) return record.error();
+      if (!record.value()) break;
+      const Record& each = *record.value();
+      if (std::make_pair(each.tx, each.op) <= after) continue;
+      if (!visit(each)) return {};
+    }
+    if (reader.damaged()) {
+      return Error{"storage_corrupt",
+                   "a shape's changes file has a damaged record at byte " +
+                       std::to_string(reader.position()),
+                   "the shape is dropped and rebuilt from the database"};
+    }
+  }
+  return {};
 }
 
 std::string ShapeFiles::changes_file_name() const { return changes_name(changes_number_); }
@@ -203,6 +391,7 @@ std::string ShapeFiles::changes_file_name() const { return changes_name(changes_
 Result<void> ShapeFiles::write() {
   if (auto written = changes_.write(); !written) return written;
   written_last_ = queued_last_;
+  indexes_.back().size = changes_.size();
   return {};
 }
 
@@ -216,6 +405,20 @@ Result<std::optional<ShapeFiles::CompactionSource>> ShapeFiles::begin_compaction
   // acknowledged: the next pending_sync() includes the directory (off the
   // strand, on the sync thread).
   directory_unsynced_ = true;
+  // Marks of the queued records move with them, to the new file's start.
+  const std::uint64_t moved_from = changes_.size();
+  FileIndex fresh{changes_number_ + 1, {}, 0, 0, nullptr};
+  auto& old_marks = indexes_.back().marks;
+  while (!old_marks.empty() && old_marks.back().position >= moved_from) {
+    auto mark = old_marks.back();
+    old_marks.pop_back();
+    mark.position -= moved_from;
+    mark.tx_begin -= std::min(mark.tx_begin, moved_from);
+    fresh.marks.insert(fresh.marks.begin(), mark);
+  }
+  flush_sidecar(moved_from);  // everything written there is synced (checked above)
+  placer_ = fresh.marks.empty() ? MarkPlacer() : MarkPlacer(fresh.marks.back().position);
+  indexes_.push_back(std::move(fresh));
   next->add_encoded(changes_.take_pending());
   older_changes_.push_back(changes_file_name());
   changes_ = std::move(next).value();
@@ -264,10 +467,54 @@ Result<void> ShapeFiles::finish_compaction(const CompactionSource& source,
   if (source.snapshot_file != snapshot_file) fs::remove(dir_ / source.snapshot_file, ec);
   for (const auto& name : source.changes_files) {
     fs::remove(dir_ / name, ec);
+    fs::remove(sidecar_path(dir_ / name), ec);
+    indexes_.erase(
+        std::remove_if(indexes_.begin(), indexes_.end() - 1,
+                       [&](const FileIndex& index) { return changes_name(index.number) == name; }),
+        indexes_.end() - 1);
     older_changes_.erase(std::remove(older_changes_.begin(), older_changes_.end(), name),
                          older_changes_.end());
   }
   snapshot_file_ = snapshot_file;
+  return {};
+}
+
+ShapeFiles::LogFiles ShapeFiles::log_files() const {
+  LogFiles files{dir_, snapshot_file_, older_changes_, changes_.size()};
+  files.changes_files.push_back(changes_file_name());
+  return files;
+}
+
+Result<void> ShapeFiles::read_log(const LogFiles& files,
+                                  const std::function<void(const LoggedRecord&)>& visit,
+                                  const std::function<bool()>& stopped) {
+  bool stop = false;
+  auto each = [&](const Record& record) {
+    if (stopped && stopped()) {
+      stop = true;
+      return false;
+    }
+    LoggedRecord logged;
+    logged.snapshot = record.kind == kSnapshotMessage || record.kind == kSnapshotChunk;
+    logged.chunk = record.kind == kSnapshotChunk;
+    logged.tx = record.tx;
+    logged.op = record.op;
+    logged.payload = record.payload;
+    if (logged.snapshot || record.kind == kOperation || record.kind == kLastOfTransaction) {
+      visit(logged);
+    }
+    return true;
+  };
+  if (auto read = read_records(files.dir / files.snapshot_file, kWholeFile, each); !read) {
+    return read;
+  }
+  for (std::size_t i = 0; i < files.changes_files.size() && !stop; ++i) {
+    const bool last = i + 1 == files.changes_files.size();
+    const std::uint64_t end = last ? files.written_bytes : kWholeFile;
+    if (auto read = read_records(files.dir / files.changes_files[i], end, each); !read) {
+      return read;
+    }
+  }
   return {};
 }
 
@@ -327,9 +574,14 @@ Result<void> ShapeFiles::write_snapshot_file(const fs::path& path,
 }
 
 void ShapeFiles::append_transaction(const std::vector<StoredOperation>& operations) {
+  std::uint64_t at = changes_.size() + changes_.pending_bytes();
+  const std::uint64_t tx_begin = at;
+  auto& marks = indexes_.back().marks;
   for (std::size_t i = 0; i < operations.size(); ++i) {
     const auto& operation = operations[i];
     bool last = i + 1 == operations.size();
+    if (placer_.place(at)) marks.push_back({operation.tx, operation.op, at, tx_begin});
+    at += kRecordHeaderBytes + operation.json.size();
     changes_.add(
         Record{last ? kLastOfTransaction : kOperation, operation.tx, operation.op, operation.json});
   }
@@ -342,18 +594,22 @@ Result<void> ShapeFiles::sync() {
     if (auto synced = sync_directory(dir_); !synced) return synced;
     directory_unsynced_ = false;
   }
-  return changes_.sync();
+  if (auto synced = changes_.sync(); !synced) return synced;
+  flush_sidecar(changes_.size());
+  return {};
 }
 
 ShapeFiles::PendingSync ShapeFiles::pending_sync() const {
   if (!changes_.needs_sync()) return PendingSync{};
-  return PendingSync{changes_.descriptor(), directory_unsynced_ ? dir_ : fs::path{}};
+  return PendingSync{changes_.descriptor(), changes_.size(),
+                     directory_unsynced_ ? dir_ : fs::path{}};
 }
 
 void ShapeFiles::mark_synced(const PendingSync& done) {
   if (done.descriptor < 0) return;
   changes_.mark_synced();
   if (!done.directory.empty()) directory_unsynced_ = false;
+  flush_sidecar(done.written_bytes);
 }
 
 Result<void> ShapeFiles::sync_written(const PendingSync& pending) {

@@ -6,8 +6,12 @@
 //   changes-N.log  when a compaction starts, appends move to the next file
 //                  (N = 1, 2, ...) so the earlier ones are immutable while a
 //                  worker folds them; the loader reads them all in order
+//   <changes file>.idx  its sparse index (changes_index.h)
 // A transaction's operations reach disk in one write, the last one flagged;
 // at load, a torn tail is cut back to the end of the last whole transaction.
+// Loading reads neither snapshot chunk bodies nor operations: chunk
+// positions come from the record headers, operations are found through the
+// sparse index and read back on demand (ranges_after(), read_log()).
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -22,6 +26,7 @@
 #include <vector>
 
 #include "common/result.h"
+#include "storage/changes_index.h"
 #include "storage/read_only_file.h"
 #include "storage/record_file.h"
 
@@ -37,11 +42,12 @@ struct StoredShape {
   nlohmann::json meta;
   // The snapshot: either messages (files written before chunks were stored
   // whole), or chunks, each one response body (a JSON array of messages):
-  // where they lie on disk, and their bytes as read at load (to rebuild rows).
+  // where they lie on disk (not read: see verify_snapshot()).
   std::vector<std::string> snapshot;
   std::vector<StoredChunk> snapshot_chunks;
-  std::vector<std::string> chunk_bodies;
-  std::vector<StoredOperation> operations;
+  // The last whole operation in the changes files (tx, op), if any.
+  std::optional<std::pair<std::uint64_t, std::uint64_t>> last_operation;
+  std::uint64_t changes_bytes_scanned = 0;  // what the load read of the changes files
 };
 
 class ShapeFiles {
@@ -49,9 +55,16 @@ class ShapeFiles {
   // Creates the directory and its meta.json.
   static Result<std::unique_ptr<ShapeFiles>> create(const std::filesystem::path& dir,
                                                     const nlohmann::json& meta);
-  // Loads a shape directory, cutting a torn tail of changes.log.
+  // Loads a shape directory, cutting a torn tail of changes.log. Reads
+  // meta.json, snapshot record headers and each changes file's sidecar
+  // index (plus the records after its last mark).
   static Result<std::pair<std::unique_ptr<ShapeFiles>, StoredShape>> open(
       const std::filesystem::path& dir);
+  // Reads every record of a snapshot file and checks its checksum (any
+  // thread): the load does not, so a damaged chunk is found by this pass
+  // (run after start-up) and its shape dropped. "storage_corrupt" when one
+  // fails.
+  static Result<void> verify_snapshot(const std::filesystem::path& path);
 
   Result<void> write_meta(const nlohmann::json& meta);
   // Writes and syncs the snapshot messages (once).
@@ -100,6 +113,50 @@ class ShapeFiles {
       const std::function<bool()>& stopped = {});
   Result<void> finish_compaction(const CompactionSource& source, const std::string& snapshot_file,
                                  const nlohmann::json& meta);
+  // The files the log lies in as of now (owner's thread), to read on any
+  // thread with read_log(): appends after this call are not read.
+  struct LogFiles {
+    std::filesystem::path dir;
+    std::string snapshot_file;
+    std::vector<std::string> changes_files;  // oldest first; the last is appended to
+    std::uint64_t written_bytes = 0;         // of the last: whole transactions handed to the OS
+  };
+  LogFiles log_files() const;
+  // One record of a shape's log: a snapshot message (`snapshot`, not
+  // `chunk`), a snapshot chunk (a JSON array of messages), or an operation.
+  struct LoggedRecord {
+    bool snapshot = false;
+    bool chunk = false;
+    std::uint64_t tx = 0;
+    std::uint64_t op = 0;
+    std::string_view payload;  // valid during the visit only
+  };
+  // Visits the snapshot's records, then every operation, in order, reading
+  // through a bounded buffer. A file removed meanwhile (a compaction
+  // finished: read log_files() again) or a damaged record is an error, never
+  // a silently shorter log. `stopped` (optional), asked between records:
+  // true ends the read early (success).
+  static Result<void> read_log(const LogFiles& files,
+                               const std::function<void(const LoggedRecord&)>& visit,
+                               const std::function<bool()>& stopped = {});
+  // Where the operations after (tx, op) lie (owner's thread): byte ranges of
+  // the changes files from the last mark at or before it through what was
+  // written, the files held open; read them on any thread with
+  // read_operations(). Reads at most ~kMarkSpacing before the first wanted.
+  struct OperationRanges {
+    struct Range {
+      std::shared_ptr<const ReadOnlyFile> file;
+      std::uint64_t begin = 0;
+      std::uint64_t end = 0;
+    };
+    std::vector<Range> ranges;
+  };
+  Result<OperationRanges> ranges_after(std::uint64_t tx, std::uint64_t op);
+  // Visits the operations in `ranges` strictly after (tx, op), in order,
+  // until `visit` returns false. A damaged record is "storage_corrupt".
+  static Result<void> read_operations(const OperationRanges& ranges, std::uint64_t tx,
+                                      std::uint64_t op,
+                                      const std::function<bool(const Record&)>& visit);
   // Queues one transaction's operations; sync() makes them durable.
   void append_transaction(const std::vector<StoredOperation>& operations);
   Result<void> sync();
@@ -108,7 +165,8 @@ class ShapeFiles {
   // makes them durable (it touches only the descriptor).
   Result<void> write();
   struct PendingSync {
-    int descriptor = -1;  // -1: nothing to sync
+    int descriptor = -1;              // -1: nothing to sync
+    std::uint64_t written_bytes = 0;  // what the sync covers (marks up to it go to the sidecar)
     // Set when the changes file is new since the directory was last synced:
     // its name is made durable first.
     std::filesystem::path directory;
@@ -126,6 +184,21 @@ class ShapeFiles {
  private:
   ShapeFiles(std::filesystem::path dir, RecordFile changes);
   std::string changes_file_name() const;
+  // Appends the marks of the current file's records below `synced_bytes`
+  // (durable) that the sidecar lacks. A failure is left for the next call
+  // (the sidecar is an index, not the data).
+  void flush_sidecar(std::uint64_t synced_bytes);
+
+  // The sparse index of one changes file (older files first, the current last).
+  struct FileIndex {
+    std::uint64_t number = 0;
+    std::vector<ChangesMark> marks;
+    std::size_t in_sidecar = 0;                  // marks[0..in_sidecar) are in its sidecar
+    std::uint64_t size = 0;                      // bytes written (whole transactions)
+    std::shared_ptr<const ReadOnlyFile> reader;  // opened on the first read
+  };
+  std::vector<FileIndex> indexes_;
+  MarkPlacer placer_;  // for the current file's records
 
   std::filesystem::path dir_;
   RecordFile changes_;

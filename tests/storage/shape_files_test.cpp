@@ -38,6 +38,16 @@ std::vector<StoredOperation> transaction(std::uint64_t tx, int operations) {
   return out;
 }
 
+// The operations the files hold (read back as a rebuild would).
+std::vector<StoredOperation> operations_of(const ShapeFiles& files) {
+  std::vector<StoredOperation> out;
+  auto read = ShapeFiles::read_log(files.log_files(), [&](const ShapeFiles::LoggedRecord& record) {
+    if (!record.snapshot) out.push_back({record.tx, record.op, std::string(record.payload)});
+  });
+  EXPECT_TRUE(read) << read.error().to_string();
+  return out;
+}
+
 std::unique_ptr<ShapeFiles> make_shape(const fs::path& dir) {
   auto files = ShapeFiles::create(dir, nlohmann::json{{"handle", "h-1"}});
   EXPECT_TRUE(files) << files.error().to_string();
@@ -59,16 +69,18 @@ TEST(ShapeFilesTest, RoundTripsMetaSnapshotAndTransactions) {
   auto& [files, stored] = opened.value();
   EXPECT_EQ(stored.meta["handle"], "h-1");
   EXPECT_EQ(stored.snapshot, (std::vector<std::string>{"{\"row\":1}", "{\"row\":2}"}));
-  ASSERT_EQ(stored.operations.size(), 4u);
-  EXPECT_EQ(stored.operations[2].tx, 100u);
-  EXPECT_EQ(stored.operations[2].op, 2u);
-  EXPECT_EQ(stored.operations[3].json, "{\"tx\":200,\"op\":0}");
+  auto operations = operations_of(*files);
+  ASSERT_EQ(operations.size(), 4u);
+  EXPECT_EQ(operations[2].tx, 100u);
+  EXPECT_EQ(operations[2].op, 2u);
+  EXPECT_EQ(operations[3].json, "{\"tx\":200,\"op\":0}");
+  EXPECT_EQ(stored.last_operation, std::make_pair(std::uint64_t{200}, std::uint64_t{0}));
   // Appending after a reopen continues the file.
   files->append_transaction(transaction(300, 2));
   ASSERT_TRUE(files->sync());
   auto again = ShapeFiles::open(dir);
   ASSERT_TRUE(again);
-  EXPECT_EQ(again.value().second.operations.size(), 6u);
+  EXPECT_EQ(operations_of(*again.value().first).size(), 6u);
 }
 
 TEST(ShapeFilesTest, EveryTornTailIsCutBackToTheLastWholeTransaction) {
@@ -95,7 +107,7 @@ TEST(ShapeFilesTest, EveryTornTailIsCutBackToTheLastWholeTransaction) {
     }
     auto opened = ShapeFiles::open(dir);
     ASSERT_TRUE(opened) << "length " << length;
-    EXPECT_EQ(opened.value().second.operations.size(), 2u) << "length " << length;
+    EXPECT_EQ(operations_of(*opened.value().first).size(), 2u) << "length " << length;
     EXPECT_EQ(fs::file_size(dir / "changes.log"), whole_size) << "tail not cut at " << length;
   }
 }
@@ -119,8 +131,9 @@ TEST(ShapeFilesTest, CorruptedRecordEndsTheLogThere) {
   }
   auto opened = ShapeFiles::open(dir);
   ASSERT_TRUE(opened);
-  ASSERT_EQ(opened.value().second.operations.size(), 1u);
-  EXPECT_EQ(opened.value().second.operations[0].tx, 100u);
+  auto operations = operations_of(*opened.value().first);
+  ASSERT_EQ(operations.size(), 1u);
+  EXPECT_EQ(operations[0].tx, 100u);
 }
 
 TEST(ShapeFilesTest, UnsyncedAppendsAreNotOnDisk) {
@@ -146,9 +159,9 @@ TEST(ShapeFilesTest, RemoveDeletesTheDirectoryAndBadMetaIsAnError) {
   EXPECT_EQ(opened.error().code, "storage_corrupt");
 }
 
-std::vector<std::uint64_t> transaction_ids(const StoredShape& stored) {
+std::vector<std::uint64_t> transaction_ids(const ShapeFiles& files) {
   std::vector<std::uint64_t> out;
-  for (const auto& operation : stored.operations) out.push_back(operation.tx);
+  for (const auto& operation : operations_of(files)) out.push_back(operation.tx);
   return out;
 }
 
@@ -188,7 +201,7 @@ TEST(ShapeFilesTest, CompactionFoldsFrozenFilesWhileAppendsContinueAndSurvivesAC
   {
     auto crashed = ShapeFiles::open(dir);
     ASSERT_TRUE(crashed) << crashed.error().to_string();
-    EXPECT_EQ(transaction_ids(crashed.value().second),
+    EXPECT_EQ(transaction_ids(*crashed.value().first),
               (std::vector<std::uint64_t>{100, 100, 200, 300}));
   }
   ASSERT_TRUE(
@@ -203,7 +216,8 @@ TEST(ShapeFilesTest, CompactionFoldsFrozenFilesWhileAppendsContinueAndSurvivesAC
   auto reopened = ShapeFiles::open(dir);
   ASSERT_TRUE(reopened) << reopened.error().to_string();
   EXPECT_EQ(reopened.value().second.snapshot, (std::vector<std::string>{"{\"row\":\"folded\"}"}));
-  EXPECT_EQ(transaction_ids(reopened.value().second), (std::vector<std::uint64_t>{200, 300, 400}));
+  EXPECT_EQ(transaction_ids(*reopened.value().first), (std::vector<std::uint64_t>{200, 300, 400}));
+  EXPECT_FALSE(fs::exists(dir / "changes.log.idx")) << "a sidecar goes with its file";
   // The next compaction continues from the reopened files.
   auto& again = reopened.value().first;
   auto next = again->begin_compaction();
@@ -228,12 +242,11 @@ TEST(ShapeFilesTest, SnapshotChunksStayOnDiskAndReadBackWholeEvenAfterAnUnlink) 
   auto second = written[1].file->read(written[1].offset, written[1].length);
   ASSERT_TRUE(second);
   EXPECT_EQ(second.value(), "[{\"row\":2},{\"row\":3}]");
-  // After a restart: the same places, and the bytes as read at load.
+  // After a restart: the same places (found from the record headers).
   auto opened = ShapeFiles::open(dir);
   ASSERT_TRUE(opened) << opened.error().to_string();
   auto& stored = opened.value().second;
   ASSERT_EQ(stored.snapshot_chunks.size(), 2u);
-  EXPECT_EQ(stored.chunk_bodies[0], "[{\"row\":1}]");
   EXPECT_EQ(stored.snapshot_chunks[1].offset, written[1].offset);
   // A compaction unlinks the file; chunks still referenced stay readable.
   fs::remove(dir / "snapshot.log");
@@ -294,7 +307,7 @@ TEST(ShapeFilesTest, AFailedPartialWriteIsCutOffAndTheSameRecordsAreWrittenWhole
   ASSERT_TRUE(files->sync());
   auto reopened = ShapeFiles::open(dir);
   ASSERT_TRUE(reopened) << reopened.error().to_string();
-  EXPECT_EQ(transaction_ids(reopened.value().second),
+  EXPECT_EQ(transaction_ids(*reopened.value().first),
             (std::vector<std::uint64_t>{100, 100, 200, 300}));
 }
 
@@ -336,7 +349,7 @@ TEST(ShapeFilesTest, ACompactionSourceWithATearFailsLoudlyInsteadOfDroppingWhatF
   EXPECT_TRUE(fs::exists(dir / "changes.log")) << "the files are kept";
 }
 
-TEST(ShapeFilesTest, ADamagedSnapshotChunkRefusesTheShapeInsteadOfServingPartOfIt) {
+TEST(ShapeFilesTest, ADamagedSnapshotChunkFailsVerificationAndACutOneFailsTheLoad) {
   TempDir temp;
   auto dir = temp.path() / "shape";
   std::vector<StoredChunk> written;
@@ -355,9 +368,146 @@ TEST(ShapeFilesTest, ADamagedSnapshotChunkRefusesTheShapeInsteadOfServingPartOfI
     file.seekp(static_cast<std::streamoff>(written[0].offset + 3));
     file.put('X');
   }
+  // The load reads no chunk body; the verification pass after it does.
+  ASSERT_TRUE(ShapeFiles::open(dir));
+  auto verified = ShapeFiles::verify_snapshot(dir / "snapshot.log");
+  ASSERT_FALSE(verified);
+  EXPECT_EQ(verified.error().code, "storage_corrupt");
+  // A snapshot cut short (a record past the end) is refused at load.
+  fs::resize_file(dir / "snapshot.log", written[1].offset + 2);
+  auto cut = ShapeFiles::open(dir);
+  ASSERT_FALSE(cut);
+  EXPECT_EQ(cut.error().code, "storage_corrupt");
+}
+
+}  // namespace
+}  // namespace shapeproxy::storage
+
+namespace shapeproxy::storage {
+namespace {
+
+// ~100 transactions of 10 operations of ~100 bytes: several sidecar marks.
+std::unique_ptr<ShapeFiles> make_long_log(const fs::path& dir, std::uint64_t transactions = 400) {
+  auto files = make_shape(dir);
+  for (std::uint64_t tx = 1; tx <= transactions; ++tx) {
+    auto operations = transaction(tx * 10, 10);
+    for (auto& operation : operations) operation.json += std::string(80, ' ');
+    files->append_transaction(operations);
+    EXPECT_TRUE(files->sync());
+  }
+  return files;
+}
+
+TEST(ShapeFilesIndexTest, LoadReadsOnlyTheRecordsAfterTheLastMarkNotTheWholeLog) {
+  TempDir temp;
+  auto dir = temp.path() / "shape";
+  make_long_log(dir);
+  const auto size = fs::file_size(dir / "changes.log");
+  ASSERT_GT(size, 4 * kMarkSpacing);
+  ASSERT_TRUE(fs::exists(dir / "changes.log.idx"));
+  // Damage an old operation's payload (its checksum now fails). A load that
+  // read every record would stop there and cut the log back to it; this one
+  // never reads it (a read of that range reports it, see below).
+  {
+    std::fstream file(dir / "changes.log", std::ios::binary | std::ios::in | std::ios::out);
+    file.seekp(static_cast<std::streamoff>(kMarkSpacing + 500));
+    file.put('X');
+  }
   auto opened = ShapeFiles::open(dir);
-  ASSERT_FALSE(opened);
-  EXPECT_EQ(opened.error().code, "storage_corrupt");
+  ASSERT_TRUE(opened) << opened.error().to_string();
+  auto& [files, stored] = opened.value();
+  EXPECT_EQ(fs::file_size(dir / "changes.log"), size) << "the log was cut at the damaged record";
+  EXPECT_EQ(stored.last_operation, std::make_pair(std::uint64_t{4000}, std::uint64_t{9}));
+  EXPECT_LT(stored.changes_bytes_scanned, 2 * kMarkSpacing) << "of " << size;
+  auto all = ShapeFiles::read_log(files->log_files(), [](const ShapeFiles::LoggedRecord&) {});
+  ASSERT_FALSE(all);
+  EXPECT_EQ(all.error().code, "storage_corrupt");
+}
+
+TEST(ShapeFilesIndexTest, ALostOrDamagedSidecarCostsAScanNeverAWrongLog) {
+  TempDir temp;
+  auto dir = temp.path() / "shape";
+  make_long_log(dir);
+  const auto size = fs::file_size(dir / "changes.log");
+  const auto expected = std::make_pair(std::uint64_t{4000}, std::uint64_t{9});
+  fs::remove(dir / "changes.log.idx");
+  {
+    auto opened = ShapeFiles::open(dir);
+    ASSERT_TRUE(opened);
+    EXPECT_EQ(opened.value().second.last_operation, expected);
+    EXPECT_EQ(opened.value().second.changes_bytes_scanned, size);
+  }
+  // Rebuilt by that scan: the next load reads little again.
+  ASSERT_TRUE(fs::exists(dir / "changes.log.idx"));
+  const auto sidecar_size = fs::file_size(dir / "changes.log.idx");
+  EXPECT_GT(sidecar_size, 2 * kSidecarEntryBytes);
+  // Garbage in the sidecar, three marks from its end: its valid prefix is kept.
+  {
+    std::fstream file(dir / "changes.log.idx", std::ios::binary | std::ios::in | std::ios::out);
+    file.seekp(static_cast<std::streamoff>(sidecar_size - 3 * kSidecarEntryBytes + 3));
+    file.put('X');
+  }
+  {
+    auto opened = ShapeFiles::open(dir);
+    ASSERT_TRUE(opened);
+    EXPECT_EQ(opened.value().second.last_operation, expected);
+    EXPECT_LT(opened.value().second.changes_bytes_scanned, 4 * kMarkSpacing);
+    EXPECT_GT(opened.value().second.changes_bytes_scanned, 2 * kMarkSpacing);
+  }
+  // A sidecar naming records the file no longer has (the machine lost the
+  // log's unsynced tail but kept the sidecar, or the file was replaced):
+  // those marks are dropped, the rest checked.
+  fs::resize_file(dir / "changes.log", size / 2);
+  auto opened = ShapeFiles::open(dir);
+  ASSERT_TRUE(opened);
+  ASSERT_TRUE(opened.value().second.last_operation);
+  EXPECT_LT(opened.value().second.last_operation->first, 4000u);
+  EXPECT_LT(fs::file_size(dir / "changes.log"), size / 2) << "the torn tail is cut";
+  auto operations = operations_of(*opened.value().first);
+  ASSERT_FALSE(operations.empty());
+  EXPECT_EQ(std::make_pair(operations.back().tx, operations.back().op),
+            *opened.value().second.last_operation);
+  EXPECT_EQ(operations.size() % 10, 0u) << "whole transactions only";
+}
+
+TEST(ShapeFilesIndexTest, OperationsAfterAnOffsetAreReadFromNearTheirMark) {
+  TempDir temp;
+  auto dir = temp.path() / "shape";
+  auto files = make_long_log(dir);
+  // Some written to another file (a compaction began), some only queued.
+  ASSERT_TRUE(files->begin_compaction());
+  files->append_transaction(transaction(5000, 2));
+  ASSERT_TRUE(files->write());
+  files->append_transaction(transaction(6000, 2));
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> written;  // queued ones are not on disk
+  for (std::uint64_t tx = 10; tx <= 4000; tx += 10) {
+    for (std::uint64_t op = 0; op < 10; ++op) written.emplace_back(tx, op);
+  }
+  written.emplace_back(5000, 0);
+  written.emplace_back(5000, 1);
+  for (auto [tx, op] : std::vector<std::pair<std::uint64_t, std::uint64_t>>{
+           {0, 0}, {10, 3}, {2000, 9}, {3990, 5}, {4000, 9}, {5000, 0}}) {
+    auto ranges = files->ranges_after(tx, op);
+    ASSERT_TRUE(ranges) << ranges.error().to_string();
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> read;
+    ASSERT_TRUE(ShapeFiles::read_operations(ranges.value(), tx, op, [&](const Record& record) {
+      read.emplace_back(record.tx, record.op);
+      return read.size() < 3;
+    }));
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> expected;
+    for (const auto& each : written) {
+      if (each > std::make_pair(tx, op) && expected.size() < 3) expected.push_back(each);
+    }
+    EXPECT_EQ(read, expected) << tx << "_" << op;
+    if (tx >= 10 && tx < 5000) {
+      // From the last mark at or before the offset, not the log's start
+      // (transactions take the same bytes each, so the offset's position is
+      // known).
+      const auto position = (tx / 10 - 1) * (fs::file_size(dir / "changes.log") / 400);
+      EXPECT_LE(ranges->ranges.front().begin, position) << tx << "_" << op;
+      EXPECT_GT(ranges->ranges.front().begin + 2 * kMarkSpacing, position) << tx << "_" << op;
+    }
+  }
 }
 
 }  // namespace
