@@ -1,5 +1,8 @@
 #include "shapes/shape_meta.h"
 
+#include <charconv>
+#include <stdexcept>
+
 namespace shapeproxy::shapes {
 using nlohmann::json;
 
@@ -40,6 +43,47 @@ TableSchema table_from_json(const json& in) {
   return table;
 }
 
+// What the rest of the code takes for granted of a loaded meta.json: a
+// shape whose file breaks one of these is quarantined, never served (a key
+// column out of range would index past the row on the first change).
+std::optional<std::string> invalid(const ShapeMeta& meta) {
+  if (meta.handle.empty() ||
+      meta.handle.find_first_not_of("0123456789abcdefghijklmnopqrstuvwxyz"
+                                    "ABCDEFGHIJKLMNOPQRSTUVWXYZ-_") != std::string::npos) {
+    return "handle is not a handle";
+  }
+  if (meta.table.columns.empty()) return "table_schema has no columns";
+  if (meta.table.key_columns.empty()) return "table_schema has no key columns";
+  for (std::size_t key : meta.table.key_columns) {
+    if (key >= meta.table.columns.size()) {
+      return "key column " + std::to_string(key) + " is out of range (" +
+             std::to_string(meta.table.columns.size()) + " columns)";
+    }
+  }
+  const auto& name = meta.snapshot_file;
+  if (name.empty() || name == "." || name == ".." || name.find('/') != std::string::npos ||
+      name.find('\0') != std::string::npos) {
+    return "snapshot_file is not a file name inside the shape's directory";
+  }
+  if (meta.compacted_at && (meta.compacted_at->before_all || meta.compacted_at->tx == 0)) {
+    return "compacted_at is not an operation offset";
+  }
+  if (meta.snapshot && meta.snapshot->xmin > meta.snapshot->xmax) return "snapshot xmin > xmax";
+  return std::nullopt;
+}
+
+// One of `names` (its index), or an exception for the caller to report.
+std::size_t one_of(const json& value, std::initializer_list<const char*> names, const char* field) {
+  if (value.is_string()) {
+    std::size_t index = 0;
+    for (const char* name : names) {
+      if (value.get<std::string>() == name) return index;
+      ++index;
+    }
+  }
+  throw std::invalid_argument(std::string(field) + " is not one of the known values");
+}
+
 }  // namespace
 
 json to_json(const ShapeMeta& meta) {
@@ -66,6 +110,7 @@ json to_json(const ShapeMeta& meta) {
 }
 
 Result<ShapeMeta> shape_meta_from_json(const json& in) {
+  if (!in.is_object()) return Error{"storage_corrupt", "shape meta.json is not an object", ""};
   try {
     ShapeMeta meta;
     meta.handle = in.at("handle").get<std::string>();
@@ -73,15 +118,25 @@ Result<ShapeMeta> shape_meta_from_json(const json& in) {
     meta.request.table = in.at("table").get<std::string>();
     if (!in.at("where").is_null()) meta.request.where = in.at("where").get<std::string>();
     for (const auto& [index, value] : in.at("params").items()) {
-      meta.request.params[std::stoi(index)] = value.get<std::string>();
+      int number = 0;
+      auto [end, error] = std::from_chars(index.data(), index.data() + index.size(), number);
+      if (error != std::errc{} || end != index.data() + index.size() || number < 1) {
+        throw std::invalid_argument("params key \"" + index + "\" is not a parameter number");
+      }
+      meta.request.params[number] = value.get<std::string>();
     }
     if (!in.at("columns").is_null()) {
       meta.request.columns = in.at("columns").get<std::vector<std::string>>();
     }
-    meta.request.replica = in.at("replica") == "full" ? ReplicaMode::kFull : ReplicaMode::kDefault;
-    meta.request.log = in.at("log") == "changes_only" ? LogMode::kChangesOnly : LogMode::kFull;
+    meta.request.replica = one_of(in.at("replica"), {"default", "full"}, "replica") == 1
+                               ? ReplicaMode::kFull
+                               : ReplicaMode::kDefault;
+    meta.request.log = one_of(in.at("log"), {"full", "changes_only"}, "log") == 1
+                           ? LogMode::kChangesOnly
+                           : LogMode::kFull;
     meta.table = table_from_json(in.at("table_schema"));
-    meta.snapshot_file = in.value("snapshot_file", "snapshot.log");
+    if (in.contains("snapshot_file"))
+      meta.snapshot_file = in.at("snapshot_file").get<std::string>();
     if (in.contains("compacted_at")) {
       meta.compacted_at = LogOffset::parse(in.at("compacted_at").get<std::string>());
       if (!meta.compacted_at) return Error{"storage_corrupt", "bad compacted_at in meta.json", ""};
@@ -92,8 +147,9 @@ Result<ShapeMeta> shape_meta_from_json(const json& in) {
           PgSnapshot{s.at("xmin").get<std::uint64_t>(), s.at("xmax").get<std::uint64_t>(),
                      s.at("xip").get<std::vector<std::uint64_t>>()};
     }
+    if (auto why = invalid(meta)) return Error{"storage_corrupt", "shape meta.json: " + *why, ""};
     return meta;
-  } catch (const json::exception& error) {
+  } catch (const std::exception& error) {  // json type errors, bad numbers
     return Error{"storage_corrupt", std::string("shape meta.json: ") + error.what(), ""};
   }
 }

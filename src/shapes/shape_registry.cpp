@@ -903,6 +903,26 @@ void ShapeRegistry::finish_compaction(const std::shared_ptr<Shape>& shape,
                compaction->point.to_string(), compaction->rows, millis);
 }
 
+// The load reads no snapshot chunk body; this pass does, after start-up, on
+// the compaction worker: a chunk whose checksum fails drops its shape (its
+// clients get 409 and refetch) before it is served again.
+void ShapeRegistry::verify_snapshot(const std::shared_ptr<Shape>& shape) {
+  if (!shape->files()) return;
+  auto path = shape->files()->dir() / shape->meta().snapshot_file;
+  asio::post(compaction_thread_, [weak = weak_from_this(), executor = executor_, shape,
+                                  path = std::move(path), stopping = stopping_] {
+    if (stopping->load()) return;
+    auto verified = storage::ShapeFiles::verify_snapshot(path);
+    if (verified || verified.error().code != "storage_corrupt") return;
+    asio::post(executor, [weak, shape, error = verified.error()] {
+      auto self = weak.lock();
+      if (!self || shape->phase() == Shape::Phase::kGone) return;
+      spdlog::error("shapes: {}: {}", shape->handle(), error.to_string());
+      self->rotate(shape, "its snapshot file is damaged");
+    });
+  });
+}
+
 Result<std::size_t> ShapeRegistry::load() {
   if (!options_.shapes_dir) return std::size_t{0};
   std::error_code ec;
@@ -914,10 +934,23 @@ Result<std::size_t> ShapeRegistry::load() {
   }
   std::size_t loaded = 0;
   for (const auto& entry : std::filesystem::directory_iterator(*options_.shapes_dir, ec)) {
-    if (!entry.is_directory()) continue;
+    if (!entry.is_directory() || entry.path().filename().string().starts_with(".")) continue;
     auto discard = [&](const std::string& why) {
       spdlog::warn("shapes: dropping saved shape {}: {}", entry.path().filename().string(), why);
       std::filesystem::remove_all(entry.path(), ec);
+    };
+    // Files that break what the shape needs (corrupt, invalid, pointing
+    // elsewhere): never served, never fatal to the others; kept aside for
+    // the operator. Its clients get 409 (the handle is unknown) and refetch.
+    auto quarantine = [&](const std::string& why) {
+      const auto aside = quarantine_dir(*options_.shapes_dir) / entry.path().filename();
+      std::error_code moved;
+      std::filesystem::create_directories(aside.parent_path(), moved);
+      std::filesystem::remove_all(aside, moved);
+      std::filesystem::rename(entry.path(), aside, moved);
+      if (moved) std::filesystem::remove_all(entry.path(), moved);
+      spdlog::warn("shapes: quarantined saved shape {} ({}): {}", entry.path().string(),
+                   moved ? "removed: " + moved.message() : "moved to " + aside.string(), why);
     };
     auto opened = storage::ShapeFiles::open(entry.path());
     if (!opened && opened.error().code == "storage_resource") {
@@ -929,13 +962,13 @@ Result<std::size_t> ShapeRegistry::load() {
                    "fix the cause (permissions, the open-files limit) and restart"};
     }
     if (!opened) {
-      discard(opened.error().to_string());
+      quarantine(opened.error().to_string());
       continue;
     }
     auto [files, stored] = std::move(opened).value();
     auto meta = shape_meta_from_json(stored.meta);
     if (!meta) {
-      discard(meta.error().to_string());
+      quarantine(meta.error().to_string());
       continue;
     }
     if (!meta->snapshot) {
@@ -945,7 +978,7 @@ Result<std::size_t> ShapeRegistry::load() {
     auto table = std::make_shared<const TableSchema>(meta->table);
     auto made = ShapeDefinition::make(meta->request, table);
     if (auto* invalid = std::get_if<InvalidRequest>(&made)) {
-      discard(invalid->message);
+      quarantine(invalid->message);
       continue;
     }
     auto definition = std::get<ShapeDefinition>(std::move(made));
@@ -955,8 +988,14 @@ Result<std::size_t> ShapeRegistry::load() {
     }
     auto shape = Shape::restore(std::move(definition), *meta, std::move(stored), std::move(files),
                                 options_.chunk_bytes);
+    if (!shape && shape.error().code == "storage_resource") {
+      return Error{"storage_io",
+                   "cannot read saved shape " + entry.path().string() + ": " +
+                       shape.error().message + " (nothing was removed)",
+                   "fix the cause (the open-files limit, memory) and restart"};
+    }
     if (!shape) {
-      discard(shape.error().to_string());
+      quarantine(shape.error().to_string());
       continue;
     }
     auto& restored = shape.value();
@@ -973,6 +1012,7 @@ Result<std::size_t> ShapeRegistry::load() {
                       micros);
     }
     last_handle_micros_ = std::max(last_handle_micros_, micros);
+    verify_snapshot(restored);
     ++loaded;
   }
   update_gauges();

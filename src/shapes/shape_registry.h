@@ -79,8 +79,13 @@ class ShapeRegistry : public ShapeService, public std::enable_shared_from_this<S
   void refresh_all();
 
   // Loads the shapes saved under options.shapes_dir (before serving).
-  // Returns how many came back; unreadable ones are removed and logged.
+  // Returns how many came back; unreadable or invalid ones are logged with
+  // their path and the reason and moved to quarantine_dir() (never fatal,
+  // never served: their clients get 409 and refetch).
   Result<std::size_t> load();
+  static std::filesystem::path quarantine_dir(const std::filesystem::path& shapes_dir) {
+    return shapes_dir / ".quarantine";
+  }
 
   // Called (on the strand) with the end LSN up to which every transaction is
   // durably handled by every shape: what the slot may confirm.
@@ -151,6 +156,7 @@ class ShapeRegistry : public ShapeService, public std::enable_shared_from_this<S
   void note_compaction_failure(const std::shared_ptr<Shape>& shape, const Error& error,
                                const char* what);
   void remove_idle_shapes();
+  void verify_snapshot(const std::shared_ptr<Shape>& shape);
   void start_compaction(const std::shared_ptr<Shape>& shape);
   void store_snapshot(const std::shared_ptr<Shape>& shape);
   void finish_compaction(const std::shared_ptr<Shape>& shape,
