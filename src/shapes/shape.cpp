@@ -445,28 +445,40 @@ Result<std::shared_ptr<Shape>> Shape::restore(ShapeDefinition definition, const 
     shape->log_.set_snapshot(stored.snapshot, meta.compacted_at);
   }
   if (meta.compacted_at) shape->last_logged_tx_ = meta.compacted_at->tx;
-  // Rows and operations, read back from the files.
-  auto is_snapshot = [&](LogOffset offset) {
-    return meta.compacted_at ? offset < *meta.compacted_at : offset.tx == 0;
-  };
-  std::vector<LogEntry> transaction;
-  auto read = for_each_after(
-      LogSource{files->log_files(), meta.compacted_at}, LogOffset::start(),
-      [&](LogOffset offset, std::string_view json) {
-        replay_message(shape->rows_, shape->table(), json);
-        if (is_snapshot(offset)) return;
-        if (!transaction.empty() && transaction.back().offset.tx != offset.tx) {
-          shape->log_.append(std::move(transaction));
-          transaction.clear();
-        }
-        shape->last_logged_tx_ = std::max<replication::Lsn>(shape->last_logged_tx_, offset.tx);
-        transaction.push_back({offset, std::string(json)});
-      });
+  // The operations stay on disk (the log reads them back when asked).
+  if (stored.last_operation) {
+    const auto last = LogOffset::at(stored.last_operation->first, stored.last_operation->second);
+    if (!meta.compacted_at || last > *meta.compacted_at) {
+      shape->log_.set_on_disk(last);
+      shape->last_logged_tx_ = std::max<replication::Lsn>(shape->last_logged_tx_, last.tx);
+    }
+  }
+  // Rows, rebuilt from the files.
+  auto read = for_each_after(LogSource{files->log_files(), meta.compacted_at}, LogOffset::start(),
+                             [&](LogOffset, std::string_view json) {
+                               replay_message(shape->rows_, shape->table(), json);
+                             });
   if (!read) return read.error();
-  if (!transaction.empty()) shape->log_.append(std::move(transaction));
   shape->files_ = std::move(files);
   shape->phase_ = Phase::kReady;
   return shape;
+}
+
+Result<std::shared_ptr<LogDiskRead>> Shape::plan_disk_read(LogOffset after) {
+  if (!files_) return Error{"internal", "a disk read of a shape without files", ""};
+  auto ranges = files_->ranges_after(after.tx, after.op);
+  if (!ranges) return ranges.error();
+  auto plan = std::make_shared<LogDiskRead>();
+  plan->ranges = std::move(ranges).value();
+  plan->after = after;
+  plan->skip_through = log_.compacted_at();
+  plan->chunk_bytes = log_.chunk_bytes();
+  plan->end = log_.end();
+  if (auto written = files_->written_last()) {
+    plan->unwritten =
+        log_.tail_after(LogOffset::at(written->first, written->second), log_.chunk_bytes());
+  }
+  return plan;
 }
 
 bool Shape::apply_changes(replication::Xid xid, replication::Lsn commit_lsn,
@@ -561,6 +573,12 @@ Result<void> Shape::append_operations(const std::vector<Operation>& operations,
   }
   last_logged_tx_ = commit_lsn;
   log_.append(std::move(entries));
+  if (files_) {
+    // What the files hold already need not stay in memory.
+    if (auto written = files_->written_last()) {
+      log_.trim(LogOffset::at(written->first, written->second), kLogTailBytes);
+    }
+  }
   return {};
 }
 

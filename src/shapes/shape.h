@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "replication/transaction.h"
+#include "shapes/log_disk_read.h"
 #include "shapes/log_reader.h"
 #include "shapes/pg_snapshot.h"
 #include "shapes/shape_definition.h"
@@ -87,6 +88,9 @@ class Shape {
   const TableSchema& table() const { return *definition_.table; }
   Phase phase() const { return phase_; }
   const ShapeLog& log() const { return log_; }
+  // A read of operations older than the log's memory tail (its Slice said
+  // on_disk), to run off the strand. Strand only.
+  Result<std::shared_ptr<LogDiskRead>> plan_disk_read(LogOffset after);
   const std::string& schema_json() const { return schema_json_; }
   std::size_t row_count() const { return rows_.size(); }
 
@@ -213,7 +217,6 @@ class Shape {
   std::unique_ptr<storage::ShapeFiles> files_;
   bool compacting_ = false;
   bool snapshot_stored_ = true;  // false while a kAfterServing snapshot is only in memory
-
 };
 
 }  // namespace shapeproxy::shapes

@@ -40,8 +40,39 @@ void ShapeLog::set_snapshot(const std::vector<std::string>& messages,
 }
 
 void ShapeLog::append(std::vector<LogEntry> entries) {
-  // No reserve(): an exact reserve per append would reallocate every time.
-  for (auto& entry : entries) entries_.push_back(std::move(entry));
+  for (auto& entry : entries) {
+    tail_bytes_ += entry.json.size();
+    last_operation_ = entry.offset;
+    entries_.push_back(std::move(entry));
+  }
+}
+
+void ShapeLog::set_on_disk(LogOffset last) {
+  if (!last_operation_ || *last_operation_ < last) last_operation_ = last;
+  if (!on_disk_through_ || *on_disk_through_ < last) on_disk_through_ = last;
+}
+
+void ShapeLog::trim(LogOffset written, std::size_t tail_bytes) {
+  while (tail_bytes_ > tail_bytes && !entries_.empty() && entries_.front().offset <= written) {
+    tail_bytes_ -= entries_.front().json.size();
+    on_disk_through_ = entries_.front().offset;
+    entries_.pop_front();
+  }
+  // A deque keeps a block per ~512 bytes of entries; shrink now and then.
+  if (entries_.empty()) entries_.shrink_to_fit();
+}
+
+std::vector<LogEntry> ShapeLog::tail_after(LogOffset written, std::size_t bytes) const {
+  std::vector<LogEntry> out;
+  std::size_t taken = 0;
+  for (auto it = std::upper_bound(
+           entries_.begin(), entries_.end(), written,
+           [](const LogOffset&offset, const LogEntry&entry) { return offset < entry.offset; });
+       it != entries_.end() && taken <= bytes; ++it) {
+    taken += it->json.size() + 1;
+    out.push_back(*it);
+  }
+  return out;
 }
 
 void ShapeLog::compact(const std::vector<std::string>& rows, LogOffset point) {
@@ -50,11 +81,15 @@ void ShapeLog::compact(const std::vector<std::string>& rows, LogOffset point) {
 
 void ShapeLog::install_compaction(Chunks chunks, LogOffset point) {
   set_chunks(std::move(chunks), point);
-  entries_.erase(entries_.begin(),
-                 std::upper_bound(entries_.begin(), entries_.end(), point,
-                                  [](const LogOffset& offset, const LogEntry& entry) {
-                                    return offset < entry.offset;
-                                  }));
+  auto kept = std::upper_bound(
+      entries_.begin(), entries_.end(), point,
+      [](const LogOffset& offset, const LogEntry& entry) { return offset < entry.offset; });
+  for (auto it = entries_.begin(); it != kept; ++it) tail_bytes_ -= it->json.size();
+  entries_.erase(entries_.begin(), kept);
+  // Nothing before the point is readable any more: what is on disk only
+  // starts after it.
+  if (on_disk_through_ && *on_disk_through_ <= point) on_disk_through_.reset();
+  if (entries_.empty() && !on_disk_through_) last_operation_.reset();
 }
 
 LogOffset ShapeLog::chunk_offset(std::size_t chunk) const {
@@ -70,7 +105,7 @@ std::optional<std::size_t> ShapeLog::chunk_index(LogOffset offset) const {
 }
 
 LogOffset ShapeLog::end() const {
-  if (!entries_.empty()) return entries_.back().offset;
+  if (last_operation_) return *last_operation_;
   return chunk_offset(chunks_.empty() ? 0 : chunks_.size() - 1);
 }
 
@@ -96,7 +131,11 @@ ShapeLog::Slice ShapeLog::read_after(LogOffset after) const {
       return slice;
     }
     slice.last = chunk_offset(next);
-    slice.reached_end = next + 1 == chunks_.size() && entries_.empty();
+    slice.reached_end = next + 1 == chunks_.size() && !last_operation_;
+    return slice;
+  }
+  if (on_disk_through_ && after < *on_disk_through_) {
+    slice.on_disk = true;
     return slice;
   }
   auto it = std::upper_bound(

@@ -5,9 +5,16 @@
 // ready to send. A persisted shape's chunks stay on disk: a read returns
 // where the chunk lies (the file stays open while the reader holds it), and
 // the HTTP layer sends it from there (sendfile) without reading it here.
+//
+// Operations: only a bounded tail stays in memory (the most recent ones, up
+// to tail_bytes, and always those not yet written to the shape's files, so
+// parked live readers are answered from memory). Older ones are on disk
+// only: read_after() says so (Slice::on_disk) and the caller reads them off
+// the strand (LogDiskRead). A log without files keeps every operation.
 #pragma once
 
 #include <cstddef>
+#include <deque>
 #include <memory>
 #include <optional>
 #include <string>
@@ -24,6 +31,10 @@ struct LogEntry {
   LogOffset offset;
   std::string json;  // one message
 };
+
+// Operation bytes a persisted log keeps in memory at most, besides those
+// not yet written to its files.
+constexpr std::size_t kLogTailBytes = 256 * 1024;
 
 class ShapeLog {
  public:
@@ -59,6 +70,15 @@ class ShapeLog {
   std::optional<LogOffset> compacted_at() const { return compacted_at_; }
   // Appends one transaction's entries; offsets must increase.
   void append(std::vector<LogEntry> entries);
+  // Persisted logs: operations up to `last` are on disk only (a loaded log).
+  void set_on_disk(LogOffset last);
+  // Drops the oldest tail entries written to disk (offset <= written) while
+  // the tail holds more than `tail_bytes`.
+  void trim(LogOffset written, std::size_t tail_bytes);
+  // Tail entries after `written`, up to about `bytes` (for a disk read).
+  std::vector<LogEntry> tail_after(LogOffset written, std::size_t bytes) const;
+  std::size_t tail_bytes() const { return tail_bytes_; }
+  std::size_t tail_entries() const { return entries_.size(); }
 
   std::size_t snapshot_chunk_count() const { return chunks_.size(); }
   const Chunks& chunks() const { return chunks_; }
@@ -74,6 +94,9 @@ class ShapeLog {
     LogOffset last;                         // offset of the last message returned (or `after`)
     bool reached_end = false;               // nothing after `last`
     std::optional<std::string> error;       // a chunk is neither in memory nor on disk
+    // The operations after `after` start before the in-memory tail: read
+    // them from disk (nothing else is set).
+    bool on_disk = false;
   };
   // Messages strictly after `after` (which must be >= 0_0): the next snapshot
   // chunk, or operations up to about chunk_bytes.
@@ -89,7 +112,11 @@ class ShapeLog {
   std::optional<LogOffset> compacted_at_;
   std::size_t chunk_bytes_;
   Chunks chunks_;
-  std::vector<LogEntry> entries_;
+  std::deque<LogEntry> entries_;  // the tail
+  std::size_t tail_bytes_ = 0;    // JSON bytes in entries_
+  std::optional<LogOffset> last_operation_;
+  // Operations up to here that are not in the tail are on disk only.
+  std::optional<LogOffset> on_disk_through_;
 };
 
 }  // namespace shapeproxy::shapes

@@ -59,6 +59,7 @@ void ShapeRegistry::stop() {
   const auto started = std::chrono::steady_clock::now();
   compaction_thread_.join();
   sync_thread_.join();
+  read_pool_.join();
   spdlog::info("shapes: worker threads stopped in {} ms",
                std::chrono::duration_cast<std::chrono::milliseconds>(
                    std::chrono::steady_clock::now() - started)
@@ -165,10 +166,12 @@ void ShapeRegistry::answer_or_park(const std::shared_ptr<Shape>& shape, const Re
     ticket->finish(*refused);
     return;
   }
-  if (auto outcome = read_now(*shape, request)) {
+  std::shared_ptr<LogDiskRead> disk;
+  if (auto outcome = read_now(*shape, request, &disk)) {
     ticket->finish(std::move(*outcome));
     return;
   }
+  if (disk) return read_from_disk(shape, std::move(disk), ticket);
   park(shape, request.offset, ticket, std::chrono::steady_clock::now() + options_.live_timeout);
 }
 
@@ -460,7 +463,8 @@ std::string ShapeRegistry::up_to_date_json() const {
          std::to_string(last_seen_lsn_) + "\"}}";
 }
 
-std::optional<ReadOutcome> ShapeRegistry::read_now(const Shape& shape, const ReadRequest& request) {
+std::optional<ReadOutcome> ShapeRegistry::read_now(Shape& shape, const ReadRequest& request,
+                                                   std::shared_ptr<LogDiskRead>* disk) {
   const ShapeLog& log = shape.log();
   if (request.start == ReadRequest::Start::kNow) {
     auto body = std::make_shared<const std::string>("[" + up_to_date_json() + "]");
@@ -475,6 +479,16 @@ std::optional<ReadOutcome> ShapeRegistry::read_now(const Shape& shape, const Rea
     spdlog::error("shapes: cannot read {} from disk: {}", shape.handle(), *slice.error);
     return Unavailable{"cannot read the shape log from disk; retry shortly"};
   }
+  if (slice.on_disk) {  // older than the in-memory tail: read off the strand
+    auto plan = shape.plan_disk_read(after);
+    if (!plan) {
+      spdlog::error("shapes: cannot read {} from disk: {}", shape.handle(),
+                    plan.error().to_string());
+      return Unavailable{"cannot read the shape log from disk; retry shortly"};
+    }
+    *disk = std::move(plan).value();
+    return std::nullopt;
+  }
   if (slice.chunk) return result(shape, slice.last, slice.chunk, false);
   if (slice.stored.file) {  // on disk: not read here (the HTTP layer sends it from the file)
     ReadResult stored = result(shape, slice.last, nullptr, false);
@@ -487,13 +501,39 @@ std::optional<ReadOutcome> ShapeRegistry::read_now(const Shape& shape, const Rea
     if (body.size() > 1) body += ',';
     body.append(entry);
   }
-  if (slice.reached_end) {
-    if (body.size() > 1) body += ',';
-    body += up_to_date_json();
-  }
-  body += ']';
+  close_body(body, slice.entries.size(), slice.reached_end ? up_to_date_json() : std::string());
   return result(shape, slice.last, std::make_shared<const std::string>(std::move(body)),
                 slice.reached_end);
+}
+
+// Operations no longer in the shape's memory tail: read on read_pool_, the
+// answer given back on the strand (where tickets live).
+void ShapeRegistry::read_from_disk(const std::shared_ptr<Shape>& shape,
+                                   std::shared_ptr<LogDiskRead> plan,
+                                   const std::shared_ptr<Ticket>& ticket) {
+  asio::post(read_pool_, [weak = weak_from_this(), executor = executor_, shape, ticket,
+                          plan = std::move(plan)] {
+    auto slice = plan->run();
+    asio::post(executor, [weak, shape, ticket, slice = std::move(slice)]() mutable {
+      auto self = weak.lock();
+      if (!self || ticket->finished || ticket->cancelled) return;
+      if (!slice) {
+        spdlog::error("shapes: cannot read {} from disk: {}", shape->handle(),
+                      slice.error().to_string());
+        ticket->finish(Unavailable{"cannot read the shape log from disk; retry shortly"});
+        return;
+      }
+      if (shape->phase() == Shape::Phase::kGone) {
+        ticket->finish(MustRefetch{});
+        return;
+      }
+      auto& read = slice.value();
+      close_body(read.body, read.count, read.reached_end ? self->up_to_date_json() : std::string());
+      ticket->finish(self->result(*shape, read.last,
+                                  std::make_shared<const std::string>(std::move(read.body)),
+                                  read.reached_end));
+    });
+  });
 }
 
 void ShapeRegistry::park(const std::shared_ptr<Shape>& shape, LogOffset after,
@@ -585,7 +625,12 @@ void ShapeRegistry::wake_waiters(const std::shared_ptr<Shape>& shape) {
       ReadRequest request;
       request.start = ReadRequest::Start::kAt;
       request.offset = waiter->after;
-      auto outcome = read_now(*shape, request);
+      std::shared_ptr<LogDiskRead> disk;
+      auto outcome = read_now(*shape, request, &disk);
+      if (disk) {  // appended past the tail since it parked
+        read_from_disk(shape, std::move(disk), waiter->ticket);
+        continue;
+      }
       if (!outcome) {  // nothing new for this offset: stay parked
         park(shape, waiter->after, waiter->ticket, deadline);
         continue;

@@ -137,7 +137,12 @@ class ShapeRegistry : public ShapeService, public std::enable_shared_from_this<S
   std::shared_ptr<Shape> shape_for(const ShapeDefinition& definition);
   boost::asio::awaitable<void> take_snapshot(std::shared_ptr<Shape> shape);
   boost::asio::awaitable<bool> wait_until_ready(const std::shared_ptr<Shape>& shape);
-  std::optional<ReadOutcome> read_now(const Shape& shape, const ReadRequest& request);
+  // An answer now, or nothing: park, or (`disk` set) read older operations
+  // off the strand with read_from_disk().
+  std::optional<ReadOutcome> read_now(Shape& shape, const ReadRequest& request,
+                                      std::shared_ptr<LogDiskRead>* disk);
+  void read_from_disk(const std::shared_ptr<Shape>& shape, std::shared_ptr<LogDiskRead> plan,
+                      const std::shared_ptr<Ticket>& ticket);
   // Parks a live read until the shape's log grows past `after` or `deadline`.
   void park(const std::shared_ptr<Shape>& shape, LogOffset after,
             const std::shared_ptr<Ticket>& ticket, std::chrono::steady_clock::time_point deadline);
@@ -206,6 +211,8 @@ class ShapeRegistry : public ShapeService, public std::enable_shared_from_this<S
   // Compactions fold and write big files here, off the strand and apart
   // from the syncs that acknowledge replication.
   boost::asio::thread_pool compaction_thread_{1};
+  // Reads of operations older than a shape's in-memory tail (catch-up).
+  boost::asio::thread_pool read_pool_{1};
   // Set by stop(): compactions in flight give up.
   std::shared_ptr<std::atomic<bool>> stopping_ = std::make_shared<std::atomic<bool>>(false);
   bool stopped_ = false;

@@ -179,6 +179,10 @@ class ShapeFiles {
   Result<void> remove();
 
   const std::filesystem::path& dir() const { return dir_; }
+  // The last operation handed to the OS (tx, op): readable from the files.
+  std::optional<std::pair<std::uint64_t, std::uint64_t>> written_last() const {
+    return written_last_;
+  }
   std::uint64_t changes_bytes() const { return changes_.size(); }
 
  private:

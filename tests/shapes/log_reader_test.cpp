@@ -2,6 +2,8 @@
 // after an offset, as a rebuild of its row state needs them.
 #include "shapes/log_reader.h"
 
+#include "shapes/log_disk_read.h"
+
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -123,6 +125,86 @@ TEST(LogReaderTest, StoppedEndsEarly) {
       [&] { return seen == 2; });
   EXPECT_TRUE(read);
   EXPECT_EQ(seen, 2);
+}
+
+}  // namespace
+}  // namespace shapeproxy::shapes
+
+namespace shapeproxy::shapes {
+namespace {
+
+// The body a read after `after` gives, from the whole log in memory.
+std::string memory_body(const ShapeLog& log, LogOffset after, LogOffset* last, bool* end) {
+  auto slice = log.read_after(after);
+  std::string body = "[";
+  for (const auto& entry : slice.entries) {
+    if (body.size() > 1) body += ',';
+    body.append(entry);
+  }
+  close_body(body, slice.entries.size(), slice.reached_end ? "{\"up-to-date\":1}" : "");
+  *last = slice.last;
+  *end = slice.reached_end;
+  return body;
+}
+
+TEST(LogDiskReadTest, BodiesFromDiskAreByteIdenticalToBodiesFromMemory) {
+  TempDir temp;
+  auto files = ShapeFiles::create(temp.path() / "shape", nlohmann::json{{"handle", "h-1"}});
+  ASSERT_TRUE(files);
+  ASSERT_TRUE(files.value()->write_snapshot_chunks({"[]"}));
+  ShapeLog whole(700);    // every operation in memory, as before
+  ShapeLog trimmed(700);  // a small tail, the rest on disk
+  std::vector<LogOffset> offsets{LogOffset::snapshot_chunk(0)};
+  for (std::uint64_t tx = 1; tx <= 60; ++tx) {
+    auto stored = transaction(tx * 100, static_cast<int>(tx % 7) + 1);
+    std::vector<LogEntry> entries;
+    for (auto& operation : stored) {
+      operation.json += std::string(tx * 3 % 90, ' ');  // sizes vary around the budget
+      entries.push_back({LogOffset::at(operation.tx, operation.op), operation.json});
+      offsets.push_back(entries.back().offset);
+    }
+    files.value()->append_transaction(stored);
+    if (tx < 55) {
+      ASSERT_TRUE(files.value()->write());  // the last ones only queued
+    }
+    whole.append(entries);
+    trimmed.append(entries);
+    auto written = files.value()->written_last();
+    if (written) trimmed.trim(LogOffset::at(written->first, written->second), 300);
+  }
+  ASSERT_LT(trimmed.tail_bytes(), whole.tail_bytes() / 4);
+  int from_disk = 0;
+  for (auto after : offsets) {
+    LogOffset last;
+    bool end = false;
+    auto expected = memory_body(whole, after, &last, &end);
+    auto slice = trimmed.read_after(after);
+    std::string body;
+    if (!slice.on_disk) {
+      body = memory_body(trimmed, after, &slice.last, &slice.reached_end);
+    } else {
+      ++from_disk;
+      LogDiskRead plan;
+      auto ranges = files.value()->ranges_after(after.tx, after.op);
+      ASSERT_TRUE(ranges);
+      plan.ranges = ranges.value();
+      plan.after = after;
+      plan.chunk_bytes = 700;
+      plan.end = trimmed.end();
+      auto written = files.value()->written_last();
+      plan.unwritten = trimmed.tail_after(LogOffset::at(written->first, written->second), 700);
+      auto read = plan.run();
+      ASSERT_TRUE(read) << read.error().to_string();
+      body = std::move(read->body);
+      close_body(body, read->count, read->reached_end ? "{\"up-to-date\":1}" : "");
+      slice.last = read->last;
+      slice.reached_end = read->reached_end;
+    }
+    EXPECT_EQ(body, expected) << "after " << after.to_string();
+    EXPECT_EQ(slice.last, last) << "after " << after.to_string();
+    EXPECT_EQ(slice.reached_end, end) << "after " << after.to_string();
+  }
+  EXPECT_GT(from_disk, 100);
 }
 
 }  // namespace

@@ -589,6 +589,57 @@ TEST_F(PersistentShapesTest, CompactionBoundsAHotRowAndRefetchesOnlyReadersBehin
   EXPECT_EQ(titles["2"], "final");
 }
 
+// A persisted shape keeps only a small tail of its operations in memory;
+// older ones are read back from its files (off the strand). Every body is
+// the same, byte for byte, whether it came from memory before a restart or
+// from disk after it (the up-to-date message aside: it names the stream's
+// position, which moves).
+TEST_F(PersistentShapesTest, OperationsOlderThanTheMemoryTailAreServedFromDiskUnchanged) {
+  execute_sql(database_,
+              "INSERT INTO items (id, title, price) "
+              "SELECT i, 'row ' || i, i FROM generate_series(1, 200) i");
+  auto settings = options();
+  settings.compact_bytes = 1ull << 40;  // no compaction: every operation stays readable
+  std::vector<std::pair<ReadRequest, std::string>> reads;
+  auto strip_up_to_date = [](std::string body) {
+    auto at = body.find("{\"headers\":{\"control\":\"up-to-date\"");
+    if (at != std::string::npos)
+      body.erase(at == 1 ? at : at - 1, body.size() - 1 - (at == 1 ? at : at - 1));
+    return body;
+  };
+  {
+    Core core(database_, settings);
+    auto [messages, start] = sync(core, shape("items"));
+    for (int i = 0; i < 12; ++i) {
+      execute_sql(database_, "UPDATE items SET title = 'pass " + std::to_string(i) + " ' || id");
+    }
+    execute_sql(database_, "UPDATE items SET title = 'last' WHERE id = 1");
+    // Every page after the snapshot, following offsets, until the last update.
+    for (int attempt = 0; attempt < 200; ++attempt) {
+      reads.clear();
+      ReadResult last = start;
+      bool seen_last = false;
+      for (int page = 0; page < 2000; ++page) {
+        auto request = after(last);
+        last = expect_result(core.read(shape("items"), request));
+        auto bytes = text(last);
+        seen_last = seen_last || bytes.find("\"title\":\"last\"") != std::string::npos;
+        reads.emplace_back(request, strip_up_to_date(bytes));
+        if (last.up_to_date) break;
+      }
+      if (seen_last) break;
+      std::this_thread::sleep_for(100ms);
+    }
+    ASSERT_GT(reads.size(), 100u) << "too few pages to reach past the tail";
+  }
+  Core core(database_, settings);
+  ASSERT_EQ(core.loaded(), 1u);
+  for (const auto& [request, expected] : reads) {
+    auto again = expect_result(core.read(shape("items"), request));
+    EXPECT_EQ(strip_up_to_date(text(again)), expected) << request.offset.to_string();
+  }
+}
+
 TEST_F(PersistentShapesTest, ChangesOnlyLogIsNotFoldedIntoInventedRows) {
   // A changes_only log has no snapshot rows, so its partial updates cannot be
   // folded into whole rows: past the compaction size it keeps its updates.
