@@ -6,6 +6,8 @@
 
 #include <gtest/gtest.h>
 
+#include "support/storage_test_files.h"
+
 #include <filesystem>
 #include <fstream>
 
@@ -16,26 +18,10 @@ namespace fs = std::filesystem;
 using storage::ShapeFiles;
 using storage::StoredOperation;
 
-class TempDir {
- public:
-  TempDir() {
-    char pattern[] = "/tmp/shapeproxy-log-reader-XXXXXX";
-    path_ = ::mkdtemp(pattern);
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
+using testing::TempDir;
 
 std::vector<StoredOperation> transaction(std::uint64_t tx, int operations) {
-  std::vector<StoredOperation> out;
-  for (int op = 0; op < operations; ++op) {
-    out.push_back({tx, static_cast<std::uint64_t>(op),
-                   "{\"op\":\"" + std::to_string(tx) + "_" + std::to_string(op) + "\"}"});
-  }
-  return out;
+  return testing::stored_transaction(tx, operations);
 }
 
 std::vector<std::pair<std::string, std::string>> read_after(const LogSource& source,

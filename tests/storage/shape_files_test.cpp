@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include "support/storage_test_files.h"
+
 #include <signal.h>
 #include <sys/resource.h>
 
@@ -16,26 +18,10 @@ namespace {
 
 namespace fs = std::filesystem;
 
-class TempDir {
- public:
-  TempDir() {
-    char pattern[] = "/tmp/shapeproxy-storage-XXXXXX";
-    path_ = ::mkdtemp(pattern);
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
+using testing::TempDir;
 
 std::vector<StoredOperation> transaction(std::uint64_t tx, int operations) {
-  std::vector<StoredOperation> out;
-  for (int op = 0; op < operations; ++op) {
-    out.push_back({tx, static_cast<std::uint64_t>(op),
-                   "{\"tx\":" + std::to_string(tx) + ",\"op\":" + std::to_string(op) + "}"});
-  }
-  return out;
+  return testing::stored_transaction(tx, operations);
 }
 
 // The operations the files hold (read back as a rebuild would).
@@ -73,7 +59,7 @@ TEST(ShapeFilesTest, RoundTripsMetaSnapshotAndTransactions) {
   ASSERT_EQ(operations.size(), 4u);
   EXPECT_EQ(operations[2].tx, 100u);
   EXPECT_EQ(operations[2].op, 2u);
-  EXPECT_EQ(operations[3].json, "{\"tx\":200,\"op\":0}");
+  EXPECT_EQ(operations[3].json, "{\"op\":\"200_0\"}");
   EXPECT_EQ(stored.last_operation, std::make_pair(std::uint64_t{200}, std::uint64_t{0}));
   // Appending after a reopen continues the file.
   files->append_transaction(transaction(300, 2));
