@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <boost/asio/ip/v6_only.hpp>
 #include <boost/asio/post.hpp>
 
 #include "http/server_state.h"
@@ -149,12 +150,28 @@ Result<void> HttpServer::start() {
                      std::to_string(state_->options.port) + ": " + ec.message(),
                  "is another process using the port?"};
   };
-  if (acceptor.open(endpoint.protocol(), ec); ec) return fail("open");
+  const bool any_v6 = address.is_v6() && address.is_unspecified();
+  if (acceptor.open(endpoint.protocol(), ec); ec && any_v6) {
+    // No IPv6 on this host: every IPv4 address instead.
+    spdlog::info("http: IPv6 unavailable ({}), listening on IPv4 only", ec.message());
+    endpoint = tcp::endpoint(net::ip::address_v4::any(), state_->options.port);
+    ec.clear();
+    acceptor.open(endpoint.protocol(), ec);
+  }
+  if (ec) return fail("open");
+  // "::" takes IPv4 connections too (as ::ffff:a.b.c.d), whatever the
+  // host's net.ipv6.bindv6only default.
+  if (endpoint.address().is_v6() && any_v6) {
+    if (acceptor.set_option(net::ip::v6_only(false), ec); ec) return fail("configure");
+  }
   if (acceptor.set_option(net::socket_base::reuse_address(true), ec); ec) return fail("configure");
   if (acceptor.bind(endpoint, ec); ec) return fail("bind");
   if (acceptor.listen(net::socket_base::max_listen_connections, ec); ec) return fail("listen on");
   state_->port = acceptor.local_endpoint(ec).port();
-  spdlog::info("http: listening on {}:{}", state_->options.address, state_->port.load());
+  spdlog::info("http: listening on {}",
+               endpoint.address().is_v6() && any_v6
+                   ? "[::]:" + std::to_string(state_->port.load()) + " (IPv6 and IPv4)"
+                   : endpoint.address().to_string() + ":" + std::to_string(state_->port.load()));
   net::post(state_->strand, [s = state_] { s->do_accept(); });
   return {};
 }

@@ -12,6 +12,7 @@ import { join } from 'node:path'
 import { before, test } from 'node:test'
 import { Agent, get } from 'node:http'
 import { freePort, useHarness, waitFor } from './harness.js'
+import { program } from './programs.js'
 
 const MAX_AGE_S = 1
 const CLIENTS = 1_000
@@ -61,7 +62,7 @@ http {
 }
 `,
   )
-  const child = spawn('nginx', ['-p', dir, '-c', conf, '-g', 'daemon off;'], { stdio: ['ignore', 'ignore', 'pipe'] })
+  const child = spawn(program('nginx'), ['-p', dir, '-c', conf, '-g', 'daemon off;'], { stdio: ['ignore', 'ignore', 'pipe'] })
   const stderr = []
   child.stderr.setEncoding('utf8').on('data', (chunk) => stderr.push(chunk))
   process.on('exit', () => child.kill('SIGTERM')) // the master stops its worker too

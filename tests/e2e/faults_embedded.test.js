@@ -40,7 +40,7 @@ before(async () => {
   port = await freePort()
   // A SIGKILLed proxy would leave its embedded PostgreSQL running: on SIGTERM
   // (after) it stops it; spawnGuarded kills the proxy if this process dies.
-  proxy = spawnGuarded(bin, ['--data-dir', dataDir, '--listen', '127.0.0.1', '--port', String(port), ...proxyArgs])
+  proxy = spawnGuarded(bin, ['--data-dir', dataDir, '--port', String(port), ...proxyArgs])
   process.on('exit', () => proxy.kill('SIGKILL'))
   for (const stream of [proxy.stdout, proxy.stderr]) createInterface({ input: stream }).on('line', (l) => logs.push(l))
   databaseUri = await waitFor(

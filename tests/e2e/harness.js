@@ -32,13 +32,14 @@
 // Everything started here is stopped in after(), and killed on process exit
 // if after() never ran. Proxy logs are printed when a test fails.
 import { spawn } from 'node:child_process'
-import { accessSync, constants, mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, rmSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { after, afterEach, before } from 'node:test'
 import pg from 'pg'
+import { program } from './programs.js'
 
 // How long the cluster and the proxy may take to come up.
 const CLUSTER_START_TIMEOUT_MS = 60_000
@@ -48,22 +49,14 @@ const PROXY_STOP_TIMEOUT_MS = 10_000
 const MAX_LOG_LINES = 2_000
 
 // setpriv (util-linux) makes a child get SIGKILL when this process dies,
-// even by SIGKILL; used for the proxy when present. (The cluster launcher
+// even by SIGKILL; used for the proxy. (The cluster launcher
 // stops by itself when its stdin closes.)
-const SETPRIV = ['/usr/bin/setpriv', '/bin/setpriv'].find((path) => {
-  try {
-    accessSync(path, constants.X_OK)
-    return true
-  } catch {
-    return false
-  }
-})
+const SETPRIV = program('setpriv')
 
 // Spawns `bin` (stdout/stderr piped) so that it gets SIGKILL when this
-// process dies, where setpriv is available.
+// process dies.
 export function spawnGuarded(bin, args) {
-  const [command, argv] = SETPRIV ? [SETPRIV, ['--pdeathsig', 'KILL', '--', bin, ...args]] : [bin, args]
-  return spawn(command, argv, { stdio: ['ignore', 'pipe', 'pipe'] })
+  return spawn(SETPRIV, ['--pdeathsig', 'KILL', '--', bin, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
 }
 
 // Children to kill synchronously if the process exits without after().
@@ -108,13 +101,14 @@ export async function waitFor(predicate, timeoutMs = 5_000, { intervalMs = 10, w
   }
 }
 
-// A loopback port nobody listens on right now.
+// A port nobody listens on right now, on IPv6 and IPv4 (the proxy listens
+// dual-stack by default).
 export async function freePort() {
   return new Promise((resolve, reject) => {
     const server = createServer()
     server.unref()
     server.on('error', reject)
-    server.listen(0, '127.0.0.1', () => {
+    server.listen(0, '::', () => {
       const { port } = server.address()
       server.close(() => resolve(port))
     })
@@ -514,7 +508,6 @@ export function createHarness({ proxyArgs = [], name = 'e2e', maxLogLines, least
         maxLogLines,
         args: [
           '--database-url', proxyConninfo,
-          '--listen', '127.0.0.1',
           '--port', String(h.port),
           '--data-dir', h.dataDir,
           '--slot', h.slot,

@@ -23,6 +23,16 @@ test('SQL works on the test database and the slot exists', async () => {
   assert.equal(slots.rowCount, 1, `replication slot ${h.slot} exists`)
 })
 
+test('the default listen address takes IPv6 and IPv4: ::1, 127.0.0.1 and localhost all answer', async () => {
+  // Debian's /etc/hosts puts ::1 first for localhost: a client that tries only
+  // the first address (Node 18's fetch) must reach the proxy either way.
+  for (const host of ['[::1]', '127.0.0.1', 'localhost']) {
+    const response = await fetch(`http://${host}:${h.port}/v1/health`)
+    await response.arrayBuffer()
+    assert.equal(response.status, 200, `http://${host}:${h.port}/v1/health`)
+  }
+})
+
 test('unknown paths answer 404', async () => {
   const response = await fetch(`${h.baseUrl}/v1/no-such-route`)
   await response.arrayBuffer()
