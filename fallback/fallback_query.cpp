@@ -98,6 +98,8 @@ status::FallbackActivity FallbackQuery::activity() const {
   activity.queued = queued_gauge_.load();
   activity.refused_total = refused_total_.load();
   activity.source = options_.source;
+  for (std::size_t i = 0; i < kOutcomes.size(); ++i)
+    activity.query_durations.emplace_back(kOutcomes[i], durations_[i].snapshot());
   return activity;
 }
 
@@ -176,7 +178,14 @@ asio::awaitable<Result<SharedRows>> FallbackQuery::lead(std::shared_ptr<Flight> 
   running_gauge_.store(running_);
 
   const auto taken = clock_();
+  const auto started = std::chrono::steady_clock::now();
   auto result = co_await query(definition);
+  const std::string_view outcome = result ? "ok" : std::string_view(result.error().code);
+  for (std::size_t i = 0; i < kOutcomes.size(); ++i) {
+    if (outcome != kOutcomes[i]) continue;
+    durations_[i].observe(
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+  }
   if (result) remember(definition.key, result.value(), taken);
   flight->outcome = result;
   co_return result;

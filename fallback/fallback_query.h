@@ -10,6 +10,7 @@
 // ("query_timeout").
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
@@ -22,6 +23,7 @@
 #include <string>
 #include <unordered_map>
 
+#include "common/histogram.h"
 #include "common/result.h"
 #include "pg/connection_pool.h"
 #include "shapes/shape.h"
@@ -113,6 +115,15 @@ class FallbackQuery : public std::enable_shared_from_this<FallbackQuery> {
   std::atomic<std::uint64_t> queued_gauge_{0};
   std::atomic<std::uint64_t> refused_total_{0};
   std::atomic<std::uint64_t> queries_started_{0};
+  // Query durations by outcome: ok, query_timeout, database_unavailable.
+  static constexpr std::array<const char*, 3> kOutcomes{"ok", "query_timeout",
+                                                        "database_unavailable"};
+  std::array<AtomicHistogram, kOutcomes.size()> durations_{AtomicHistogram(duration_bounds()),
+                                                           AtomicHistogram(duration_bounds()),
+                                                           AtomicHistogram(duration_bounds())};
+  static std::vector<double> duration_bounds() {
+    return {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60};
+  }
 };
 
 }  // namespace shapeproxy::fallback

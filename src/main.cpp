@@ -19,6 +19,7 @@
 #include "app/proxy.h"
 #include "config/config.h"
 #include "embedded/embedded_postgres.h"
+#include "logging/log_format.h"
 #include "shapeproxy/version.h"
 
 namespace {
@@ -139,6 +140,9 @@ int main(int argc, char** argv) {
     std::cout << "shapeproxy " << shapeproxy::kVersion << "\n";
     return 0;
   }
+  shapeproxy::logging::install_log_format(invocation->config.log_format == "json"
+                                              ? shapeproxy::logging::LogFormat::kJson
+                                              : shapeproxy::logging::LogFormat::kText);
   spdlog::set_level(spdlog::level::from_str(invocation->config.log_level));
   return run(invocation->config);
 }

@@ -7,7 +7,12 @@
 
 #include <cmath>
 #include <iterator>
+#include <span>
 #include <utility>
+
+#include "http/request_kind.h"
+#include "shapeproxy/version.h"
+#include "status/process_metrics.h"
 
 namespace shapeproxy::status {
 namespace {
@@ -56,6 +61,23 @@ class ExpositionWriter {
       fmt::format_to(std::back_inserter(out_), "{}{{{}}} {}\n", name, labels, value);
     }
   }
+  // The _bucket{le}, _sum and _count samples of histogram `name` (family
+  // written before); `labels` without braces, may be empty.
+  void histogram(std::string_view name, std::string_view labels, std::span<const double> bounds,
+                 std::span<const std::uint64_t> cumulative, double sum, std::uint64_t count) {
+    const std::string bucket = std::string(name) + "_bucket";
+    const std::string sep = labels.empty() ? "" : ",";
+    for (std::size_t i = 0; i < bounds.size() && i < cumulative.size(); ++i) {
+      sample(bucket, fmt::format("{}{}le=\"{}\"", labels, sep, format_value(bounds[i])),
+             cumulative[i]);
+    }
+    sample(bucket, fmt::format("{}{}le=\"+Inf\"", labels, sep), count);
+    sample(std::string(name) + "_sum", labels, sum);
+    sample(std::string(name) + "_count", labels, count);
+  }
+  void histogram(std::string_view name, std::string_view labels, const HistogramSnapshot& h) {
+    histogram(name, labels, h.bounds, h.cumulative, h.sum, h.count);
+  }
   std::string take() { return std::move(out_); }
 
  private:
@@ -79,16 +101,23 @@ void write_request_families(ExpositionWriter& out, const RequestMetrics& request
   for (const auto& s : series) {
     const std::string labels =
         fmt::format("route=\"{}\",method=\"{}\"", escape_label(s.route), escape_label(s.method));
-    for (std::size_t i = 0; i < RequestMetrics::kBucketBounds.size(); ++i) {
-      out.sample(
-          "shapeproxy_http_request_duration_seconds_bucket",
-          fmt::format("{},le=\"{}\"", labels, format_value(RequestMetrics::kBucketBounds[i])),
-          s.cumulative_buckets[i]);
-    }
-    out.sample("shapeproxy_http_request_duration_seconds_bucket",
-               fmt::format("{},le=\"+Inf\"", labels), s.count);
-    out.sample("shapeproxy_http_request_duration_seconds_sum", labels, s.seconds_sum);
-    out.sample("shapeproxy_http_request_duration_seconds_count", labels, s.count);
+    out.histogram("shapeproxy_http_request_duration_seconds", labels, RequestMetrics::kBucketBounds,
+                  s.cumulative_buckets, s.seconds_sum, s.count);
+  }
+  const auto kinds = requests.kinds_snapshot();
+  out.family("shapeproxy_request_duration_seconds", "histogram",
+             "Time from request read to response written, by kind: snapshot, catch-up, live "
+             "(long-poll), sse (whole stream), status (status, health, metrics, dashboard), "
+             "other.");
+  for (const auto& k : kinds) {
+    out.histogram("shapeproxy_request_duration_seconds", fmt::format("kind=\"{}\"", k.kind),
+                  k.duration);
+  }
+  out.family("shapeproxy_response_body_bytes_total", "counter",
+             "Response body bytes served, by request kind.");
+  for (const auto& k : kinds) {
+    out.sample("shapeproxy_response_body_bytes_total", fmt::format("kind=\"{}\"", k.kind),
+               k.body_bytes);
   }
   out.family("shapeproxy_http_sendfile_responses_total", "counter",
              "Responses whose body was sent from disk with sendfile (not copied through "
@@ -137,11 +166,53 @@ std::string render_metrics(const StatusSnapshot& snapshot, const ServingGauges& 
   out.family("shapeproxy_fallback_queries_refused_total", "counter",
              "Requests refused (503) because the fallback query cap was reached.");
   out.sample("shapeproxy_fallback_queries_refused_total", "", fallback.refused_total);
+  out.family("shapeproxy_fallback_queries_total", "counter",
+             "Fallback-mode database queries run, by outcome (ok, query_timeout, "
+             "database_unavailable).");
+  for (const auto& [outcome, h] : fallback.query_durations) {
+    out.sample("shapeproxy_fallback_queries_total",
+               fmt::format("outcome=\"{}\"", escape_label(outcome)), h.count);
+  }
+  out.family("shapeproxy_fallback_query_duration_seconds", "histogram",
+             "Duration of fallback-mode database queries, by outcome.");
+  for (const auto& [outcome, h] : fallback.query_durations) {
+    out.histogram("shapeproxy_fallback_query_duration_seconds",
+                  fmt::format("outcome=\"{}\"", escape_label(outcome)), h);
+  }
+  out.family("shapeproxy_replication_reconnects_total", "counter",
+             "Times the replication stream was lost (or could not start) and was tried again.");
+  out.sample("shapeproxy_replication_reconnects_total", "", gauges.reconnects());
   out.family("shapeproxy_parked_requests", "gauge",
              "Live requests (long-poll, SSE) waiting for changes.");
   out.sample("shapeproxy_parked_requests", "", gauges.parked());
   out.family("shapeproxy_shapes", "gauge", "Shapes held by the proxy.");
   out.sample("shapeproxy_shapes", "", gauges.shapes());
+  const ShapesByState states = gauges.shape_states();
+  out.family("shapeproxy_shapes_by_state", "gauge",
+             "Shapes held, by state: snapshotting (first snapshot under way) or ready.");
+  out.sample("shapeproxy_shapes_by_state", "state=\"snapshotting\"", states.snapshotting);
+  out.sample("shapeproxy_shapes_by_state", "state=\"ready\"", states.ready);
+  out.family("shapeproxy_build_info", "gauge", "Always 1; the labels say which build runs.");
+  out.sample("shapeproxy_build_info",
+             fmt::format("version=\"{}\",compiler=\"{}\"", escape_label(kVersion),
+                         escape_label(__VERSION__)),
+             std::uint64_t{1});
+  if (auto process = read_process_stats()) {
+    out.family("process_cpu_seconds_total", "counter",
+               "User and system CPU time spent in seconds.");
+    out.sample("process_cpu_seconds_total", "", process->cpu_seconds);
+    out.family("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
+    out.sample("process_resident_memory_bytes", "", process->resident_bytes);
+    out.family("process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.");
+    out.sample("process_virtual_memory_bytes", "", process->virtual_bytes);
+    out.family("process_open_fds", "gauge", "Number of open file descriptors.");
+    out.sample("process_open_fds", "", process->open_fds);
+    out.family("process_max_fds", "gauge", "Maximum number of open file descriptors.");
+    out.sample("process_max_fds", "", process->max_fds);
+    out.family("process_start_time_seconds", "gauge",
+               "Start time of the process since unix epoch in seconds.");
+    out.sample("process_start_time_seconds", "", process->start_time_seconds);
+  }
 
   if (requests) write_request_families(out, *requests);
   return out.take();
@@ -167,8 +238,11 @@ http::RequestObserver request_metrics_observer(std::shared_ptr<RequestMetrics> r
     const std::string_view method = record.method == http::Verb::unknown
                                         ? "other"
                                         : boost::beast::http::to_string(record.method);
+    const double seconds = std::chrono::duration<double>(record.duration).count();
     requests->record(record.route.empty() ? RequestMetrics::kOtherRoute : record.route, method,
-                     record.status, std::chrono::duration<double>(record.duration).count());
+                     record.status, seconds);
+    requests->record_kind(http::request_kind(record.route, record.target), seconds,
+                          record.body_bytes);
     if (record.sendfile_bytes > 0) requests->record_sendfile(record.sendfile_bytes);
   };
 }

@@ -20,6 +20,16 @@
 //   http_request_duration_seconds{route,method}  histogram (_bucket{le}, _sum, _count)
 //   http_sendfile_responses_total       counter: bodies sent from disk with sendfile
 //   http_sendfile_bytes_total           counter: their bytes
+//   request_duration_seconds{kind}      histogram: snapshot, catch-up, live, sse, status, other
+//   response_body_bytes_total{kind}     counter: bytes served
+//   fallback_queries_total{outcome}     counter: ok, query_timeout, database_unavailable
+//   fallback_query_duration_seconds{outcome}  histogram
+//   replication_reconnects_total        counter
+//   shapes_by_state{state}              gauge: snapshotting, ready
+//   build_info{version,compiler}        gauge 1
+// and the standard process_cpu_seconds_total, process_resident_memory_bytes,
+// process_virtual_memory_bytes, process_open_fds, process_max_fds,
+// process_start_time_seconds (from /proc).
 // Routes are the routed paths ("/v1/shape", "/v1/status", ...) or "other"
 // (unrouted paths, requests refused before routing: 400/414/431/503).
 #pragma once

@@ -45,6 +45,24 @@ void RequestMetrics::record(std::string_view route, std::string_view method, uns
   series.nanoseconds_sum.fetch_add(static_cast<std::uint64_t>(std::llround(nanos)), relaxed);
 }
 
+void RequestMetrics::record_kind(std::string_view kind, double seconds, std::uint64_t body_bytes) {
+  std::size_t index = kKinds.size() - 1;
+  for (std::size_t i = 0; i < kKinds.size(); ++i) {
+    if (kKinds[i] == kind) index = i;
+  }
+  kinds_[index].duration.observe(seconds);
+  kinds_[index].body_bytes.fetch_add(body_bytes, std::memory_order_relaxed);
+}
+
+std::vector<RequestMetrics::KindSnapshot> RequestMetrics::kinds_snapshot() const {
+  std::vector<KindSnapshot> out;
+  for (std::size_t i = 0; i < kKinds.size(); ++i) {
+    out.push_back({kKinds[i], kinds_[i].duration.snapshot(),
+                   kinds_[i].body_bytes.load(std::memory_order_relaxed)});
+  }
+  return out;
+}
+
 std::vector<RequestMetrics::SeriesSnapshot> RequestMetrics::snapshot() const {
   constexpr auto relaxed = std::memory_order_relaxed;
   std::vector<SeriesSnapshot> out;

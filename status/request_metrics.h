@@ -18,6 +18,8 @@
 #include <utility>
 #include <vector>
 
+#include "common/histogram.h"
+
 namespace shapeproxy::status {
 
 class RequestMetrics {
@@ -64,6 +66,20 @@ class RequestMetrics {
   }
   std::uint64_t sendfile_bytes() const { return sendfile_bytes_.load(std::memory_order_relaxed); }
 
+  // Request kinds (http::request_kind): durations and body bytes per kind.
+  static constexpr std::array<std::string_view, 6> kKinds{"snapshot", "catch-up", "live",
+                                                          "sse",      "status",   "other"};
+  // One answered request of `kind` (unknown: "other"): its duration and body
+  // bytes. Thread-safe, lock-free.
+  void record_kind(std::string_view kind, double seconds, std::uint64_t body_bytes);
+  struct KindSnapshot {
+    std::string_view kind;
+    HistogramSnapshot duration;
+    std::uint64_t body_bytes = 0;
+  };
+  // Every kind, in kKinds order.
+  std::vector<KindSnapshot> kinds_snapshot() const;
+
   // A copy of every series with requests, ordered by route ("other" last)
   // then method.
   // Thread-safe; concurrent records may or may not be included.
@@ -82,6 +98,11 @@ class RequestMetrics {
 
   std::vector<std::string> routes_;   // sorted; the last one is kOtherRoute
   std::unique_ptr<Series[]> series_;  // routes_.size() x kMethods.size()
+  struct Kind {
+    AtomicHistogram duration{std::vector<double>(kBucketBounds.begin(), kBucketBounds.end())};
+    std::atomic<std::uint64_t> body_bytes{0};
+  };
+  std::array<Kind, kKinds.size()> kinds_;
   std::atomic<std::uint64_t> sendfile_responses_{0};
   std::atomic<std::uint64_t> sendfile_bytes_{0};
 };

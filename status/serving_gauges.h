@@ -10,6 +10,10 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <utility>
+#include <vector>
+
+#include "common/histogram.h"
 
 namespace shapeproxy::status {
 
@@ -19,16 +23,31 @@ struct FallbackActivity {
   std::uint64_t queued = 0;             // requests waiting for a query slot
   std::uint64_t refused_total = 0;      // requests answered 503 because the cap was reached
   std::string source = "primary";       // where fallback queries go: "primary" or "standby"
+  // Durations of the database queries run, by outcome ("ok", "query_timeout",
+  // "database_unavailable"); a histogram's count is that outcome's total.
+  std::vector<std::pair<std::string, HistogramSnapshot>> query_durations;
+};
+
+// Shapes held, by phase (from the shapes module).
+struct ShapesByState {
+  std::uint64_t snapshotting = 0;  // first snapshot under way
+  std::uint64_t ready = 0;         // serving
 };
 
 struct ServingGauges {
   std::function<FallbackActivity()> fallback;
-  std::function<std::uint64_t()> shape_count;      // shapes held by the registry
-  std::function<std::uint64_t()> parked_requests;  // long-polls / SSE waiting for changes
+  std::function<std::uint64_t()> shape_count;             // shapes held by the registry
+  std::function<std::uint64_t()> parked_requests;         // long-polls / SSE waiting for changes
+  std::function<std::uint64_t()> replication_reconnects;  // stream connection attempts after a loss
+  std::function<ShapesByState()> shapes_by_state;
 
   FallbackActivity fallback_activity() const { return fallback ? fallback() : FallbackActivity{}; }
   std::uint64_t shapes() const { return shape_count ? shape_count() : 0; }
   std::uint64_t parked() const { return parked_requests ? parked_requests() : 0; }
+  std::uint64_t reconnects() const { return replication_reconnects ? replication_reconnects() : 0; }
+  ShapesByState shape_states() const {
+    return shapes_by_state ? shapes_by_state() : ShapesByState{};
+  }
 };
 
 }  // namespace shapeproxy::status

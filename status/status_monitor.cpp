@@ -1,5 +1,7 @@
 #include "status/status_monitor.h"
 
+#include "logging/log_format.h"
+
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -145,6 +147,7 @@ void ReplicationStatusMonitor::on_health_probe(const ProbeResult& probe) {
     }
     last_error_ = "the health probe could not reach the database";
     evaluate(now);
+    record_lag_sample(false);
     return;
   }
   unreachable_logged_ = false;
@@ -202,6 +205,26 @@ void ReplicationStatusMonitor::on_health_probe(const ProbeResult& probe) {
     }
   }
   evaluate(now);
+  record_lag_sample(true);
+}
+
+void ReplicationStatusMonitor::record_lag_sample(bool reachable) {
+  // A lag sample per probe; older than the window (or beyond the bound) goes.
+  StatusSnapshot current = snapshot_locked();
+  const auto wall_now = wall_clock_();
+  lag_history_.push_back({wall_now, reachable ? current.lag_bytes : std::nullopt,
+                          reachable ? current.lag_seconds : std::nullopt, status_});
+  while (!lag_history_.empty() &&
+         (lag_history_.size() > StatusHistory::kMaxLagSamples ||
+          lag_history_.front().at < wall_now - StatusHistory::kLagWindow)) {
+    lag_history_.pop_front();
+  }
+}
+
+StatusHistory ReplicationStatusMonitor::history() const {
+  std::lock_guard lock(mutex_);
+  return {{transition_history_.begin(), transition_history_.end()},
+          {lag_history_.begin(), lag_history_.end()}};
 }
 
 void ReplicationStatusMonitor::tick() {
@@ -216,6 +239,10 @@ ServingStatus ReplicationStatusMonitor::status() const {
 
 StatusSnapshot ReplicationStatusMonitor::snapshot() const {
   std::lock_guard lock(mutex_);
+  return snapshot_locked();
+}
+
+StatusSnapshot ReplicationStatusMonitor::snapshot_locked() const {
   const TimePoint now = steady_clock_();
   StatusSnapshot s;
   s.status = status_;
@@ -308,10 +335,13 @@ void ReplicationStatusMonitor::transition(ServingStatus to, std::string cause) {
   cause_ = std::move(cause);
   last_transition_at_ = wall_clock_();
   ++transitions_;
+  transition_history_.push_back({last_transition_at_, from, to, cause_});
+  if (transition_history_.size() > StatusHistory::kMaxTransitions) transition_history_.pop_front();
   if (to != ServingStatus::kLive) {
     awaiting_catch_up_target_ = true;
     catch_up_target_.reset();
   }
+  logging::LogFields fields{{"from", to_string(from)}, {"to", to_string(to)}, {"cause", cause_}};
   if (to == ServingStatus::kLive) {
     spdlog::info("status: {} -> {}: {}", to_string(from), to_string(to), cause_);
   } else {

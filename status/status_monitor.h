@@ -32,6 +32,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "common/result.h"
 
@@ -89,6 +90,32 @@ struct StatusSnapshot {
   std::uint64_t received_lsn = 0;
 };
 
+// One serving-status transition, for the status page's timeline.
+struct TransitionRecord {
+  std::chrono::system_clock::time_point at;
+  ServingStatus from = ServingStatus::kStarting;
+  ServingStatus to = ServingStatus::kStarting;
+  std::string cause;
+};
+
+// Replication lag at one health probe, for the status page's chart.
+struct LagSample {
+  std::chrono::system_clock::time_point at;
+  std::optional<std::uint64_t> lag_bytes;  // absent: the database was not reachable
+  std::optional<double> lag_seconds;
+  ServingStatus status = ServingStatus::kStarting;
+};
+
+// What the monitor remembers (in memory only): the last kMaxTransitions
+// transitions and the lag samples of the last kLagWindow, oldest first.
+struct StatusHistory {
+  static constexpr std::size_t kMaxTransitions = 100;
+  static constexpr std::chrono::minutes kLagWindow{15};
+  static constexpr std::size_t kMaxLagSamples = 2'000;  // a bound whatever the probe rate
+  std::vector<TransitionRecord> transitions;
+  std::vector<LagSample> lag;
+};
+
 // A fixed, publishable phrase for an error code (never the raw message, which
 // may name hosts, users or SQL).
 std::string public_error_message(const Error& error);
@@ -114,6 +141,7 @@ class ReplicationStatusMonitor {
 
   ServingStatus status() const;
   StatusSnapshot snapshot() const;
+  StatusHistory history() const;
 
  private:
   using TimePoint = std::chrono::steady_clock::time_point;
@@ -168,6 +196,12 @@ class ReplicationStatusMonitor {
   bool unreserved_warned_ = false;
   std::optional<std::uint64_t> current_wal_lsn_;
   std::optional<TimePoint> behind_since_;  // WAL first seen ahead of a silent stream
+
+  // History (see StatusHistory), oldest first.
+  std::deque<TransitionRecord> transition_history_;
+  std::deque<LagSample> lag_history_;
+  StatusSnapshot snapshot_locked() const;
+  void record_lag_sample(bool reachable);  // under mutex_
 
   // Probed heads the stream has not reached yet, oldest first (bounded): the
   // oldest one's age is the lag in time.

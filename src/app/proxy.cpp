@@ -17,11 +17,14 @@
 #include "fallback/fallback_query.h"
 #include "http/handlers.h"
 #include "http/server.h"
+#include "logging/access_log.h"
+#include "logging/log_format.h"
 #include "pg/async_connection.h"
 #include "pg/connection_pool.h"
 #include "pg/conninfo.h"
 #include "replication/replication_stream.h"
 #include "shapes/shape_registry.h"
+#include "status/dashboard.h"
 #include "status/metrics_endpoint.h"
 #include "status/replication_probe.h"
 #include "status/request_metrics.h"
@@ -76,6 +79,10 @@ class Ingest : public replication::ReplicationListener {
           break;
       }
     }
+    logging::LogFields fields{
+        {"xid", transaction.xid}, {"lsn", pg::format_lsn(transaction.commit_lsn)},
+        {"inserts", inserts},     {"updates", updates},
+        {"deletes", deletes},     {"truncates", truncates}};
     spdlog::info(
         "replication: transaction {} committed at {}: {} insert(s), {} update(s), "
         "{} delete(s), {} truncate(s)",
@@ -325,18 +332,48 @@ asio::awaitable<Result<void>> Proxy::start(std::vector<replication::TableName> t
     auto registry = weak_registry.lock();
     return registry ? registry->parked_reads() : 0;
   };
+  gauges.shapes_by_state = [weak_registry]() -> status::ShapesByState {
+    auto registry = weak_registry.lock();
+    if (!registry) return {};
+    const std::uint64_t held = registry->shapes_held();
+    const std::uint64_t snapshotting = std::min(registry->shapes_snapshotting(), held);
+    return {snapshotting, held - snapshotting};
+  };
+  gauges.replication_reconnects = [weak_stream]() -> std::uint64_t {
+    auto stream = weak_stream.lock();
+    return stream ? stream->reconnects() : 0;
+  };
   router.add(http::Verb::get, "/v1/health", status::health_handler(state->monitor));
   status::StatusEndpointOptions status_options;
   status_options.max_age_seconds = config.status_max_age_seconds;
   router.add(http::Verb::get, "/v1/status",
              status::status_handler(state->monitor, gauges, status_options));
+  router.add(http::Verb::get, "/v1/status/history", status::history_handler(state->monitor));
+  router.add(http::Verb::get, "/v1/status/shapes",
+             status::shapes_handler([weak_registry](auto done) {
+               auto registry = weak_registry.lock();
+               if (!registry) return done({});
+               registry->describe([done = std::move(done)](auto shapes) {
+                 std::vector<status::ShapeRow> rows;
+                 rows.reserve(shapes.size());
+                 for (auto& s : shapes) {
+                   rows.push_back({std::move(s.handle), std::move(s.table), std::move(s.where),
+                                   s.ready ? "ready" : "snapshotting", s.rows, s.snapshot_bytes,
+                                   s.readers});
+                 }
+                 done(std::move(rows));
+               });
+             }));
+  router.add(http::Verb::get, "/dashboard", status::dashboard_handler());
   auto metric_routes = router.paths();  // request metrics keep these apart
   metric_routes.emplace_back("/metrics");
   state->request_metrics = std::make_shared<status::RequestMetrics>(std::move(metric_routes));
   router.add(http::Verb::get, "/metrics",
              status::metrics_handler(state->monitor, gauges, state->request_metrics));
   http::ServerOptions server_options;
-  server_options.on_request_done = status::request_metrics_observer(state->request_metrics);
+  server_options.on_request_done =
+      logging::combine_observers(status::request_metrics_observer(state->request_metrics),
+                                 config.access_log ? logging::access_log_observer() : nullptr);
   server_options.address = config.listen_address;
   server_options.port = config.port;
   state->server = std::make_unique<http::HttpServer>(state->io, server_options, std::move(router));

@@ -69,7 +69,8 @@ const std::vector<Setting>& settings() {
          c.fallback_database_url = v;
          return {};
        }},
-      {"--listen", "SHAPEPROXY_LISTEN", "ADDRESS", "Address to listen on (default 0.0.0.0).",
+      {"--listen", "SHAPEPROXY_LISTEN", "ADDRESS",
+       "Address to listen on (default ::, every IPv6 and IPv4 address; 0.0.0.0: IPv4 only).",
        [](Config& c, const std::string& v) -> Result<void> {
          if (v.empty()) return Error{"", "must not be empty", ""};
          c.listen_address = v;
@@ -115,6 +116,24 @@ const std::vector<Setting>& settings() {
            }
          }
          return Error{"", "expected trace, debug, info, warn, error or off, got '" + v + "'", ""};
+       }},
+      {"--log-format", "SHAPEPROXY_LOG_FORMAT", "FORMAT",
+       "text, or json: one JSON object per line with ts, level, module, msg and fields "
+       "(default text).",
+       [](Config& c, const std::string& v) -> Result<void> {
+         if (v != "text" && v != "json")
+           return Error{"", "expected text or json, got '" + v + "'", ""};
+         c.log_format = v;
+         return {};
+       }},
+      {"--access-log", "SHAPEPROXY_ACCESS_LOG", "",
+       "Log every answered request: method, path (secrets removed), status, bytes, duration, "
+       "kind, handle (default off).",
+       [](Config& c, const std::string& v) -> Result<void> {
+         auto on = parse_bool(v);
+         if (!on) return on.error();
+         c.access_log = on.value();
+         return {};
        }},
       {"--secret", "SHAPEPROXY_SECRET", "SECRET", "When set, /v1/shape requires ?secret=SECRET.",
        [](Config& c, const std::string& v) -> Result<void> {

@@ -20,12 +20,14 @@ struct Config {
   std::optional<std::string> database_url;
   // Fallback queries go here (e.g. a hot standby) instead of database_url.
   std::optional<std::string> fallback_database_url;
-  std::string listen_address = "0.0.0.0";
+  std::string listen_address = "::";  // IPv6 and IPv4 (see http::ServerOptions)
   std::uint16_t port = 3000;
   std::filesystem::path data_dir = "./shapeproxy-data";
   std::string slot_name = "shapeproxy";
   std::string publication_name = "shapeproxy";
   std::string log_level = "info";
+  std::string log_format = "text";    // "text" or "json" (one object per line)
+  bool access_log = false;            // one entry per answered request
   std::optional<std::string> secret;  // when set, /v1/shape requires ?secret=
   std::chrono::milliseconds replication_status_interval{10'000};
   bool allow_delete = false;  // DELETE /v1/shape

@@ -33,6 +33,13 @@ struct RequestRecord {
   // Body bytes sent from a file with sendfile(2), without passing through
   // user space (0 for ordinary bodies).
   std::uint64_t sendfile_bytes = 0;
+  // The request target as sent ("/v1/shape?table=items&offset=-1"; empty when
+  // not parsed). May carry secrets: observers strip them (see access_log.h).
+  std::string_view target;
+  // Response body bytes: the body, the file range sent, or every SSE frame.
+  std::uint64_t body_bytes = 0;
+  // The electric-handle response header, if any.
+  std::string_view handle;
 };
 
 // Runs on the connection's I/O thread once per answered request; must be
@@ -41,7 +48,10 @@ struct RequestRecord {
 using RequestObserver = std::function<void(const RequestRecord&)>;
 
 struct ServerOptions {
-  std::string address = "0.0.0.0";
+  // "::" (the default) listens on every IPv6 and IPv4 address (one dual-stack
+  // socket: `localhost` works whether it resolves to ::1 or 127.0.0.1); on a
+  // host without IPv6 it falls back to 0.0.0.0. Any other address: that one.
+  std::string address = "::";
   uint16_t port = 3000;  // 0: pick an ephemeral port (see HttpServer::port())
   // Whole request (first byte to end of headers/body) must arrive within this.
   std::chrono::milliseconds read_timeout{std::chrono::seconds(30)};

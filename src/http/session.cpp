@@ -309,6 +309,7 @@ void Session::handle(Request request) {
   origin_ = std::string(request.header("origin").value_or(""));
   const Router& router = server_->router;
   record_route_ = router.route_of(request.path());
+  if (recording_) record_target_ = request.target();
   if (request.method() == Verb::options && !router.find(Verb::options, request.path())) {
     if (!router.has_path(request.path()))
       return write_response(json_error(404, "Not found"), false);
@@ -381,6 +382,7 @@ void Session::write_response(Response response, bool close) {
   if (response.file) return write_file_response(std::move(response), close);
   state_ = State::kWriting;
   close_after_write_ = close || !keep_alive_ || closing_;
+  record_response(response.headers, response.body_view().size());
   build_message(response_.emplace(), std::move(response), !close_after_write_);
   record_status_ = response_->result_int();
   stream_.expires_after(opts_.write_timeout);
@@ -418,6 +420,7 @@ void Session::write_shared(const std::shared_ptr<const SharedResponse>& shared) 
   state_ = State::kWriting;
   close_after_write_ = false;
   record_status_ = shared->response().status;
+  record_response(shared->response().headers, shared->response().body_view().size());
   wire_ = std::move(wire);
   stream_.expires_after(opts_.write_timeout);
   net::async_write(stream_, net::const_buffer(wire_->data(), wire_->size()),
@@ -499,6 +502,7 @@ void Session::stream_start(const std::shared_ptr<ExchangeImpl>& ex, Params heade
   if (ex != exchange_ || state_ != State::kHandling) return;
   state_ = State::kStreaming;
   record_status_ = 200;
+  record_response(headers, 0);
   auto& res = stream_header_.emplace();
   res.version(11);
   res.result(bhttp::status::ok);
@@ -515,6 +519,7 @@ void Session::stream_start(const std::shared_ptr<ExchangeImpl>& ex, Params heade
 
 void Session::stream_frame(const std::shared_ptr<ExchangeImpl>& ex, std::string frame) {
   if (ex != exchange_ || state_ != State::kStreaming || stream_ending_) return;
+  record_body_bytes_ += frame.size();
   stream_frames_.push_back(std::move(frame));
   pump_stream();
 }
@@ -591,13 +596,30 @@ void Session::begin_record(std::string_view route, Verb method) {
   record_method_ = method;
   record_status_ = 0;
   record_sendfile_bytes_ = 0;
+  record_target_.clear();
+  record_body_bytes_ = 0;
+  record_handle_.clear();
+}
+
+void Session::record_response(const Params& headers, std::size_t body_bytes) {
+  if (!recording_) return;
+  record_body_bytes_ += body_bytes;
+  for (const auto& [name, value] : headers) {
+    if (name == "electric-handle") record_handle_ = value;
+  }
 }
 
 void Session::finish_record() {
   if (!recording_) return;
   recording_ = false;
-  RequestRecord record{record_route_, record_method_, record_status_,
-                       std::chrono::steady_clock::now() - record_start_, record_sendfile_bytes_};
+  RequestRecord record{record_route_,
+                       record_method_,
+                       record_status_,
+                       std::chrono::steady_clock::now() - record_start_,
+                       record_sendfile_bytes_,
+                       record_target_,
+                       record_body_bytes_ + record_sendfile_bytes_,
+                       record_handle_};
   try {
     opts_.on_request_done(record);
   } catch (const std::exception& e) {

@@ -227,6 +227,10 @@ class Session : public std::enable_shared_from_this<Session> {
   Verb record_method_ = Verb::unknown;
   unsigned record_status_ = 0;
   uint64_t record_sendfile_bytes_ = 0;
+  std::string record_target_;
+  uint64_t record_body_bytes_ = 0;  // body bytes other than sendfile's
+  std::string record_handle_;
+  void record_response(const Params& headers, std::size_t body_bytes);
 };
 
 }  // namespace shapeproxy::http::detail

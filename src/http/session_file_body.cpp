@@ -97,6 +97,7 @@ void Session::write_file_response(Response response, bool close) {
   }
   state_ = State::kWriting;
   close_after_write_ = close || !keep_alive_ || closing_;
+  record_response(response.headers, 0);  // the range is counted as sendfile bytes
   bhttp::response<SharedBody> res;
   build_message(res, std::move(response), !close_after_write_);
   res.content_length(file.length);

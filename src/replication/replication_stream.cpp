@@ -9,6 +9,7 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include "logging/log_format.h"
 #include "pg/async_connection.h"
 #include "pg/conninfo.h"
 #include "replication/pgoutput_decoder.h"
@@ -108,7 +109,11 @@ asio::awaitable<void> ReplicationStream::run() {
     Error cause =
         outcome ? Error{"connection_lost", "replication stream ended", ""} : outcome.error();
     if (streamed) backoff = options_.min_backoff;
-    spdlog::warn("replication: {}; reconnecting in {} ms", cause.to_string(), backoff.count());
+    reconnects_.fetch_add(1, std::memory_order_relaxed);
+    {
+      logging::LogFields fields{{"cause", cause.code}, {"backoff_ms", backoff.count()}};
+      spdlog::warn("replication: {}; reconnecting in {} ms", cause.to_string(), backoff.count());
+    }
     set_state(StreamState::kDisconnected, &cause);
     backoff_timer_.expires_after(backoff);
     co_await backoff_timer_.async_wait(kNoThrow);
@@ -167,8 +172,12 @@ asio::awaitable<Result<void>> ReplicationStream::prepare_slot(pg::AsyncConnectio
                                              " LOGICAL pgoutput (SNAPSHOT 'nothing')");
     if (!created) co_return created.error();
     auto point = pg::parse_lsn(pg::get_value(created->get(), 0, 1).value_or(""));
-    spdlog::info("replication: created slot \"{}\" at {}", options_.slot_name,
-                 pg::format_lsn(point.value_or(0)));
+    {
+      logging::LogFields fields{{"slot", options_.slot_name},
+                                {"lsn", pg::format_lsn(point.value_or(0))}};
+      spdlog::info("replication: created slot \"{}\" at {}", options_.slot_name,
+                   pg::format_lsn(point.value_or(0)));
+    }
     listener_.on_slot_created(point.value_or(0));
     co_return Result<void>{};
   }
@@ -196,8 +205,11 @@ asio::awaitable<Result<void>> ReplicationStream::consume(pg::AsyncConnection& co
   if (PQresultStatus(started->get()) != PGRES_COPY_BOTH) {
     co_return Error{"replication_protocol", "START_REPLICATION did not enter COPY mode", ""};
   }
-  spdlog::info("replication: streaming slot \"{}\" from {}", options_.slot_name,
-               pg::format_lsn(start));
+  {
+    logging::LogFields fields{{"slot", options_.slot_name}, {"lsn", pg::format_lsn(start)}};
+    spdlog::info("replication: streaming slot \"{}\" from {}", options_.slot_name,
+                 pg::format_lsn(start));
+  }
   set_state(StreamState::kStreaming);
 
   TransactionAssembler assembler;

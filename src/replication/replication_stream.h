@@ -10,10 +10,12 @@
 // stream drops the ones at or before the consumer's resume position.
 #pragma once
 
+#include <atomic>
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <chrono>
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -85,6 +87,8 @@ class ReplicationStream : public std::enable_shared_from_this<ReplicationStream>
   Lsn confirmed_lsn() const { return confirmed_lsn_; }
   // Latest WAL end reported by the server.
   Lsn server_wal_end() const { return server_wal_end_; }
+  // Times the stream was lost (or could not start) and is tried again. Thread-safe.
+  std::uint64_t reconnects() const { return reconnects_.load(std::memory_order_relaxed); }
 
  private:
   boost::asio::awaitable<void> run();
@@ -98,6 +102,7 @@ class ReplicationStream : public std::enable_shared_from_this<ReplicationStream>
   void set_state(StreamState state, const Error* cause = nullptr);
 
   boost::asio::any_io_executor executor_;
+  std::atomic<std::uint64_t> reconnects_{0};
   ReplicationStreamOptions options_;
   ReplicationListener& listener_;
   boost::asio::steady_timer backoff_timer_;

@@ -122,6 +122,10 @@ std::size_t ShapeRegistry::shape_count() const { return by_key_.size(); }
 
 void ShapeRegistry::update_gauges() {
   shapes_held_.store(by_key_.size(), std::memory_order_relaxed);
+  std::uint64_t snapshotting = 0;
+  for (const auto& [key, shape] : by_key_)
+    snapshotting += shape->phase() == Shape::Phase::kSnapshotting;
+  shapes_snapshotting_.store(snapshotting, std::memory_order_relaxed);
   std::uint64_t parked = 0;
   for (const auto& [shape, list] : waiters_) parked += list.size();
   parked_reads_.store(parked, std::memory_order_relaxed);

@@ -106,6 +106,23 @@ class ShapeRegistry : public ShapeService, public std::enable_shared_from_this<S
   // From any thread, for /v1/status and /metrics.
   std::uint64_t shapes_held() const { return shapes_held_.load(std::memory_order_relaxed); }
   std::uint64_t parked_reads() const { return parked_reads_.load(std::memory_order_relaxed); }
+  // One held shape as the status page lists it.
+  struct ShapeDescription {
+    std::string handle;
+    std::string table;   // "schema.name"
+    std::string where;   // normalized; "" without one
+    bool ready = false;  // false: first snapshot under way
+    std::uint64_t rows = 0;
+    std::uint64_t snapshot_bytes = 0;  // its snapshot chunks (in memory or on disk)
+    std::uint64_t readers = 0;         // live requests waiting on it now
+  };
+  // Calls `done` on the strand with every held shape (from any thread;
+  // shape_registry_describe.cpp).
+  void describe(std::function<void(std::vector<ShapeDescription>)> done);
+  // Of shapes_held(): those whose first snapshot is under way (the rest serve).
+  std::uint64_t shapes_snapshotting() const {
+    return shapes_snapshotting_.load(std::memory_order_relaxed);
+  }
 
   // Starts the periodic removal of idle shapes (on the strand).
   void start_housekeeping();
@@ -237,6 +254,7 @@ class ShapeRegistry : public ShapeService, public std::enable_shared_from_this<S
   std::map<const Shape*, std::pair<std::weak_ptr<Shape>, Unavailable>> refusals_;
   std::atomic<std::uint64_t> shapes_held_{0};
   std::atomic<std::uint64_t> parked_reads_{0};
+  std::atomic<std::uint64_t> shapes_snapshotting_{0};
   void update_gauges();
 };
 

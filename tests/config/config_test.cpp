@@ -32,6 +32,23 @@ TEST(ConfigTest, DefaultsWithoutFlagsOrEnvironment) {
   EXPECT_EQ(config.slot_name, "shapeproxy");
   EXPECT_EQ(config.publication_name, "shapeproxy");
   EXPECT_EQ(config.log_level, "info");
+  EXPECT_EQ(config.log_format, "text");
+  EXPECT_FALSE(config.access_log);
+  EXPECT_EQ(config.listen_address, "::");
+}
+
+TEST(ConfigTest, LogFormatAndAccessLogFromFlagsOrEnvironment) {
+  auto flags = parse({"--log-format", "json", "--access-log"});
+  ASSERT_TRUE(flags) << flags.error().to_string();
+  EXPECT_EQ(flags->config.log_format, "json");
+  EXPECT_TRUE(flags->config.access_log);
+  auto env = parse({}, {{"SHAPEPROXY_LOG_FORMAT", "json"}, {"SHAPEPROXY_ACCESS_LOG", "true"}});
+  ASSERT_TRUE(env) << env.error().to_string();
+  EXPECT_EQ(env->config.log_format, "json");
+  EXPECT_TRUE(env->config.access_log);
+  auto bad = parse({"--log-format", "xml"});
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.error().message.find("--log-format"), std::string::npos);
 }
 
 TEST(ConfigTest, EnvironmentSetsValuesAndFlagsWin) {

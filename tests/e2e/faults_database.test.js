@@ -78,6 +78,11 @@ test('(f) database stopped, then started', async (t) => {
   const { body } = await h.status()
   assert.equal(body.connection, 'unreachable')
   assert.equal(body.replication_available, false)
+  // README "Health checks": serving held shapes with the database unreachable is
+  // 200 active (keep the instance in rotation), not 503.
+  const health = await h.health()
+  assert.equal(health.status, 200)
+  assert.deepEqual(health.body, { status: 'active' })
 
   // The shape held is served (flagged); a new one is refused with retry-after.
   const held = await fetch(`${h.shapeUrl}?table=items&offset=-1`, { signal: AbortSignal.timeout(5_000) })

@@ -4,6 +4,8 @@
 // fallback, lag and what the snapshot may expose.
 #include "status/status_monitor.h"
 
+#include "status/dashboard.h"
+
 #include <gtest/gtest.h>
 #include <spdlog/sinks/ringbuffer_sink.h>
 #include <spdlog/spdlog.h>
@@ -392,6 +394,60 @@ TEST(PublicErrorMessage, NeverRepeatsTheRawMessage) {
   EXPECT_EQ(public_error_message(Error{"weird code; DROP TABLE", "x", ""}), "replication error");
   EXPECT_EQ(public_error_message(Error{"slot_invalidated", "slot \"x\" on host y", ""}),
             "the replication slot was invalidated");
+}
+
+TEST_F(StatusMonitorTest, HistoryKeepsTheLast100TransitionsAndFifteenMinutesOfLag) {
+  go_live(100);
+  Error lost{"connection_lost", "server closed the connection unexpectedly", ""};
+  // 60 outages: 1 + 120 transitions; the oldest go beyond 100.
+  for (int i = 0; i < 60; ++i) {
+    monitor().on_stream_state(Link::kDisconnected, &lost);
+    advance(3s);
+    ASSERT_EQ(monitor().status(), ServingStatus::kFallback);
+    monitor().on_stream_state(Link::kStreaming, nullptr);
+    const std::uint64_t head = 200 + static_cast<std::uint64_t>(i);
+    probe(head);
+    monitor().on_progress(head);
+    advance(200ms);
+    ASSERT_EQ(monitor().status(), ServingStatus::kLive);
+  }
+  StatusHistory history = monitor().history();
+  ASSERT_EQ(history.transitions.size(), StatusHistory::kMaxTransitions);
+  EXPECT_EQ(history.transitions.back().from, ServingStatus::kFallback);
+  EXPECT_EQ(history.transitions.back().to, ServingStatus::kLive);
+  const TransitionRecord& fallback = history.transitions[history.transitions.size() - 2];
+  EXPECT_EQ(fallback.to, ServingStatus::kFallback);
+  EXPECT_FALSE(fallback.cause.empty());
+  for (std::size_t i = 1; i < history.transitions.size(); ++i)
+    EXPECT_LE(history.transitions[i - 1].at, history.transitions[i].at);
+
+  // A lag sample per probe; none older than 15 minutes.
+  ASSERT_FALSE(history.lag.empty());
+  // (The last probe saw head 259 with 258 received.)
+  EXPECT_EQ(history.lag.back().lag_bytes, std::optional<std::uint64_t>(1));
+  advance(16min);
+  probe(300);
+  history = monitor().history();
+  ASSERT_EQ(history.lag.size(), 1u) << "samples older than the window are dropped";
+  EXPECT_EQ(history.lag.back().lag_bytes, std::optional<std::uint64_t>(300 - 259));
+  ProbeResult unreachable;
+  unreachable.reachable = false;
+  monitor().on_health_probe(unreachable);
+  history = monitor().history();
+  ASSERT_EQ(history.lag.size(), 2u);
+  EXPECT_FALSE(history.lag.back().lag_bytes.has_value())
+      << "no lag while the database is unreachable";
+}
+
+TEST(DashboardPageTest, IsSelfContained) {
+  const std::string_view html = dashboard_html();
+  EXPECT_NE(html.find("<!doctype html>"), std::string_view::npos);
+  EXPECT_NE(html.find("id=\"state\""), std::string_view::npos);
+  EXPECT_NE(html.find("/v1/status/history"), std::string_view::npos);
+  // Nothing from elsewhere: no absolute URLs, no external scripts, styles or images.
+  for (std::string_view banned :
+       {"http://", "https://", "//cdn", "<script src", "<link ", "@import"})
+    EXPECT_EQ(html.find(banned), std::string_view::npos) << banned;
 }
 
 }  // namespace

@@ -1,0 +1,21 @@
+# cmake -DINPUT=file -DOUTPUT=file.inc -DNAME=kName -DNAMESPACE=ns -P embed_text.cmake
+# Writes OUTPUT defining `const char* const NAME` (in NAMESPACE) as the text
+# of INPUT, as raw string literal pieces (each under compilers' literal limits).
+file(READ "${INPUT}" text)
+set(delim "shapeproxy_embed")
+string(FIND "${text}" ")${delim}" clash)
+if(NOT clash EQUAL -1)
+  message(FATAL_ERROR "${INPUT} contains )${delim}")
+endif()
+string(LENGTH "${text}" length)
+set(out "// Generated from ${INPUT} by cmake/embed_text.cmake: do not edit.\nnamespace ${NAMESPACE} {\nconst char* const ${NAME} =\n")
+set(pos 0)
+while(pos LESS length)
+  string(SUBSTRING "${text}" ${pos} 8000 piece)
+  string(APPEND out "    R\"${delim}(${piece})${delim}\"\n")
+  math(EXPR pos "${pos} + 8000")
+endwhile()
+string(APPEND out "    \"\";\n}  // namespace ${NAMESPACE}\n")
+file(WRITE "${OUTPUT}.tmp" "${out}")
+file(COPY_FILE "${OUTPUT}.tmp" "${OUTPUT}" ONLY_IF_DIFFERENT)
+file(REMOVE "${OUTPUT}.tmp")
