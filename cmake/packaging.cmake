@@ -16,6 +16,7 @@ set(CPACK_PACKAGE_DESCRIPTION_SUMMARY
     "Live shapes of a PostgreSQL database over the Electric shape protocol")
 set(CPACK_PACKAGING_INSTALL_PREFIX /usr)
 set(CPACK_INSTALL_CMAKE_PROJECTS "${CMAKE_BINARY_DIR};shapeproxy;server;/")
+set(CPACK_STRIP_FILES ON)  # debug info stays in build/
 set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
 set(CPACK_DEBIAN_PACKAGE_MAINTAINER "shapeproxy developers <shapeproxy@localhost>")
 set(CPACK_DEBIAN_PACKAGE_SECTION database)
