@@ -24,7 +24,9 @@ std::optional<PgSnapshot> PgSnapshot::parse(std::string_view text) {
   PgSnapshot snapshot;
   auto xmin = parse_xid(text.substr(0, first));
   auto xmax = parse_xid(text.substr(first + 1, second - first - 1));
-  if (!xmin || !xmax) return std::nullopt;
+  // xmin > xmax is no snapshot PostgreSQL makes (a damaged meta.json): taken
+  // as one, it would skip or replay streamed transactions.
+  if (!xmin || !xmax || *xmin > *xmax) return std::nullopt;
   snapshot.xmin = *xmin;
   snapshot.xmax = *xmax;
   std::string_view rest = text.substr(second + 1);
@@ -32,9 +34,12 @@ std::optional<PgSnapshot> PgSnapshot::parse(std::string_view text) {
     auto comma = rest.find(',');
     auto xid = parse_xid(rest.substr(0, comma));
     if (!xid) return std::nullopt;
+    // In progress at the snapshot: xmin <= xip < xmax, as PostgreSQL prints it.
+    if (*xid < snapshot.xmin || *xid >= snapshot.xmax) return std::nullopt;
     snapshot.xip.push_back(*xid);
     if (comma == std::string_view::npos) break;
     rest = rest.substr(comma + 1);
+    if (rest.empty()) return std::nullopt;  // a trailing comma
   }
   return snapshot;
 }

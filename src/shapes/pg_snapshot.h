@@ -16,7 +16,8 @@ struct PgSnapshot {
   std::uint64_t xmax = 0;
   std::vector<std::uint64_t> xip;
 
-  // Parses "xmin:xmax:xip1,xip2,..." as pg_current_snapshot()::text prints it.
+  // Parses "xmin:xmax:xip1,xip2,..." as pg_current_snapshot()::text prints it;
+  // nullopt unless xmin <= xmax and xmin <= every xip < xmax.
   static std::optional<PgSnapshot> parse(std::string_view text);
 
   // Whether a transaction with 32-bit id `xid` (as pgoutput reports it) had
