@@ -301,7 +301,7 @@ Lsn ReplicationStream::flush_position(bool transaction_open) const {
   if (!transaction_open && delivered_lsn_ <= acknowledged_lsn_) {
     flush = std::max(flush, idle_safe_lsn_);
   }
-  return std::max(flush, confirmed_lsn_);
+  return std::max(flush, confirmed_lsn());
 }
 
 Result<void> ReplicationStream::send_status(pg::AsyncConnection& connection, Lsn flush,
@@ -312,7 +312,7 @@ Result<void> ReplicationStream::send_status(pg::AsyncConnection& connection, Lsn
   if (PQputCopyData(connection.native(), message.data(), static_cast<int>(message.size())) <= 0) {
     return pg::error_from_connection(connection.native(), "connection_lost");
   }
-  confirmed_lsn_ = flush;
+  confirmed_lsn_.store(flush, std::memory_order_relaxed);
   return {};
 }
 
