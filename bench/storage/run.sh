@@ -10,7 +10,8 @@
 #  2. Proxy on core 0; GET /v1/shape?table=bench_rows&offset=-1, then follow
 #     electric-offset/electric-handle until electric-up-to-date; checks that
 #     --rows inserts arrived.
-#  3. Reports per million rows: du -sb of <data-dir>/shapes/<handle>, proxy
+#  3. Reports per million rows: du -sb of <data-dir>/shapes/<handle> plus
+#     the shapes' row store <data-dir>/shapes/state (rfc/0002), proxy
 #     VmRSS and VmHWM; references from the same run: pg_total_relation_size
 #     and the bytes of `COPY (SELECT * FROM bench_rows) TO STDOUT`.
 #  4. --rows updates in --update-transactions transactions (amount+1 over id
@@ -191,7 +192,9 @@ if [[ "$only" != b ]]; then
   [[ "$sync_inserts" == "$rows" ]] || fail "shape holds $sync_inserts inserts, expected $rows"
   shape_dir="$tmp/data-a/shapes/$sync_handle"
   [[ -d "$shape_dir" ]] || fail "no shape directory $shape_dir"
-  disk_a="$(du -sb "$shape_dir" | cut -f1)"
+  # The shape's files and the row store beside them (one shape: all of it).
+  disk_size() { du -sbc "$shape_dir" $([[ -d "$tmp/data-a/shapes/state" ]] && echo "$tmp/data-a/shapes/state") | tail -1 | cut -f1; }
+  disk_a="$(disk_size)"
   rss_a="$(status_kb "$proxy_pid" VmRSS)"
   hwm_a="$(status_kb "$proxy_pid" VmHWM)"
   echo "sync: $sync_requests requests, $(mb "$sync_bytes") MB of JSON in $sync_s s (proxy RSS before: $((rss_idle / 1024)) MB)"
@@ -216,7 +219,7 @@ if [[ "$only" != b ]]; then
   update_s="$(elapsed "$t0")"
   wait_durable bench_rows bench_storage_a
   caught_s="$(elapsed "$t0")"
-  disk_a2="$(du -sb "$shape_dir" | cut -f1)"
+  disk_a2="$(disk_size)"
   rss_a2="$(status_kb "$proxy_pid" VmRSS)"
   hwm_a2="$(status_kb "$proxy_pid" VmHWM)"
   compactions="$(grep -c 'shapes: compacted' "$tmp/proxy-a.log" || true)"

@@ -236,6 +236,7 @@ asio::awaitable<Result<void>> Proxy::start(std::vector<replication::TableName> t
   registry_options.live_timeout = config.long_poll_timeout;
   registry_options.shapes_dir = std::filesystem::absolute(config.data_dir / "shapes");
   registry_options.compact_bytes = config.compact_bytes;
+  registry_options.state_store.cache_bytes = config.state_cache_bytes;
   registry_options.idle_timeout = config.shape_idle_timeout;
   registry_options.fallback_poll_interval = config.fallback_poll_interval;
   state->registry = std::make_shared<shapes::ShapeRegistry>(strand, pool, registry_options);

@@ -181,6 +181,14 @@ const std::vector<Setting>& settings() {
          c.compact_bytes = static_cast<std::uint64_t>(bytes.value());
          return {};
        }},
+      {"--state-cache-mb", "SHAPEPROXY_STATE_CACHE_MB", "MB",
+       "Block cache of the store of the shapes' rows, in MB (default 32).",
+       [](Config& c, const std::string& v) -> Result<void> {
+         auto mb = parse_integer(v, 1, 1LL << 20);
+         if (!mb) return mb.error();
+         c.state_cache_bytes = static_cast<std::size_t>(mb.value()) * 1024 * 1024;
+         return {};
+       }},
       {"--shape-idle-timeout-s", "SHAPEPROXY_SHAPE_IDLE_TIMEOUT_S", "SECONDS",
        "Remove shapes nobody read for this long; 0 keeps them (default 604800, a week).",
        [](Config& c, const std::string& v) -> Result<void> {

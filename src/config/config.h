@@ -34,6 +34,8 @@ struct Config {
   std::chrono::milliseconds long_poll_timeout{20'000};
   std::size_t chunk_bytes = 10 * 1024 * 1024;      // largest response body of a shape log
   std::uint64_t compact_bytes = 64 * 1024 * 1024;  // a shape's operations on disk before compaction
+  // Block cache of the store of the shapes' rows (rfc/0002-shape-state.md).
+  std::size_t state_cache_bytes = 32 * 1024 * 1024;
   std::chrono::seconds shape_idle_timeout{7 * 24 * 3600};  // zero: keep shapes forever
   // Degraded mode.
   std::chrono::milliseconds fallback_grace{2'000};  // replication down this long: fallback

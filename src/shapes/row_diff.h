@@ -48,4 +48,12 @@ struct RowDiff {
 RowDiff diff_rows(const std::unordered_map<std::string, Row>& served, const SnapshotRows& fresh,
                   const std::vector<std::size_t>& selected, const RowKeyFunction& key_of);
 
+// The same with the served rows given in ascending key order: `served(fn)`
+// calls fn(key, row) for each (until fn returns false). Memory beyond the
+// result: the fresh rows' keys, never a copy of the served rows.
+using ServedRows =
+    std::function<void(const std::function<bool(const std::string& key, const Row& row)>&)>;
+RowDiff diff_ordered(const ServedRows& served, const SnapshotRows& fresh,
+                     const std::vector<std::size_t>& selected, const RowKeyFunction& key_of);
+
 }  // namespace shapeproxy::shapes

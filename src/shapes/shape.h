@@ -22,6 +22,7 @@
 #include "shapes/shape_definition.h"
 #include "shapes/shape_log.h"
 #include "shapes/shape_meta.h"
+#include "shapes/shape_state.h"
 #include "storage/shape_files.h"
 
 namespace shapeproxy::shapes {
@@ -35,9 +36,10 @@ struct SnapshotRows {
 };
 
 // One compaction of a persisted shape: Shape::begin_compaction() fills the
-// inputs on the strand, Shape::build_compaction() folds the shape's files up
-// to `point` into its rows as of then and writes them to `snapshot_file` on
-// any thread (it reads only these fields and immutable files), then
+// inputs on the strand (among them a snapshot of the state store taken when
+// its marker is at `point`), Shape::build_compaction() renders the shape's
+// rows as of then into `snapshot_file`, one chunk at a time, on any thread
+// (it reads only these fields, the store snapshot and immutable files), then
 // Shape::finish_compaction() swaps the result in on the strand.
 struct ShapeCompaction {
   storage::ShapeFiles::CompactionSource source;
@@ -48,10 +50,14 @@ struct ShapeCompaction {
   std::vector<std::size_t> selected;
   std::string relation_json;
   std::size_t chunk_bytes = 0;
+  std::shared_ptr<StateStore> store;
+  std::uint64_t state_id = 0;
+  std::shared_ptr<const rocksdb::Snapshot> view;  // released once built
+  std::size_t expected_rows = 0;
   // Set (by the registry) when the process stops: the build gives up soon
   // after (an error "cancelled") and removes its half-written file.
   std::shared_ptr<const std::atomic<bool>> stop;
-  // Tests: called on the worker for every message folded.
+  // Tests: called on the worker for every row rendered.
   std::function<void()> step;
   // Filled by build_compaction():
   ShapeLog::Chunks chunks;
@@ -67,13 +73,20 @@ class Shape {
  public:
   enum class Phase { kSnapshotting, kReady, kGone };
 
-  Shape(ShapeDefinition definition, std::string handle, std::size_t chunk_bytes);
+  // `store`: where the shape's rows live (null: a store in memory shared
+  // by such shapes, for tests); `state_id`: its rows there (a loaded
+  // shape's), else a new id.
+  Shape(ShapeDefinition definition, std::string handle, std::size_t chunk_bytes,
+        std::shared_ptr<StateStore> store = nullptr,
+        std::optional<std::uint64_t> state_id = std::nullopt);
 
-  // Brings back a shape saved under its directory: log, rows and snapshot.
+  // Brings back a shape saved under its directory: log, snapshot, and rows
+  // (from `store` when its marker agrees with the log, else rebuilt).
   static Result<std::shared_ptr<Shape>> restore(ShapeDefinition definition, const ShapeMeta& meta,
                                                 storage::StoredShape stored,
                                                 std::unique_ptr<storage::ShapeFiles> files,
-                                                std::size_t chunk_bytes);
+                                                std::size_t chunk_bytes,
+                                                std::shared_ptr<StateStore> store);
 
   // Persists this shape from now on (before the snapshot is applied).
   void attach_files(std::unique_ptr<storage::ShapeFiles> files) { files_ = std::move(files); }
@@ -92,7 +105,7 @@ class Shape {
   // on_disk), to run off the strand. Strand only.
   Result<std::shared_ptr<LogDiskRead>> plan_disk_read(LogOffset after);
   const std::string& schema_json() const { return schema_json_; }
-  std::size_t row_count() const { return rows_.size(); }
+  std::size_t row_count() const { return state_.size(); }
 
   // When a persisted shape's snapshot reaches its disk: before the shape is
   // served, or (degraded mode) after: then the shape is served from memory
@@ -134,12 +147,22 @@ class Shape {
   // shape was built on (same column names and types, in order).
   bool matches_relation(const replication::Relation& relation) const;
 
-  void mark_gone() { phase_ = Phase::kGone; }
+  // Removed: its rows leave the store.
+  void mark_gone();
+
+  // Crash consistency of the rows (see ShapeState): the registry seals
+  // them when the log's records are handed to the OS, and commits them to
+  // the store once their fdatasync succeeded.
+  bool state_pending() const { return state_.pending(); }
+  void seal_state() { state_.seal(log_end()); }
+  Result<void> commit_state() { return state_.commit(); }
+  // The offset of the last logged message (start() when there is none).
+  LogOffset log_end() const;
 
   // The key of `row` (table column order) as this shape's log names it.
   std::string row_key(const Row& row) const;
   // Whether the shape currently holds the row with this key.
-  bool holds(const std::string& key) const { return rows_.contains(key); }
+  bool holds(const std::string& key) const { return state_.holds(key); }
 
   // Degraded mode: brings the shape to `fresh` (a direct query's rows and its
   // snapshot) by appending the inserts, updates and deletes between them as
@@ -203,7 +226,7 @@ class Shape {
   std::string key_prefix_;     // "schema"."table"
   Phase phase_ = Phase::kSnapshotting;
   ShapeLog log_;
-  std::unordered_map<std::string, Row> rows_;
+  ShapeState state_;
   std::optional<PgSnapshot> snapshot_;
   bool filtering_ = true;  // still skipping transactions visible in the snapshot
   std::vector<Buffered> buffered_;
@@ -217,6 +240,9 @@ class Shape {
   std::unique_ptr<storage::ShapeFiles> files_;
   bool compacting_ = false;
   bool snapshot_stored_ = true;  // false while a kAfterServing snapshot is only in memory
+
+  // Shapes without files: their changes go to the store at once.
+  void commit_unpersisted();
 };
 
 }  // namespace shapeproxy::shapes

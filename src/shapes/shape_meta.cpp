@@ -102,6 +102,7 @@ json to_json(const ShapeMeta& meta) {
   out["columns"] = request.columns ? json(*request.columns) : json(nullptr);
   out["snapshot_file"] = meta.snapshot_file;
   if (meta.compacted_at) out["compacted_at"] = meta.compacted_at->to_string();
+  if (meta.state_id) out["state_id"] = *meta.state_id;
   if (meta.snapshot) {
     out["snapshot"] = {
         {"xmin", meta.snapshot->xmin}, {"xmax", meta.snapshot->xmax}, {"xip", meta.snapshot->xip}};
@@ -141,6 +142,7 @@ Result<ShapeMeta> shape_meta_from_json(const json& in) {
       meta.compacted_at = LogOffset::parse(in.at("compacted_at").get<std::string>());
       if (!meta.compacted_at) return Error{"storage_corrupt", "bad compacted_at in meta.json", ""};
     }
+    if (in.contains("state_id")) meta.state_id = in.at("state_id").get<std::uint64_t>();
     if (in.contains("snapshot")) {
       const auto& s = in.at("snapshot");
       meta.snapshot =

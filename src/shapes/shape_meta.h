@@ -23,6 +23,9 @@ struct ShapeMeta {
   std::optional<PgSnapshot> snapshot;  // set once the snapshot is on disk
   std::string snapshot_file = "snapshot.log";
   std::optional<LogOffset> compacted_at;  // the snapshot file holds the rows as of here
+  // The shape's rows in the state store (absent in files saved before it
+  // existed: the rows are then rebuilt from the log at load).
+  std::optional<std::uint64_t> state_id;
 };
 
 nlohmann::json to_json(const ShapeMeta& meta);

@@ -1,5 +1,7 @@
 #include "shapes/shape_registry.h"
 
+#include <rocksdb/write_batch.h>
+
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -244,8 +246,8 @@ asio::awaitable<Result<std::shared_ptr<const TableSchema>>> ShapeRegistry::table
 
 std::shared_ptr<Shape> ShapeRegistry::shape_for(const ShapeDefinition& definition) {
   if (auto it = by_key_.find(definition.key); it != by_key_.end()) return it->second;
-  auto shape =
-      std::make_shared<Shape>(definition, new_handle(definition.key), options_.chunk_bytes);
+  auto shape = std::make_shared<Shape>(definition, new_handle(definition.key), options_.chunk_bytes,
+                                       state_store());
   by_key_[definition.key] = shape;
   by_handle_[shape->handle()] = shape;
   by_table_[table_key(shape->table().schema, shape->table().name)].push_back(shape);
@@ -752,7 +754,12 @@ void ShapeRegistry::apply_transaction(const replication::Transaction& transactio
     // Only the shapes each change may concern (see shape_index.h).
     for (const auto& route : shape_index_.route(table, shapes, changes)) {
       const auto& shape = shapes[route.shape];
-      if (!shape->apply_transaction(transaction, route.all ? changes : route.changes)) continue;
+      if (!shape->apply_transaction(transaction, route.all ? changes : route.changes)) {
+        // Rows changed without a logged operation (a column it does not
+        // serve): still committed to the store with the next sync.
+        if (shape->files() && shape->state_pending()) dirty_.insert(shape);
+        continue;
+      }
       if (shape->files()) dirty_.insert(shape);
       wake_waiters(shape);
     }
@@ -787,6 +794,9 @@ void ShapeRegistry::flush() {
       note_write_failure(shape, written.error());
       return;
     }
+    // Its rows changed so far are committed to the state store once these
+    // records are durable (finish_flush), never before.
+    shape->seal_state();
     batch.emplace_back(shape, shape->files()->pending_sync());
   }
   if (write_failing_) {
@@ -862,6 +872,15 @@ void ShapeRegistry::finish_flush(std::vector<std::pair<std::shared_ptr<Shape>, P
   for (const auto& [shape, file] : synced) {
     if (shape->phase() == Shape::Phase::kGone || !shape->files()) continue;
     shape->files()->mark_synced(file);
+    if (options_.skip_state_commit && options_.skip_state_commit()) continue;
+    if (auto committed = shape->commit_state(); !committed) {
+      // The store lags the log: harmless (the tail is replayed at load),
+      // retried with the next sync; no compaction meanwhile.
+      spdlog::error("shapes: cannot store the rows of {}: {}", shape->handle(),
+                    committed.error().to_string());
+      dirty_.insert(shape);
+      continue;
+    }
     // A changes_only log holds no snapshot rows: folding its partial updates
     // would invent rows, so it is not compacted.
     const bool foldable = shape->definition().log == LogMode::kFull;
@@ -981,9 +1000,15 @@ Result<std::size_t> ShapeRegistry::load() {
                  "cannot create " + options_.shapes_dir->string() + ": " + ec.message(),
                  "check permissions of the data directory"};
   }
+  auto store = open_state_store();
+  if (!store) return store.error();
   std::size_t loaded = 0;
+  std::set<std::uint64_t> state_ids;
   for (const auto& entry : std::filesystem::directory_iterator(*options_.shapes_dir, ec)) {
-    if (!entry.is_directory() || entry.path().filename().string().starts_with(".")) continue;
+    if (!entry.is_directory() || entry.path().filename().string().starts_with(".") ||
+        entry.path().filename() == kStateDir) {
+      continue;
+    }
     auto discard = [&](const std::string& why) {
       spdlog::warn("shapes: dropping saved shape {}: {}", entry.path().filename().string(), why);
       std::filesystem::remove_all(entry.path(), ec);
@@ -1035,8 +1060,9 @@ Result<std::size_t> ShapeRegistry::load() {
       discard("a newer instance of the same shape exists");
       continue;
     }
+    if (meta->state_id) state_store_->reserve_through(*meta->state_id);
     auto shape = Shape::restore(std::move(definition), *meta, std::move(stored), std::move(files),
-                                options_.chunk_bytes);
+                                options_.chunk_bytes, state_store_);
     if (!shape && shape.error().code == "storage_resource") {
       return Error{"storage_io",
                    "cannot read saved shape " + entry.path().string() + ": " +
@@ -1048,6 +1074,7 @@ Result<std::size_t> ShapeRegistry::load() {
       continue;
     }
     auto& restored = shape.value();
+    state_ids.insert(restored->meta().state_id.value_or(0));
     tables_.emplace(table_key(table->schema, table->name), table);
     by_key_[restored->definition().key] = restored;
     by_handle_[restored->handle()] = restored;
@@ -1064,11 +1091,48 @@ Result<std::size_t> ShapeRegistry::load() {
     verify_snapshot(restored);
     ++loaded;
   }
+  drop_orphan_states(state_ids);
   update_gauges();
   if (ec)
     return Error{"storage_io", "cannot list " + options_.shapes_dir->string() + ": " + ec.message(),
                  ""};
   return loaded;
+}
+
+std::shared_ptr<StateStore> ShapeRegistry::state_store() {
+  if (!state_store_) {
+    if (auto opened = open_state_store(); !opened)
+      throw std::runtime_error(opened.error().to_string());
+  }
+  return state_store_;
+}
+
+Result<void> ShapeRegistry::open_state_store() {
+  if (state_store_) return {};
+  auto opened = options_.shapes_dir
+                    ? StateStore::open(*options_.shapes_dir / kStateDir, options_.state_store)
+                    : StateStore::in_memory(options_.state_store);
+  if (!opened) return opened.error();
+  state_store_ = std::move(opened).value();
+  return {};
+}
+
+// Rows of shapes that are no more (removed while the process died, or
+// discarded at load) leave the store.
+void ShapeRegistry::drop_orphan_states(const std::set<std::uint64_t>& loaded) {
+  auto ids = state_store_->ids();
+  if (!ids) {
+    spdlog::warn("shapes: cannot list the state store: {}", ids.error().to_string());
+    return;
+  }
+  for (std::uint64_t id : ids.value()) {
+    state_store_->reserve_through(id);
+    if (loaded.contains(id)) continue;
+    rocksdb::WriteBatch batch;
+    StateStore::drop(batch, id);
+    if (auto written = state_store_->write(batch); !written)
+      spdlog::warn("shapes: {}", written.error().to_string());
+  }
 }
 
 std::string ShapeRegistry::new_handle(const std::string& key) {

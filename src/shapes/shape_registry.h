@@ -45,10 +45,15 @@ struct ShapeRegistryOptions {
   std::chrono::seconds idle_check_interval{60};
   // Degraded mode: each shape being read is re-queried at most this often.
   std::chrono::milliseconds fallback_poll_interval{1'000};
+  // The store of the shapes' rows (<shapes_dir>/state, else in memory).
+  StateStoreOptions state_store;
   // Tests: called on the compaction worker once a compacted snapshot is
   // built, before it is swapped in on the strand.
   std::function<void()> compaction_built;
-  // Tests: called on the compaction worker for every message it folds.
+  // Tests: true leaves a synced shape's rows out of the state store (as a
+  // process killed between the log's fdatasync and the store's write).
+  std::function<bool()> skip_state_commit;
+  // Tests: called on the compaction worker for every row it renders.
   std::function<void()> compaction_step;
 };
 
@@ -169,6 +174,11 @@ class ShapeRegistry : public ShapeService, public std::enable_shared_from_this<S
   void rotate(const std::shared_ptr<Shape>& shape, const char* why);
   void forget(const std::shared_ptr<Shape>& shape);
   std::string new_handle(const std::string& key);
+  // The shapes' rows: opened by load(), or on first use.
+  static constexpr const char* kStateDir = "state";
+  std::shared_ptr<StateStore> state_store();
+  Result<void> open_state_store();
+  void drop_orphan_states(const std::set<std::uint64_t>& loaded);
   void schedule_flush();
   void flush();
   using PendingSync = storage::ShapeFiles::PendingSync;
@@ -197,6 +207,7 @@ class ShapeRegistry : public ShapeService, public std::enable_shared_from_this<S
 
   boost::asio::any_io_executor executor_;
   std::shared_ptr<pg::ConnectionPool> pool_;
+  std::shared_ptr<StateStore> state_store_;
   ShapeRegistryOptions options_;
 
   std::map<std::string, std::shared_ptr<const TableSchema>> tables_;  // by table_key

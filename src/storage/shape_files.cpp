@@ -540,14 +540,32 @@ Result<void> ShapeFiles::write_snapshot(const std::vector<std::string>& messages
 Result<std::vector<StoredChunk>> ShapeFiles::write_chunk_file(
     const fs::path& path, const std::vector<std::string_view>& chunks,
     const std::function<bool()>& stopped) {
+  std::size_t next = 0;
+  return write_chunk_file(
+      path,
+      [&](std::string& out) -> Result<bool> {
+        if (next == chunks.size()) return false;
+        out.assign(chunks[next++]);
+        return true;
+      },
+      stopped);
+}
+
+Result<std::vector<StoredChunk>> ShapeFiles::write_chunk_file(const fs::path& path,
+                                                              const ChunkSource& next_chunk,
+                                                              const std::function<bool()>& stopped) {
   auto file = RecordFile::open_for_append(path, 0);
   if (!file) return file.error();
   std::vector<StoredChunk> stored;
   std::uint64_t at = 0;
-  for (auto chunk : chunks) {
+  std::string chunk;
+  while (true) {
     if (stopped && stopped()) {
       return Error{"cancelled", "stopped while writing " + path.string(), ""};
     }
+    auto more = next_chunk(chunk);
+    if (!more) return more.error();
+    if (!more.value()) break;
     file->add(Record{kSnapshotChunk, 0, 0, chunk});
     if (auto written = file->write(); !written)
       return written.error();  // one chunk buffered at most

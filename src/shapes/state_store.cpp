@@ -1,0 +1,300 @@
+#include "shapes/state_store.h"
+
+#include <rocksdb/cache.h>
+#include <rocksdb/convenience.h>
+#include <rocksdb/env.h>
+#include <rocksdb/filter_policy.h>
+#include <rocksdb/table.h>
+#include <rocksdb/write_batch.h>
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+
+namespace shapeproxy::shapes {
+namespace {
+
+constexpr char kRowTag = 'r';
+constexpr char kMarkerTag = 'm';
+constexpr char kNextIdTag = 'n';
+
+void put_u64(std::string& out, std::uint64_t value) {
+  for (int shift = 56; shift >= 0; shift -= 8) out += static_cast<char>((value >> shift) & 0xff);
+}
+
+std::uint64_t get_u64(std::string_view in) {
+  std::uint64_t value = 0;
+  for (std::size_t i = 0; i < 8 && i < in.size(); ++i)
+    value = (value << 8) | static_cast<unsigned char>(in[i]);
+  return value;
+}
+
+void put_varint(std::string& out, std::uint64_t value) {
+  while (value >= 0x80) {
+    out += static_cast<char>((value & 0x7f) | 0x80);
+    value >>= 7;
+  }
+  out += static_cast<char>(value);
+}
+
+bool get_varint(std::string_view& in, std::uint64_t& value) {
+  value = 0;
+  for (int shift = 0; shift < 64; shift += 7) {
+    if (in.empty()) return false;
+    auto byte = static_cast<unsigned char>(in.front());
+    in.remove_prefix(1);
+    value |= static_cast<std::uint64_t>(byte & 0x7f) << shift;
+    if (!(byte & 0x80)) return true;
+  }
+  return false;
+}
+
+std::string id_prefix(std::uint64_t id) {
+  std::string out;
+  put_u64(out, id);
+  return out;
+}
+
+std::string next_id_key() { return id_prefix(0) + kNextIdTag; }
+
+Error store_error(const char* what, const rocksdb::Status& status) {
+  return Error{"storage_io", std::string("shape state store: ") + what + ": " + status.ToString(),
+               "check the data directory (space, permissions); a damaged store is rebuilt from the "
+               "shape logs if its directory is removed"};
+}
+
+rocksdb::CompressionType best_compression() {
+  auto supported = rocksdb::GetSupportedCompressions();
+  for (auto wanted : {rocksdb::kLZ4Compression, rocksdb::kSnappyCompression,
+                      rocksdb::kZSTD}) {
+    if (std::find(supported.begin(), supported.end(), wanted) != supported.end()) return wanted;
+  }
+  return rocksdb::kNoCompression;
+}
+
+}  // namespace
+
+std::string encode_row(const RowValues& row) {
+  std::string out;
+  std::size_t bytes = 2;
+  for (const auto& value : row) bytes += value ? value->size() + 2 : 1;
+  out.reserve(bytes);
+  put_varint(out, row.size());
+  for (const auto& value : row) {
+    if (!value) {
+      out += '\0';
+      continue;
+    }
+    put_varint(out, value->size() + 1);
+    out += *value;
+  }
+  return out;
+}
+
+std::optional<RowValues> decode_row(std::string_view bytes) {
+  std::uint64_t count = 0;
+  if (!get_varint(bytes, count) || count > bytes.size()) return std::nullopt;
+  RowValues row(count);
+  for (auto& value : row) {
+    std::uint64_t length = 0;
+    if (!get_varint(bytes, length)) return std::nullopt;
+    if (length == 0) continue;
+    if (length - 1 > bytes.size()) return std::nullopt;
+    value.emplace(bytes.substr(0, length - 1));
+    bytes.remove_prefix(length - 1);
+  }
+  if (!bytes.empty()) return std::nullopt;
+  return row;
+}
+
+std::string StateStore::row_key(std::uint64_t id, std::string_view key) {
+  std::string out;
+  out.reserve(9 + key.size());
+  put_u64(out, id);
+  out += kRowTag;
+  out += key;
+  return out;
+}
+
+std::string StateStore::marker_key(std::uint64_t id) {
+  std::string out = id_prefix(0);
+  out += kMarkerTag;
+  put_u64(out, id);
+  return out;
+}
+
+std::string StateStore::encode_marker(const StateMarker& marker) {
+  std::string out;
+  out += marker.through.before_all ? '\1' : '\0';
+  put_u64(out, marker.through.tx);
+  put_u64(out, marker.through.op);
+  put_u64(out, marker.rows);
+  return out;
+}
+
+Result<std::shared_ptr<StateStore>> StateStore::open(const std::filesystem::path& dir,
+                                                     const StateStoreOptions& options) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) {
+    return Error{"storage_io", "cannot create " + dir.string() + ": " + ec.message(),
+                 "check permissions of the data directory"};
+  }
+  return open_with(dir, options, nullptr);
+}
+
+Result<std::shared_ptr<StateStore>> StateStore::in_memory(const StateStoreOptions& options) {
+  std::unique_ptr<rocksdb::Env> env(rocksdb::NewMemEnv(rocksdb::Env::Default()));
+  return open_with("/shape-state", options, std::move(env));
+}
+
+Result<std::shared_ptr<StateStore>> StateStore::open_with(const std::filesystem::path& dir,
+                                                          const StateStoreOptions& options,
+                                                          std::unique_ptr<rocksdb::Env> env) {
+  rocksdb::Options db_options;
+  db_options.create_if_missing = true;
+  db_options.write_buffer_size = options.write_buffer_bytes;
+  db_options.max_write_buffer_number = 2;
+  db_options.max_background_jobs = 2;
+  db_options.max_open_files = 256;
+  db_options.keep_log_file_num = 2;
+  db_options.max_manifest_file_size = 16 * 1024 * 1024;
+  db_options.compression = best_compression();
+  db_options.info_log_level = rocksdb::WARN_LEVEL;
+  // RocksDB's WAL is written but never synced: a killed process loses
+  // nothing of it, a power loss may lose its tail, whole batches at a time
+  // (point-in-time recovery); the marker then lags and the shape logs
+  // (which are synced) replay what is missing.
+  db_options.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;
+  db_options.max_total_wal_size = 64 * 1024 * 1024;
+  if (env) db_options.env = env.get();
+  rocksdb::BlockBasedTableOptions table;
+  table.block_cache = rocksdb::NewLRUCache(options.cache_bytes);
+  table.cache_index_and_filter_blocks = true;
+  table.pin_l0_filter_and_index_blocks_in_cache = true;
+  table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
+  table.block_size = 16 * 1024;
+  db_options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+  db_options.memtable_whole_key_filtering = false;
+
+  rocksdb::DB* raw = nullptr;
+  auto status = rocksdb::DB::Open(db_options, dir.string(), &raw);
+  if (!status.ok()) return store_error("cannot open", status);
+  auto store = std::shared_ptr<StateStore>(new StateStore());
+  store->env_ = std::move(env);
+  store->db_.reset(raw);
+  std::string next;
+  status = store->db_->Get(rocksdb::ReadOptions(), next_id_key(), &next);
+  if (status.ok()) {
+    store->next_id_ = std::max<std::uint64_t>(1, get_u64(next));
+  } else if (!status.IsNotFound()) {
+    return store_error("cannot read", status);
+  }
+  return store;
+}
+
+StateStore::~StateStore() {
+  if (db_) {
+    // Flushed now, the memtables need no replay from the shape logs next time.
+    (void)db_->Flush(rocksdb::FlushOptions());
+    (void)db_->Close();
+  }
+  db_.reset();
+}
+
+std::uint64_t StateStore::allocate_id() {
+  std::uint64_t id = next_id_++;
+  std::string value;
+  put_u64(value, next_id_);
+  // Not fatal when it fails: at load, ids are reserved past every id in a
+  // meta.json or the store, and a new shape empties its id's range first.
+  if (auto status = db_->Put(rocksdb::WriteOptions(), next_id_key(), value); !status.ok())
+    spdlog::error("shapes: {}", store_error("cannot write", status).to_string());
+  return id;
+}
+
+void StateStore::reserve_through(std::uint64_t id) { next_id_ = std::max(next_id_, id + 1); }
+
+Result<std::optional<std::string>> StateStore::get(const std::string& key) const {
+  std::string value;
+  auto status = db_->Get(rocksdb::ReadOptions(), key, &value);
+  if (status.IsNotFound()) return std::optional<std::string>{};
+  if (!status.ok()) return store_error("cannot read", status);
+  return std::optional<std::string>(std::move(value));
+}
+
+Result<std::optional<StateMarker>> StateStore::marker(std::uint64_t id) const {
+  auto value = get(marker_key(id));
+  if (!value) return value.error();
+  if (!value.value() || value.value()->size() != 25) return std::optional<StateMarker>{};
+  std::string_view bytes = *value.value();
+  StateMarker marker;
+  marker.through.before_all = bytes[0] != 0;
+  marker.through.tx = get_u64(bytes.substr(1));
+  marker.through.op = get_u64(bytes.substr(9));
+  marker.rows = get_u64(bytes.substr(17));
+  return std::optional<StateMarker>(marker);
+}
+
+Result<std::vector<std::uint64_t>> StateStore::ids() const {
+  std::vector<std::uint64_t> out;
+  std::string prefix = id_prefix(0) + kMarkerTag;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+  for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+    out.push_back(get_u64(std::string_view(it->key().data(), it->key().size()).substr(9)));
+  }
+  if (!it->status().ok()) return store_error("cannot list", it->status());
+  return out;
+}
+
+Result<void> StateStore::write(rocksdb::WriteBatch& batch) {
+  auto status = db_->Write(rocksdb::WriteOptions(), &batch);
+  if (!status.ok()) return store_error("cannot write", status);
+  return {};
+}
+
+void StateStore::drop(rocksdb::WriteBatch& batch, std::uint64_t id) {
+  batch.Delete(marker_key(id));
+  batch.DeleteRange(id_prefix(id), id_prefix(id + 1));
+}
+
+std::unique_ptr<rocksdb::Iterator> StateStore::rows(std::uint64_t id,
+                                                    const rocksdb::Snapshot* snapshot) const {
+  rocksdb::ReadOptions options;
+  options.snapshot = snapshot;
+  options.fill_cache = false;  // a whole-shape read must not evict the hot rows
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(options));
+  it->Seek(row_key(id, {}));
+  return it;
+}
+
+Result<void> StateStore::scan(
+    std::uint64_t id, const rocksdb::Snapshot* snapshot,
+    const std::function<bool(std::string_view, std::string_view)>& fn) const {
+  rocksdb::ReadOptions options;
+  options.snapshot = snapshot;
+  options.fill_cache = false;  // a whole-shape scan must not evict the hot rows
+  std::string prefix = row_key(id, {});
+  std::string end = id_prefix(id + 1);
+  rocksdb::Slice upper(end);
+  options.iterate_upper_bound = &upper;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(options));
+  for (it->Seek(prefix); it->Valid(); it->Next()) {
+    auto key = it->key();
+    if (!key.starts_with(prefix)) break;
+    if (!fn(std::string_view(key.data() + prefix.size(), key.size() - prefix.size()),
+            std::string_view(it->value().data(), it->value().size()))) {
+      break;
+    }
+  }
+  if (!it->status().ok()) return store_error("cannot read", it->status());
+  return {};
+}
+
+std::shared_ptr<const rocksdb::Snapshot> StateStore::snapshot() {
+  auto* db = db_.get();
+  return std::shared_ptr<const rocksdb::Snapshot>(
+      db->GetSnapshot(), [db](const rocksdb::Snapshot* taken) { db->ReleaseSnapshot(taken); });
+}
+
+}  // namespace shapeproxy::shapes

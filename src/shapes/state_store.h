@@ -1,0 +1,109 @@
+// StateStore: the rows every shape holds, off the heap, in one embedded
+// RocksDB per data directory (<shapes_dir>/state/), or in a RocksDB over an
+// in-memory environment for shapes kept in memory only. See
+// rfc/0002-shape-state.md for the choice and the crash-consistency argument.
+//
+// Layout (all keys binary, ordered bytewise):
+//   <id: 8 bytes big-endian> 'r' <row key>   -> encoded Row (encode_row())
+//   <0: 8 bytes> 'm' <id: 8 bytes>           -> marker of shape `id`: the log
+//                                               offset its rows are applied
+//                                               through, and its row count
+//   <0: 8 bytes> 'n'                         -> the next free state id
+// A shape's rows and its marker are written in one WriteBatch, so the marker
+// always describes exactly the rows beside it. Markers sit apart from rows
+// so that listing every shape in the store reads O(shapes) keys.
+//
+// Memory is bounded by configuration: an LRU block cache (index and filter
+// blocks included) and two small write buffers.
+//
+// Thread safety: RocksDB's; Shape uses it on the strand, compaction reads a
+// snapshot from its worker.
+#pragma once
+
+#include <rocksdb/db.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/result.h"
+#include "shapes/where_clause.h"
+#include "shapes/log_offset.h"
+
+namespace shapeproxy::shapes {
+
+struct StateStoreOptions {
+  std::size_t cache_bytes = 32 * 1024 * 1024;         // LRU block cache
+  std::size_t write_buffer_bytes = 8 * 1024 * 1024;  // per memtable (two of them)
+};
+
+// What a shape's rows in the store are up to date with.
+struct StateMarker {
+  LogOffset through;       // the last logged message applied (start(): none yet)
+  std::uint64_t rows = 0;  // how many rows the shape holds
+};
+
+// Row values in table column order; a compact binary form (varint count,
+// then per column 0 for NULL or varint length+1 and the bytes).
+std::string encode_row(const RowValues& row);
+std::optional<RowValues> decode_row(std::string_view bytes);
+
+class StateStore {
+ public:
+  // Opens (creating) the store under `dir`.
+  static Result<std::shared_ptr<StateStore>> open(const std::filesystem::path& dir,
+                                                  const StateStoreOptions& options);
+  // A store in memory (for shapes without a data directory).
+  static Result<std::shared_ptr<StateStore>> in_memory(const StateStoreOptions& options);
+  ~StateStore();
+  StateStore(const StateStore&) = delete;
+  StateStore& operator=(const StateStore&) = delete;
+
+  // A state id never handed out before by this store.
+  std::uint64_t allocate_id();
+  // After loading shapes whose ids came from elsewhere (meta.json): ids
+  // from now on are past `id`.
+  void reserve_through(std::uint64_t id);
+
+  static std::string row_key(std::uint64_t id, std::string_view key);
+  static std::string marker_key(std::uint64_t id);
+  static std::string encode_marker(const StateMarker& marker);
+
+  Result<std::optional<std::string>> get(const std::string& key) const;
+  Result<std::optional<StateMarker>> marker(std::uint64_t id) const;
+  // Every id that has a marker.
+  Result<std::vector<std::uint64_t>> ids() const;
+  Result<void> write(rocksdb::WriteBatch& batch);
+  // Removes shape `id`'s rows and marker (in `batch`).
+  static void drop(rocksdb::WriteBatch& batch, std::uint64_t id);
+
+  // Iterates shape `id`'s rows in key order (as of `snapshot` when given):
+  // fn(row key, encoded row) returns false to stop.
+  Result<void> scan(std::uint64_t id, const rocksdb::Snapshot* snapshot,
+                    const std::function<bool(std::string_view, std::string_view)>& fn) const;
+  // An iterator over shape `id`'s rows (as of `snapshot`), positioned at
+  // the first one; the caller stops where keys leave row_key(id, "").
+  std::unique_ptr<rocksdb::Iterator> rows(std::uint64_t id,
+                                          const rocksdb::Snapshot* snapshot) const;
+
+  // A consistent view for a reader on another thread; released with the
+  // returned handle.
+  std::shared_ptr<const rocksdb::Snapshot> snapshot();
+
+ private:
+  StateStore() = default;
+  static Result<std::shared_ptr<StateStore>> open_with(const std::filesystem::path& dir,
+                                                       const StateStoreOptions& options,
+                                                       std::unique_ptr<rocksdb::Env> env);
+
+  std::unique_ptr<rocksdb::Env> env_;  // in memory only; outlives db_
+  std::unique_ptr<rocksdb::DB> db_;
+  std::uint64_t next_id_ = 1;
+};
+
+}  // namespace shapeproxy::shapes

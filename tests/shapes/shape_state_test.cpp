@@ -1,0 +1,174 @@
+// ShapeState over a real StateStore (RocksDB on disk in a temp dir, and in
+// memory): reads through the layers, ordered iteration, the marker written
+// only with commit(), bulk loads, drops, and what survives a reopen.
+#include "shapes/shape_state.h"
+
+#include <gtest/gtest.h>
+#include <rocksdb/write_batch.h>
+#include <stdlib.h>
+
+#include <filesystem>
+#include <map>
+
+namespace shapeproxy::shapes {
+namespace {
+
+using Row = RowValues;
+
+Row row(std::initializer_list<const char*> values) {
+  Row out;
+  for (const char* value : values) {
+    out.push_back(value ? std::optional<std::string>(value) : std::nullopt);
+  }
+  return out;
+}
+
+std::map<std::string, Row> all(const ShapeState& state) {
+  std::map<std::string, Row> out;
+  std::string previous;
+  state.for_each([&](const std::string& key, const Row& values) {
+    EXPECT_TRUE(out.empty() || previous < key) << "not in key order: " << previous << ", " << key;
+    previous = key;
+    out.emplace(key, values);
+    return true;
+  });
+  return out;
+}
+
+class ShapeStateTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char pattern[] = "/tmp/shapeproxy-state-XXXXXX";
+    dir_ = ::mkdtemp(pattern);
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+  std::shared_ptr<StateStore> open() {
+    auto store = StateStore::open(dir_ / "state", StateStoreOptions{});
+    EXPECT_TRUE(store) << store.error().to_string();
+    return store ? store.value() : nullptr;
+  }
+  std::filesystem::path dir_;
+};
+
+TEST(RowEncodingTest, RoundTripsNullsEmptyAndBinaryValues) {
+  Row values{std::nullopt, std::string(), std::string("a\0b", 3), std::string(300, 'x')};
+  auto decoded = decode_row(encode_row(values));
+  ASSERT_TRUE(decoded);
+  EXPECT_EQ(*decoded, values);
+  EXPECT_EQ(*decode_row(encode_row(Row{})), Row{});
+  EXPECT_FALSE(decode_row(encode_row(values).substr(0, 5)));
+  EXPECT_FALSE(decode_row(encode_row(values) + "x"));
+}
+
+TEST_F(ShapeStateTest, ReadsSeeTheLayersOverTheStoreInKeyOrder) {
+  auto store = open();
+  ShapeState state(store, store->allocate_id());
+  state.put("b", row({"2", "bee"}));
+  state.put("a", row({"1", nullptr}));
+  state.seal(LogOffset::at(10, 0));
+  ASSERT_TRUE(state.commit());
+  state.put("c", row({"3", "sea"}));
+  state.erase("a");
+  state.put("b", row({"2", "bee!"}));
+  state.erase("zzz");  // not held: nothing
+  EXPECT_EQ(state.size(), 2u);
+  EXPECT_FALSE(state.holds("a"));
+  EXPECT_TRUE(state.holds("c"));
+  EXPECT_EQ(*state.get("b"), row({"2", "bee!"}));
+  auto rows = all(state);
+  EXPECT_EQ(rows, (std::map<std::string, Row>{{"b", row({"2", "bee!"})}, {"c", row({"3", "sea"})}}));
+  // The store itself is as of the commit.
+  auto marker = store->marker(state.id());
+  ASSERT_TRUE(marker && marker.value());
+  EXPECT_EQ(marker.value()->through, LogOffset::at(10, 0));
+  EXPECT_EQ(marker.value()->rows, 2u);
+  EXPECT_TRUE(store->get(StateStore::row_key(state.id(), "a")).value().has_value());
+}
+
+TEST_F(ShapeStateTest, CommitWritesOnlySealedLayersWithTheirMarker) {
+  auto store = open();
+  ShapeState state(store, store->allocate_id());
+  state.put("a", row({"1"}));
+  state.seal(LogOffset::at(5, 0));
+  state.put("b", row({"2"}));  // after the seal: not durable in the log yet
+  ASSERT_TRUE(state.commit());
+  EXPECT_TRUE(state.pending());
+  EXPECT_EQ(state.committed_through(), LogOffset::at(5, 0));
+  EXPECT_FALSE(store->get(StateStore::row_key(state.id(), "b")).value().has_value());
+  auto marker = store->marker(state.id()).value();
+  EXPECT_EQ(marker->rows, 1u);
+  // Two seals before one commit (a failed sync retried): one batch, newest wins.
+  state.seal(LogOffset::at(6, 0));
+  state.erase("b");
+  state.put("c", row({"3"}));
+  state.seal(LogOffset::at(7, 1));
+  ASSERT_TRUE(state.commit());
+  EXPECT_FALSE(state.pending());
+  marker = store->marker(state.id()).value();
+  EXPECT_EQ(marker->through, LogOffset::at(7, 1));
+  EXPECT_EQ(marker->rows, 2u);
+  EXPECT_FALSE(store->get(StateStore::row_key(state.id(), "b")).value().has_value());
+}
+
+TEST_F(ShapeStateTest, BulkLoadsWriteTheMarkerLastAndDropsForgetTheShape) {
+  auto store = open();
+  std::uint64_t id = store->allocate_id();
+  {
+    ShapeState state(store, id);
+    ASSERT_TRUE(state.begin_bulk());
+    for (int i = 0; i < 40'000; ++i) state.put("k" + std::to_string(100'000 + i), row({"v"}));
+    // Batches are written as they fill, without a marker.
+    EXPECT_FALSE(store->marker(id).value().has_value());
+    ASSERT_TRUE(state.end_bulk(LogOffset::start()));
+    EXPECT_EQ(store->marker(id).value()->rows, 40'000u);
+    EXPECT_EQ(all(state).size(), 40'000u);
+  }
+  ShapeState other(store, store->allocate_id());
+  other.put("x", row({"1"}));
+  other.seal(LogOffset::at(1, 0));
+  ASSERT_TRUE(other.commit());
+  auto ids = store->ids().value();
+  EXPECT_EQ(ids.size(), 2u);
+  ShapeState again(store, id);
+  ASSERT_TRUE(again.drop());
+  EXPECT_FALSE(store->marker(id).value().has_value());
+  EXPECT_TRUE(all(again).empty());
+  EXPECT_EQ(all(other).size(), 1u);
+  EXPECT_EQ(store->ids().value(), std::vector<std::uint64_t>{other.id()});
+}
+
+TEST_F(ShapeStateTest, CommittedRowsSurviveAReopenAndIdsAreNotReused) {
+  std::uint64_t id = 0;
+  {
+    auto store = open();
+    id = store->allocate_id();
+    ShapeState state(store, id);
+    state.put("a", row({"1", "x"}));
+    state.seal(LogOffset::at(3, 2));
+    ASSERT_TRUE(state.commit());
+    state.put("b", row({"2"}));  // never committed
+  }
+  auto store = open();
+  EXPECT_GT(store->allocate_id(), id);
+  auto marker = store->marker(id).value();
+  ASSERT_TRUE(marker);
+  ShapeState state(store, id);
+  state.set_loaded(*marker);
+  EXPECT_EQ(state.size(), 1u);
+  EXPECT_EQ(all(state), (std::map<std::string, Row>{{"a", row({"1", "x"})}}));
+}
+
+TEST(StateStoreTest, InMemoryStoresAreSeparate) {
+  auto one = StateStore::in_memory(StateStoreOptions{});
+  auto two = StateStore::in_memory(StateStoreOptions{});
+  ASSERT_TRUE(one && two);
+  ShapeState state(one.value(), 1);
+  state.put("a", row({"1"}));
+  state.seal(LogOffset::at(1, 0));
+  ASSERT_TRUE(state.commit());
+  EXPECT_TRUE(one.value()->marker(1).value().has_value());
+  EXPECT_FALSE(two.value()->marker(1).value().has_value());
+}
+
+}  // namespace
+}  // namespace shapeproxy::shapes
