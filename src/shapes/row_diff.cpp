@@ -55,7 +55,8 @@ RowDiff diff_ordered(const ServedRows& served, const SnapshotRows& fresh,
       const Row& new_row = *sorted[next].second;
       ++next;
       auto changed = changed_columns(old_row, new_row, selected);
-      if (!changed.empty()) diff.updates.push_back(UpdatedRow{key, old_row, new_row, std::move(changed)});
+      if (!changed.empty())
+        diff.updates.push_back(UpdatedRow{key, old_row, new_row, std::move(changed)});
       return true;
     }
     diff.deletes.push_back(KeyedRow{key, old_row});

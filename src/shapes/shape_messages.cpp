@@ -40,8 +40,8 @@ void SnapshotChunkWriter::add(std::string_view message) {
   if (body_.size() == 1 && body_.capacity() < 2 * message.size()) {
     // Sized from the first message of the body: one allocation for the
     // whole body instead of doubling (and copying) its way up.
-    const double estimate = static_cast<double>(expected_ - std::min(seen_, expected_)) *
-                            (message.size() + 1) * 1.1;
+    const double estimate =
+        static_cast<double>(expected_ - std::min(seen_, expected_)) * (message.size() + 1) * 1.1;
     body_.reserve(static_cast<std::size_t>(
         std::min(estimate + 64, static_cast<double>(chunk_bytes_) + message.size() + 2)));
   }

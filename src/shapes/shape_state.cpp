@@ -85,25 +85,25 @@ void ShapeState::for_each(
       stopped = !fn(key, **next->second);
     }
   };
-  auto scanned = store_->scan(id_, nullptr, [&](std::string_view stored_key,
-                                                std::string_view value) {
-    drain(stored_key);
-    if (stopped) return false;
-    if (next != merged.end() && next->first == stored_key) {
-      // Replaced or deleted in a layer.
-      if (next->second->has_value()) {
+  auto scanned =
+      store_->scan(id_, nullptr, [&](std::string_view stored_key, std::string_view value) {
+        drain(stored_key);
+        if (stopped) return false;
+        if (next != merged.end() && next->first == stored_key) {
+          // Replaced or deleted in a layer.
+          if (next->second->has_value()) {
+            key.assign(stored_key);
+            stopped = !fn(key, **next->second);
+          }
+          ++next;
+          return !stopped;
+        }
+        auto row = decode_row(value);
+        if (!row) return true;
         key.assign(stored_key);
-        stopped = !fn(key, **next->second);
-      }
-      ++next;
-      return !stopped;
-    }
-    auto row = decode_row(value);
-    if (!row) return true;
-    key.assign(stored_key);
-    stopped = !fn(key, *row);
-    return !stopped;
-  });
+        stopped = !fn(key, *row);
+        return !stopped;
+      });
   if (!scanned) spdlog::error("shapes: {}", scanned.error().to_string());
   drain(std::nullopt);
 }

@@ -36,7 +36,7 @@ namespace shapeproxy::shapes {
 
 class ShapeState {
  public:
-  using Row = RowValues;
+  using Row = where::RowValues;
 
   ShapeState(std::shared_ptr<StateStore> store, std::uint64_t id);
 

@@ -65,8 +65,7 @@ Error store_error(const char* what, const rocksdb::Status& status) {
 
 rocksdb::CompressionType best_compression() {
   auto supported = rocksdb::GetSupportedCompressions();
-  for (auto wanted : {rocksdb::kLZ4Compression, rocksdb::kSnappyCompression,
-                      rocksdb::kZSTD}) {
+  for (auto wanted : {rocksdb::kLZ4Compression, rocksdb::kSnappyCompression, rocksdb::kZSTD}) {
     if (std::find(supported.begin(), supported.end(), wanted) != supported.end()) return wanted;
   }
   return rocksdb::kNoCompression;
@@ -74,7 +73,7 @@ rocksdb::CompressionType best_compression() {
 
 }  // namespace
 
-std::string encode_row(const RowValues& row) {
+std::string encode_row(const where::RowValues& row) {
   std::string out;
   std::size_t bytes = 2;
   for (const auto& value : row) bytes += value ? value->size() + 2 : 1;
@@ -91,10 +90,10 @@ std::string encode_row(const RowValues& row) {
   return out;
 }
 
-std::optional<RowValues> decode_row(std::string_view bytes) {
+std::optional<where::RowValues> decode_row(std::string_view bytes) {
   std::uint64_t count = 0;
   if (!get_varint(bytes, count) || count > bytes.size()) return std::nullopt;
-  RowValues row(count);
+  where::RowValues row(count);
   for (auto& value : row) {
     std::uint64_t length = 0;
     if (!get_varint(bytes, length)) return std::nullopt;

@@ -32,13 +32,13 @@
 #include <vector>
 
 #include "common/result.h"
-#include "shapes/where_clause.h"
 #include "shapes/log_offset.h"
+#include "where/where_clause.h"
 
 namespace shapeproxy::shapes {
 
 struct StateStoreOptions {
-  std::size_t cache_bytes = 32 * 1024 * 1024;         // LRU block cache
+  std::size_t cache_bytes = 32 * 1024 * 1024;        // LRU block cache
   std::size_t write_buffer_bytes = 8 * 1024 * 1024;  // per memtable (two of them)
 };
 
@@ -50,8 +50,8 @@ struct StateMarker {
 
 // Row values in table column order; a compact binary form (varint count,
 // then per column 0 for NULL or varint length+1 and the bytes).
-std::string encode_row(const RowValues& row);
-std::optional<RowValues> decode_row(std::string_view bytes);
+std::string encode_row(const where::RowValues& row);
+std::optional<where::RowValues> decode_row(std::string_view bytes);
 
 class StateStore {
  public:

@@ -551,9 +551,8 @@ Result<std::vector<StoredChunk>> ShapeFiles::write_chunk_file(
       stopped);
 }
 
-Result<std::vector<StoredChunk>> ShapeFiles::write_chunk_file(const fs::path& path,
-                                                              const ChunkSource& next_chunk,
-                                                              const std::function<bool()>& stopped) {
+Result<std::vector<StoredChunk>> ShapeFiles::write_chunk_file(
+    const fs::path& path, const ChunkSource& next_chunk, const std::function<bool()>& stopped) {
   auto file = RecordFile::open_for_append(path, 0);
   if (!file) return file.error();
   std::vector<StoredChunk> stored;

@@ -115,9 +115,9 @@ class ShapeFiles {
   // memory): next(body) fills the next one and returns true, or false at
   // the end (an error abandons the file, as `stopped` does).
   using ChunkSource = std::function<Result<bool>(std::string& body)>;
-  static Result<std::vector<StoredChunk>> write_chunk_file(const std::filesystem::path& path,
-                                                           const ChunkSource& next,
-                                                           const std::function<bool()>& stopped = {});
+  static Result<std::vector<StoredChunk>> write_chunk_file(
+      const std::filesystem::path& path, const ChunkSource& next,
+      const std::function<bool()>& stopped = {});
   Result<void> finish_compaction(const CompactionSource& source, const std::string& snapshot_file,
                                  const nlohmann::json& meta);
   // The files the log lies in as of now (owner's thread), to read on any

@@ -13,7 +13,7 @@
 namespace shapeproxy::shapes {
 namespace {
 
-using Row = RowValues;
+using Row = where::RowValues;
 
 Row row(std::initializer_list<const char*> values) {
   Row out;
@@ -76,7 +76,8 @@ TEST_F(ShapeStateTest, ReadsSeeTheLayersOverTheStoreInKeyOrder) {
   EXPECT_TRUE(state.holds("c"));
   EXPECT_EQ(*state.get("b"), row({"2", "bee!"}));
   auto rows = all(state);
-  EXPECT_EQ(rows, (std::map<std::string, Row>{{"b", row({"2", "bee!"})}, {"c", row({"3", "sea"})}}));
+  EXPECT_EQ(rows,
+            (std::map<std::string, Row>{{"b", row({"2", "bee!"})}, {"c", row({"3", "sea"})}}));
   // The store itself is as of the commit.
   auto marker = store->marker(state.id());
   ASSERT_TRUE(marker && marker.value());
