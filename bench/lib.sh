@@ -209,3 +209,30 @@ bench_start_proxy() {
 # median [NUMBER...]: the median of the arguments, or with none of the
 # numbers on stdin (one per line).
 median() { if (($#)); then printf '%s\n' "$@"; else cat; fi | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+# bench_sync_shape BASE QUERY: follows one shape of the proxy at BASE from
+# offset=-1 to electric-up-to-date; QUERY is the url-encoded shape query
+# (e.g. table=t&where=...). Sets sync_handle, sync_inserts, sync_updates,
+# sync_bytes, sync_requests. Fails on any answer but 200.
+bench_sync_shape() {
+  local base="$1" query="$2" offset=-1 handle="" status n
+  local body="$bench_tmp/sync-chunk"
+  sync_inserts=0 sync_updates=0 sync_bytes=0 sync_requests=0
+  while :; do
+    local url="$base/v1/shape?$query&offset=$offset"
+    [[ -n "$handle" ]] && url+="&handle=$handle"
+    status="$(curl -sS -o "$body" -D "$body.h" -w '%{http_code}' "$url")"
+    [[ "$status" == 200 ]] || { head -c 500 "$body" >&2; fail "shape request answered $status: $url"; }
+    handle="$(awk -F': *' 'tolower($1)=="electric-handle" {sub(/\r$/,"",$2); print $2}' "$body.h")"
+    offset="$(awk -F': *' 'tolower($1)=="electric-offset" {sub(/\r$/,"",$2); print $2}' "$body.h")"
+    n="$({ grep -o '"operation":"insert"' "$body" || true; } | wc -l)"
+    sync_inserts=$((sync_inserts + n))
+    n="$({ grep -o '"operation":"update"' "$body" || true; } | wc -l)"
+    sync_updates=$((sync_updates + n))
+    sync_bytes=$((sync_bytes + $(stat -c %s "$body")))
+    sync_requests=$((sync_requests + 1))
+    grep -qi '^electric-up-to-date' "$body.h" && break
+    ((sync_requests < 100000)) || fail "shape never reached electric-up-to-date"
+  done
+  sync_handle="$handle"
+}

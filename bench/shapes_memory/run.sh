@@ -48,7 +48,6 @@ tmp="$bench_tmp"
 
 mb() { awk -v b="$1" 'BEGIN {printf "%.0f", b / 1e6}'; }
 status_kb() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }
-header() { awk -F': *' -v h="$1" 'tolower($1)==h {sub(/\r$/,"",$2); print $2}' "$2"; }
 title_sql="'title ' || lpad(i::text, 14, '0')"
 
 bench_start_cluster
@@ -66,19 +65,8 @@ echo "proxy idle: RSS $((rss_idle / 1024)) MB"
 
 # Syncs shape `where=id > -$1` from offset=-1; checks the insert count.
 sync_shape() {
-  local query="table=bench_rows&where=id%20%3E%20-$1" offset=-1 handle="" status inserts=0 n
-  while :; do
-    local url="$proxy_base/v1/shape?$query&offset=$offset"
-    [[ -n "$handle" ]] && url+="&handle=$handle"
-    status="$(curl -sS -o "$tmp/chunk" -D "$tmp/chunk.h" -w '%{http_code}' "$url")"
-    [[ "$status" == 200 ]] || { head -c 500 "$tmp/chunk" >&2; fail "shape request answered $status: $url"; }
-    handle="$(header electric-handle "$tmp/chunk.h")"
-    offset="$(header electric-offset "$tmp/chunk.h")"
-    n="$({ grep -o '"operation":"insert"' "$tmp/chunk" || true; } | wc -l)"
-    inserts=$((inserts + n))
-    grep -qi '^electric-up-to-date' "$tmp/chunk.h" && break
-  done
-  [[ "$inserts" == "$rows" ]] || fail "shape $1 holds $inserts inserts, expected $rows"
+  bench_sync_shape "$proxy_base" "table=bench_rows&where=id%20%3E%20-$1"
+  [[ "$sync_inserts" == "$rows" ]] || fail "shape $1 holds $sync_inserts inserts, expected $rows"
 }
 
 printf '%7s %9s %9s %10s %10s %12s\n' shapes "RSS MB" "HWM MB" "disk MB" "state MB" "disk/table"

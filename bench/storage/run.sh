@@ -102,7 +102,6 @@ maximum() { printf '%s\n' "$@" | sort -g | tail -1; }
 # ~20-character titles of one width (the table of the issue's figures).
 title_sql="'title ' || lpad(i::text, 14, '0')"
 status_kb() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }
-header() { awk -F': *' -v h="$1" 'tolower($1)==h {sub(/\r$/,"",$2); print $2}' "$2"; }
 
 # --- PostgreSQL ---------------------------------------------------------------
 bench_start_cluster
@@ -126,29 +125,8 @@ stop_proxy() {
   [[ $rc -eq 0 ]] || fail "proxy exited with status $rc after SIGTERM"
 }
 
-# Follows one shape from offset=-1 to electric-up-to-date. $1: extra query
-# (url-encoded). Sets sync_handle, sync_inserts, sync_bytes, sync_requests.
-sync_shape() {
-  local query="$1" offset=-1 handle="" status n
-  sync_inserts=0 sync_updates=0 sync_bytes=0 sync_requests=0
-  while :; do
-    local url="$base/v1/shape?$query&offset=$offset"
-    [[ -n "$handle" ]] && url+="&handle=$handle"
-    status="$(curl -sS -o "$tmp/chunk" -D "$tmp/chunk.h" -w '%{http_code}' "$url")"
-    [[ "$status" == 200 ]] || { head -c 500 "$tmp/chunk" >&2; fail "shape request answered $status: $url"; }
-    handle="$(header electric-handle "$tmp/chunk.h")"
-    offset="$(header electric-offset "$tmp/chunk.h")"
-    n="$({ grep -o '"operation":"insert"' "$tmp/chunk" || true; } | wc -l)"
-    sync_inserts=$((sync_inserts + n))
-    n="$({ grep -o '"operation":"update"' "$tmp/chunk" || true; } | wc -l)"
-    sync_updates=$((sync_updates + n))
-    sync_bytes=$((sync_bytes + $(stat -c %s "$tmp/chunk")))
-    sync_requests=$((sync_requests + 1))
-    grep -qi '^electric-up-to-date' "$tmp/chunk.h" && break
-    ((sync_requests < 100000)) || fail "shape never reached electric-up-to-date"
-  done
-  sync_handle="$handle"
-}
+# Follows one shape from offset=-1 to electric-up-to-date (bench/lib.sh).
+sync_shape() { bench_sync_shape "$base" "$1"; }
 
 # Commits a one-row marker update on $1 (table) and waits until slot $2's
 # confirmed_flush_lsn passes the WAL position taken just before it: the proxy
