@@ -56,7 +56,7 @@ Shape::Shape(ShapeDefinition definition, std::string handle, std::size_t chunk_b
       log_(chunk_bytes),
       state_(store_or_shared(store), state_id ? *state_id : store_or_shared(store)->allocate_id()) {
   schema_json_ = table().electric_schema_json(definition_.selected);
-  relation_json_ = "[";
+  relation_json_.push_back('[');  // (not = "[": a GCC 12 -Wrestrict false positive)
   append_json_string(relation_json_, table().schema);
   relation_json_ += ',';
   append_json_string(relation_json_, table().name);
