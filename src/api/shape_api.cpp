@@ -8,6 +8,7 @@
 #include "api/shape_headers.h"
 #include "api/shape_params.h"
 #include "api/sse_session.h"
+#include "api/subset_params.h"
 #include "http/handlers.h"
 
 namespace shapeproxy::api {
@@ -91,6 +92,9 @@ void ShapeApi::register_routes(http::Router& router) {
   router.add(
       http::Verb::get, options_->path,
       http::require_secret(options_->secret, [this](auto ex) { handle_get(std::move(ex)); }));
+  router.add(
+      http::Verb::post, options_->path,
+      http::require_secret(options_->secret, [this](auto ex) { handle_get(std::move(ex)); }));
   if (options_->allow_delete) {
     router.add(
         http::Verb::delete_, options_->path,
@@ -105,12 +109,55 @@ void ShapeApi::handle_get(std::shared_ptr<http::Exchange> exchange) {
     return;
   }
   ShapeParams params = std::get<ShapeParams>(std::move(parsed));
+  SubsetOutcome subset = parse_subset_params(exchange->request());
+  if (auto* errors = std::get_if<SubsetErrors>(&subset)) {
+    exchange->respond(invalid_subset_response(*errors));
+    return;
+  }
+  if (auto* request = std::get_if<shapes::SubsetRequest>(&subset)) {
+    serve_subset(std::move(exchange), std::move(params), std::move(*request));
+    return;
+  }
   if (params.live_sse) {
     start_sse_session(service_, options_, timers_.get_executor(), std::move(exchange),
                       std::move(params));
     return;
   }
   long_poll(service_, options_, shared_reads_, std::move(exchange), std::move(params));
+}
+
+// A subset snapshot: the shape is resolved as for a non-live read (handle
+// checks, 409s, creation), whose answer gives the handle, offset, schema and
+// serving mode; then the subset's own query runs and its rows are answered
+// as Electric's {metadata, data} object. The shape's log is not touched.
+void ShapeApi::serve_subset(std::shared_ptr<http::Exchange> exchange, ShapeParams params,
+                            shapes::SubsetRequest subset) {
+  if (params.live_sse) {
+    exchange->respond(invalid_subset_response(
+        {{"live_sse", {"Subset snapshots are a stable view of data, so SSE is not applicable"}}}));
+    return;
+  }
+  if (!subset_runner_) {
+    exchange->respond(invalid_subset_response(
+        {{"request", {"subset snapshots are not enabled on this server"}}}));
+    return;
+  }
+  params.read.live = false;
+  auto definition = params.definition;
+  (void)service_.read(params.definition, params.read,
+                      [runner = subset_runner_, exchange, definition = std::move(definition),
+                       subset = std::move(subset)](shapes::ReadOutcome outcome) mutable {
+                        auto* shape = std::get_if<shapes::ReadResult>(&outcome);
+                        if (!shape) {
+                          exchange->respond(error_outcome_response(outcome));
+                          return;
+                        }
+                        runner(
+                            std::move(definition), std::move(subset), shape->fallback,
+                            [exchange, shape = std::move(*shape)](shapes::SubsetOutcome answer) {
+                              exchange->respond(subset_outcome_response(shape, std::move(answer)));
+                            });
+                      });
 }
 
 void ShapeApi::handle_delete(std::shared_ptr<http::Exchange> exchange) {

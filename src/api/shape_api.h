@@ -1,19 +1,22 @@
 // What: the /v1/shape endpoint: GET (snapshot, catch-up, live long-poll,
-// SSE) and DELETE, on top of shapes::ShapeService, speaking Electric's HTTP
-// shape protocol so the stock @electric-sql/client works unchanged.
-// Why: the single place that binds the transport (http::Router/Exchange) to
-// the shapes core: parameters in, service outcomes out as protocol responses.
+// SSE, subset snapshots), POST (a subset in a JSON body) and DELETE, on top of
+// shapes::ShapeService, speaking Electric's HTTP shape protocol so the stock @electric-sql/client
+// works unchanged. Why: the single place that binds the transport (http::Router/Exchange) to the
+// shapes core: parameters in, service outcomes out as protocol responses.
 #pragma once
 
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
+#include <functional>
 #include <memory>
 #include <thread>
 
 #include "api/shape_api_options.h"
+#include "api/shape_params.h"
 #include "http/exchange.h"
 #include "http/router.h"
 #include "shapes/shape_service.h"
+#include "shapes/subset_query.h"
 
 namespace shapeproxy::api {
 
@@ -28,16 +31,29 @@ class ShapeApi {
   ShapeApi(const ShapeApi&) = delete;
   ShapeApi& operator=(const ShapeApi&) = delete;
 
-  // GET options.path, and DELETE when options.allow_delete (otherwise the
-  // server answers 405). Both behind the secret when one is configured.
+  // Runs subset snapshot queries. Without it, a request with a subset gets
+  // 400 (never the ordinary log). Set before register_routes().
+  using SubsetRunner =
+      std::function<void(shapes::ShapeDefinitionRequest, shapes::SubsetRequest, bool fallback,
+                         std::function<void(shapes::SubsetOutcome)>)>;
+  void set_subset_runner(SubsetRunner runner) { subset_runner_ = std::move(runner); }
+
+  // GET and POST options.path, and DELETE when options.allow_delete
+  // (otherwise the server answers 405). All behind the secret when one is
+  // configured.
   void register_routes(http::Router& router);
 
   // The handlers themselves (without the secret check), for tests/composition.
+  // POST is GET with the subset (optionally) in a JSON body.
   void handle_get(std::shared_ptr<http::Exchange> exchange);
   void handle_delete(std::shared_ptr<http::Exchange> exchange);
 
  private:
+  void serve_subset(std::shared_ptr<http::Exchange> exchange, ShapeParams params,
+                    shapes::SubsetRequest subset);
+
   shapes::ShapeService& service_;
+  SubsetRunner subset_runner_;
   std::shared_ptr<const ShapeApiOptions> options_;
   std::shared_ptr<SharedReadResponses> shared_reads_;  // live long-poll fan-out
   boost::asio::io_context timers_;

@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "api/offset_text.h"
+#include "api/subset_params.h"
 
 namespace shapeproxy::api {
 namespace {
@@ -155,6 +156,27 @@ http::Response SharedReadResponses::get(const shapes::ReadResult& result, const 
   e.etag = r.headers.back().second;
   e.response = std::make_shared<const http::SharedResponse>(std::move(r));
   return http::Response::share(e.response);
+}
+
+http::Response subset_outcome_response(const shapes::ReadResult& shape,
+                                       shapes::SubsetOutcome outcome) {
+  if (auto* invalid = std::get_if<shapes::InvalidRequest>(&outcome)) {
+    if (invalid->field == "table" || invalid->field == "columns")
+      return service_invalid_response(*invalid);
+    return invalid_subset_response({{invalid->field, {invalid->message}}});
+  }
+  if (auto* unavailable = std::get_if<shapes::Unavailable>(&outcome))
+    return unavailable_response(*unavailable);
+  auto& result = std::get<shapes::SubsetResult>(outcome);
+  http::Response r =
+      http::Response::json(200, std::make_shared<const std::string>(std::move(result.body)));
+  r.headers.emplace_back("electric-handle", shape.handle);
+  r.headers.emplace_back("electric-offset", offset_text(shape.offset));
+  r.headers.emplace_back("electric-schema", shape.schema_json);
+  r.headers.emplace_back("electric-snapshot", "true");
+  if (shape.fallback) r.headers.emplace_back("electric-fallback-mode", "true");
+  r.headers.emplace_back("cache-control", "no-cache");
+  return r;
 }
 
 std::string must_refetch_message() { return R"({"headers":{"control":"must-refetch"}})"; }

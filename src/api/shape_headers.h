@@ -18,6 +18,7 @@
 #include "http/request.h"
 #include "http/response.h"
 #include "shapes/shape_service.h"
+#include "shapes/subset_query.h"
 
 namespace shapeproxy::api {
 
@@ -69,6 +70,13 @@ class SharedReadResponses {
   std::array<Entry, kEntries> entries_;  // guarded by mu_
   size_t next_ = 0;                      // guarded by mu_: the entry to replace next
 };
+
+// The answer to a subset snapshot of `shape` (the non-live read that
+// resolved it): 200 {metadata, data} with electric-snapshot: true,
+// cache-control: no-cache and the shape's handle, offset and schema; a 400
+// naming the subset field; or 503.
+http::Response subset_outcome_response(const shapes::ReadResult& shape,
+                                       shapes::SubsetOutcome outcome);
 
 // 409 [{"headers":{"control":"must-refetch"}}], electric-handle when known.
 http::Response must_refetch_response(const shapes::MustRefetch& outcome);

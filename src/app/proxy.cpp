@@ -24,6 +24,7 @@
 #include "pg/conninfo.h"
 #include "replication/replication_stream.h"
 #include "shapes/shape_registry.h"
+#include "shapes/subset_query.h"
 #include "status/dashboard.h"
 #include "status/metrics_endpoint.h"
 #include "status/replication_probe.h"
@@ -168,6 +169,7 @@ struct Proxy::State {
   std::shared_ptr<status::RequestMetrics> request_metrics;
   std::shared_ptr<asio::steady_timer> monitor_ticker;
   std::shared_ptr<fallback::FallbackQuery> fallback;
+  std::shared_ptr<shapes::SubsetQueries> subsets;
   asio::any_io_executor core;  // the replication/shapes strand
 };
 
@@ -316,6 +318,23 @@ asio::awaitable<Result<void>> Proxy::start(std::vector<replication::TableName> t
   api_options.allow_delete = config.allow_delete;
   api_options.long_poll_timeout = config.long_poll_timeout;
   state->shape_api = std::make_unique<api::ShapeApi>(*state->registry, api_options);
+  // Subset snapshots: their own queries (never in a shape's log), to the
+  // primary, or in fallback mode to the fallback source; capped like it.
+  auto subset_strand = asio::make_strand(state->io);
+  auto subset_primary =
+      fallback::FallbackQuery::make_pool(subset_strand, state->conninfo, fallback_options);
+  auto subset_fallback = config.fallback_database_url
+                             ? fallback::FallbackQuery::make_pool(
+                                   subset_strand, *config.fallback_database_url, fallback_options)
+                             : nullptr;
+  state->subsets = std::make_shared<shapes::SubsetQueries>(
+      subset_strand, subset_primary, subset_fallback, fallback_options.max_in_flight);
+  state->shape_api->set_subset_runner(
+      [subsets = state->subsets](shapes::ShapeDefinitionRequest shape,
+                                 shapes::SubsetRequest subset, bool fallback,
+                                 std::function<void(shapes::SubsetOutcome)> done) {
+        subsets->run(std::move(shape), std::move(subset), fallback, std::move(done));
+      });
 
   http::Router router;
   state->shape_api->register_routes(router);

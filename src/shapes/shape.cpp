@@ -144,6 +144,7 @@ Result<bool> Shape::install_snapshot(const std::vector<Row>& snapshot_rows, std:
       state_.put(key, each);
     }
   }
+  writer.add(snapshot_end_message(snapshot));
   if (auto ended = state_.end_bulk(LogOffset::start()); !ended) return ended.error();
   snapshot_ = snapshot;
   auto chunks = writer.finish();
@@ -305,22 +306,26 @@ Result<bool> Shape::apply_refresh(const SnapshotRows& fresh, std::uint64_t mark)
   if (operations.empty()) return false;
   // Just past the last logged group: replicated commits that follow lie
   // further on (each commit record takes tens of bytes of WAL).
-  auto appended = append_operations(operations, 0, last_logged_tx_ + 1);
+  auto appended = append_operations(operations, 0, last_logged_tx_ + 1, &fresh.snapshot);
   if (!appended) return appended.error();
   commit_unpersisted();
   return true;
 }
 
 Result<void> Shape::append_operations(const std::vector<Operation>& operations,
-                                      replication::Xid xid, replication::Lsn commit_lsn) {
+                                      replication::Xid xid, replication::Lsn commit_lsn,
+                                      const PgSnapshot* snapshot_end) {
   const std::string lsn_text = std::to_string(commit_lsn);
   std::vector<LogEntry> entries;
-  entries.reserve(operations.size());
+  entries.reserve(operations.size() + 1);
   for (std::size_t i = 0; i < operations.size(); ++i) {
     bool last = i + 1 == operations.size();
     entries.push_back(
         {LogOffset::at(commit_lsn, i), render(operations[i], lsn_text.c_str(), i, xid, last)});
   }
+  if (snapshot_end)
+    entries.push_back(
+        {LogOffset::at(commit_lsn, operations.size()), snapshot_end_message(*snapshot_end)});
   if (files_) {
     std::vector<storage::StoredOperation> stored;
     stored.reserve(entries.size());

@@ -211,8 +211,9 @@ class Shape {
   void apply_delete(const replication::Change& change, std::vector<Operation>& out);
 
   Row to_row(const replication::TupleData& tuple, const Row* previous) const;
+  // `snapshot_end`: also log a snapshot-end control message after them.
   Result<void> append_operations(const std::vector<Operation>& operations, replication::Xid xid,
-                                 replication::Lsn tx);
+                                 replication::Lsn tx, const PgSnapshot* snapshot_end = nullptr);
   bool in_shape(const Row& row) const;
   std::string render(const Operation& operation, const char* lsn_text, std::size_t position,
                      replication::Xid xid, bool last) const;

@@ -35,6 +35,15 @@ void append_snapshot_message(std::string& out, const TableSchema& table,
   out += "}}";
 }
 
+std::string snapshot_end_message(const PgSnapshot& snapshot) {
+  std::string out = R"({"headers":{"control":"snapshot-end","xmin":")" +
+                    std::to_string(snapshot.xmin) + R"(","xmax":")" +
+                    std::to_string(snapshot.xmax) + R"(","xip_list":[)";
+  for (std::size_t i = 0; i < snapshot.xip.size(); ++i)
+    out += (i > 0 ? ",\"" : "\"") + std::to_string(snapshot.xip[i]) + '"';
+  return out + "]}}";
+}
+
 void SnapshotChunkWriter::add(std::string_view message) {
   if (starts_body(message)) close_body();
   if (body_.size() == 1 && body_.capacity() < 2 * message.size()) {
@@ -68,6 +77,9 @@ namespace {
 
 bool replay_parsed(ShapeState& rows, const TableSchema& table, const nlohmann::json& parsed) {
   if (!parsed.is_object()) return false;
+  if (auto headers = parsed.find("headers");
+      headers != parsed.end() && headers->is_object() && headers->contains("control"))
+    return true;  // snapshot-end: no row
   auto key = parsed.find("key");
   if (key == parsed.end() || !key->is_string()) return false;
   std::string operation = "insert";

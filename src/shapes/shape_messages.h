@@ -23,6 +23,12 @@ void append_snapshot_message(std::string& out, const TableSchema& table,
                              const std::vector<std::size_t>& selected,
                              const std::string& relation_json, std::string_view key,
                              const Row& row);
+// {"headers":{"control":"snapshot-end","xmin":..,"xmax":..,"xip_list":[..]}}
+// after every snapshot (as Electric's snapshotter appends it), and after
+// every fallback refresh (its query's snapshot): xids as decimal strings.
+// Clients match the txids they await against it (TanStack DB's awaitTxId).
+// Control messages carry no row: replay skips them.
+std::string snapshot_end_message(const PgSnapshot& snapshot);
 
 // Builds snapshot response bodies message by message: the same bytes as
 // ShapeLog::chunk() of the messages (a JSON array per body of at most
@@ -56,7 +62,7 @@ class SnapshotChunkWriter {
 // snapshot chunk (a JSON array of messages). Only served columns are known;
 // the rest stay NULL (they matter only for unchanged TOAST values). Returns
 // false for something that is not a message (changing nothing for it; wrong
-// JSON types never throw).
+// JSON types never throw). Control messages (snapshot-end) change nothing.
 bool replay_message(ShapeState& rows, const TableSchema& table, std::string_view message);
 
 // Writes chunks built in memory to `path` and returns them as stored there.
