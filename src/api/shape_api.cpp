@@ -99,6 +99,14 @@ void ShapeApi::register_routes(http::Router& router) {
     router.add(
         http::Verb::delete_, options_->path,
         http::require_secret(options_->secret, [this](auto ex) { handle_delete(std::move(ex)); }));
+  } else {
+    // Routed so that the CORS preflight lists DELETE (clients use it, as
+    // with Electric), but refused: 405 as when not routed.
+    router.add(http::Verb::delete_, options_->path, [](std::shared_ptr<http::Exchange> ex) {
+      http::Response r = http::Response::json(405, R"({"message":"Method not allowed"})");
+      r.headers.emplace_back("allow", "GET, POST, HEAD, OPTIONS");
+      ex->respond(std::move(r));
+    });
   }
 }
 

@@ -41,11 +41,15 @@ std::string Router::allowed_methods(std::string_view path) const {
   std::string out;
   auto it = routes_.find(path);
   if (it != routes_.end()) {
+    bool get = false, head = false;
     for (const auto& [verb, h] : it->second) {
       if (verb == Verb::options) continue;
+      get = get || verb == Verb::get;
+      head = head || verb == Verb::head;
       out += std::string(boost::beast::http::to_string(verb));
       out += ", ";
     }
+    if (get && !head) out += "HEAD, ";  // served by the GET route
   }
   return out + "OPTIONS";
 }

@@ -27,7 +27,8 @@ class Router {
   std::string_view route_of(std::string_view path) const;
   // Every routed path, sorted.
   std::vector<std::string> paths() const;
-  // "GET, DELETE, OPTIONS": the methods routed on `path`, plus OPTIONS.
+  // "GET, DELETE, HEAD, OPTIONS": the methods routed on `path`, HEAD where
+  // GET is (the server answers HEAD with the GET route), plus OPTIONS.
   std::string allowed_methods(std::string_view path) const;
 
  private:

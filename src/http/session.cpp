@@ -228,6 +228,7 @@ void Session::on_first_bytes(error_code ec, size_t n) {
 }
 
 void Session::read_request() {
+  head_ = false;
   parser_.emplace();
   parser_->header_limit(static_cast<uint32_t>(opts_.max_header_bytes + opts_.max_url_bytes + 1024));
   parser_->body_limit(opts_.max_body_bytes);
@@ -321,7 +322,9 @@ void Session::handle(Request request) {
                  {"access-control-max-age", std::to_string(opts_.cors_max_age_seconds)}};
     return write_response(std::move(r), false);
   }
-  const Handler* handler = router.find(request.method(), request.path());
+  // HEAD is GET without the body (as Electric serves it), unless routed itself.
+  head_ = request.method() == Verb::head && !router.find(Verb::head, request.path());
+  const Handler* handler = router.find(head_ ? Verb::get : request.method(), request.path());
   if (!handler) {
     if (!router.has_path(request.path()))
       return write_response(json_error(404, "Not found"), false);
@@ -379,11 +382,18 @@ void Session::write_response(Response response, bool close) {
     response.file = shared.file;
     response.shared.reset();
   }
+  std::optional<std::uint64_t> head_length;
+  if (head_) {
+    head_length = response.file ? response.file->length : response.body_view().size();
+    response.body = nullptr;
+    response.file.reset();
+  }
   if (response.file) return write_file_response(std::move(response), close);
   state_ = State::kWriting;
   close_after_write_ = close || !keep_alive_ || closing_;
   record_response(response.headers, response.body_view().size());
   build_message(response_.emplace(), std::move(response), !close_after_write_);
+  if (head_length) response_->content_length(*head_length);
   record_status_ = response_->result_int();
   stream_.expires_after(opts_.write_timeout);
   bhttp::async_write(stream_, *response_,
@@ -449,7 +459,7 @@ void Session::deliver(const std::shared_ptr<ExchangeImpl>& ex, Response response
   stop_watch();
   exchange_->finish();
   exchange_.reset();
-  if (response.shared) return write_shared(response.shared);
+  if (response.shared && !head_) return write_shared(response.shared);
   write_response(std::move(response), false);
 }
 

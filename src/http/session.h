@@ -188,6 +188,9 @@ class Session : public std::enable_shared_from_this<Session> {
   bool first_request_ = true;
   bool keep_alive_ = false;
   bool closing_ = false;  // graceful shutdown requested
+  // The current request is a HEAD served by the GET route: its response is
+  // written without a body, with the content-length the body would have had.
+  bool head_ = false;
   bool close_after_write_ = false;
   std::string origin_;  // Origin of the current request (CORS echo)
 

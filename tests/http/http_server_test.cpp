@@ -133,7 +133,7 @@ TEST_F(HttpServerTest, RoutesAndAnswers404And405) {
 
   auto res = server_.client().request(HttpVerb::delete_, "/v1/status");
   expect_json_error(res, 405, "Method not allowed");
-  EXPECT_EQ(res[bhttp::field::allow], "GET, OPTIONS");
+  EXPECT_EQ(res[bhttp::field::allow], "GET, HEAD, OPTIONS");
 }
 
 TEST_F(HttpServerTest, QueryParametersReachTheHandlerDecoded) {
@@ -647,6 +647,34 @@ TEST_F(HttpServerTest, SseClientDisconnectFiresOnAbort) {
 
 // --- CORS, auth, health -----------------------------------------------------
 
+// HEAD is served by the GET route, as GET without the body: same status and
+// headers, the content-length the body would have, no body bytes (the next
+// response on the keep-alive connection follows at once).
+TEST_F(HttpServerTest, HeadIsGetWithoutBody) {
+  Router router;
+  router.add(Verb::get, "/v1/shape", text("[1,2,3]"));
+  start(std::move(router));
+  auto connection = server_.client().connect();
+  connection.send_raw(
+      "HEAD /v1/shape?table=x HTTP/1.1\r\nHost: localhost\r\n\r\n"
+      "HEAD /nope HTTP/1.1\r\nHost: localhost\r\n\r\n"
+      "GET /v1/shape HTTP/1.1\r\nHost: localhost\r\n\r\n");
+  std::string wire;
+  connection.read_until(wire, "[1,2,3]");
+  auto first = wire.find("HTTP/1.1 200 OK");
+  auto second = wire.find("HTTP/1.1 404", first);
+  auto third = wire.find("HTTP/1.1 200 OK", second);
+  ASSERT_NE(first, std::string::npos) << wire;
+  ASSERT_NE(second, std::string::npos) << wire;
+  ASSERT_NE(third, std::string::npos) << wire;
+  std::string head = wire.substr(first, second - first);
+  EXPECT_NE(head.find("Content-Length: 7\r\n"), std::string::npos) << head;
+  EXPECT_TRUE(head.ends_with("\r\n\r\n")) << head;  // no body
+  std::string missing = wire.substr(second, third - second);
+  EXPECT_TRUE(missing.ends_with("\r\n\r\n")) << missing;
+  EXPECT_TRUE(wire.ends_with("\r\n\r\n[1,2,3]")) << wire;
+}
+
 TEST_F(HttpServerTest, CorsPreflightAndExposedHeaders) {
   Router router;
   router.add(Verb::get, "/v1/shape", text("[]"));
@@ -659,7 +687,7 @@ TEST_F(HttpServerTest, CorsPreflightAndExposedHeaders) {
   auto pre = server_.client().request(HttpVerb::options, "/v1/shape?table=x", preflight);
   EXPECT_EQ(pre.result_int(), 204);
   EXPECT_EQ(pre["access-control-allow-origin"], "https://app.example");
-  EXPECT_EQ(pre["access-control-allow-methods"], "GET, DELETE, OPTIONS");
+  EXPECT_EQ(pre["access-control-allow-methods"], "GET, DELETE, HEAD, OPTIONS");
   EXPECT_EQ(pre["access-control-allow-headers"], "x-custom");
   EXPECT_EQ(pre["access-control-max-age"], "86400");
 
