@@ -705,11 +705,13 @@ struct ParseResultGuard {
   ~ParseResultGuard() { pg_query_free_parse_result(result); }
 };
 
+// Electric's wording: `At location N: syntax error at or near "x"`, N being
+// libpg_query's cursor position in the wrapped `SELECT 1 WHERE <text>` (as
+// Electric reports it; clients and tests compare these texts).
 std::string syntax_error_message(const PgQueryError& error) {
-  std::string message = "syntax error in where clause: ";
-  message += error.message ? error.message : "unknown error";
-  int position = error.cursorpos - static_cast<int>(kPrefix.size());
-  if (position > 0) message += " (at character " + std::to_string(position) + ")";
+  std::string message = error.message ? error.message : "syntax error";
+  if (error.cursorpos > 0)
+    message = "At location " + std::to_string(error.cursorpos) + ": " + message;
   return message;
 }
 

@@ -89,6 +89,14 @@ TEST(WhereClauseParse, RefusesClausesAroundTheExpression) {
   EXPECT_ERROR_CONTAINS("id = 1 FROM x", "syntax error");
 }
 
+// Syntax errors read as Electric's, the position counted in the wrapped
+// `SELECT 1 WHERE <text>` as Electric counts it.
+TEST(WhereClauseParse, SyntaxErrorsReadAsElectrics) {
+  EXPECT_EQ(parse_error("id = = 1"), "At location 21: syntax error at or near \"=\"");
+  EXPECT_EQ(parse_error("id x"), "At location 19: syntax error at or near \"x\"");
+  EXPECT_EQ(parse_error("id = 1 AND"), "At location 25: syntax error at end of input");
+}
+
 TEST(WhereClauseParse, RefusesUnknownColumnsAndQualifiedNames) {
   EXPECT_EQ(parse_error("foo = 1"), "unknown column \"foo\"");
   EXPECT_EQ(parse_error("mixed = 1"), "unknown column \"mixed\"");  // unquoted folds to lower case
