@@ -317,6 +317,8 @@ asio::awaitable<Result<void>> Proxy::start(std::vector<replication::TableName> t
   api_options.secret = config.secret;
   api_options.allow_delete = config.allow_delete;
   api_options.long_poll_timeout = config.long_poll_timeout;
+  api_options.max_age_seconds = config.cache_max_age_seconds;
+  api_options.stale_while_revalidate_seconds = config.cache_stale_age_seconds;
   state->shape_api = std::make_unique<api::ShapeApi>(*state->registry, api_options);
   // Subset snapshots: their own queries (never in a shape's log), to the
   // primary, or in fallback mode to the fallback source; capped like it.

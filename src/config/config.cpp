@@ -16,6 +16,9 @@ struct Setting {
   const char* value_name;  // empty: a switch, `--flag` alone means true
   const char* help;
   std::function<Result<void>(Config&, const std::string&)> apply;
+  // Electric's variable for the same setting, read when `env` is unset (so
+  // a compose file written for Electric works; shapeproxy's own name wins).
+  const char* electric_alias = nullptr;
 };
 
 Result<bool> parse_bool(const std::string& text) {
@@ -25,8 +28,10 @@ Result<bool> parse_bool(const std::string& text) {
 }
 
 Error invalid(const Setting& setting, const std::string& why) {
+  std::string names = setting.env;
+  if (setting.electric_alias) names += std::string(" or ") + setting.electric_alias;
   return Error{"invalid_config",
-               std::string("invalid value for ") + setting.flag + " (" + setting.env + "): " + why,
+               std::string("invalid value for ") + setting.flag + " (" + names + "): " + why,
                std::string("see shapeproxy --help")};
 }
 
@@ -82,14 +87,16 @@ const std::vector<Setting>& settings() {
          if (!port) return port.error();
          c.port = static_cast<std::uint16_t>(port.value());
          return {};
-       }},
+       },
+       "ELECTRIC_PORT"},
       {"--data-dir", "SHAPEPROXY_DATA_DIR", "DIR",
        "Where shape logs and the embedded cluster live (default ./shapeproxy-data).",
        [](Config& c, const std::string& v) -> Result<void> {
          if (v.empty()) return Error{"", "must not be empty", ""};
          c.data_dir = v;
          return {};
-       }},
+       },
+       "ELECTRIC_STORAGE_DIR"},
       {"--slot", "SHAPEPROXY_SLOT", "NAME", "Logical replication slot name (default shapeproxy).",
        [](Config& c, const std::string& v) -> Result<void> {
          if (!is_slot_name(v)) {
@@ -115,8 +122,17 @@ const std::vector<Setting>& settings() {
              return {};
            }
          }
+         // Electric's (Elixir Logger) level names, for ELECTRIC_LOG_LEVEL.
+         static const std::map<std::string, std::string> elixir = {
+             {"warning", "warn"}, {"notice", "info"},     {"critical", "error"},
+             {"alert", "error"},  {"emergency", "error"}, {"none", "off"}};
+         if (auto it = elixir.find(v); it != elixir.end()) {
+           c.log_level = it->second;
+           return {};
+         }
          return Error{"", "expected trace, debug, info, warn, error or off, got '" + v + "'", ""};
-       }},
+       },
+       "ELECTRIC_LOG_LEVEL"},
       {"--log-format", "SHAPEPROXY_LOG_FORMAT", "FORMAT",
        "text, or json: one JSON object per line with ts, level, module, msg and fields "
        "(default text).",
@@ -140,7 +156,8 @@ const std::vector<Setting>& settings() {
          if (v.empty()) return Error{"", "must not be empty", ""};
          c.secret = v;
          return {};
-       }},
+       },
+       "ELECTRIC_SECRET"},
       {"--replication-status-interval-ms", "SHAPEPROXY_REPLICATION_STATUS_INTERVAL_MS", "MS",
        "How often to report the confirmed position to PostgreSQL (default 10000).",
        [](Config& c, const std::string& v) -> Result<void> {
@@ -156,7 +173,8 @@ const std::vector<Setting>& settings() {
          if (!on) return on.error();
          c.allow_delete = on.value();
          return {};
-       }},
+       },
+       "ELECTRIC_ENABLE_INTEGRATION_TESTING"},
       {"--long-poll-timeout-ms", "SHAPEPROXY_LONG_POLL_TIMEOUT_MS", "MS",
        "How long a live request waits for new data (default 20000).",
        [](Config& c, const std::string& v) -> Result<void> {
@@ -164,7 +182,8 @@ const std::vector<Setting>& settings() {
          if (!ms) return ms.error();
          c.long_poll_timeout = std::chrono::milliseconds(ms.value());
          return {};
-       }},
+       },
+       "ELECTRIC_LONG_POLL_TIMEOUT"},
       {"--chunk-bytes", "SHAPEPROXY_CHUNK_BYTES", "BYTES",
        "Largest response body of a shape log (default 10485760).",
        [](Config& c, const std::string& v) -> Result<void> {
@@ -172,7 +191,8 @@ const std::vector<Setting>& settings() {
          if (!bytes) return bytes.error();
          c.chunk_bytes = static_cast<std::size_t>(bytes.value());
          return {};
-       }},
+       },
+       "ELECTRIC_SHAPE_CHUNK_BYTES_THRESHOLD"},
       {"--compact-bytes", "SHAPEPROXY_COMPACT_BYTES", "BYTES",
        "Compact a shape's log once its operations on disk pass this (default 67108864).",
        [](Config& c, const std::string& v) -> Result<void> {
@@ -231,6 +251,25 @@ const std::vector<Setting>& settings() {
          c.fallback_statement_timeout = std::chrono::milliseconds(ms.value());
          return {};
        }},
+      {"--cache-max-age-s", "SHAPEPROXY_CACHE_MAX_AGE_S", "SECONDS",
+       "Cache-Control max-age of shape responses at offsets other than -1, not live (default "
+       "60).",
+       [](Config& c, const std::string& v) -> Result<void> {
+         auto seconds = parse_integer(v, 0, 365LL * 24 * 3600);
+         if (!seconds) return seconds.error();
+         c.cache_max_age_seconds = static_cast<int>(seconds.value());
+         return {};
+       },
+       "ELECTRIC_CACHE_MAX_AGE"},
+      {"--cache-stale-age-s", "SHAPEPROXY_CACHE_STALE_AGE_S", "SECONDS",
+       "Their stale-while-revalidate (default 300).",
+       [](Config& c, const std::string& v) -> Result<void> {
+         auto seconds = parse_integer(v, 0, 365LL * 24 * 3600);
+         if (!seconds) return seconds.error();
+         c.cache_stale_age_seconds = static_cast<int>(seconds.value());
+         return {};
+       },
+       "ELECTRIC_CACHE_STALE_AGE"},
       {"--status-max-age-s", "SHAPEPROXY_STATUS_MAX_AGE_S", "SECONDS",
        "Cache-Control max-age of GET /v1/status (default 5).",
        [](Config& c, const std::string& v) -> Result<void> {
@@ -298,6 +337,7 @@ Result<Invocation> parse_invocation(const std::vector<std::string>& args,
       value = it->second;
     } else {
       value = environment(setting.env);
+      if (!value && setting.electric_alias) value = environment(setting.electric_alias);
     }
     if (!value) continue;
     if (auto applied = setting.apply(invocation.config, *value); !applied) {
@@ -316,7 +356,9 @@ std::string usage() {
   for (const auto& setting : settings()) {
     std::string left = std::string("  ") + setting.flag;
     if (setting.value_name[0] != '\0') left += std::string(" ") + setting.value_name;
-    text += left + "  [" + setting.env + "]\n      " + setting.help + "\n";
+    std::string env = setting.env;
+    if (setting.electric_alias) env += std::string(", ") + setting.electric_alias;
+    text += left + "  [" + env + "]\n      " + setting.help + "\n";
   }
   text += "  --help, --version\n";
   return text;

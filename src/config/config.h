@@ -43,6 +43,10 @@ struct Config {
       1'000};                            // a shape is re-queried at most this often
   std::size_t fallback_max_queries = 4;  // fallback queries in flight; beyond: 503 + retry-after
   int status_max_age_seconds = 5;        // Cache-Control max-age of GET /v1/status
+  // Cache-Control of non-live shape responses at offsets other than -1:
+  // max-age and stale-while-revalidate (Electric's ELECTRIC_CACHE_*).
+  int cache_max_age_seconds = 60;
+  int cache_stale_age_seconds = 300;
   // A fallback query running longer is cancelled (statement_timeout); zero: no limit.
   std::chrono::milliseconds fallback_statement_timeout{30'000};
 };

@@ -64,6 +64,48 @@ TEST(ConfigTest, EnvironmentSetsValuesAndFlagsWin) {
   EXPECT_EQ(parsed->config.data_dir, "/var/lib/shapeproxy");
 }
 
+// A compose file written for Electric: its variables set the settings that
+// map; shapeproxy's own names (and flags) win over them.
+TEST(ConfigTest, ElectricVariablesAreAliases) {
+  auto parsed = parse({}, {{"ELECTRIC_PORT", "4200"},
+                           {"ELECTRIC_SECRET", "s3cret"},
+                           {"ELECTRIC_LOG_LEVEL", "warning"},
+                           {"ELECTRIC_SHAPE_CHUNK_BYTES_THRESHOLD", "2048"},
+                           {"ELECTRIC_CACHE_MAX_AGE", "7"},
+                           {"ELECTRIC_CACHE_STALE_AGE", "70"},
+                           {"ELECTRIC_LONG_POLL_TIMEOUT", "15000"},
+                           {"ELECTRIC_STORAGE_DIR", "/data/electric"},
+                           {"ELECTRIC_ENABLE_INTEGRATION_TESTING", "true"}});
+  ASSERT_TRUE(parsed) << parsed.error().to_string();
+  const Config& c = parsed->config;
+  EXPECT_EQ(c.port, 4200);
+  EXPECT_EQ(c.secret, "s3cret");
+  EXPECT_EQ(c.log_level, "warn");
+  EXPECT_EQ(c.chunk_bytes, 2048u);
+  EXPECT_EQ(c.cache_max_age_seconds, 7);
+  EXPECT_EQ(c.cache_stale_age_seconds, 70);
+  EXPECT_EQ(c.long_poll_timeout, std::chrono::milliseconds(15000));
+  EXPECT_EQ(c.data_dir, "/data/electric");
+  EXPECT_TRUE(c.allow_delete);
+
+  parsed = parse({"--cache-max-age-s", "9"}, {{"ELECTRIC_PORT", "4200"},
+                                              {"SHAPEPROXY_PORT", "4300"},
+                                              {"ELECTRIC_CACHE_MAX_AGE", "7"},
+                                              {"SHAPEPROXY_CACHE_STALE_AGE_S", "30"},
+                                              {"ELECTRIC_CACHE_STALE_AGE", "70"}});
+  ASSERT_TRUE(parsed) << parsed.error().to_string();
+  EXPECT_EQ(parsed->config.port, 4300);
+  EXPECT_EQ(parsed->config.cache_max_age_seconds, 9);
+  EXPECT_EQ(parsed->config.cache_stale_age_seconds, 30);
+
+  parsed = parse({}, {{"ELECTRIC_PORT", "nope"}});
+  ASSERT_FALSE(parsed);
+  EXPECT_NE(parsed.error().message.find("ELECTRIC_PORT"), std::string::npos)
+      << parsed.error().message;
+  EXPECT_NE(usage().find("[SHAPEPROXY_CACHE_MAX_AGE_S, ELECTRIC_CACHE_MAX_AGE]"),
+            std::string::npos);
+}
+
 TEST(ConfigTest, DegradedModeSettings) {
   auto defaults = parse({});
   ASSERT_TRUE(defaults) << defaults.error().to_string();
