@@ -278,7 +278,8 @@ void Shape::end_refresh() {
   }
 }
 
-Result<bool> Shape::apply_refresh(const SnapshotRows& fresh, std::uint64_t mark) {
+Result<bool> Shape::apply_refresh(const SnapshotRows& fresh, std::uint64_t mark,
+                                  replication::Lsn floor) {
   for (std::uint64_t i = mark - streamed_base_; i < streamed_xids_.size(); ++i) {
     if (!fresh.snapshot.visible(streamed_xids_[i])) return false;  // older than the log
   }
@@ -306,7 +307,8 @@ Result<bool> Shape::apply_refresh(const SnapshotRows& fresh, std::uint64_t mark)
   if (operations.empty()) return false;
   // Just past the last logged group: replicated commits that follow lie
   // further on (each commit record takes tens of bytes of WAL).
-  auto appended = append_operations(operations, 0, last_logged_tx_ + 1, &fresh.snapshot);
+  auto appended =
+      append_operations(operations, 0, std::max(last_logged_tx_ + 1, floor), &fresh.snapshot);
   if (!appended) return appended.error();
   commit_unpersisted();
   return true;

@@ -176,8 +176,16 @@ class Shape {
   // apply_refresh() refuses (false, nothing changed) when a transaction
   // applied since the mark is invisible to `fresh`, and end_refresh() closes
   // the bracket on every path.
+  //
+  // The group sits at LSN max(last logged commit + 1, `floor`); the caller
+  // passes a floor above every global_last_seen_lsn it has reported, since
+  // clients (pglite-sync) drop changes at or below the last one they saw.
+  // The group ends with a snapshot-end of `fresh` (rfc/0004).
   std::uint64_t begin_refresh();
-  Result<bool> apply_refresh(const SnapshotRows& fresh, std::uint64_t mark);
+  Result<bool> apply_refresh(const SnapshotRows& fresh, std::uint64_t mark,
+                             replication::Lsn floor = 0);
+  // Commit LSN of the last group in the log (transaction or refresh).
+  replication::Lsn last_logged_lsn() const { return last_logged_tx_; }
   void end_refresh();
 
   // Compaction rewrites the persisted log as the rows as of its last

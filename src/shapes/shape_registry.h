@@ -224,6 +224,11 @@ class ShapeRegistry : public ShapeService, public std::enable_shared_from_this<S
   std::chrono::steady_clock::time_point deadline_at_;
   // global_last_seen_lsn: after every delivered operation, before any to come.
   replication::Lsn last_seen_lsn_ = 0;
+  // Refresh groups sit at or above this (set once per round of refreshes to
+  // last_seen_lsn_ + 1, so it grows by two per round that changed a shape,
+  // and stays below the commit LSN of any transaction still to stream: each
+  // such round saw a new commit, whose WAL takes tens of bytes).
+  replication::Lsn refresh_floor_ = 0;
   std::int64_t last_handle_micros_ = 0;
 
   // Durability: shapes with operations not yet synced, and the end LSN of
