@@ -119,23 +119,8 @@ class Validator {
   void add_param(std::string_view key, const std::string& value,
                  shapes::ShapeDefinitionRequest& def) {
     auto index = positional_index(key);
-    if (!index) {
-      add("params", "invalid parameter name: " + std::string(key) +
-                        " (expected a positive integer, as in params[1])");
-      return;
-    }
+    if (!index) return add("params", invalid_param_name(key));
     def.params[*index] = value;
-  }
-
-  // "1".."99999" without leading zeros: the n of $n.
-  static std::optional<int> positional_index(std::string_view key) {
-    if (key.empty() || key.size() > 5 || key[0] == '0') return std::nullopt;
-    int n = 0;
-    for (char c : key) {
-      if (c < '0' || c > '9') return std::nullopt;
-      n = n * 10 + (c - '0');
-    }
-    return n;
   }
 
   const http::Request& request_;
@@ -207,6 +192,21 @@ DeleteParamsOutcome parse_delete_params(const http::Request& request) {
   }
   if (!v.ok()) return v.take_errors();
   return out;
+}
+
+std::optional<int> positional_index(std::string_view key) {
+  if (key.empty() || key.size() > 5 || key[0] == '0') return std::nullopt;
+  int n = 0;
+  for (char c : key) {
+    if (c < '0' || c > '9') return std::nullopt;
+    n = n * 10 + (c - '0');
+  }
+  return n;
+}
+
+std::string invalid_param_name(std::string_view key) {
+  return "invalid parameter name: " + std::string(key) +
+         " (expected a positive integer, as in params[1])";
 }
 
 http::Response invalid_request_response(const ValidationErrors& errors) {

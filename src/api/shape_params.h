@@ -43,6 +43,12 @@ struct DeleteParams {
 using DeleteParamsOutcome = std::variant<DeleteParams, ValidationErrors>;
 DeleteParamsOutcome parse_delete_params(const http::Request& request);
 
+// The n of a positional parameter key (`params[n]`, or "n" in a JSON
+// object): "1".."99999" without leading zeros; nullopt otherwise.
+std::optional<int> positional_index(std::string_view key);
+// The 400 message for a key that is not one.
+std::string invalid_param_name(std::string_view key);
+
 // 400 {"message":"Invalid request","errors":{...}} with no-store caching.
 http::Response invalid_request_response(const ValidationErrors& errors);
 

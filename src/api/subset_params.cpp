@@ -1,5 +1,7 @@
 #include "api/subset_params.h"
 
+#include "api/shape_params.h"
+
 #include <charconv>
 #include <nlohmann/json.hpp>
 
@@ -19,17 +21,6 @@ struct RawSubset {
 bool is_subset_key(std::string_view key) {
   return key == "where" || key == "order_by" || key == "limit" || key == "offset" ||
          key == "params" || key == "where_expr" || key == "order_by_expr";
-}
-
-// "1".."99999" without leading zeros: the n of $n.
-std::optional<int> positional_index(std::string_view key) {
-  if (key.empty() || key.size() > 5 || key[0] == '0') return std::nullopt;
-  int n = 0;
-  for (char c : key) {
-    if (c < '0' || c > '9') return std::nullopt;
-    n = n * 10 + (c - '0');
-  }
-  return n;
 }
 
 // Ecto's integer cast: a JSON integer, or a string of one.
@@ -112,11 +103,7 @@ class SubsetValidator {
 
   void add_param(std::string_view key, const std::string& value, shapes::SubsetRequest& out) {
     auto index = positional_index(key);
-    if (!index) {
-      add("params", "invalid parameter name: " + std::string(key) +
-                        " (expected a positive integer, as in params[1])");
-      return;
-    }
+    if (!index) return add("params", invalid_param_name(key));
     out.params[*index] = value;
   }
 };

@@ -25,6 +25,7 @@
 
 #include "app/proxy.h"
 #include "support/postgres_test_environment.h"
+#include "support/running_proxy.h"
 
 namespace shapeproxy::api {
 namespace {
@@ -43,51 +44,14 @@ using testing::query_value;
 constexpr int kRows = 3000;
 constexpr std::size_t kChunkBytes = 256 * 1024;  // rows are ~600 bytes: about 8 chunks
 
-// One proxy on an ephemeral port with its own data directory.
-class RunningProxy {
+// One proxy on an ephemeral port with its own data directory and small chunks.
+class RunningProxy : public testing::RunningProxy {
  public:
-  RunningProxy(const std::string& database, std::uint64_t compact_bytes) {
-    dir_ = std::filesystem::temp_directory_path() /
-           ("shape_file_body_" + database + "_" + std::to_string(::getpid()));
-    std::filesystem::remove_all(dir_);
-    config::Config config;
-    config.listen_address = "127.0.0.1";
-    config.port = 0;
-    config.data_dir = dir_;
-    config.slot_name = "slot_" + database;
-    config.chunk_bytes = kChunkBytes;
-    config.compact_bytes = compact_bytes;
-    config.long_poll_timeout = 1s;
-    proxy_ = std::make_unique<app::Proxy>(io_, config, conninfo(database));
-    std::promise<std::string> started;
-    net::co_spawn(proxy_->executor(), proxy_->start({}),
-                  [&started](std::exception_ptr failure, Result<void> result) {
-                    started.set_value(failure ? "threw" : result ? "" : result.error().to_string());
-                  });
-    for (int i = 0; i < 2; ++i) threads_.emplace_back([this] { io_.run(); });
-    auto outcome = started.get_future();
-    EXPECT_EQ(outcome.wait_for(60s), std::future_status::ready);
-    auto error = outcome.get();
-    EXPECT_EQ(error, "") << "proxy did not start";
-  }
-  ~RunningProxy() {
-    std::promise<void> stopped;
-    proxy_->shutdown([&] { stopped.set_value(); });
-    EXPECT_EQ(stopped.get_future().wait_for(30s), std::future_status::ready);
-    io_.stop();
-    for (auto& thread : threads_) thread.join();
-    proxy_.reset();
-    std::filesystem::remove_all(dir_);
-  }
-
-  std::uint16_t port() const { return proxy_->http_port(); }
-  const std::filesystem::path& dir() const { return dir_; }
-
- private:
-  std::filesystem::path dir_;
-  net::io_context io_;
-  std::unique_ptr<app::Proxy> proxy_;
-  std::vector<std::thread> threads_;
+  RunningProxy(const std::string& database, std::uint64_t compact_bytes)
+      : testing::RunningProxy(database, [compact_bytes](config::Config& config) {
+          config.chunk_bytes = kChunkBytes;
+          config.compact_bytes = compact_bytes;
+        }) {}
 };
 
 class ShapeFileBodyTest : public ::testing::Test {

@@ -228,15 +228,31 @@ ReadRequest after(const ReadResult& previous, bool live = false) {
   return request;
 }
 
-// Reads from the start through every snapshot chunk until up-to-date.
+// Reads from the start through every snapshot chunk until up-to-date. The
+// snapshot's snapshot-end is checked and left out.
 std::pair<json, ReadResult> sync(Core& core, const ShapeDefinitionRequest& definition) {
   json messages = json::array();
+  int snapshot_ends = 0;
+  auto add = [&](const ReadResult& result) {
+    for (auto& m : body(result)) {
+      if (m["headers"].value("control", "") != "snapshot-end") {
+        messages.push_back(m);
+        continue;
+      }
+      ++snapshot_ends;
+      EXPECT_TRUE(m["headers"]["xmin"].is_string() && m["headers"]["xmax"].is_string() &&
+                  m["headers"]["xip_list"].is_array())
+          << m.dump();
+    }
+  };
   ReadResult last = expect_result(core.read(definition, from_start()));
-  for (auto& m : body(last)) messages.push_back(m);
+  add(last);
   for (int i = 0; i < 1000 && !last.up_to_date; ++i) {
     last = expect_result(core.read(definition, after(last)));
-    for (auto& m : body(last)) messages.push_back(m);
+    add(last);
   }
+  // One after the snapshot; none in a snapshot a compaction rebuilt.
+  EXPECT_LE(snapshot_ends, 1);
   return {messages, last};
 }
 
@@ -440,10 +456,30 @@ TEST_F(ShapeRegistryTest, FallbackFeedsLiveReadersAndRecoveryRepeatsNothing) {
   execute_sql(database_, "UPDATE items SET price = 1 WHERE id = 2");  // moves out
   ReadResult outage = expect_result(pending.get());
   std::map<std::string, std::string> operations;
+  // Each refresh group ends with the snapshot-end of its query (rfc/0004),
+  // and sits above the global_last_seen_lsn reported before it, which the
+  // next up-to-date passes (pglite-sync drops changes at or below it).
+  std::uint64_t reported =
+      std::stoull(body(synced).back()["headers"]["global_last_seen_lsn"].get<std::string>());
+  int snapshot_ends = 0;
   auto collect = [&](const ReadResult& result) {
-    for (auto& m : body(result)) {
+    json messages = body(result);
+    for (std::size_t i = 0; i < messages.size(); ++i) {
+      const json& m = messages[i];
       if (m["headers"].contains("operation")) {
         operations[m["value"]["id"].get<std::string>()] = m["headers"]["operation"];
+        EXPECT_GT(std::stoull(m["headers"]["lsn"].get<std::string>()), reported) << m.dump();
+      } else if (m["headers"]["control"] == "snapshot-end") {
+        ++snapshot_ends;
+        EXPECT_TRUE(m["headers"]["xmax"].is_string()) << m.dump();
+        ASSERT_GT(i, 0u) << "a snapshot-end follows the group's operations";
+      } else if (m["headers"]["control"] == "up-to-date") {
+        auto lsn = std::stoull(m["headers"]["global_last_seen_lsn"].get<std::string>());
+        for (const json& op : messages) {
+          if (op["headers"].contains("lsn"))
+            EXPECT_GT(lsn, std::stoull(op["headers"]["lsn"].get<std::string>()));
+        }
+        reported = std::max(reported, lsn);
       }
     }
   };
@@ -455,6 +491,7 @@ TEST_F(ShapeRegistryTest, FallbackFeedsLiveReadersAndRecoveryRepeatsNothing) {
   }
   EXPECT_EQ(operations, (std::map<std::string, std::string>{
                             {"1", "update"}, {"2", "delete"}, {"3", "insert"}}));
+  EXPECT_GE(snapshot_ends, 1);
   // Replication returns: the outage's transactions are in the refreshed
   // snapshot and must not be applied again; a new one arrives once.
   core.leave_fallback();

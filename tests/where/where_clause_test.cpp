@@ -94,7 +94,7 @@ TEST(WhereClauseParse, RefusesClausesAroundTheExpression) {
 TEST(WhereClauseParse, SyntaxErrorsReadAsElectrics) {
   EXPECT_EQ(parse_error("id = = 1"), "At location 21: syntax error at or near \"=\"");
   EXPECT_EQ(parse_error("id x"), "At location 19: syntax error at or near \"x\"");
-  EXPECT_EQ(parse_error("id = 1 AND"), "At location 25: syntax error at end of input");
+  EXPECT_EQ(parse_error("id = 1 AND"), "At location 26: syntax error at end of input");
 }
 
 TEST(WhereClauseParse, RefusesUnknownColumnsAndQualifiedNames) {
