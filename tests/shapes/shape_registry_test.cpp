@@ -479,7 +479,7 @@ TEST_F(ShapeRegistryTest, FallbackFeedsLiveReadersAndRecoveryRepeatsNothing) {
           if (op["headers"].contains("lsn"))
             EXPECT_GT(lsn, std::stoull(op["headers"]["lsn"].get<std::string>()));
         }
-        reported = std::max(reported, lsn);
+        reported = std::max<std::uint64_t>(reported, lsn);
       }
     }
   };
