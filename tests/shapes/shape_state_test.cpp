@@ -10,6 +10,8 @@
 #include <filesystem>
 #include <map>
 
+#include "shapes/shape_messages.h"
+
 namespace shapeproxy::shapes {
 namespace {
 
@@ -169,6 +171,31 @@ TEST(StateStoreTest, InMemoryStoresAreSeparate) {
   ASSERT_TRUE(state.commit());
   EXPECT_TRUE(one.value()->marker(1).value().has_value());
   EXPECT_FALSE(two.value()->marker(1).value().has_value());
+}
+
+// Rebuilding rows from a log: snapshot-end control messages (in a snapshot
+// chunk and after a refresh group) are messages that carry no row.
+TEST(ReplayTest, SnapshotEndMessagesAreSkipped) {
+  auto store = StateStore::in_memory(StateStoreOptions{});
+  ASSERT_TRUE(store);
+  ShapeState state(store.value(), 1);
+  TableSchema table;
+  for (const char* name : {"id", "title"}) {
+    TableColumn column;
+    column.name = name;
+    table.columns.push_back(column);
+  }
+  PgSnapshot snapshot{.xmin = 5, .xmax = 9, .xip = {6, 7}};
+  const std::string end = snapshot_end_message(snapshot);
+  EXPECT_EQ(end,
+            R"({"headers":{"control":"snapshot-end","xmin":"5","xmax":"9","xip_list":["6","7"]}})");
+  EXPECT_TRUE(replay_message(
+      state, table,
+      R"([{"key":"\"public\".\"t\"/\"1\"","value":{"id":"1","title":"a"},"headers":{"operation":"insert"}},)" +
+          end + "]"));
+  EXPECT_TRUE(replay_message(state, table, end));
+  EXPECT_FALSE(replay_message(state, table, R"({"headers":{"operation":"insert"}})"));
+  EXPECT_EQ(all(state), (std::map<std::string, Row>{{R"("public"."t"/"1")", row({"1", "a"})}}));
 }
 
 }  // namespace
