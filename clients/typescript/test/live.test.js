@@ -31,7 +31,11 @@ test('status polls are never closer than max-age and revalidate with the ETag', 
   assert.ok(requests.length >= 2 && requests.length <= 3, `${requests.length} status requests in 2.6 max-age`)
   for (let i = 1; i < requests.length; i++) {
     const gap = requests[i].at - requests[i - 1].at
-    assert.ok(gap >= maxAge - 5, `status requests ${gap} ms apart`)
+    // The poller times max-age from just before it calls fetch; this test's
+    // fetch wrapper stamps a little later, by as much as a loaded event loop
+    // delays it (8 ms seen in CI's sanitizer pass). Polling at the asked 50 ms
+    // would still fail this by far.
+    assert.ok(gap >= maxAge - 50, `status requests ${gap} ms apart`)
     // Conditional on the previous answer's ETag; 304 when nothing changed.
     assert.equal(requests[i].ifNoneMatch, requests[i - 1].etag)
     assert.ok([200, 304].includes(requests[i].status), `status answered ${requests[i].status}`)
