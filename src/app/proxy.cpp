@@ -332,9 +332,8 @@ asio::awaitable<Result<void>> Proxy::start(std::vector<replication::TableName> t
   state->subsets = std::make_shared<shapes::SubsetQueries>(
       subset_strand, subset_primary, subset_fallback, fallback_options.max_in_flight);
   state->shape_api->set_subset_runner(
-      [subsets = state->subsets](shapes::ShapeDefinitionRequest shape,
-                                 shapes::SubsetRequest subset, bool fallback,
-                                 std::function<void(shapes::SubsetOutcome)> done) {
+      [subsets = state->subsets](shapes::ShapeDefinitionRequest shape, shapes::SubsetRequest subset,
+                                 bool fallback, std::function<void(shapes::SubsetOutcome)> done) {
         subsets->run(std::move(shape), std::move(subset), fallback, std::move(done));
       });
 
