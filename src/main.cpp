@@ -53,19 +53,32 @@ Result<Database> open_database(const shapeproxy::config::Config& config) {
 }
 
 // Every held shape keeps files open and every client a socket: use the
-// hard limit on open files, not the (often 1024) soft one.
-void raise_open_files_limit() {
+// hard limit on open files, not the (often 1024) soft one, and say so when
+// even that cannot hold `max_connections` clients.
+void raise_open_files_limit(std::size_t max_connections) {
   rlimit limit{};
-  if (getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur >= limit.rlim_max) return;
-  const rlim_t before = limit.rlim_cur;
-  limit.rlim_cur = limit.rlim_max;
-  if (setrlimit(RLIMIT_NOFILE, &limit) == 0) {
-    spdlog::info("open files limit raised from {} to {}", before, limit.rlim_cur);
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return;
+  if (limit.rlim_cur < limit.rlim_max) {
+    const rlim_t before = limit.rlim_cur;
+    limit.rlim_cur = limit.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &limit) == 0) {
+      spdlog::info("open files limit raised from {} to {}", before, limit.rlim_cur);
+    } else {
+      getrlimit(RLIMIT_NOFILE, &limit);
+    }
+  }
+  // Shapes' files, the database connections and the listener need some too.
+  constexpr rlim_t kReserve = 256;
+  if (limit.rlim_cur != RLIM_INFINITY && limit.rlim_cur < max_connections + kReserve) {
+    spdlog::warn(
+        "open files limit {} is below --max-connections {} + {}: clients beyond it fail to "
+        "connect (raise the hard limit, ulimit -Hn)",
+        limit.rlim_cur, max_connections, kReserve);
   }
 }
 
 int run(const shapeproxy::config::Config& config) {
-  raise_open_files_limit();
+  raise_open_files_limit(config.max_connections);
   auto database = open_database(config);
   if (!database) {
     spdlog::error("cannot start: {}", database.error().to_string());

@@ -9,19 +9,23 @@
 //
 // This is the client half; bench/live_latency/run.sh starts PostgreSQL and
 // the proxy and runs it (see bench/README.md). Procedure:
-//  1. Raise RLIMIT_NOFILE; open --clients keep-alive connections.
-//  2. Sync the shape once on one connection (offset=-1, then catch-up
-//     requests until electric-up-to-date) to learn its handle and offset.
-//  3. Park one live request per connection at that offset.
-//  4. For --warmup + --commits rounds: wait --settle-ms (re-parked requests
-//     reach the server), BEGIN; INSERT one row; COMMIT via libpq, take t0
+//  1. Raise RLIMIT_NOFILE. Sync the shape once on a connection of its own
+//     (offset=-1, then catch-up requests until electric-up-to-date) to learn
+//     its handle and offset; read the proxy's VmRSS (the baseline).
+//  2. Open --clients keep-alive connections.
+//  3. Park one live request per connection at that offset (--sse: open one
+//     event stream per connection, live_sse=true, which stays open).
+//  4. For --warmup + --commits rounds: wait --settle-ms, then until the
+//     proxy's /metrics reports every client's read parked (the proxy's VmRSS
+//     then, in the first round, over the baseline, gives the RSS per parked
+//     client), BEGIN; INSERT one row; COMMIT via libpq, take t0
 //     right after COMMIT returns; run the event loop until every client has
 //     read and checked a response containing the new id (each re-parks at its
 //     new offset at once). The warm-up rounds are not recorded.
 //  5. Print p50, p99 and max over all samples (clients x commits) of the
 //     arrival latency (kernel timestamp of the response's first bytes), the
 //     same for the processed latency (response read and checked), and the
-//     closing line `p99 X ms (target 20 ms)` (arrival).
+//     closing line `p99 X ms (target 10 ms)` (arrival).
 //
 // The connections are split over --threads event-loop threads (default 2,
 // each with its own io_context) so that the client's own cost per response
@@ -32,7 +36,9 @@
 // "operation":"insert"); --full-parse parses the whole JSON body instead, as
 // an application would. Slowness never fails the benchmark; wrong answers
 // (non-200, a missing row, a closed connection, a round that does not
-// complete within --round-timeout) exit 1.
+// complete within --round-timeout) exit 1. With --sse the arrival is the
+// receive timestamp of the first data frame of the round (the insert), the
+// processed time when its up-to-date control message was read.
 #include <libpq-fe.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -54,6 +60,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -85,6 +92,8 @@ struct Options {
   bool defer_repark = false;  // diagnostic: re-park only after the round completes
   int threads = 2;
   bool full_parse = false;  // parse the whole JSON body (an application's cost)
+  bool sse = false;         // one SSE stream per client (live_sse=true) instead of long-polls
+  bool wait_parked = true;  // before each commit, wait until the proxy reports every read parked
   bool verbose = false;
 };
 
@@ -93,7 +102,7 @@ void usage(const char* argv0) {
                "usage: %s --port PORT --conninfo CONNINFO [--host H] [--table T]\n"
                "          [--clients N] [--commits N] [--warmup N] [--settle-ms MS]\n"
                "          [--round-timeout S] [--proxy-pid PID] [--threads N]\n"
-               "          [--full-parse] [--defer-repark] [--verbose]\n"
+               "          [--full-parse] [--defer-repark] [--sse] [--no-wait-parked] [--verbose]\n"
                "Commit-to-client latency of N parked live long-polls on one shape.\n",
                argv0);
 }
@@ -142,6 +151,10 @@ std::optional<Options> parse_args(int argc, char** argv) {
       o.full_parse = true;
     } else if (arg == "--defer-repark") {
       o.defer_repark = true;
+    } else if (arg == "--sse") {
+      o.sse = true;
+    } else if (arg == "--no-wait-parked") {
+      o.wait_parked = false;
     } else if (arg == "--verbose") {
       o.verbose = true;
     } else {
@@ -183,6 +196,23 @@ double process_cpu_seconds(int pid) {
     return 0;
   }
   return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+// A field of /proc/<pid>/status in kB ("VmRSS", "VmHWM"; 0 when unreadable).
+long process_status_kb(int pid, const char* field) {
+  std::FILE* f = std::fopen(("/proc/" + std::to_string(pid) + "/status").c_str(), "r");
+  if (f == nullptr) return 0;
+  char line[256];
+  long kb = 0;
+  const size_t n = std::strlen(field);
+  while (std::fgets(line, sizeof line, f) != nullptr) {
+    if (std::strncmp(line, field, n) == 0 && line[n] == ':') {
+      kb = std::strtol(line + n + 1, nullptr, 10);
+      break;
+    }
+  }
+  std::fclose(f);
+  return kb;
 }
 
 Nanos to_nanos(const timespec& t) { return Nanos{t.tv_sec} * 1'000'000'000 + t.tv_nsec; }
@@ -284,10 +314,21 @@ class Writer {
 struct Client {
   Client(asio::io_context& io, size_t loop) : socket(io), loop(loop) {}
   tcp::socket socket;
-  beast::flat_buffer buffer;
+  beast::flat_buffer buffer;  // received bytes the parser has not consumed yet
   http::request<http::empty_body> request;
   std::optional<http::response_parser<http::string_body>> parser;
-  Nanos first_bytes = 0;    // receive timestamp of the current response's first bytes
+  Nanos first_bytes = 0;  // receive timestamp of the current response's first bytes
+  // --sse: the stream's parser (chunk bodies go to sse_text), the event-stream
+  // bytes not yet split into frames, the receive timestamp of the recvmsg that
+  // held the next frame's first byte, and this round's progress: the arrival
+  // of its first data frame and whether its row was seen.
+  std::optional<http::response_parser<http::empty_body>> sse_parser;
+  std::string sse_text;
+  // Beast keeps a reference to the chunk callback: it lives here.
+  std::function<std::size_t(std::uint64_t, beast::string_view, beast::error_code&)> on_chunk;
+  Nanos frame_started = 0;
+  Nanos round_first = 0;
+  bool row_seen = false;
   std::string offset;       // electric-offset of the last response
   std::string cursor;       // electric-cursor of the last live response
   int answered_round = -1;  // the last round this client received its row in
@@ -303,6 +344,9 @@ struct Loop {
   std::vector<Nanos> arrivals;
   std::vector<Nanos> processed;
   std::vector<Client*> deferred;  // --defer-repark: answered, not yet re-parked
+  // recvmsg lands here first, so a client's own buffer holds only what its
+  // parser has not consumed (10,000 clients x 64 KiB of buffers would be 640 MB).
+  std::vector<char> scratch = std::vector<char>(64 * 1024);
 };
 
 class Bench {
@@ -322,14 +366,41 @@ class Bench {
   int run() {
     raise_nofile(options_.clients);
     Writer writer(options_.conninfo);
-    auto endpoints = tcp::resolver(loops_[0]->io).resolve(options_.host, options_.port);
+    endpoints_ = tcp::resolver(loops_[0]->io).resolve(options_.host, options_.port);
 
-    // 1. Connections (synchronous: this is setup, not measured).
+    // 1. Sync the shape once on a connection of its own: the snapshot, then
+    // catch-up until up to date.
+    std::string offset = "-1";
+    {
+      tcp::socket socket(loops_[0]->io);
+      asio::connect(socket, endpoints_);
+      beast::flat_buffer buffer;
+      for (int i = 0;; ++i) {
+        if (i > 1000) die("shape never reached up-to-date");
+        std::string target = "/v1/shape?table=" + options_.table + "&offset=" + offset;
+        if (!handle_.empty()) target += "&handle=" + handle_;
+        auto response = get(socket, buffer, target);
+        if (response.result_int() != 200) {
+          die("sync " + target + " answered " + std::to_string(response.result_int()) + ": " +
+              response.body());
+        }
+        handle_ = std::string(response["electric-handle"]);
+        offset = std::string(response["electric-offset"]);
+        if (handle_.empty() || offset.empty()) die("sync response without handle/offset");
+        if (response.find("electric-up-to-date") != response.end()) break;
+      }
+    }
+    // The proxy's memory with the shape and no client: the baseline of the
+    // RSS per parked client.
+    const long rss_before_kb =
+        options_.proxy_pid != 0 ? process_status_kb(options_.proxy_pid, "VmRSS") : 0;
+
+    // 2. Connections (synchronous: this is setup, not measured).
     clients_.reserve(options_.clients);
     for (int i = 0; i < options_.clients; ++i) {
       const size_t loop = static_cast<size_t>(i) % loops_.size();
       auto c = std::make_unique<Client>(loops_[loop]->io, loop);
-      asio::connect(c->socket, endpoints);
+      asio::connect(c->socket, endpoints_);
       c->socket.set_option(tcp::no_delay(true));
       int on = 1;  // kernel receive timestamps (SCM_TIMESTAMPNS) with recvmsg
       if (::setsockopt(c->socket.native_handle(), SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof on) != 0)
@@ -337,30 +408,19 @@ class Bench {
       clients_.push_back(std::move(c));
     }
 
-    // 2. Sync the shape once: the snapshot, then catch-up until up to date.
-    std::string offset = "-1";
-    for (int i = 0;; ++i) {
-      if (i > 1000) die("shape never reached up-to-date");
-      std::string target = "/v1/shape?table=" + options_.table + "&offset=" + offset;
-      if (!handle_.empty()) target += "&handle=" + handle_;
-      auto response = get(*clients_[0], target);
-      if (response.result_int() != 200) {
-        die("sync " + target + " answered " + std::to_string(response.result_int()) + ": " +
-            response.body());
-      }
-      handle_ = std::string(response["electric-handle"]);
-      offset = std::string(response["electric-offset"]);
-      if (handle_.empty() || offset.empty()) die("sync response without handle/offset");
-      if (response.find("electric-up-to-date") != response.end()) break;
-    }
-    std::printf("shape %s synced at offset %s; %d connections on %d client threads\n",
-                handle_.c_str(), offset.c_str(), options_.clients, options_.threads);
+    std::printf("shape %s synced at offset %s; %d connections on %d client threads, %s\n",
+                handle_.c_str(), offset.c_str(), options_.clients, options_.threads,
+                options_.sse ? "one SSE stream each" : "long-polls");
 
     // 3. Park every client (on its loop), then run the loops.
     for (auto& c : clients_) {
       c->offset = offset;
       Client* client = c.get();
-      asio::post(loops_[c->loop]->io, [this, client] { park(*client); });
+      if (options_.sse) {
+        asio::post(loops_[c->loop]->io, [this, client] { open_stream(*client); });
+      } else {
+        asio::post(loops_[c->loop]->io, [this, client] { park(*client); });
+      }
     }
     for (auto& loop : loops_) threads_.emplace_back([l = loop.get()] { l->io.run(); });
 
@@ -371,8 +431,12 @@ class Bench {
     std::vector<double> slowest_per_round, slowest_processed_per_round;
     long next_id = 1;
     double cpu_at_first_measured = 0, proxy_cpu_at_first_measured = 0;
+    long rss_parked_kb = 0;
     for (int round = 0; round < rounds; ++round) {
       std::this_thread::sleep_for(options_.settle);  // re-parked requests reach the server
+      if (options_.wait_parked) wait_parked();
+      if (round == 0 && options_.proxy_pid != 0)
+        rss_parked_kb = process_status_kb(options_.proxy_pid, "VmRSS");
       if (round == options_.warmup) {
         cpu_at_first_measured = cpu_seconds();
         proxy_cpu_at_first_measured = process_cpu_seconds(options_.proxy_pid);
@@ -466,19 +530,119 @@ class Bench {
       std::printf(", proxy CPU %.1f us per response", proxy_cpu * 1e6 / samples_.size());
     }
     std::printf("\n");
-    std::printf("p99 %.2f ms (target 20 ms)\n", percentile(samples_, 99));
+    if (options_.proxy_pid != 0) {
+      std::printf(
+          "proxy RSS %.1f MB with the shape, %.1f MB with %d clients parked: %.1f kB per "
+          "parked client\n",
+          rss_before_kb / 1024.0, rss_parked_kb / 1024.0, options_.clients,
+          static_cast<double>(rss_parked_kb - rss_before_kb) / options_.clients);
+    }
+    std::printf("p99 %.2f ms (target 10 ms)\n", percentile(samples_, 99));
     return 0;
   }
 
  private:
-  // A synchronous GET on `c` (setup only, before the loops run).
-  http::response<http::string_body> get(Client& c, const std::string& target) {
+  // A synchronous GET (setup, and the main thread's metrics polls).
+  http::response<http::string_body> get(tcp::socket& socket, beast::flat_buffer& buffer,
+                                        const std::string& target) {
     http::request<http::empty_body> request{http::verb::get, target, 11};
     request.set(http::field::host, options_.host);
-    http::write(c.socket, request);
+    http::write(socket, request);
     http::response<http::string_body> response;
-    http::read(c.socket, c.buffer, response);
+    http::read(socket, buffer, response);
     return response;
+  }
+
+  // Waits until the proxy reports every client's read parked
+  // (shapeproxy_parked_requests in /metrics), so a commit finds every client
+  // waiting; gives up after --round-timeout with a note (slowness never fails
+  // the benchmark). On the main thread, over a connection of its own.
+  void wait_parked() {
+    asio::io_context io;
+    tcp::socket socket(io);
+    asio::connect(socket, endpoints_);
+    beast::flat_buffer buffer;
+    const auto deadline = std::chrono::steady_clock::now() + options_.round_timeout;
+    long parked = 0;
+    while (std::chrono::steady_clock::now() < deadline) {
+      auto response = get(socket, buffer, "/metrics");
+      const std::string& body = response.body();
+      static const std::string kName = "\nshapeproxy_parked_requests ";
+      auto at = body.find(kName);
+      if (response.result_int() != 200 || at == std::string::npos)
+        die("/metrics without shapeproxy_parked_requests");
+      parked = std::strtol(body.c_str() + at + kName.size(), nullptr, 10);
+      if (parked >= options_.clients) return;
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    std::printf("note: only %ld of %d reads parked after %lld s; committing anyway\n", parked,
+                options_.clients, static_cast<long long>(options_.round_timeout.count()));
+  }
+
+  // --sse: opens the client's event stream at its offset; the stream stays
+  // open across rounds. On the client's loop.
+  void open_stream(Client& c) {
+    std::string target = "/v1/shape?table=" + options_.table +
+                         "&live=true&live_sse=true&handle=" + handle_ + "&offset=" + c.offset;
+    c.request = http::request<http::empty_body>{http::verb::get, target, 11};
+    c.request.set(http::field::host, options_.host);
+    http::async_write(c.socket, c.request, [this, &c](beast::error_code ec, size_t) {
+      if (ec) die("write: " + ec.message());
+      c.sse_parser.emplace();
+      c.sse_parser->eager(true);
+      c.sse_parser->body_limit(boost::none);
+      c.on_chunk = [&c](std::uint64_t, beast::string_view body, beast::error_code&) {
+        c.sse_text.append(body.data(), body.size());
+        return body.size();
+      };
+      c.sse_parser->on_chunk_body(c.on_chunk);
+      wait_readable(c);
+    });
+  }
+
+  // --sse: one complete event-stream frame (without its blank line) that
+  // began in a recvmsg stamped `started`. A round is answered by the insert of
+  // its row and then the up-to-date control message. On the client's loop.
+  void on_frame(Client& c, std::string_view frame, Nanos started) {
+    if (frame.empty() || frame.front() == ':') return;  // a comment (keep-alive)
+    if (frame.substr(0, 6) != "data: ") die("unexpected SSE frame: " + std::string(frame));
+    std::string_view data = frame.substr(6);
+    if (c.round_first == 0) c.round_first = started;
+    std::string id;
+    int round;
+    {
+      std::lock_guard lock(mu_);
+      id = expected_id_;
+      round = round_;
+    }
+    if (data.find("\"control\":\"up-to-date\"") == std::string_view::npos) {
+      std::string message(data);
+      bool found = options_.full_parse ? has_insert_parsed("[" + message + "]", id)
+                                       : has_insert_scan("[" + message + "]", id);
+      if (found) c.row_seen = true;
+      return;
+    }
+    const Nanos first = c.round_first;
+    const bool found = c.row_seen;
+    c.round_first = 0;
+    c.row_seen = false;
+    if (!found || c.answered_round == round) return;  // up to date without this round's row
+    c.answered_round = round;
+    Loop& loop = *loops_[c.loop];
+    loop.arrivals.push_back(first);
+    loop.processed.push_back(realtime_now());
+    std::lock_guard lock(mu_);
+    if (++received_ == options_.clients) all_received_.notify_one();
+  }
+
+  // --sse: what the stream parser passed on, split into frames.
+  void split_frames(Client& c, Nanos received) {
+    size_t start = 0;
+    for (size_t end; (end = c.sse_text.find("\n\n", start)) != std::string::npos; start = end + 2) {
+      on_frame(c, std::string_view(c.sse_text).substr(start, end - start), c.frame_started);
+      c.frame_started = received;  // the next frame's first byte came with this recvmsg (or later)
+    }
+    c.sse_text.erase(0, start);
   }
 
   // Sends the live request at the client's offset and reads its response.
@@ -509,9 +673,9 @@ class Bench {
   // timestamp of the response's first bytes, and feeds it to the parser;
   // waits again until the response is complete. On the client's loop.
   void read_available(Client& c) {
+    std::vector<char>& scratch = loops_[c.loop]->scratch;
     while (true) {
-      auto space = c.buffer.prepare(64 * 1024);
-      iovec iov{space.data(), space.size()};
+      iovec iov{scratch.data(), scratch.size()};
       alignas(cmsghdr) char control[CMSG_SPACE(sizeof(timespec))];
       msghdr msg{};
       msg.msg_iov = &iov;
@@ -523,30 +687,50 @@ class Bench {
         return wait_readable(c);
       if (n < 0) die(std::string("recvmsg: ") + std::strerror(errno));
       if (n == 0) die("the server closed a keep-alive connection");
+      auto space = c.buffer.prepare(static_cast<size_t>(n));
+      std::memcpy(space.data(), scratch.data(), static_cast<size_t>(n));
       c.buffer.commit(static_cast<size_t>(n));
-      if (c.first_bytes == 0) {
-        for (cmsghdr* cm = CMSG_FIRSTHDR(&msg); cm != nullptr; cm = CMSG_NXTHDR(&msg, cm)) {
-          if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_TIMESTAMPNS) {
-            timespec ts{};
-            std::memcpy(&ts, CMSG_DATA(cm), sizeof ts);
-            c.first_bytes = to_nanos(ts);
-          }
+      Nanos received = 0;
+      for (cmsghdr* cm = CMSG_FIRSTHDR(&msg); cm != nullptr; cm = CMSG_NXTHDR(&msg, cm)) {
+        if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_TIMESTAMPNS) {
+          timespec ts{};
+          std::memcpy(&ts, CMSG_DATA(cm), sizeof ts);
+          received = to_nanos(ts);
         }
-        if (c.first_bytes == 0)
-          die("recvmsg without SCM_TIMESTAMPNS (SO_TIMESTAMPNS unsupported?)");
       }
-      beast::error_code ec;
-      while (c.buffer.size() > 0 && !c.parser->is_done()) {
-        size_t used = c.parser->put(c.buffer.data(), ec);
-        c.buffer.consume(used);
-        if (ec == http::error::need_more) {
-          ec = {};
-          break;
+      if (received == 0) die("recvmsg without SCM_TIMESTAMPNS (SO_TIMESTAMPNS unsupported?)");
+      if (options_.sse) {
+        if (c.sse_text.empty()) c.frame_started = received;
+        feed(c, *c.sse_parser);
+        if (c.sse_parser->is_header_done() && c.sse_parser->get().result_int() != 200) {
+          die("SSE request answered " + std::to_string(c.sse_parser->get().result_int()));
         }
-        if (ec) die("malformed response: " + ec.message());
-        if (used == 0) break;
+        if (c.sse_parser->is_done()) {
+          die("the proxy ended an SSE stream (its maximum stream duration, 60 s by default, "
+              "is too short for this run?)");
+        }
+        split_frames(c, received);
+        continue;
       }
+      if (c.first_bytes == 0) c.first_bytes = received;
+      feed(c, *c.parser);
       if (c.parser->is_done()) return on_response(c);
+    }
+  }
+
+  // Hands the client's buffered bytes to `parser` as far as it takes them.
+  template <class Parser>
+  void feed(Client& c, Parser& parser) {
+    beast::error_code ec;
+    while (c.buffer.size() > 0 && !parser.is_done()) {
+      size_t used = parser.put(c.buffer.data(), ec);
+      c.buffer.consume(used);
+      if (ec == http::error::need_more) {
+        ec = {};
+        break;
+      }
+      if (ec) die("malformed response: " + ec.message());
+      if (used == 0) break;
     }
   }
 
@@ -598,6 +782,7 @@ class Bench {
   std::vector<std::thread> threads_;
   std::vector<std::unique_ptr<Client>> clients_;
   std::string handle_;
+  tcp::resolver::results_type endpoints_;
   // The current round; guarded by mu_.
   std::mutex mu_;
   std::condition_variable all_received_;

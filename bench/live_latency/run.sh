@@ -15,12 +15,14 @@ set -euo pipefail
 
 usage() {
   cat <<USAGE
-usage: $0 [--build DIR] [--clients N] [--commits N] [-- CLIENT-ARGS...]
+usage: $0 [--build DIR] [--clients N] [--commits N] [--sse] [-- CLIENT-ARGS...]
   --build DIR     build dir with src/shapeproxy, tests/support/shapeproxy_test_cluster
                   and bench/live_latency/bench_live_latency
                   (default \$SHAPEPROXY_BUILD_DIR or ../build-bench)
   --clients N     parked long-polls (1000)
   --commits N     measured commits, one sample per client each (20)
+  --sse           one SSE stream per client (live_sse=true) instead of long-polls
+                  (the proxy ends a stream after 60 s: keep such runs shorter)
 USAGE
 }
 
@@ -29,8 +31,15 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$here/../lib.sh"
 clients=1000
 commits=20
-bench_parse_args "build clients commits --" "$@"
+sse=0
+bench_parse_args "build clients commits sse! --" "$@"
 extra=("${bench_rest[@]}")
+[[ $sse -eq 1 ]] && extra+=(--sse)
+# The client needs a descriptor per connection (it raises its own soft limit
+# to the hard one, as the proxy does).
+(( clients + 64 <= $(ulimit -Hn) )) ||
+  fail "--clients $clients needs RLIMIT_NOFILE above $((clients + 64)); the hard limit is $(ulimit -Hn)"
+
 
 bench_init live_latency
 bench_require_bins "$build"
@@ -51,12 +60,14 @@ bench_create_table bench_live 0
 
 # --- the proxy on core 0 ------------------------------------------------------
 # The longest long-poll timeout, so parked requests are answered by commits,
-# not by timeouts (the client re-parks after a timeout anyway).
+# not by timeouts (the client re-parks after a timeout anyway). Its connection
+# limit leaves room for the client's set-up and /metrics connections.
 bench_start_proxy --cpu 0 --database-url "$conninfo" --slot bench_live \
-  --publication bench_live --log-level warn --long-poll-timeout-ms 40000
+  --publication bench_live --log-level warn --long-poll-timeout-ms 40000 \
+  --max-connections $((clients + 16))
 
 # --- the client on core 1 -----------------------------------------------------
-echo "proxy on core 0, client on core 1; $clients clients x $commits commits"
+echo "proxy on core 0, client on core 1; $clients clients x $commits commits$([[ $sse -eq 1 ]] && echo ', SSE')"
 taskset -c 1 "$client_bin" --port "$proxy_port" --conninfo "$conninfo" --table bench_live \
   --clients "$clients" --commits "$commits" --proxy-pid "$proxy_pid" "${extra[@]}" >"$tmp/client.out"
 # The client's closing line (p99 ... target) stays the last line of the run.

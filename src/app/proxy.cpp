@@ -397,6 +397,7 @@ asio::awaitable<Result<void>> Proxy::start(std::vector<replication::TableName> t
                                  config.access_log ? logging::access_log_observer() : nullptr);
   server_options.address = config.listen_address;
   server_options.port = config.port;
+  server_options.max_connections = config.max_connections;
   state->server = std::make_unique<http::HttpServer>(state->io, server_options, std::move(router));
   if (auto started = state->server->start(); !started) co_return started.error();
 

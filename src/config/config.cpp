@@ -175,6 +175,15 @@ const std::vector<Setting>& settings() {
          return {};
        },
        "ELECTRIC_ENABLE_INTEGRATION_TESTING"},
+      {"--max-connections", "SHAPEPROXY_MAX_CONNECTIONS", "N",
+       "Open client connections at once, parked long-polls and SSE streams included; beyond: "
+       "503 + retry-after (default 10000; each needs a file descriptor).",
+       [](Config& c, const std::string& v) -> Result<void> {
+         auto n = parse_integer(v, 1, 1'000'000);
+         if (!n) return n.error();
+         c.max_connections = static_cast<std::size_t>(n.value());
+         return {};
+       }},
       {"--long-poll-timeout-ms", "SHAPEPROXY_LONG_POLL_TIMEOUT_MS", "MS",
        "How long a live request waits for new data (default 20000).",
        [](Config& c, const std::string& v) -> Result<void> {

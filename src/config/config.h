@@ -31,6 +31,10 @@ struct Config {
   std::optional<std::string> secret;  // when set, /v1/shape requires ?secret=
   std::chrono::milliseconds replication_status_interval{10'000};
   bool allow_delete = false;  // DELETE /v1/shape
+  // Open client connections at once; beyond: 503 + retry-after, then close.
+  // Every parked long-poll or SSE stream holds one (and a file descriptor:
+  // the proxy raises its soft RLIMIT_NOFILE to the hard limit at start).
+  std::size_t max_connections = 10'000;
   std::chrono::milliseconds long_poll_timeout{20'000};
   std::size_t chunk_bytes = 10 * 1024 * 1024;      // largest response body of a shape log
   std::uint64_t compact_bytes = 64 * 1024 * 1024;  // a shape's operations on disk before compaction

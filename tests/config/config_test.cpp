@@ -133,6 +133,22 @@ TEST(ConfigTest, DegradedModeSettings) {
 
   EXPECT_FALSE(parse({"--fallback-poll-interval-ms", "0"}));
   EXPECT_FALSE(parse({"--fallback-max-queries", "0"}));
+}
+
+TEST(ConfigTest, MaxConnections) {
+  auto defaults = parse({});
+  ASSERT_TRUE(defaults) << defaults.error().to_string();
+  EXPECT_EQ(defaults->config.max_connections, 10'000u);
+  auto flag = parse({"--max-connections", "20000"});
+  ASSERT_TRUE(flag) << flag.error().to_string();
+  EXPECT_EQ(flag->config.max_connections, 20'000u);
+  auto env = parse({}, {{"SHAPEPROXY_MAX_CONNECTIONS", "64"}});
+  ASSERT_TRUE(env) << env.error().to_string();
+  EXPECT_EQ(env->config.max_connections, 64u);
+  auto zero = parse({"--max-connections", "0"});
+  ASSERT_FALSE(zero);
+  EXPECT_NE(zero.error().message.find("--max-connections"), std::string::npos)
+      << zero.error().message;
   EXPECT_FALSE(parse({"--status-max-age-s", "-1"}));
 }
 
