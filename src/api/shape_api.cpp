@@ -128,7 +128,7 @@ void ShapeApi::handle_get(std::shared_ptr<http::Exchange> exchange) {
   }
   if (params.live_sse) {
     start_sse_session(service_, options_, timers_.get_executor(), std::move(exchange),
-                      std::move(params));
+                      std::move(params), sse_frames_);
     return;
   }
   long_poll(service_, options_, shared_reads_, std::move(exchange), std::move(params));

@@ -13,6 +13,7 @@
 
 #include "api/shape_api_options.h"
 #include "api/shape_params.h"
+#include "api/sse_session.h"
 #include "http/exchange.h"
 #include "http/router.h"
 #include "shapes/shape_service.h"
@@ -56,6 +57,7 @@ class ShapeApi {
   SubsetRunner subset_runner_;
   std::shared_ptr<const ShapeApiOptions> options_;
   std::shared_ptr<SharedReadResponses> shared_reads_;  // live long-poll fan-out
+  SseFrames sse_frames_;                               // live SSE fan-out
   boost::asio::io_context timers_;
   boost::asio::executor_work_guard<boost::asio::io_context::executor_type> timers_work_;
   std::thread timers_thread_;

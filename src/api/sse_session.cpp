@@ -15,12 +15,27 @@ namespace {
 namespace net = boost::asio;
 using SteadyClock = std::chrono::steady_clock;
 
+std::shared_ptr<const std::string> render_frames(std::string_view body) {
+  nlohmann::json messages = nlohmann::json::parse(body, nullptr, false);
+  if (!messages.is_array()) return nullptr;
+  auto out = std::make_shared<std::string>();
+  out->reserve(body.size() + messages.size() * 8);
+  for (const auto& message : messages) {
+    // A compact dump has no raw newline (JSON escapes them), so one data line.
+    *out += "data: ";
+    *out += message.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    *out += "\n\n";
+  }
+  return out;
+}
+
 class SseSession : public std::enable_shared_from_this<SseSession> {
  public:
   SseSession(shapes::ShapeService& service, std::shared_ptr<const ShapeApiOptions> options,
              net::any_io_executor timers, std::shared_ptr<http::Exchange> exchange,
-             ShapeParams params)
+             ShapeParams params, SseFrames& frames)
       : service_(service),
+        frames_(frames),
         options_(std::move(options)),
         timers_(timers),
         keepalive_timer_(timers),
@@ -136,14 +151,13 @@ class SseSession : public std::enable_shared_from_this<SseSession> {
       if (!advanced) return true;
       last_frame_ = SteadyClock::now();
     }
-    nlohmann::json messages =
-        nlohmann::json::parse(result.body ? std::string_view(*result.body) : "[]", nullptr, false);
-    if (!messages.is_array()) {
+    if (!result.body) return true;
+    auto frames = frames_.frames(result.body);
+    if (!frames) {
       spdlog::error("shape api: SSE: read body is not a JSON array; ending the stream");
       return false;
     }
-    for (const auto& message : messages)
-      exchange_->send_event(message.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+    exchange_->send_frames(std::move(frames));
     return true;
   }
 
@@ -229,6 +243,7 @@ class SseSession : public std::enable_shared_from_this<SseSession> {
   }
 
   shapes::ShapeService& service_;
+  SseFrames& frames_;
   std::shared_ptr<const ShapeApiOptions> options_;
   net::any_io_executor timers_;
   net::steady_timer keepalive_timer_;  // touched only on timers_
@@ -249,12 +264,31 @@ class SseSession : public std::enable_shared_from_this<SseSession> {
 
 }  // namespace
 
+std::shared_ptr<const std::string> SseFrames::frames(
+    const std::shared_ptr<const std::string>& body) {
+  if (body->size() > kMaxRememberedBody) return render_frames(*body);
+  {
+    std::lock_guard lock(mu_);
+    for (const Entry& e : entries_)
+      if (e.body == body) return e.frames;
+  }
+  // Rendered outside the lock; two streams racing for a new body may both
+  // render it (the same bytes), one of them is remembered.
+  auto frames = render_frames(*body);
+  if (!frames) return nullptr;
+  std::lock_guard lock(mu_);
+  entries_[next_] = Entry{body, frames};
+  next_ = (next_ + 1) % entries_.size();
+  return frames;
+}
+
 void start_sse_session(shapes::ShapeService& service,
                        std::shared_ptr<const ShapeApiOptions> options,
                        boost::asio::any_io_executor timers,
-                       std::shared_ptr<http::Exchange> exchange, ShapeParams params) {
+                       std::shared_ptr<http::Exchange> exchange, ShapeParams params,
+                       SseFrames& frames) {
   auto session = std::make_shared<SseSession>(service, std::move(options), std::move(timers),
-                                              std::move(exchange), std::move(params));
+                                              std::move(exchange), std::move(params), frames);
   session->begin();
 }
 

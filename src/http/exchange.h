@@ -37,6 +37,10 @@ class Exchange {
   virtual void start_event_stream(Params headers) = 0;
   virtual void send_event(std::string data) = 0;
   virtual void send_comment(std::string text) = 0;
+  // Already framed event-stream bytes (whole `data: ...\n\n` / `: ...\n\n`
+  // frames), shared and immutable: many streams send one buffer (the frames
+  // of the body one commit wakes them with) without a copy each.
+  virtual void send_frames(std::shared_ptr<const std::string> frames) = 0;
   virtual void end_event_stream() = 0;
 
   // Runs when the exchange dies unanswered (or mid-stream): the client

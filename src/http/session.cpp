@@ -89,14 +89,17 @@ void ExchangeImpl::start_event_stream(Params headers) {
 }
 
 void ExchangeImpl::send_event(std::string data) {
-  post_to_session([frame = sse_data_frame(data)](Session& s, const auto& self) mutable {
-    s.stream_frame(self, std::move(frame));
-  });
+  send_frames(std::make_shared<const std::string>(sse_data_frame(data)));
 }
 
 void ExchangeImpl::send_comment(std::string text) {
-  post_to_session([frame = ": " + text + "\n\n"](Session& s, const auto& self) mutable {
-    s.stream_frame(self, std::move(frame));
+  send_frames(std::make_shared<const std::string>(": " + text + "\n\n"));
+}
+
+void ExchangeImpl::send_frames(std::shared_ptr<const std::string> frames) {
+  if (!frames || frames->empty()) return;
+  post_to_session([frames = std::move(frames)](Session& s, const auto& self) mutable {
+    s.stream_frame(self, std::move(frames));
   });
 }
 
@@ -333,6 +336,10 @@ void Session::handle(Request request) {
     return write_response(std::move(r), false);
   }
   state_ = State::kHandling;
+  // The exchange may stay parked for long (a live long-poll, an SSE stream):
+  // without pipelined bytes, the read buffer goes until the next request, so
+  // 10,000 parked clients do not hold 10,000 idle buffers.
+  if (buffer_.size() == 0) buffer_.shrink_to_fit();
   exchange_ =
       std::make_shared<ExchangeImpl>(std::move(request), weak_from_this(), stream_.get_executor());
   stream_.expires_never();  // parked for as long as the handler likes
@@ -527,9 +534,10 @@ void Session::stream_start(const std::shared_ptr<ExchangeImpl>& ex, Params heade
   pump_stream();
 }
 
-void Session::stream_frame(const std::shared_ptr<ExchangeImpl>& ex, std::string frame) {
+void Session::stream_frame(const std::shared_ptr<ExchangeImpl>& ex,
+                           std::shared_ptr<const std::string> frame) {
   if (ex != exchange_ || state_ != State::kStreaming || stream_ending_) return;
-  record_body_bytes_ += frame.size();
+  record_body_bytes_ += frame->size();
   stream_frames_.push_back(std::move(frame));
   pump_stream();
 }
@@ -551,13 +559,19 @@ void Session::pump_stream() {
       self->on_stream_write(ec);
     });
   } else if (!stream_frames_.empty()) {
+    // Everything queued goes out as one chunk in one write.
     stream_writing_ = true;
+    stream_sending_.assign(std::make_move_iterator(stream_frames_.begin()),
+                           std::make_move_iterator(stream_frames_.end()));
+    stream_frames_.clear();
+    stream_buffers_.clear();
+    for (const auto& frame : stream_sending_)
+      stream_buffers_.emplace_back(frame->data(), frame->size());
     stream_.expires_after(opts_.write_timeout);
-    net::async_write(stream_, bhttp::make_chunk(net::buffer(stream_frames_.front())),
-                     [self](error_code ec, size_t) {
-                       self->stream_frames_.pop_front();
-                       self->on_stream_write(ec);
-                     });
+    net::async_write(stream_, bhttp::make_chunk(stream_buffers_), [self](error_code ec, size_t) {
+      self->stream_sending_.clear();
+      self->on_stream_write(ec);
+    });
   } else if (stream_ending_) {
     stream_writing_ = true;
     stream_.expires_after(opts_.write_timeout);
@@ -588,6 +602,8 @@ void Session::on_stream_done(error_code ec) {
   stream_serializer_.reset();
   stream_header_.reset();
   stream_frames_.clear();
+  stream_sending_.clear();
+  stream_buffers_.clear();
   stream_ending_ = false;
   if (ec) return close_now();
   finish_record();
@@ -671,7 +687,8 @@ void Session::linger_close() {
 }
 
 void Session::drain() {
-  stream_.async_read_some(net::buffer(drain_buffer_),
+  // What arrives is discarded: read into the request buffer, never committed.
+  stream_.async_read_some(buffer_.prepare(kFirstReadBytes),
                           [self = shared_from_this()](error_code ec, size_t) {
                             if (ec) return self->close_now();
                             self->drain();

@@ -71,6 +71,7 @@ class ExchangeImpl final : public Exchange, public std::enable_shared_from_this<
   void start_event_stream(Params headers) override;
   void send_event(std::string data) override;
   void send_comment(std::string text) override;
+  void send_frames(std::shared_ptr<const std::string> frames) override;
   void end_event_stream() override;
   void on_abort(std::function<void()> callback) override;
   void on_shutdown(std::function<void()> callback) override;
@@ -111,7 +112,8 @@ class Session : public std::enable_shared_from_this<Session> {
   // Strand side, called by ExchangeImpl; ignored unless `ex` is current.
   void deliver(const std::shared_ptr<ExchangeImpl>& ex, Response response);
   void stream_start(const std::shared_ptr<ExchangeImpl>& ex, Params headers);
-  void stream_frame(const std::shared_ptr<ExchangeImpl>& ex, std::string frame);
+  void stream_frame(const std::shared_ptr<ExchangeImpl>& ex,
+                    std::shared_ptr<const std::string> frame);
   void stream_end(const std::shared_ptr<ExchangeImpl>& ex);
 
  private:
@@ -204,7 +206,11 @@ class Session : public std::enable_shared_from_this<Session> {
   std::optional<boost::beast::http::response<boost::beast::http::empty_body>> stream_header_;
   std::optional<boost::beast::http::response_serializer<boost::beast::http::empty_body>>
       stream_serializer_;
-  std::deque<std::string> stream_frames_;
+  // Frames waiting for the write in flight; stream_sending_ holds the ones
+  // being written (all queued frames go out as one chunk, one write).
+  std::deque<std::shared_ptr<const std::string>> stream_frames_;
+  std::vector<std::shared_ptr<const std::string>> stream_sending_;
+  std::vector<boost::asio::const_buffer> stream_buffers_;
   bool stream_header_pending_ = false;
   bool stream_writing_ = false;
   bool stream_ending_ = false;
@@ -221,8 +227,6 @@ class Session : public std::enable_shared_from_this<Session> {
   std::optional<boost::asio::steady_timer> file_timer_;  // the deadline while waiting
   bool file_timer_armed_ = false;
   uint64_t file_generation_ = 0;  // tells a stale timer completion apart
-
-  std::array<char, 4096> drain_buffer_{};
 
   bool recording_ = false;
   std::chrono::steady_clock::time_point record_start_;

@@ -447,6 +447,30 @@ TEST_F(ShapeApiTest, SseStreamsEventsKeepAlivesAndEnds) {
   let_stream_end_settle();
 }
 
+// One commit wakes every SSE stream of a shape with the same body buffer:
+// its frames are made once and the same bytes go to each stream.
+TEST(SseFramesTest, FramesAreMadeOncePerBody) {
+  SseFrames frames;
+  auto body = std::make_shared<const std::string>(kTwoChanges);
+  auto first = frames.frames(body);
+  ASSERT_TRUE(first);
+  EXPECT_EQ(
+      *first,
+      R"(data: {"headers":{"operation":"insert"},"key":"\"public\".\"items\"/\"1\"","value":{"id":"1"}})"
+      "\n\n"
+      R"(data: {"headers":{"control":"up-to-date","global_last_seen_lsn":"12"}})"
+      "\n\n");
+  EXPECT_EQ(frames.frames(body).get(), first.get());  // shared, not rendered again
+  // Another buffer with the same bytes: the same frames, made anew.
+  auto copy = frames.frames(std::make_shared<const std::string>(kTwoChanges));
+  ASSERT_TRUE(copy);
+  EXPECT_NE(copy.get(), first.get());
+  EXPECT_EQ(*copy, *first);
+  EXPECT_EQ(*frames.frames(std::make_shared<const std::string>("[]")), "");
+  EXPECT_FALSE(frames.frames(std::make_shared<const std::string>("{\"not\":\"an array\"}")));
+  EXPECT_FALSE(frames.frames(std::make_shared<const std::string>("[1,")));
+}
+
 TEST_F(ShapeApiTest, SseMustRefetchDuringStream) {
   start();
   service_.answer_next(result(shapes::LogOffset::at(5, 0), kUpToDate, true));

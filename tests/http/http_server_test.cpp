@@ -626,6 +626,35 @@ TEST_F(HttpServerTest, ServerSentEventsArriveInOrder) {
   EXPECT_EQ(socket.read_response().body(), "");
 }
 
+// Pre-framed bytes shared by many streams (the SSE fan-out): each stream
+// gets them in order with its own events, without a copy per stream.
+TEST_F(HttpServerTest, SharedFramesReachEveryStream) {
+  Parking parking;
+  Router router;
+  router.add(Verb::get, "/sse", [&](std::shared_ptr<Exchange> ex) {
+    ex->start_event_stream({});
+    parking.park(ex);
+  });
+  start(std::move(router));
+  auto first = connect();
+  auto second = connect();
+  first.send_get("/sse");
+  second.send_get("/sse");
+  auto streams = parking.wait_for(2);
+  auto shared = std::make_shared<const std::string>("data: {\"n\":1}\n\ndata: {\"n\":2}\n\n");
+  for (const auto& ex : streams) {
+    ex->send_event("before");
+    ex->send_frames(shared);
+    ex->send_frames(std::make_shared<const std::string>());  // nothing to send
+    ex->send_frames(nullptr);
+    ex->send_comment("after");
+    ex->end_event_stream();
+  }
+  const std::string expected = "data: before\n\n" + *shared + ": after\n\n";
+  EXPECT_EQ(first.read_response().body(), expected);
+  EXPECT_EQ(second.read_response().body(), expected);
+}
+
 TEST_F(HttpServerTest, SseClientDisconnectFiresOnAbort) {
   Parking parking;
   std::promise<void> aborted;
