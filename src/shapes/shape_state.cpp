@@ -49,7 +49,12 @@ ShapeState::Layer& ShapeState::active() {
 }
 
 void ShapeState::put(const std::string& key, Row row) {
-  if (!holds(key)) ++rows_;
+  if (holds(key)) --rows_;  // replaced: put_new counts it again
+  put_new(key, std::move(row));
+}
+
+void ShapeState::put_new(const std::string& key, Row row) {
+  ++rows_;
   auto& layer = active();
   layer.changes.insert_or_assign(key, std::optional<Row>(std::move(row)));
   layer.rows = rows_;

@@ -48,6 +48,10 @@ class ShapeState {
   bool holds(const std::string& key) const;
   // Inserts or replaces the row under `key`.
   void put(const std::string& key, Row row);
+  // Inserts a row under a key the shape does not hold (a bulk load of a
+  // table's rows by primary key, where keys cannot repeat): like put()
+  // without the lookup (a store read per row).
+  void put_new(const std::string& key, Row row);
   void erase(const std::string& key);
   // Every row in key order (the layers over the store); fn returns false to stop.
   void for_each(const std::function<bool(const std::string& key, const Row& row)>& fn) const;
