@@ -3,12 +3,12 @@
 #include <fcntl.h>
 #include <unistd.h>
 
-#include <boost/crc.hpp>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
 #include <iterator>
 
+#include "storage/record_file.h"
 #include "storage/record_reader.h"
 #include "storage/storage_error.h"
 
@@ -27,12 +27,6 @@ std::uint64_t get64(const char* bytes, int width = 8) {
     value |= static_cast<std::uint64_t>(static_cast<unsigned char>(bytes[i])) << (8 * i);
   }
   return value;
-}
-
-std::uint32_t crc32(std::string_view bytes) {
-  boost::crc_32_type crc;
-  crc.process_bytes(bytes.data(), bytes.size());
-  return crc.checksum();
 }
 
 Error io_error(const std::string& what, const fs::path& path, int error) {

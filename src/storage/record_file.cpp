@@ -4,8 +4,8 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <zlib.h>
 #include <algorithm>
-#include <boost/crc.hpp>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -39,11 +39,7 @@ T get(const char* bytes) {
   return static_cast<T>(value);
 }
 
-std::uint32_t checksum(std::string_view covered) {
-  boost::crc_32_type crc;
-  crc.process_bytes(covered.data(), covered.size());
-  return crc.checksum();
-}
+std::uint32_t checksum(std::string_view covered) { return crc32(covered); }
 
 Result<void> write_fully(int fd, std::string_view bytes, const std::filesystem::path& path) {
   while (!bytes.empty()) {
@@ -62,6 +58,16 @@ Result<void> write_fully(int fd, std::string_view bytes, const std::filesystem::
 }
 
 }  // namespace
+
+std::uint32_t crc32(std::string_view bytes) {
+  uLong crc = ::crc32(0L, Z_NULL, 0);
+  while (!bytes.empty()) {
+    const auto n = static_cast<uInt>(std::min<std::size_t>(bytes.size(), 1u << 30));
+    crc = ::crc32(crc, reinterpret_cast<const Bytef*>(bytes.data()), n);
+    bytes.remove_prefix(n);
+  }
+  return static_cast<std::uint32_t>(crc);
+}
 
 DecodedRecord decode_record(std::string_view bytes, std::uint64_t at, bool check_crc) {
   DecodedRecord out;

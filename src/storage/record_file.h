@@ -43,6 +43,12 @@ struct DecodedRecord {
 };
 DecodedRecord decode_record(std::string_view bytes, std::uint64_t at, bool check_crc = true);
 
+// CRC-32 of `bytes` (IEEE 802.3, reflected: zlib's crc32(), the same values as
+// boost::crc_32_type, which wrote the files before): the checksum of records
+// and of the changes index's entries. zlib's is several times faster than a
+// byte-wise table, and a snapshot's records are checksummed when stored.
+std::uint32_t crc32(std::string_view bytes);
+
 class RecordFile {
  public:
   // Reads every good record (in order) and returns the byte length of the

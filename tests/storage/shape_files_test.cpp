@@ -9,6 +9,7 @@
 #include <signal.h>
 #include <sys/resource.h>
 
+#include <boost/crc.hpp>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -17,6 +18,17 @@ namespace shapeproxy::storage {
 namespace {
 
 namespace fs = std::filesystem;
+
+// Files written before (boost::crc_32_type) must still read: the same CRC.
+TEST(RecordFileTest, Crc32IsTheStandardCrc32) {
+  EXPECT_EQ(crc32("123456789"), 0xCBF43926u);  // the CRC-32 check value
+  EXPECT_EQ(crc32(""), 0u);
+  std::string bytes;
+  for (int i = 0; i < 100'000; ++i) bytes.push_back(static_cast<char>((i * 7919) % 251));
+  boost::crc_32_type reference;
+  reference.process_bytes(bytes.data(), bytes.size());
+  EXPECT_EQ(crc32(bytes), reference.checksum());
+}
 
 using testing::TempDir;
 
