@@ -232,7 +232,7 @@ void Session::on_first_bytes(error_code ec, size_t n) {
 
 void Session::read_request() {
   head_ = false;
-  parser_.emplace();
+  parser_ = std::make_unique<Parser>();
   parser_->header_limit(static_cast<uint32_t>(opts_.max_header_bytes + opts_.max_url_bytes + 1024));
   parser_->body_limit(opts_.max_body_bytes);
   // Usually the whole request is already buffered (one read_some brought it):
@@ -399,7 +399,8 @@ void Session::write_response(Response response, bool close) {
   state_ = State::kWriting;
   close_after_write_ = close || !keep_alive_ || closing_;
   record_response(response.headers, response.body_view().size());
-  build_message(response_.emplace(), std::move(response), !close_after_write_);
+  response_ = std::make_unique<bhttp::response<SharedBody>>();
+  build_message(*response_, std::move(response), !close_after_write_);
   if (head_length) response_->content_length(*head_length);
   record_status_ = response_->result_int();
   stream_.expires_after(opts_.write_timeout);
@@ -520,7 +521,8 @@ void Session::stream_start(const std::shared_ptr<ExchangeImpl>& ex, Params heade
   state_ = State::kStreaming;
   record_status_ = 200;
   record_response(headers, 0);
-  auto& res = stream_header_.emplace();
+  stream_header_ = std::make_unique<bhttp::response<bhttp::empty_body>>();
+  auto& res = *stream_header_;
   res.version(11);
   res.result(bhttp::status::ok);
   for (auto& [name, value] : headers) res.insert(name, value);
@@ -529,7 +531,7 @@ void Session::stream_start(const std::shared_ptr<ExchangeImpl>& ex, Params heade
   add_common_headers(res);
   res.keep_alive(keep_alive_ && !closing_);
   res.chunked(true);
-  stream_serializer_.emplace(res);
+  stream_serializer_ = std::make_unique<bhttp::response_serializer<bhttp::empty_body>>(res);
   stream_header_pending_ = true;
   pump_stream();
 }

@@ -185,7 +185,10 @@ class Session : public std::enable_shared_from_this<Session> {
   const uint64_t id_;
   boost::beast::tcp_stream stream_;
   boost::beast::flat_buffer buffer_;
-  std::optional<Parser> parser_;
+  // The parser, the response and the SSE header and serializer exist only
+  // while in use (pointers, not optionals: a parked session holds none of
+  // their ~1 KB; 10,000 parked clients, 10 MB).
+  std::unique_ptr<Parser> parser_;
   State state_ = State::kReading;
   bool first_request_ = true;
   bool keep_alive_ = false;
@@ -200,11 +203,11 @@ class Session : public std::enable_shared_from_this<Session> {
   bool watching_ = false;
   uint64_t watch_generation_ = 0;
 
-  std::optional<boost::beast::http::response<SharedBody>> response_;
+  std::unique_ptr<boost::beast::http::response<SharedBody>> response_;
   std::shared_ptr<const std::string> wire_;  // pre-serialized response being written
 
-  std::optional<boost::beast::http::response<boost::beast::http::empty_body>> stream_header_;
-  std::optional<boost::beast::http::response_serializer<boost::beast::http::empty_body>>
+  std::unique_ptr<boost::beast::http::response<boost::beast::http::empty_body>> stream_header_;
+  std::unique_ptr<boost::beast::http::response_serializer<boost::beast::http::empty_body>>
       stream_serializer_;
   // Frames waiting for the write in flight; stream_sending_ holds the ones
   // being written (all queued frames go out as one chunk, one write).
