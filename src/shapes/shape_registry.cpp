@@ -390,7 +390,6 @@ void ShapeRegistry::refresh_all() {
       [self]() -> asio::awaitable<void> {
         std::vector<std::shared_ptr<Shape>> shapes;
         for (const auto& [key, shape] : self->by_key_) shapes.push_back(shape);
-        self->refresh_floor_ = self->last_seen_lsn_ + 1;
         for (const auto& shape : shapes) co_await self->refresh(shape);
       },
       asio::detached);
@@ -408,7 +407,6 @@ asio::awaitable<void> ShapeRegistry::fallback_loop() {
           read != last_read_.end() && started - read->second < std::chrono::minutes(5);
       if (waiters_.count(shape) || recently_read) active.push_back(shape);
     }
-    refresh_floor_ = last_seen_lsn_ + 1;
     for (const auto& shape : active) co_await refresh(shape);
     pause.expires_at(started + options_.fallback_poll_interval);
     co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
@@ -430,7 +428,7 @@ asio::awaitable<void> ShapeRegistry::refresh(std::shared_ptr<Shape> shape) {
     shape->end_refresh();
     co_return;
   }
-  auto grew = shape->apply_refresh(**rows, mark, refresh_floor_);
+  auto grew = shape->apply_refresh(**rows, mark, last_seen_lsn_ + 1);
   shape->end_refresh();
   if (!grew) {
     spdlog::warn("shapes: refreshing {} failed: {}", shape->handle(), grew.error().to_string());

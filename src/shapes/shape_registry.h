@@ -223,12 +223,13 @@ class ShapeRegistry : public ShapeService, public std::enable_shared_from_this<S
   bool deadline_armed_ = false;
   std::chrono::steady_clock::time_point deadline_at_;
   // global_last_seen_lsn: after every delivered operation, before any to come.
+  // A refresh group is logged at last_seen_lsn_ + 1 read when it is applied,
+  // not when its query started: a keepalive may raise last_seen_lsn_ while
+  // the query runs (replication back, status not yet live), and a group
+  // logged below a reported value is dropped by pglite-sync. It stays below
+  // the commit LSN of any transaction still to stream (those start at or
+  // after the keepalive's wal_end; a commit's WAL takes tens of bytes).
   replication::Lsn last_seen_lsn_ = 0;
-  // Refresh groups sit at or above this (set once per round of refreshes to
-  // last_seen_lsn_ + 1, so it grows by two per round that changed a shape,
-  // and stays below the commit LSN of any transaction still to stream: each
-  // such round saw a new commit, whose WAL takes tens of bytes).
-  replication::Lsn refresh_floor_ = 0;
   std::int64_t last_handle_micros_ = 0;
 
   // Durability: shapes with operations not yet synced, and the end LSN of

@@ -114,7 +114,10 @@ class Core : public replication::ReplicationListener {
   ShapeRegistry& registry() { return *registry_; }
 
   // Replication goes away; the registry serves from direct queries.
-  void enter_fallback() {
+  // `on_rows` runs on the registry's strand when a refresh query has its
+  // rows, before the registry applies them, until it returns true.
+  using RowsHook = std::function<bool(ShapeRegistry&, const SnapshotRows&)>;
+  void enter_fallback(RowsHook on_rows = {}) {
     stream_->stop();
     {
       std::unique_lock lock(mutex_);
@@ -122,14 +125,19 @@ class Core : public replication::ReplicationListener {
     }
     auto registry = registry_;
     auto pool = pool_;
-    asio::post(strand_, [registry, pool] {
+    auto hook = std::make_shared<RowsHook>(std::move(on_rows));
+    asio::post(strand_, [registry, pool, hook] {
+      std::weak_ptr<ShapeRegistry> weak = registry;
       registry->set_fallback_source(
-          [pool](const ShapeDefinition& definition)
+          [pool, hook, weak](const ShapeDefinition& definition)
               -> asio::awaitable<Result<std::shared_ptr<const SnapshotRows>>> {
             auto lease = co_await pool->acquire();
             if (!lease) co_return lease.error();
             auto rows = co_await query_snapshot(**lease, definition);
             if (!rows) co_return rows.error();
+            if (auto registry = weak.lock(); *hook && registry && (*hook)(*registry, *rows)) {
+              *hook = nullptr;
+            }
             co_return std::make_shared<const SnapshotRows>(std::move(rows).value());
           });
       registry->set_serving_mode(true);
@@ -506,6 +514,41 @@ TEST_F(ShapeRegistryTest, FallbackFeedsLiveReadersAndRecoveryRepeatsNothing) {
     outage = live;
   }
   EXPECT_EQ(after_recovery, (std::vector<std::string>{"4"}));
+}
+
+// Replication is back (its keepalives raise global_last_seen_lsn) while a
+// refresh query runs: the group the query's rows make must sit above what
+// was reported meanwhile, or pglite-sync drops it as already seen; the
+// transactions in it stream later and are skipped as seen by the snapshot,
+// so those changes would never reach such a client.
+TEST_F(ShapeRegistryTest, ARefreshAppliedAfterAKeepaliveSitsAboveIt) {
+  execute_sql(database_, "INSERT INTO items (id, title, price) VALUES (1, 'a', 50)");
+  Core core(database_);
+  auto definition = shape("items");
+  auto [messages, synced] = sync(core, definition);
+  std::uint64_t reported =
+      std::stoull(body(synced).back()["headers"]["global_last_seen_lsn"].get<std::string>());
+  // Far above every LSN logged so far, below the transactions to come.
+  const std::uint64_t keepalive_wal_end = reported + (1u << 20);
+  // The keepalive arrives while the query that sees the new row runs.
+  core.enter_fallback([keepalive_wal_end](ShapeRegistry& registry, const SnapshotRows& rows) {
+    if (rows.rows.size() < 2) return false;
+    registry.note_progress(keepalive_wal_end);
+    return true;
+  });
+  execute_sql(database_, "INSERT INTO items (id, title, price) VALUES (2, 'b', 50)");
+  std::vector<std::uint64_t> lsns;
+  ReadResult last = synced;
+  for (int i = 0; i < 10 && lsns.empty(); ++i) {
+    last = expect_result(core.read(definition, after(last, true)));
+    for (auto& m : body(last)) {
+      if (m["headers"].contains("operation")) {
+        lsns.push_back(std::stoull(m["headers"]["lsn"].get<std::string>()));
+      }
+    }
+  }
+  ASSERT_EQ(lsns.size(), 1u);
+  EXPECT_GT(lsns[0], keepalive_wal_end - 1) << "below a global_last_seen_lsn already reported";
 }
 
 // Replication is back but the proxy still serves from direct queries: a

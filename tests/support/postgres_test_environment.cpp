@@ -145,7 +145,10 @@ void PostgresTestEnvironment::SetUp() {
   embedded::EmbeddedPostgresOptions options;
   options.data_dir = fs::path(tmpl) / "cluster";
   options.keep_data_on_stop = false;
-  options.extra_settings = {"fsync = off", "synchronous_commit = off", "full_page_writes = off"};
+  // A test binary makes a slot per test (a registry test's replication
+  // stream) and does not drop them: room for every test of a suite.
+  options.extra_settings = {"fsync = off", "synchronous_commit = off", "full_page_writes = off",
+                            "max_replication_slots = 64", "max_wal_senders = 64"};
   auto started_at = std::chrono::steady_clock::now();
   auto started = embedded::EmbeddedPostgres::start(std::move(options));
   if (!started) {
