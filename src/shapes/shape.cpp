@@ -142,7 +142,11 @@ Result<bool> Shape::install_snapshot(const std::vector<Row>& snapshot_rows, std:
       append_snapshot_message(message, table(), definition_.selected, relation_json_, key, each);
       writer.add(message);
     }
-    if (!unique_keys && state_.holds(key)) continue;  // a key repeated: the first one stays
+    if (unique_keys) {
+      if (auto inserted = state_.bulk_insert(key, each); !inserted) return inserted.error();
+      continue;
+    }
+    if (state_.holds(key)) continue;  // a key repeated: the first one stays
     if (owned) {
       state_.put_new(key, std::move((*owned)[i]));
     } else {

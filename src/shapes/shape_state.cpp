@@ -166,6 +166,8 @@ void ShapeState::set_loaded(const StateMarker& marker) {
 
 Result<void> ShapeState::begin_bulk() {
   layers_.clear();
+  bulk_batch_.Clear();
+  bulk_batch_rows_ = 0;
   rows_ = 0;
   committed_through_ = LogOffset::start();
   bulk_ = true;
@@ -174,8 +176,24 @@ Result<void> ShapeState::begin_bulk() {
   return store_->write(batch);
 }
 
+Result<void> ShapeState::bulk_insert(const std::string& key, const Row& row) {
+  ++rows_;
+  bulk_batch_.Put(StateStore::row_key(id_, key), encode_row(row));
+  if (++bulk_batch_rows_ < kBulkBatchRows) return {};
+  bulk_batch_rows_ = 0;
+  auto written = store_->write(bulk_batch_);
+  bulk_batch_.Clear();
+  return written;
+}
+
 Result<void> ShapeState::end_bulk(LogOffset through) {
   bulk_ = false;
+  if (bulk_batch_rows_ > 0) {
+    bulk_batch_rows_ = 0;
+    auto written = store_->write(bulk_batch_);
+    bulk_batch_.Clear();
+    if (!written) return written;
+  }
   if (!layers_.empty()) layers_.back().sealed = true;
   return write_layers(layers_.size(), StateMarker{through, rows_});
 }

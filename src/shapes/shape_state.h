@@ -19,6 +19,8 @@
 // snapshot taken on the strand (store_snapshot()).
 #pragma once
 
+#include <rocksdb/write_batch.h>
+
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -73,6 +75,11 @@ class ShapeState {
   // Empties the shape in the store (marker removed) and in memory, for a
   // bulk load; end_bulk() writes what remains and the marker.
   Result<void> begin_bulk();
+  // During a bulk load: a row under a key not put before in it (a table's
+  // rows by primary key), encoded straight into the store's write batch:
+  // no copy of the row, no layer. holds() and get() see such rows only
+  // after end_bulk().
+  Result<void> bulk_insert(const std::string& key, const Row& row);
   Result<void> end_bulk(LogOffset through);
   // Forgets the shape in the store (removed shape).
   Result<void> drop();
@@ -98,6 +105,8 @@ class ShapeState {
   LogOffset committed_through_ = LogOffset::start();
   std::uint64_t committed_rows_ = 0;
   bool bulk_ = false;
+  rocksdb::WriteBatch bulk_batch_;  // bulk_insert() rows not written yet
+  std::size_t bulk_batch_rows_ = 0;
 };
 
 }  // namespace shapeproxy::shapes

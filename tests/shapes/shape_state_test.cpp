@@ -140,6 +140,37 @@ TEST_F(ShapeStateTest, BulkLoadsWriteTheMarkerLastAndDropsForgetTheShape) {
   EXPECT_EQ(store->ids().value(), std::vector<std::uint64_t>{other.id()});
 }
 
+// A snapshot by primary key: rows go straight into write batches (written as
+// they fill, the rest at end_bulk) and read back like put() rows.
+TEST_F(ShapeStateTest, BulkInsertsAreReadBackAfterTheBulkEnds) {
+  auto store = open();
+  std::uint64_t id = store->allocate_id();
+  ShapeState state(store, id);
+  state.put("stale", row({"old"}));
+  state.seal(LogOffset::at(1, 0));
+  ASSERT_TRUE(state.commit());
+  ASSERT_TRUE(state.begin_bulk());
+  for (int i = 0; i < 40'000; ++i) {
+    ASSERT_TRUE(state.bulk_insert("k" + std::to_string(100'000 + i), row({"v", nullptr})));
+  }
+  EXPECT_FALSE(store->marker(id).value().has_value());  // no marker before the end
+  ASSERT_TRUE(state.end_bulk(LogOffset::start()));
+  EXPECT_EQ(store->marker(id).value()->rows, 40'000u);
+  EXPECT_EQ(state.size(), 40'000u);
+  EXPECT_FALSE(state.holds("stale"));  // begin_bulk emptied the shape
+  EXPECT_TRUE(state.holds("k100000"));
+  EXPECT_TRUE(state.holds("k139999"));
+  EXPECT_EQ(state.get("k120000"), row({"v", nullptr}));
+  auto rows = all(state);
+  EXPECT_EQ(rows.size(), 40'000u);
+  // Later changes layer over them as usual.
+  state.put("k100000", row({"w", "1"}));
+  state.erase("k100001");
+  EXPECT_EQ(state.size(), 39'999u);
+  EXPECT_EQ(state.get("k100000"), row({"w", "1"}));
+  EXPECT_FALSE(state.holds("k100001"));
+}
+
 TEST_F(ShapeStateTest, CommittedRowsSurviveAReopenAndIdsAreNotReused) {
   std::uint64_t id = 0;
   {
