@@ -4,6 +4,7 @@
 
 #include "api/identifiers.h"
 #include "api/offset_text.h"
+#include "common/text.h"
 
 namespace shapeproxy::api {
 namespace {
@@ -29,6 +30,26 @@ std::optional<bool> cast_bool(const std::optional<std::string>& value) {
   return std::nullopt;
 }
 
+// The parameters this API reads (params[<n>] aside); only these are checked
+// for bytes PostgreSQL and the JSON writer cannot take.
+constexpr std::string_view kKnownParams[] = {
+    "table",  "offset", "handle", "live",    "live_sse", "experimental_live_sse",
+    "cursor", "where",  "params", "columns", "replica",  "log"};
+
+bool is_known_param(std::string_view name) {
+  if (name.starts_with("params[") || name.starts_with("subset__")) return true;
+  for (auto known : kKnownParams)
+    if (name == known) return true;
+  return false;
+}
+
+// The field a parameter's errors are reported under.
+std::string field_of(std::string_view name) {
+  if (name.starts_with("params[")) return "params";
+  if (name == "experimental_live_sse") return "live_sse";
+  return std::string(name);
+}
+
 class Validator {
  public:
   explicit Validator(const http::Request& request) : request_(request) {}
@@ -37,6 +58,26 @@ class Validator {
     errors_[field].push_back(std::move(message));
   }
   bool ok() const { return errors_.empty(); }
+
+  // Every known parameter must be valid UTF-8 without NUL: PostgreSQL cuts a
+  // bound value at NUL while the in-process evaluator keeps it (the two
+  // would disagree on which rows match), and invalid UTF-8 cannot be written
+  // into a JSON message. Both are rejected here, before anything else sees
+  // them. False when one was found.
+  bool check_text() {
+    bool clean = true;
+    for (const auto& [k, v] : request_.query_params()) {
+      if (!is_known_param(k)) continue;
+      if (v.find('\0') != std::string::npos || k.find('\0') != std::string::npos) {
+        add(field_of(k), "must not contain a NUL character");
+        clean = false;
+      } else if (!text::valid_utf8(v) || !text::valid_utf8(k)) {
+        add(field_of(k), "must be valid UTF-8");
+        clean = false;
+      }
+    }
+    return clean;
+  }
   ValidationErrors take_errors() { return std::move(errors_); }
 
   bool flag(std::string_view name, const std::string& field) {
@@ -112,8 +153,12 @@ class Validator {
     nlohmann::json parsed = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
     if (parsed.is_discarded()) return add("params", "params must be valid JSON");
     if (!parsed.is_object()) return add("params", "params must be a JSON object");
-    for (const auto& [key, value] : parsed.items())
-      add_param(key, value.is_string() ? value.get<std::string>() : value.dump(), def);
+    for (const auto& [key, value] : parsed.items()) {
+      std::string text = value.is_string() ? value.get<std::string>() : value.dump();
+      if (text.find('\0') != std::string::npos)  // a \u0000 escape
+        return add("params", "must not contain a NUL character");
+      add_param(key, text, def);
+    }
   }
 
   void add_param(std::string_view key, const std::string& value,
@@ -164,6 +209,7 @@ bool validate_offset_rules(const http::Request& request, Validator& v, ShapePara
 ParamsOutcome parse_shape_params(const http::Request& request) {
   Validator v(request);
   ShapeParams out;
+  if (!v.check_text()) return v.take_errors();
   // Casts first (all reported together), then the rules in order.
   out.read.live = v.flag("live", "live");
   bool sse = v.flag("live_sse", "live_sse");
@@ -183,6 +229,7 @@ ParamsOutcome parse_shape_params(const http::Request& request) {
 DeleteParamsOutcome parse_delete_params(const http::Request& request) {
   Validator v(request);
   DeleteParams out;
+  if (!v.check_text()) return v.take_errors();
   out.handle = param(request, "handle");
   if (param(request, "table")) {
     v.cast_definition_fields(out.definition);

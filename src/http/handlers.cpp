@@ -21,6 +21,25 @@ bool authorized(const Request& request, const std::optional<std::string>& secret
   return given && constant_time_equals(*given, *secret);
 }
 
+Handler require_token(std::optional<std::string> token, Handler inner) {
+  if (!token) return inner;
+  return [token = std::move(token), inner = std::move(inner)](std::shared_ptr<Exchange> ex) {
+    constexpr std::string_view kBearer = "Bearer ";
+    auto header = ex->request().header("authorization");
+    bool ok = header && header->size() > kBearer.size() &&
+              iequals(header->substr(0, kBearer.size()), kBearer) &&
+              constant_time_equals(header->substr(kBearer.size()), *token);
+    if (!ok) ok = authorized(ex->request(), token);
+    if (!ok) {
+      Response r = json_error(401, "Unauthorized - Invalid metrics token");
+      r.headers.emplace_back("www-authenticate", "Bearer");
+      ex->respond(std::move(r));
+      return;
+    }
+    inner(std::move(ex));
+  };
+}
+
 Response unauthorized_response() { return json_error(401, "Unauthorized - Invalid API secret"); }
 
 Handler require_secret(std::optional<std::string> secret, Handler inner) {

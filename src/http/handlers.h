@@ -23,6 +23,12 @@ Response unauthorized_response();
 // Wraps `inner`: answers 401 unless authorized(request, secret).
 Handler require_secret(std::optional<std::string> secret, Handler inner);
 
+// Wraps `inner` for an operator endpoint (/metrics): when `token` is set,
+// answers 401 unless the request carries `Authorization: Bearer <token>`
+// (what Prometheus sends with `authorization: {credentials: ...}`) or
+// `?secret=<token>`. Constant-time comparison.
+Handler require_token(std::optional<std::string> token, Handler inner);
+
 enum class HealthState { kActive, kStarting, kWaiting };
 
 // GET /v1/health: 200 {"status":"active"}, 202 {"status":"starting"} or

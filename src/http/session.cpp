@@ -12,6 +12,7 @@
 #include <boost/beast/http/chunk_encode.hpp>
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/read.hpp>
+#include <boost/beast/http/rfc7230.hpp>
 #include <boost/beast/http/write.hpp>
 
 namespace shapeproxy::http::detail {
@@ -25,6 +26,7 @@ using tcp = net::ip::tcp;
 namespace {
 
 constexpr size_t kFirstReadBytes = 4096;
+constexpr size_t kReadBytes = 16384;  // later reads of a request (body)
 constexpr std::chrono::milliseconds kMaxLinger{2000};
 
 bool is_http_parse_error(const error_code& ec) {
@@ -164,6 +166,9 @@ Session::Session(tcp::socket&& socket, std::shared_ptr<ServerState> server, uint
     : server_(std::move(server)), opts_(server_->options), id_(id), stream_(std::move(socket)) {}
 
 Session::~Session() {
+  // An exchange still parked here will never be answered on this connection:
+  // its handler must learn it (an SSE session would otherwise run on).
+  if (exchange_) exchange_->fire_abort();
   if (id_ != 0) server_->unregister(id_);
 }
 
@@ -235,21 +240,45 @@ void Session::read_request() {
   parser_ = std::make_unique<Parser>();
   parser_->header_limit(static_cast<uint32_t>(opts_.max_header_bytes + opts_.max_url_bytes + 1024));
   parser_->body_limit(opts_.max_body_bytes);
-  // Usually the whole request is already buffered (one read_some brought it):
-  // parse it here rather than through another async operation and timer.
+  parser_->eager(true);
+  reject_reason_ = {};
+  read_deadline_set_ = false;
+  continue_request();
+}
+
+// Usually the whole request is already buffered (one read_some brought it):
+// it is parsed here rather than through another async operation and timer.
+// Otherwise more bytes are read into buffer_ and parsed the same way (not
+// with bhttp::async_read: the raw header bytes must pass through buffer_ so
+// that parse_buffered can check them before Beast folds them).
+void Session::continue_request() {
   error_code ec;
   if (parse_buffered(ec)) return on_read(ec);
-  stream_.expires_after(opts_.read_timeout);
-  bhttp::async_read(stream_, buffer_, *parser_,
-                    [self = shared_from_this()](error_code ec, size_t) { self->on_read(ec); });
+  if (!std::exchange(read_deadline_set_, true)) stream_.expires_after(opts_.read_timeout);
+  stream_.async_read_some(buffer_.prepare(kReadBytes),
+                          [self = shared_from_this()](error_code ec, size_t n) {
+                            if (ec == net::error::eof) {
+                              // As bhttp::async_read: EOF inside a message is a partial message.
+                              if (self->parser_->got_some()) {
+                                ec = {};
+                                self->parser_->put_eof(ec);
+                              } else {
+                                ec = bhttp::error::end_of_stream;
+                              }
+                              return self->on_read(ec);
+                            }
+                            if (ec) return self->on_read(ec);
+                            self->buffer_.commit(n);
+                            self->continue_request();
+                          });
 }
 
 // Feeds the buffered bytes to the parser the way bhttp::async_read does
 // (eager, same limits). True when the request is complete or failed; false
-// when more bytes are needed (the parser keeps its state for async_read).
+// when more bytes are needed (the parser keeps its state).
 bool Session::parse_buffered(error_code& ec) {
-  parser_->eager(true);
   while (buffer_.size() > 0) {
+    if (!parser_->is_header_done() && !check_header_bytes(ec)) return true;
     size_t used = parser_->put(buffer_.data(), ec);
     buffer_.consume(used);
     if (ec == bhttp::error::need_more) {
@@ -260,6 +289,57 @@ bool Session::parse_buffered(error_code& ec) {
     if (used == 0) return false;
   }
   return false;
+}
+
+// Before Beast parses a header section (it needs all of it, so it is whole
+// in buffer_ once its end is there): obsolete line folding (a field line
+// continued on the next line after SP/HTAB) is refused, as RFC 9112 5.2
+// allows; Beast would join the lines silently. False (with `ec`) if refused.
+bool Session::check_header_bytes(error_code& ec) {
+  auto data = buffer_.data();
+  std::string_view bytes(static_cast<const char*>(data.data()), data.size());
+  size_t end = bytes.find("\r\n\r\n");
+  if (end == std::string_view::npos) return true;  // not all there yet
+  std::string_view header = bytes.substr(0, end + 2);
+  for (size_t at = header.find("\r\n"); at != std::string_view::npos;
+       at = header.find("\r\n", at + 2)) {
+    if (at + 2 < header.size() && (header[at + 2] == ' ' || header[at + 2] == '\t')) {
+      reject_reason_ = "obsolete line folding in a header field";
+      ec = bhttp::error::bad_value;
+      return false;
+    }
+  }
+  return true;
+}
+
+// RFC 9112 checks Beast 1.81 does not make, on a parsed request: 400 and
+// the reason, or empty. (Beast itself refuses Content-Length with
+// Transfer-Encoding, duplicate chunked and malformed lengths.)
+std::string_view Session::framing_problem() const {
+  const auto& req = parser_->get();
+  auto te = req.find(bhttp::field::transfer_encoding);
+  if (te != req.end()) {
+    // 6.1: Transfer-Encoding in HTTP/1.0 is faulty framing.
+    if (req.version() < 11) return "Transfer-Encoding is not allowed in an HTTP/1.0 request";
+    // 6.3: chunked must be the final (here: the only) coding; anything else
+    // leaves the body length unknown. Beast only acts on a final "chunked".
+    size_t codings = 0;
+    for (auto it = req.find(bhttp::field::transfer_encoding);
+         it != req.end() && it->name() == bhttp::field::transfer_encoding; ++it) {
+      for (auto coding : bhttp::token_list{it->value()}) {
+        ++codings;
+        if (!beast::iequals(coding, "chunked")) return "unsupported Transfer-Encoding";
+      }
+    }
+    if (codings != 1) return "unsupported Transfer-Encoding";
+  }
+  // 3.2: an HTTP/1.1 request must carry exactly one Host field.
+  if (req.version() >= 11) {
+    auto [first, last] = req.equal_range(bhttp::field::host);
+    if (first == last) return "missing Host header";
+    if (std::next(first) != last) return "more than one Host header";
+  }
+  return {};
 }
 
 void Session::on_read(error_code ec) {
@@ -273,9 +353,15 @@ void Session::on_read(error_code ec) {
   if (ec == bhttp::error::body_limit) return write_error_and_close(413, "Request body too large");
   if (ec && ec != bhttp::error::end_of_stream && is_http_parse_error(ec)) {
     spdlog::debug("http: malformed request: {}", ec.message());
+    if (!reject_reason_.empty())
+      return write_error_and_close(400, "Malformed request: " + std::string(reject_reason_));
     return write_error_and_close(400, "Malformed request");
   }
   if (ec) return close_now();  // eof, timeout, reset, shutdown
+  if (auto problem = framing_problem(); !problem.empty()) {
+    begin_record({}, parser_->get().method());
+    return write_error_and_close(400, "Malformed request: " + std::string(problem));
+  }
 
   first_request_ = false;
   const auto& req = parser_->get();
@@ -464,6 +550,7 @@ void Session::write_error_and_close(unsigned status, std::string_view message) {
 
 void Session::deliver(const std::shared_ptr<ExchangeImpl>& ex, Response response) {
   if (ex != exchange_ || state_ != State::kHandling) return;
+  auto keep = std::move(parked_self_);  // the write below holds the session now
   stop_watch();
   exchange_->finish();
   exchange_.reset();
@@ -504,7 +591,15 @@ void Session::on_watch(error_code ec, uint64_t generation) {
     // consumed), so peek: 0 = orderly EOF, EAGAIN = spurious, >0 = pipelined.
     char byte;
     ssize_t n = ::recv(stream_.socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-    if (n > 0) return;  // pipelined request: read it after this exchange
+    if (n > 0) {
+      // A pipelined request: read after this exchange. Nothing is pending on
+      // the socket now, and the handler holds the exchange (which holds the
+      // session weakly): without this the session would be destroyed, the
+      // connection reset and every response lost. Released when the
+      // exchange is answered, its stream ends, or the connection closes.
+      parked_self_ = shared_from_this();
+      return;
+    }
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
       return start_watch();
     }
@@ -607,6 +702,7 @@ void Session::on_stream_done(error_code ec) {
   stream_sending_.clear();
   stream_buffers_.clear();
   stream_ending_ = false;
+  auto keep = std::move(parked_self_);
   if (ec) return close_now();
   finish_record();
   if (!keep_alive) return linger_close();
@@ -671,6 +767,8 @@ void Session::close_now() {
   stop_file();
   state_ = State::kClosed;
   watching_ = false;
+  // Dropped on return: may be the last reference to this session.
+  auto keep = std::move(parked_self_);
   error_code ec;
   stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
   stream_.close();

@@ -124,7 +124,10 @@ class Session : public std::enable_shared_from_this<Session> {
   void wait_for_request();
   void on_first_bytes(boost::system::error_code ec, size_t n);
   void read_request();
+  void continue_request();
   bool parse_buffered(boost::system::error_code& ec);  // true: done or failed without I/O
+  bool check_header_bytes(boost::system::error_code& ec);
+  std::string_view framing_problem() const;
   void on_read(boost::system::error_code ec);
   unsigned classify_header_limit() const;  // 414 or 431
   size_t header_bytes() const;
@@ -189,6 +192,8 @@ class Session : public std::enable_shared_from_this<Session> {
   // while in use (pointers, not optionals: a parked session holds none of
   // their ~1 KB; 10,000 parked clients, 10 MB).
   std::unique_ptr<Parser> parser_;
+  std::string_view reject_reason_;  // why parse_buffered refused the header (a literal)
+  bool read_deadline_set_ = false;  // this request's read timeout is armed
   State state_ = State::kReading;
   bool first_request_ = true;
   bool keep_alive_ = false;
@@ -200,6 +205,9 @@ class Session : public std::enable_shared_from_this<Session> {
   std::string origin_;  // Origin of the current request (CORS echo)
 
   std::shared_ptr<ExchangeImpl> exchange_;  // parked or streaming exchange
+  // Set while parked with a pipelined request waiting in the socket (no
+  // operation pending keeps the session alive then); see on_watch().
+  std::shared_ptr<Session> parked_self_;
   bool watching_ = false;
   uint64_t watch_generation_ = 0;
 

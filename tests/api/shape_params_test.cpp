@@ -6,6 +6,7 @@
 #include <random>
 
 #include "api/shape_params.h"
+#include "common/text.h"
 
 namespace shapeproxy::api {
 namespace {
@@ -273,6 +274,42 @@ TEST(ShapeParamsTest, HostileInputNeverCrashes) {
       (void)invalid_request_response(*errors).body_view();  // serializable, even with bad UTF-8
     }
   }
+}
+
+// Issue 16 items 4 and 6: bytes PostgreSQL and the JSON writer cannot take
+// are refused at the edge with a 400 naming the parameter.
+TEST(ShapeParamsTest, InvalidUtf8AndNulAreRejected) {
+  EXPECT_EQ(error_body("table=items&offset=-1&where=id%3D%241&params%5B1%5D=%c3%28"),
+            invalid({{"params", {"must be valid UTF-8"}}}));
+  EXPECT_EQ(error_body("table=items&offset=-1&where=id%3D1%20--%20%ff"),
+            invalid({{"where", {"must be valid UTF-8"}}}));
+  EXPECT_EQ(error_body("table=items&offset=-1&where=title%3D%241&params%5B1%5D=a%00b"),
+            invalid({{"params", {"must not contain a NUL character"}}}));
+  EXPECT_EQ(error_body("table=it%00ems&offset=-1"),
+            invalid({{"table", {"must not contain a NUL character"}}}));
+  EXPECT_EQ(error_body(
+                "table=items&offset=-1&where=title%3D%241&params=%7B%221%22%3A%22a%5Cu0000b%22%7D"),
+            invalid({{"params", {"must not contain a NUL character"}}}));
+  EXPECT_EQ(error_body("table=items&offset=-1&columns=id%2C%e2%82"),
+            invalid({{"columns", {"must be valid UTF-8"}}}));
+  // Valid multi-byte text passes; unknown parameters are not checked.
+  auto p = ok("table=items&offset=-1&where=title%3D%241&params%5B1%5D=%c3%a9t%c3%a9&x=%ff");
+  EXPECT_EQ(p.definition.params.at(1), "\xc3\xa9t\xc3\xa9");
+  auto d = parse_delete_params(http::Request(http::Verb::delete_, "/v1/shape?handle=a%00b", {}));
+  EXPECT_TRUE(std::holds_alternative<ValidationErrors>(d));
+}
+
+// Issue 16 item 9: one helper makes any user string one harmless log line.
+TEST(ShapeParamsTest, LogSafeEscapesControlCharacters) {
+  EXPECT_EQ(text::log_safe("items\n[error] FORGED-LOG-LINE"), "items\\n[error] FORGED-LOG-LINE");
+  EXPECT_EQ(text::log_safe(std::string("a\0b\x1b[31m\x7f\\", 10)), "a\\x00b\\x1b[31m\\x7f\\\\");
+  EXPECT_EQ(text::log_safe("caf\xc3\xa9 \xff\xc3"), "caf\xc3\xa9 \\xff\\xc3");
+  EXPECT_TRUE(text::valid_utf8("caf\xc3\xa9 \xf0\x9f\x98\x80"));
+  EXPECT_FALSE(text::valid_utf8("\xc3\x28"));
+  EXPECT_FALSE(text::valid_utf8("\xc0\xaf"));          // overlong
+  EXPECT_FALSE(text::valid_utf8("\xed\xa0\x80"));      // surrogate
+  EXPECT_FALSE(text::valid_utf8("\xf4\x90\x80\x80"));  // above U+10FFFF
+  EXPECT_FALSE(text::valid_utf8("\xe2\x82"));          // truncated
 }
 
 }  // namespace
