@@ -12,6 +12,8 @@
 
 #include <sys/socket.h>
 
+#include "common/error_codes.h"
+#include "common/text.h"
 #include "pg/async_connection.h"
 #include "shapes/snapshot_query.h"
 
@@ -42,7 +44,7 @@ bool is_sqlstate(const std::string& code) {
 
 // The client-facing error: says what failed, never where (no host, user, SQL).
 Error database_unavailable(const Error& cause) {
-  spdlog::warn("fallback: direct query failed: {}", cause.to_string());
+  spdlog::warn("fallback: direct query failed: {}", text::log_safe(cause.to_string()));
   std::string message =
       is_sqlstate(cause.code)
           ? "the database refused the fallback query (SQLSTATE " + cause.code + ")"
@@ -51,20 +53,17 @@ Error database_unavailable(const Error& cause) {
                "retry shortly; check the database or the fallback connection string"};
 }
 
-// SQLSTATE 57014 query_canceled: what statement_timeout raises.
-constexpr const char* kQueryCanceled = "57014";
-
 Error query_timeout(const FallbackQueryOptions& options) {
   spdlog::warn("fallback: direct query cancelled after {} ms", options.statement_timeout.count());
-  return Error{"query_timeout",
+  return Error{std::string(error_codes::kQueryTimeout),
                "the fallback query took longer than " +
                    std::to_string(options.statement_timeout.count()) + " ms and was cancelled",
                "retry shortly; the database is slow (see --fallback-statement-timeout-ms)"};
 }
 
 Error overloaded() {
-  return Error{"overloaded", "too many fallback queries are running or waiting",
-               "retry after a moment"};
+  return Error{std::string(error_codes::kOverloaded),
+               "too many fallback queries are running or waiting", "retry after a moment"};
 }
 
 }  // namespace
@@ -219,8 +218,11 @@ asio::awaitable<Result<SharedRows>> FallbackQuery::query(
   watch->connection = nullptr;
   deadline.cancel();
   if (!snapshot) {
-    if (watch->abandoned || snapshot.error().code == kQueryCanceled)
+    if (watch->abandoned || snapshot.error().code == error_codes::kSqlstateQueryCanceled)
       co_return query_timeout(options_);
+    // The request's own fault (e.g. division by zero): kept as it is, so the
+    // client gets a 400 naming it.
+    if (error_codes::is_client_data_error(snapshot.error().code)) co_return snapshot.error();
     co_return database_unavailable(snapshot.error());
   }
   SharedRows rows = std::make_shared<const shapes::SnapshotRows>(std::move(snapshot).value());

@@ -13,6 +13,7 @@
 #include "http/request_kind.h"
 #include "shapeproxy/version.h"
 #include "status/process_metrics.h"
+#include "status/status_endpoint.h"
 
 namespace shapeproxy::status {
 namespace {
@@ -130,8 +131,10 @@ void write_request_families(ExpositionWriter& out, const RequestMetrics& request
 
 }  // namespace
 
-std::string render_metrics(const StatusSnapshot& snapshot, const ServingGauges& gauges,
+std::string render_metrics(const StatusSnapshot& reported, const ServingGauges& gauges,
                            const RequestMetrics* requests) {
+  const StorageHealth storage = gauges.storage_health();
+  const StatusSnapshot snapshot = with_storage(reported, storage, std::chrono::system_clock::now());
   ExpositionWriter out;
   out.family("shapeproxy_status", "gauge",
              "Serving status: 1 for the current state (starting, live, fallback).");
@@ -185,6 +188,10 @@ std::string render_metrics(const StatusSnapshot& snapshot, const ServingGauges& 
   out.family("shapeproxy_parked_requests", "gauge",
              "Live requests (long-poll, SSE) waiting for changes.");
   out.sample("shapeproxy_parked_requests", "", gauges.parked());
+  out.family("shapeproxy_storage_failing", "gauge",
+             "1 while shape logs cannot be written or synced (e.g. disk full); transactions "
+             "are then not acknowledged to the replication slot.");
+  out.sample("shapeproxy_storage_failing", "", std::uint64_t{storage.failing ? 1u : 0u});
   out.family("shapeproxy_shapes", "gauge", "Shapes held by the proxy.");
   out.sample("shapeproxy_shapes", "", gauges.shapes());
   const ShapesByState states = gauges.shape_states();

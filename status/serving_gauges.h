@@ -7,6 +7,7 @@
 // a value the owner publishes). An unset provider reports zero.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -34,14 +35,26 @@ struct ShapesByState {
   std::uint64_t ready = 0;         // serving
 };
 
+// Whether shape logs can be written (from the shapes module). While they
+// cannot (e.g. disk full), transactions are served from memory but not
+// acknowledged to the slot: the proxy is not healthy though the stream is.
+struct StorageHealth {
+  bool failing = false;
+  std::string error;                            // the last write/sync error ("" when fine)
+  std::chrono::system_clock::time_point since;  // when the writes began to fail
+  std::uint64_t durable_lsn = 0;                // what the slot may confirm (0: not known)
+};
+
 struct ServingGauges {
   std::function<FallbackActivity()> fallback;
   std::function<std::uint64_t()> shape_count;             // shapes held by the registry
   std::function<std::uint64_t()> parked_requests;         // long-polls / SSE waiting for changes
   std::function<std::uint64_t()> replication_reconnects;  // stream connection attempts after a loss
   std::function<ShapesByState()> shapes_by_state;
+  std::function<StorageHealth()> storage;
 
   FallbackActivity fallback_activity() const { return fallback ? fallback() : FallbackActivity{}; }
+  StorageHealth storage_health() const { return storage ? storage() : StorageHealth{}; }
   std::uint64_t shapes() const { return shape_count ? shape_count() : 0; }
   std::uint64_t parked() const { return parked_requests ? parked_requests() : 0; }
   std::uint64_t reconnects() const { return replication_reconnects ? replication_reconnects() : 0; }

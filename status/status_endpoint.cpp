@@ -51,7 +51,23 @@ std::string format_iso8601_utc(std::chrono::system_clock::time_point time) {
   return buffer;
 }
 
-nlohmann::json status_body(const StatusSnapshot& snapshot, const ServingGauges& gauges) {
+StatusSnapshot with_storage(StatusSnapshot snapshot, const StorageHealth& storage,
+                            std::chrono::system_clock::time_point now) {
+  if (!storage.failing) return snapshot;
+  if (snapshot.lag_bytes && storage.durable_lsn > 0) {
+    const std::uint64_t head = snapshot.received_lsn + *snapshot.lag_bytes;
+    if (head > storage.durable_lsn)
+      snapshot.lag_bytes = std::max(*snapshot.lag_bytes, head - storage.durable_lsn);
+  }
+  const double failing_for =
+      std::max(0.0, std::chrono::duration<double>(now - storage.since).count());
+  snapshot.lag_seconds = std::max(snapshot.lag_seconds.value_or(0.0), failing_for);
+  return snapshot;
+}
+
+nlohmann::json status_body(const StatusSnapshot& reported, const ServingGauges& gauges) {
+  const StorageHealth storage = gauges.storage_health();
+  const StatusSnapshot snapshot = with_storage(reported, storage, std::chrono::system_clock::now());
   const FallbackActivity fallback = gauges.fallback_activity();
   nlohmann::json lag_seconds = nullptr;
   if (snapshot.lag_seconds) lag_seconds = std::round(*snapshot.lag_seconds * 10.0) / 10.0;
@@ -81,8 +97,22 @@ nlohmann::json status_body(const StatusSnapshot& snapshot, const ServingGauges& 
            {"source", fallback.source},
        }},
       {"shapes", gauges.shapes()},
+      {"storage",
+       {
+           {"status", storage.failing ? "failing" : "ok"},
+           {"error", storage.failing ? nlohmann::json(storage.error) : nlohmann::json(nullptr)},
+           {"failing_since", storage.failing ? nlohmann::json(format_iso8601_utc(storage.since))
+                                             : nlohmann::json(nullptr)},
+       }},
       {"version", kVersion},
   };
+  if (storage.failing) {
+    // Not "live": clients are served from memory, but the slot holds WAL
+    // and a restart would replay from the last durable position.
+    body["status"] = "degraded";
+    body["cause"] = "shape logs cannot be written (" + storage.error +
+                    "); transactions are not acknowledged to the replication slot";
+  }
   return body;
 }
 

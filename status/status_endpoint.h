@@ -35,6 +35,13 @@ struct StatusEndpointOptions {
 // only changes when something reported changes; lag_seconds is rounded to 0.1 s).
 nlohmann::json status_body(const StatusSnapshot& snapshot, const ServingGauges& gauges);
 
+// The snapshot as the endpoints report it when shape logs cannot be written
+// (`storage.failing`): replication may stream, but nothing past
+// storage.durable_lsn is acknowledged, so the lag counts from there (bytes to
+// the WAL head, and at least the time since the writes began to fail).
+StatusSnapshot with_storage(StatusSnapshot snapshot, const StorageHealth& storage,
+                            std::chrono::system_clock::time_point now);
+
 // A strong ETag for `body`: a quoted 64-bit FNV-1a hash in hex.
 std::string status_etag(std::string_view body);
 

@@ -8,6 +8,7 @@
 #include <array>
 #include <utility>
 
+#include "common/text.h"
 #include "pg/lsn.h"
 
 namespace shapeproxy::status {
@@ -142,7 +143,7 @@ void ReplicationStatusMonitor::on_health_probe(const ProbeResult& probe) {
   if (!probe.reachable) {
     if (was_reachable || !unreachable_logged_) {
       spdlog::warn("status: health probe could not reach the database: {}",
-                   probe.error.value_or("unknown error"));
+                   text::log_safe(probe.error.value_or("unknown error")));
       unreachable_logged_ = true;
     }
     last_error_ = "the health probe could not reach the database";
@@ -343,9 +344,9 @@ void ReplicationStatusMonitor::transition(ServingStatus to, std::string cause) {
   }
   logging::LogFields fields{{"from", to_string(from)}, {"to", to_string(to)}, {"cause", cause_}};
   if (to == ServingStatus::kLive) {
-    spdlog::info("status: {} -> {}: {}", to_string(from), to_string(to), cause_);
+    spdlog::info("status: {} -> {}: {}", to_string(from), to_string(to), text::log_safe(cause_));
   } else {
-    spdlog::warn("status: {} -> {}: {}", to_string(from), to_string(to), cause_);
+    spdlog::warn("status: {} -> {}: {}", to_string(from), to_string(to), text::log_safe(cause_));
   }
 }
 

@@ -9,6 +9,7 @@
 #include "api/shape_params.h"
 #include "api/sse_session.h"
 #include "api/subset_params.h"
+#include "common/text.h"
 #include "http/handlers.h"
 
 namespace shapeproxy::api {
@@ -178,9 +179,14 @@ void ShapeApi::handle_delete(std::shared_ptr<http::Exchange> exchange) {
   service_.remove(std::move(params.definition), std::move(params.handle),
                   [exchange](Result<shapes::DeleteOutcome> outcome) {
                     if (!outcome.ok()) {
-                      spdlog::warn("shape api: delete failed: {}", outcome.error().to_string());
+                      spdlog::warn("shape api: delete failed: {}",
+                                   text::log_safe(outcome.error().to_string()));
                       exchange->respond(
                           unavailable_response({outcome.error().message, std::chrono::seconds(5)}));
+                      return;
+                    }
+                    if (outcome.value().invalid) {
+                      exchange->respond(service_invalid_response(*outcome.value().invalid));
                       return;
                     }
                     http::Response r;

@@ -241,6 +241,7 @@ asio::awaitable<Result<void>> Proxy::start(std::vector<replication::TableName> t
   registry_options.state_store.cache_bytes = config.state_cache_bytes;
   registry_options.idle_timeout = config.shape_idle_timeout;
   registry_options.fallback_poll_interval = config.fallback_poll_interval;
+  registry_options.snapshot_timeout = config.snapshot_timeout;
   state->registry = std::make_shared<shapes::ShapeRegistry>(strand, pool, registry_options);
   state->core = strand;
   // Load saved shapes on the strand before anything else touches the registry.
@@ -364,6 +365,12 @@ asio::awaitable<Result<void>> Proxy::start(std::vector<replication::TableName> t
     auto stream = weak_stream.lock();
     return stream ? stream->reconnects() : 0;
   };
+  gauges.storage = [weak_registry]() -> status::StorageHealth {
+    auto registry = weak_registry.lock();
+    if (!registry) return {};
+    auto state = registry->storage_state();
+    return {state.failing, state.error, state.since, state.durable_lsn};
+  };
   router.add(http::Verb::get, "/v1/health", status::health_handler(state->monitor));
   status::StatusEndpointOptions status_options;
   status_options.max_age_seconds = config.status_max_age_seconds;
@@ -389,8 +396,10 @@ asio::awaitable<Result<void>> Proxy::start(std::vector<replication::TableName> t
   auto metric_routes = router.paths();  // request metrics keep these apart
   metric_routes.emplace_back("/metrics");
   state->request_metrics = std::make_shared<status::RequestMetrics>(std::move(metric_routes));
-  router.add(http::Verb::get, "/metrics",
-             status::metrics_handler(state->monitor, gauges, state->request_metrics));
+  router.add(
+      http::Verb::get, "/metrics",
+      http::require_token(config.metrics_token,
+                          status::metrics_handler(state->monitor, gauges, state->request_metrics)));
   http::ServerOptions server_options;
   server_options.on_request_done =
       logging::combine_observers(status::request_metrics_observer(state->request_metrics),

@@ -158,6 +158,13 @@ const std::vector<Setting>& settings() {
          return {};
        },
        "ELECTRIC_SECRET"},
+      {"--metrics-token", "SHAPEPROXY_METRICS_TOKEN", "TOKEN",
+       "When set, /metrics requires Authorization: Bearer TOKEN (or ?secret=TOKEN).",
+       [](Config& c, const std::string& v) -> Result<void> {
+         if (v.empty()) return Error{"", "must not be empty", ""};
+         c.metrics_token = v;
+         return {};
+       }},
       {"--replication-status-interval-ms", "SHAPEPROXY_REPLICATION_STATUS_INTERVAL_MS", "MS",
        "How often to report the confirmed position to PostgreSQL (default 10000).",
        [](Config& c, const std::string& v) -> Result<void> {
@@ -279,6 +286,15 @@ const std::vector<Setting>& settings() {
          return {};
        },
        "ELECTRIC_CACHE_STALE_AGE"},
+      {"--snapshot-timeout-ms", "SHAPEPROXY_SNAPSHOT_TIMEOUT_MS", "MS",
+       "A shape's initial query running longer is cancelled and its client answered 400 "
+       "(statement_timeout); 0: no limit (default 120000).",
+       [](Config& c, const std::string& v) -> Result<void> {
+         auto ms = parse_integer(v, 0, 3'600'000);
+         if (!ms) return ms.error();
+         c.snapshot_timeout = std::chrono::milliseconds(ms.value());
+         return {};
+       }},
       {"--status-max-age-s", "SHAPEPROXY_STATUS_MAX_AGE_S", "SECONDS",
        "Cache-Control max-age of GET /v1/status (default 5).",
        [](Config& c, const std::string& v) -> Result<void> {

@@ -29,6 +29,8 @@ struct Config {
   std::string log_format = "text";    // "text" or "json" (one object per line)
   bool access_log = false;            // one entry per answered request
   std::optional<std::string> secret;  // when set, /v1/shape requires ?secret=
+  // When set, /metrics requires `Authorization: Bearer <token>` (or ?secret=).
+  std::optional<std::string> metrics_token;
   std::chrono::milliseconds replication_status_interval{10'000};
   bool allow_delete = false;  // DELETE /v1/shape
   // Open client connections at once; beyond: 503 + retry-after, then close.
@@ -53,6 +55,8 @@ struct Config {
   int cache_stale_age_seconds = 300;
   // A fallback query running longer is cancelled (statement_timeout); zero: no limit.
   std::chrono::milliseconds fallback_statement_timeout{30'000};
+  // A shape's initial query running longer is cancelled; zero: no limit.
+  std::chrono::milliseconds snapshot_timeout{120'000};
 };
 
 // What the command line asked for.

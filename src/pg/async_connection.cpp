@@ -7,6 +7,8 @@
 
 #include <unistd.h>
 
+#include "common/error_codes.h"
+
 namespace shapeproxy::pg {
 namespace asio = boost::asio;
 using asio::posix::stream_descriptor;
@@ -64,7 +66,8 @@ void AsyncConnection::cancel() { socket_.cancel(); }
 
 asio::awaitable<Result<void>> AsyncConnection::wait_readable() {
   auto [ec] = co_await socket_.async_wait(stream_descriptor::wait_read, kNoThrow);
-  if (ec == asio::error::operation_aborted) co_return Error{"cancelled", "operation cancelled", ""};
+  if (ec == asio::error::operation_aborted)
+    co_return Error{std::string(error_codes::kCancelled), "operation cancelled", ""};
   if (ec) co_return Error{"connection_lost", "PostgreSQL socket error: " + ec.message(), ""};
   if (PQconsumeInput(conn_.get()) == 0)
     co_return error_from_connection(conn_.get(), "connection_lost");

@@ -44,6 +44,7 @@ class ConnectionPool : public std::enable_shared_from_this<ConnectionPool> {
   boost::asio::awaitable<Result<Lease>> acquire();
 
   std::size_t open_connections() const { return open_; }
+  std::size_t max_connections() const { return max_connections_; }
 
  private:
   void release(std::unique_ptr<AsyncConnection> connection);

@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "common/text.h"
 #include "pg/async_connection.h"
 
 namespace shapeproxy::replication {
@@ -57,8 +58,8 @@ asio::awaitable<Result<void>> add_table_to_publication(pg::AsyncConnection& conn
     co_return explain_privilege_error(added.error(), "adding " + table.schema + "." + table.name +
                                                          " to publication " + publication);
   }
-  spdlog::info("replication: added {}.{} to publication \"{}\"", table.schema, table.name,
-               publication);
+  spdlog::info("replication: added {}.{} to publication \"{}\"", text::log_safe(table.schema),
+               text::log_safe(table.name), publication);
   co_return Result<void>{};
 }
 

@@ -9,6 +9,7 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include "common/error_codes.h"
 #include "logging/log_format.h"
 #include "pg/async_connection.h"
 #include "pg/conninfo.h"
@@ -249,7 +250,7 @@ asio::awaitable<Result<void>> ReplicationStream::consume(pg::AsyncConnection& co
     auto woke = co_await (connection.wait_readable() || status_timer.async_wait(kNoThrow));
     if (woke.index() == 0) {
       auto& readable = std::get<0>(woke);
-      if (!readable && readable.error().code != "cancelled") outcome = readable.error();
+      if (!readable && readable.error().code != error_codes::kCancelled) outcome = readable.error();
     }
   }
   status_timer_ = nullptr;

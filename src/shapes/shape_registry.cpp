@@ -6,8 +6,8 @@
 
 #include <algorithm>
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/bind_executor.hpp>
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -15,6 +15,8 @@
 #include <functional>
 #include <utility>
 
+#include "common/error_codes.h"
+#include "common/text.h"
 #include "replication/publication.h"
 #include "shapes/shape_meta.h"
 #include "shapes/snapshot_query.h"
@@ -47,6 +49,33 @@ struct ShapeRegistry::Waiter {
   std::chrono::steady_clock::time_point deadline;
 };
 
+namespace {
+// The completion of a coroutine spawned on `executor`: an exception that
+// escapes it is logged and `on_failure` runs on the strand (failing the
+// requests that wait on it), never swallowed as with asio::detached.
+template <class OnFailure>
+auto on_exception(const asio::any_io_executor& executor, const char* what, OnFailure on_failure) {
+  return asio::bind_executor(
+      executor, [what, on_failure = std::move(on_failure)](std::exception_ptr thrown) mutable {
+        if (!thrown) return;
+        std::string why = "unknown exception";
+        try {
+          std::rethrow_exception(thrown);
+        } catch (const std::exception& e) {
+          why = e.what();
+        } catch (...) {
+        }
+        spdlog::error("shapes: {} threw: {}", what, text::log_safe(why));
+        on_failure();
+      });
+}
+
+// Electric's text for a handle that names a shape of another definition.
+constexpr char kHandleMismatch[] =
+    "The specified shape definition and handle do not match. Please ensure the shape definition "
+    "is correct or omit the shape handle from the request to obtain a new one.";
+}  // namespace
+
 ShapeRegistry::ShapeRegistry(asio::any_io_executor executor,
                              std::shared_ptr<pg::ConnectionPool> pool, ShapeRegistryOptions options)
     : executor_(std::move(executor)), pool_(std::move(pool)), options_(std::move(options)) {}
@@ -62,6 +91,7 @@ void ShapeRegistry::stop() {
   compaction_thread_.join();
   sync_thread_.join();
   read_pool_.join();
+  cancel_thread_.join();
   spdlog::info("shapes: worker threads stopped in {} ms",
                std::chrono::duration_cast<std::chrono::milliseconds>(
                    std::chrono::steady_clock::now() - started)
@@ -81,7 +111,9 @@ std::function<void()> ShapeRegistry::read(ShapeDefinitionRequest definition, Rea
         [self, definition = std::move(definition), request = std::move(request), ticket]() mutable {
           return self->serve(std::move(definition), std::move(request), ticket);
         },
-        asio::detached);
+        on_exception(self->executor_, "serving a read", [ticket] {
+          ticket->finish(Unavailable{"internal error while serving this shape; retry shortly"});
+        }));
   });
   return [self, ticket] {
     asio::post(self->executor_, [ticket] {
@@ -94,30 +126,54 @@ std::function<void()> ShapeRegistry::read(ShapeDefinitionRequest definition, Rea
 void ShapeRegistry::remove(ShapeDefinitionRequest definition, std::optional<std::string> handle,
                            std::function<void(Result<DeleteOutcome>)> done) {
   auto self = shared_from_this();
+  // Called once: by the coroutine, or with an error if it throws.
+  auto finish = [once = std::make_shared<std::function<void(Result<DeleteOutcome>)>>(
+                     std::move(done))](Result<DeleteOutcome> outcome) {
+    if (auto done = std::exchange(*once, nullptr)) done(std::move(outcome));
+  };
   asio::co_spawn(
       executor_,
       [self, definition = std::move(definition), handle = std::move(handle),
-       done = std::move(done)]() mutable -> asio::awaitable<void> {
+       done = finish]() mutable -> asio::awaitable<void> {
+        // A definition (table given) is validated like a read's, and a
+        // handle given with it must name a shape of that definition.
+        std::optional<std::string> key;
+        if (!definition.table.empty()) {
+          auto table = co_await self->table_schema(definition.schema, definition.table);
+          if (!table) {
+            if (table.error().code == error_codes::kTableNotFound ||
+                table.error().code == error_codes::kTableUnsupported) {
+              done(DeleteOutcome{false, InvalidRequest{"table", table.error().message}});
+            } else {
+              done(table.error());
+            }
+            co_return;
+          }
+          auto made = ShapeDefinition::make(definition, table.value());
+          if (auto* invalid = std::get_if<InvalidRequest>(&made)) {
+            done(DeleteOutcome{false, *invalid});
+            co_return;
+          }
+          key = std::get<ShapeDefinition>(made).key;
+        }
         std::shared_ptr<Shape> shape;
         if (handle) {
           auto it = self->by_handle_.find(*handle);
           if (it != self->by_handle_.end()) shape = it->second;
-        } else {
-          auto table = co_await self->table_schema(definition.schema, definition.table);
-          if (!table) {
-            done(table.error());
+          if (shape && key && shape->definition().key != *key) {
+            done(DeleteOutcome{false, InvalidRequest{"handle", kHandleMismatch}});
             co_return;
           }
-          auto made = ShapeDefinition::make(definition, table.value());
-          if (auto* valid = std::get_if<ShapeDefinition>(&made)) {
-            auto it = self->by_key_.find(valid->key);
-            if (it != self->by_key_.end()) shape = it->second;
-          }
+        } else if (key) {
+          auto it = self->by_key_.find(*key);
+          if (it != self->by_key_.end()) shape = it->second;
         }
         if (shape) self->rotate(shape, "deleted by request");
-        done(DeleteOutcome{shape != nullptr});
+        done(DeleteOutcome{shape != nullptr, std::nullopt});
       },
-      asio::detached);
+      on_exception(executor_, "a delete", [finish] {
+        finish(Error{"internal", "internal error while deleting the shape", ""});
+      }));
 }
 
 std::size_t ShapeRegistry::shape_count() const { return by_key_.size(); }
@@ -142,7 +198,12 @@ asio::awaitable<void> ShapeRegistry::serve(ShapeDefinitionRequest request_defini
     if (!found) co_return;  // answered
     shape = std::move(found);
   }
-  if (!co_await wait_until_ready(shape)) {
+  if (!co_await wait_until_ready(shape, ticket)) {
+    if (ticket->cancelled) co_return;
+    if (auto rejected = query_rejection(shape)) {
+      ticket->finish(*rejected);
+      co_return;
+    }
     auto refused = refusal(shape);
     ticket->finish(refused ? *refused
                            : Unavailable{"the shape's initial query failed; retry shortly"});
@@ -209,7 +270,8 @@ asio::awaitable<std::shared_ptr<Shape>> ShapeRegistry::find_shape(
     const std::shared_ptr<Ticket>& ticket) {
   auto table = co_await table_schema(request_definition.schema, request_definition.table);
   if (!table) {
-    if (table.error().code == "table_not_found") {
+    if (table.error().code == error_codes::kTableNotFound ||
+        table.error().code == error_codes::kTableUnsupported) {
       ticket->finish(InvalidRequest{"table", table.error().message});
     } else {
       ticket->finish(Unavailable{"database unavailable: " + table.error().message});
@@ -251,19 +313,35 @@ std::shared_ptr<Shape> ShapeRegistry::shape_for(const ShapeDefinition& definitio
   by_key_[definition.key] = shape;
   by_handle_[shape->handle()] = shape;
   by_table_[table_key(shape->table().schema, shape->table().name)].push_back(shape);
-  spdlog::info("shapes: new shape {} on {}.{}", shape->handle(), shape->table().schema,
-               shape->table().name);
-  asio::co_spawn(executor_, take_snapshot(shape), asio::detached);
+  spdlog::info("shapes: new shape {} on {}.{}", shape->handle(),
+               text::log_safe(shape->table().schema), text::log_safe(shape->table().name));
+  asio::co_spawn(executor_, take_snapshot(shape),
+                 on_exception(executor_, "an initial query", [self = shared_from_this(), shape] {
+                   // Its readers wait for the shape to be ready: they are
+                   // answered (503) when it goes.
+                   if (shape->phase() != Shape::Phase::kGone) self->forget(shape);
+                 }));
   update_gauges();
   return shape;
 }
 
 asio::awaitable<void> ShapeRegistry::take_snapshot(std::shared_ptr<Shape> shape) {
   auto self = shared_from_this();
+  // What cancels this query (see note_reader_gone); gone with this frame.
+  SnapshotRun& run = snapshot_runs_[shape.get()];
+  struct Forget {
+    ShapeRegistry& registry;
+    const Shape* shape;
+    ~Forget() { registry.snapshot_runs_.erase(shape); }
+  } forget_run{*this, shape.get()};
   auto fail = [&](const Error& error) {
-    spdlog::warn("shapes: initial query of {} failed: {}", shape->handle(), error.to_string());
+    spdlog::warn("shapes: initial query of {} failed: {}", shape->handle(),
+                 text::log_safe(error.to_string()));
+    if (!run.abandoned) note_query_failure(shape, error);
     forget(shape);
   };
+  const Error abandoned{std::string(error_codes::kQueryCancelled),
+                        "nobody waits for the shape any more", ""};
   if (options_.shapes_dir) {
     auto files =
         storage::ShapeFiles::create(*options_.shapes_dir / shape->handle(), to_json(shape->meta()));
@@ -276,14 +354,29 @@ asio::awaitable<void> ShapeRegistry::take_snapshot(std::shared_ptr<Shape> shape)
   std::optional<Result<SnapshotRows>> rows;
   std::shared_ptr<const SnapshotRows> shared_rows;  // from_fallback: the query's shared result
   {
+    // The table's fair share of the pool: beyond it, wait (holding nothing)
+    // until one of its initial queries ends.
+    const std::string table_name = table_key(shape->table().schema, shape->table().name);
+    if (!co_await wait_for_table_slot(table_name, shape, run)) co_return fail(abandoned);
+    ++table_slots_[table_name].running;
+    struct Slot {
+      ShapeRegistry& registry;
+      const std::string& table;
+      ~Slot() { registry.release_table_slot(table); }
+    } slot{*this, table_name};
+
     auto lease = co_await pool_->acquire();
     if (!lease) co_return fail(lease.error());
     replication::TableName table{shape->table().schema, shape->table().name};
     auto published =
         co_await replication::add_table_to_publication(**lease, options_.publication_name, table);
     if (!published) co_return fail(published.error());
+    if (run.abandoned) co_return fail(abandoned);
     if (!from_fallback) {
-      auto queried = co_await query_snapshot(**lease, shape->definition());
+      run.cancel = std::shared_ptr<PGcancel>(PQgetCancel((*lease)->native()), PQfreeCancel);
+      auto queried =
+          co_await query_snapshot(**lease, shape->definition(), options_.snapshot_timeout);
+      run.cancel.reset();
       rows.emplace(std::move(queried));
     }
   }
@@ -346,17 +439,98 @@ void ShapeRegistry::store_snapshot(const std::shared_ptr<Shape>& shape) {
              });
 }
 
-asio::awaitable<bool> ShapeRegistry::wait_until_ready(const std::shared_ptr<Shape>& shape) {
-  while (shape->phase() == Shape::Phase::kSnapshotting) {
+asio::awaitable<bool> ShapeRegistry::wait_until_ready(const std::shared_ptr<Shape>& shape,
+                                                      const std::shared_ptr<Ticket>& ticket) {
+  while (shape->phase() == Shape::Phase::kSnapshotting && !ticket->cancelled) {
     asio::steady_timer wake(executor_, asio::steady_timer::time_point::max());
     auto& list = ready_waiters_[shape.get()];
     auto position = list.insert(list.end(), &wake);
+    // The read's cancel (its client went away) wakes this wait; `wake`
+    // lives in this frame, which is suspended until then.
+    ticket->unpark = [&wake] { wake.cancel(); };
     co_await wake.async_wait(asio::as_tuple(asio::use_awaitable));
+    ticket->unpark = nullptr;
     if (auto it = ready_waiters_.find(shape.get()); it != ready_waiters_.end()) {
       it->second.erase(position);
+      if (it->second.empty()) ready_waiters_.erase(it);
+    }
+    if (ticket->cancelled) note_reader_gone(shape);
+  }
+  co_return !ticket->cancelled && shape->phase() == Shape::Phase::kReady;
+}
+
+// Waits while `table` runs its share of initial queries. False when the
+// shape is given up meanwhile (nobody waits, gone, or shutting down).
+asio::awaitable<bool> ShapeRegistry::wait_for_table_slot(const std::string& table_name,
+                                                         const std::shared_ptr<Shape>& shape,
+                                                         SnapshotRun& run) {
+  while (table_slots_[table_name].running >= snapshot_share()) {
+    bool give_up = false;
+    {
+      asio::steady_timer wake(executor_, asio::steady_timer::time_point::max());
+      // In the queue while this frame waits (also if it is destroyed there).
+      struct Queued {
+        std::list<asio::steady_timer*>& queue;
+        std::list<asio::steady_timer*>::iterator position;
+        SnapshotRun& run;
+        ~Queued() {
+          queue.erase(position);
+          run.slot_wait = nullptr;
+        }
+      } queued{table_slots_[table_name].queue,
+               table_slots_[table_name].queue.insert(table_slots_[table_name].queue.end(), &wake),
+               run};
+      run.slot_wait = &wake;
+      co_await wake.async_wait(asio::as_tuple(asio::use_awaitable));
+      give_up = run.abandoned || shape->phase() == Shape::Phase::kGone || stopped_;
+    }
+    if (give_up) {
+      wake_table_queue(table_name);  // a slot handed to this waiter goes on
+      co_return false;
     }
   }
-  co_return shape->phase() == Shape::Phase::kReady;
+  co_return true;
+}
+
+void ShapeRegistry::note_reader_gone(const std::shared_ptr<Shape>& shape) {
+  if (shape->phase() != Shape::Phase::kSnapshotting || ready_waiters_.count(shape.get())) return;
+  auto run = snapshot_runs_.find(shape.get());
+  if (run == snapshot_runs_.end() || run->second.abandoned) return;
+  run->second.abandoned = true;
+  spdlog::info("shapes: nobody waits for {} any more; its initial query is cancelled",
+               shape->handle());
+  if (run->second.slot_wait) run->second.slot_wait->cancel();  // take_snapshot gives up
+  if (auto cancel = run->second.cancel) {
+    if (!stopped_) {
+      asio::post(cancel_thread_, [cancel] {
+        char error[256];
+        if (!PQcancel(cancel.get(), error, sizeof error))
+          spdlog::debug("shapes: cancelling an initial query failed: {}", error);
+      });
+    }
+  }
+}
+
+std::size_t ShapeRegistry::snapshot_share() const {
+  if (options_.snapshot_share > 0) return options_.snapshot_share;
+  return std::max<std::size_t>(1, pool_->max_connections() / 2);
+}
+
+void ShapeRegistry::release_table_slot(const std::string& table) {
+  auto it = table_slots_.find(table);
+  if (it != table_slots_.end() && it->second.running > 0) --it->second.running;
+  wake_table_queue(table);
+}
+
+void ShapeRegistry::wake_table_queue(const std::string& table) {
+  auto it = table_slots_.find(table);
+  if (it == table_slots_.end()) return;
+  if (!it->second.queue.empty()) {
+    if (it->second.running < snapshot_share())
+      it->second.queue.front()->cancel();  // the oldest waiter tries again
+  } else if (it->second.running == 0) {
+    table_slots_.erase(it);
+  }
 }
 
 ReadResult ShapeRegistry::result(const Shape& shape, LogOffset offset,
@@ -378,7 +552,10 @@ void ShapeRegistry::set_serving_mode(bool fallback) {
   spdlog::info("shapes: serving {}", fallback ? "from direct queries (fallback)" : "live");
   if (fallback && fallback_rows_ && !fallback_loop_running_) {
     fallback_loop_running_ = true;
-    asio::co_spawn(executor_, fallback_loop(), asio::detached);
+    asio::co_spawn(executor_, fallback_loop(),
+                   on_exception(executor_, "the fallback loop", [self = shared_from_this()] {
+                     self->fallback_loop_running_ = false;
+                   }));
   }
 }
 
@@ -392,7 +569,7 @@ void ShapeRegistry::refresh_all() {
         for (const auto& [key, shape] : self->by_key_) shapes.push_back(shape);
         for (const auto& shape : shapes) co_await self->refresh(shape);
       },
-      asio::detached);
+      on_exception(executor_, "refreshing every shape", [] {}));
 }
 
 asio::awaitable<void> ShapeRegistry::fallback_loop() {
@@ -421,7 +598,8 @@ asio::awaitable<void> ShapeRegistry::refresh(std::shared_ptr<Shape> shape) {
   note_refusal(shape, rows ? Error{} : rows.error());
   if (!rows) {
     shape->end_refresh();
-    spdlog::debug("shapes: refreshing {} failed: {}", shape->handle(), rows.error().to_string());
+    spdlog::debug("shapes: refreshing {} failed: {}", shape->handle(),
+                  text::log_safe(rows.error().to_string()));
     co_return;
   }
   if (shape->phase() != Shape::Phase::kReady) {
@@ -445,7 +623,7 @@ asio::awaitable<void> ShapeRegistry::refresh(std::shared_ptr<Shape> shape) {
 
 void ShapeRegistry::note_refusal(const std::shared_ptr<Shape>& shape, const Error& outcome) {
   std::erase_if(refusals_, [](const auto& entry) { return entry.second.first.expired(); });
-  if (outcome.code != "overloaded") {
+  if (outcome.code != error_codes::kOverloaded) {
     // Served, or failed otherwise (database unreachable: what the shape
     // holds is served, flagged).
     refusals_.erase(shape.get());
@@ -456,6 +634,37 @@ void ShapeRegistry::note_refusal(const std::shared_ptr<Shape>& shape, const Erro
                           std::to_string(std::max<std::int64_t>(1, retry_after.count())) + " s",
                       std::max(retry_after, std::chrono::seconds(1))};
   refusals_[shape.get()] = {shape, std::move(refused)};
+}
+
+// A failure caused by the request itself (its where clause or parameters
+// against the table's data: SQLSTATE class 22, e.g. division by zero or an
+// integer out of range) is permanent: the readers waiting for this shape get
+// a 400 naming it instead of a 503 that invites retries of the same query.
+void ShapeRegistry::note_query_failure(const std::shared_ptr<Shape>& shape, const Error& error) {
+  std::erase_if(query_rejections_, [](const auto& entry) { return entry.second.first.expired(); });
+  const std::string field = shape->definition().request.where ? "where" : "table";
+  if (error_codes::is_client_data_error(error.code)) {
+    query_rejections_[shape.get()] = {
+        shape, InvalidRequest{field, "the where clause cannot be evaluated on the table's rows: " +
+                                         error.message}};
+  } else if (error.code == error_codes::kSqlstateQueryCanceled &&
+             options_.snapshot_timeout.count() > 0) {
+    // statement_timeout: this shape's query is too costly to serve here;
+    // its clients are told so instead of retrying it (and holding a
+    // connection) again and again.
+    query_rejections_[shape.get()] = {
+        shape, InvalidRequest{field, "the shape's initial query took longer than " +
+                                         std::to_string(options_.snapshot_timeout.count()) +
+                                         " ms and was cancelled; narrow the where clause (the "
+                                         "limit is --snapshot-timeout-ms)"}};
+  }
+}
+
+std::optional<InvalidRequest> ShapeRegistry::query_rejection(
+    const std::shared_ptr<Shape>& shape) const {
+  auto it = query_rejections_.find(shape.get());
+  if (it == query_rejections_.end() || it->second.first.lock() != shape) return std::nullopt;
+  return it->second.second;
 }
 
 std::optional<Unavailable> ShapeRegistry::refusal(const std::shared_ptr<Shape>& shape) const {
@@ -481,6 +690,15 @@ std::optional<ReadOutcome> ShapeRegistry::read_now(Shape& shape, const ReadReque
   }
   LogOffset after =
       request.start == ReadRequest::Start::kBeforeAll ? LogOffset::start() : request.offset;
+  // Past everything this proxy has seen: no offset it handed out lies there
+  // (operations sit at commit LSNs, up-to-date at global_last_seen_lsn), and
+  // a live read parked there would skip the operations others receive.
+  // Electric answers the same 400. Judged only once the stream has reported
+  // a position since start (before that last_seen_lsn_ is not known).
+  if (request.start == ReadRequest::Start::kAt && !after.is_snapshot() && last_seen_lsn_ > 0 &&
+      after.tx > std::max<std::uint64_t>(last_seen_lsn_, log.end().tx)) {
+    return InvalidRequest{"offset", "out of bounds for this shape"};
+  }
   // Before a compaction point (or past the snapshot): the client resyncs.
   if (!log.contains(after)) return MustRefetch{shape.handle()};
   auto slice = log.read_after(after);
@@ -712,7 +930,7 @@ void ShapeRegistry::forget(const std::shared_ptr<Shape>& shape) {
 
 void ShapeRegistry::rotate(const std::shared_ptr<Shape>& shape, const char* why) {
   spdlog::info("shapes: {} on {}.{} removed ({}); its clients will resync", shape->handle(),
-               shape->table().schema, shape->table().name, why);
+               text::log_safe(shape->table().schema), text::log_safe(shape->table().name), why);
   forget(shape);
 }
 
@@ -841,6 +1059,23 @@ void ShapeRegistry::flush() {
 // queued; nothing past them is acknowledged to the slot, so PostgreSQL
 // keeps the WAL and nothing is lost. Retried every second (and with every
 // new transaction); logged once per episode.
+ShapeRegistry::StorageState ShapeRegistry::storage_state() const {
+  std::lock_guard lock(storage_mu_);
+  return storage_;
+}
+
+void ShapeRegistry::set_storage_failure(std::optional<Error> failure) {
+  std::lock_guard lock(storage_mu_);
+  if (!failure) {
+    storage_.failing = false;
+    storage_.error.clear();
+    return;
+  }
+  if (!storage_.failing) storage_.since = std::chrono::system_clock::now();
+  storage_.failing = true;
+  storage_.error = failure->message;
+}
+
 void ShapeRegistry::note_write_failure(const std::shared_ptr<Shape>& shape, const Error& error) {
   if (!write_failing_) {
     spdlog::error(
@@ -849,6 +1084,7 @@ void ShapeRegistry::note_write_failure(const std::shared_ptr<Shape>& shape, cons
         shape->handle(), error.to_string());
   }
   write_failing_ = true;
+  set_storage_failure(error);
   if (stopped_) return;
   if (!write_retry_) write_retry_ = std::make_unique<asio::steady_timer>(executor_);
   if (write_retry_armed_) return;
@@ -869,6 +1105,7 @@ void ShapeRegistry::finish_flush(std::vector<std::pair<std::shared_ptr<Shape>, P
     spdlog::error("shapes: cannot make shape logs durable: {}; the slot will not advance",
                   failure->to_string());
     for (const auto& [shape, file] : synced) dirty_.insert(shape);  // try again
+    set_storage_failure(*failure);
     schedule_flush();
     return;
   }
@@ -890,6 +1127,11 @@ void ShapeRegistry::finish_flush(std::vector<std::pair<std::shared_ptr<Shape>, P
     if (foldable && shape->files()->changes_bytes() > options_.compact_bytes) {
       start_compaction(shape);
     }
+  }
+  set_storage_failure(std::nullopt);  // written and synced
+  if (durable_lsn > 0) {
+    std::lock_guard lock(storage_mu_);
+    storage_.durable_lsn = std::max(storage_.durable_lsn, durable_lsn);
   }
   if (on_durable_ && durable_lsn > 0) on_durable_(durable_lsn);
   if (!dirty_.empty() || std::exchange(flush_after_sync_, false)) schedule_flush();
@@ -959,7 +1201,7 @@ void ShapeRegistry::finish_compaction(const std::shared_ptr<Shape>& shape,
   }
   if (failure) {
     shape->abandon_compaction();
-    if (failure->code == "cancelled") {
+    if (failure->code == error_codes::kCancelled) {
       spdlog::info("shapes: compacting {} stopped: {}", shape->handle(), failure->message);
     } else {
       note_compaction_failure(shape, *failure, "compact");
@@ -1030,7 +1272,7 @@ Result<std::size_t> ShapeRegistry::load() {
                    moved ? "removed: " + moved.message() : "moved to " + aside.string(), why);
     };
     auto opened = storage::ShapeFiles::open(entry.path());
-    if (!opened && opened.error().code == "storage_resource") {
+    if (!opened && opened.error().code == error_codes::kStorageResource) {
       // Not corruption (too many open files, no memory): keep the files and
       // refuse to start rather than drop a shape its clients still follow.
       return Error{"storage_io",

@@ -11,6 +11,8 @@
 // (the replication stream shares it).
 #pragma once
 
+#include <libpq-fe.h>
+
 #include <atomic>
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
@@ -21,6 +23,7 @@
 #include <list>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <set>
 #include <unordered_map>
 
@@ -47,6 +50,13 @@ struct ShapeRegistryOptions {
   std::chrono::milliseconds fallback_poll_interval{1'000};
   // The store of the shapes' rows (<shapes_dir>/state, else in memory).
   StateStoreOptions state_store;
+  // Initial queries: each statement may run this long (zero: no limit); the
+  // readers of a shape whose query timed out get 400.
+  std::chrono::milliseconds snapshot_timeout{120'000};
+  // At most this many initial queries of one table run at once (the others
+  // wait), so costly where clauses on one table cannot hold every pooled
+  // connection. Zero: half the pool (at least one).
+  std::size_t snapshot_share = 0;
   // Tests: called on the compaction worker once a compacted snapshot is
   // built, before it is swapped in on the strand.
   std::function<void()> compaction_built;
@@ -128,6 +138,14 @@ class ShapeRegistry : public ShapeService, public std::enable_shared_from_this<S
   std::uint64_t shapes_snapshotting() const {
     return shapes_snapshotting_.load(std::memory_order_relaxed);
   }
+  // From any thread: whether shape logs can be written and synced now.
+  struct StorageState {
+    bool failing = false;
+    std::string error;
+    std::chrono::system_clock::time_point since;
+    replication::Lsn durable_lsn = 0;  // last end LSN handed to on_durable
+  };
+  StorageState storage_state() const;
 
   // Starts the periodic removal of idle shapes (on the strand).
   void start_housekeeping();
@@ -142,6 +160,7 @@ class ShapeRegistry : public ShapeService, public std::enable_shared_from_this<S
  private:
   struct Ticket;
   struct Waiter;
+  struct SnapshotRun;
 
   boost::asio::awaitable<void> serve(ShapeDefinitionRequest definition, ReadRequest request,
                                      std::shared_ptr<Ticket> ticket);
@@ -158,7 +177,19 @@ class ShapeRegistry : public ShapeService, public std::enable_shared_from_this<S
       const std::string& schema, const std::string& table);
   std::shared_ptr<Shape> shape_for(const ShapeDefinition& definition);
   boost::asio::awaitable<void> take_snapshot(std::shared_ptr<Shape> shape);
-  boost::asio::awaitable<bool> wait_until_ready(const std::shared_ptr<Shape>& shape);
+  // Waits for the shape's initial query; false if it failed or the read was
+  // cancelled meanwhile (the last reader to leave cancels the query).
+  boost::asio::awaitable<bool> wait_until_ready(const std::shared_ptr<Shape>& shape,
+                                                const std::shared_ptr<Ticket>& ticket);
+  // Nobody waits for a snapshotting shape any more: its initial query is
+  // cancelled (PQcancel) or, if still queued for its table's share, dropped.
+  void note_reader_gone(const std::shared_ptr<Shape>& shape);
+  std::size_t snapshot_share() const;
+  boost::asio::awaitable<bool> wait_for_table_slot(const std::string& table,
+                                                   const std::shared_ptr<Shape>& shape,
+                                                   SnapshotRun& run);
+  void release_table_slot(const std::string& table);
+  void wake_table_queue(const std::string& table);  // the next waiter, if the share allows
   // An answer now, or nothing: park, or (`disk` set) read older operations
   // off the strand with read_from_disk().
   std::optional<ReadOutcome> read_now(Shape& shape, const ReadRequest& request,
@@ -201,6 +232,10 @@ class ShapeRegistry : public ShapeService, public std::enable_shared_from_this<S
   // refused for the cap ("overloaded"); its readers get 503 meanwhile.
   void note_refusal(const std::shared_ptr<Shape>& shape, const Error& outcome);
   std::optional<Unavailable> refusal(const std::shared_ptr<Shape>& shape) const;
+  // The initial query of a shape failed: remembers a failure caused by the
+  // request itself for the readers waiting on that shape.
+  void note_query_failure(const std::shared_ptr<Shape>& shape, const Error& error);
+  std::optional<InvalidRequest> query_rejection(const std::shared_ptr<Shape>& shape) const;
   std::string up_to_date_json() const;
   ReadResult result(const Shape& shape, LogOffset offset, std::shared_ptr<const std::string> body,
                     bool up_to_date) const;
@@ -218,6 +253,22 @@ class ShapeRegistry : public ShapeService, public std::enable_shared_from_this<S
   ShapeIndex shape_index_;
   std::map<std::shared_ptr<Shape>, std::list<std::shared_ptr<Waiter>>> waiters_;
   std::map<const Shape*, std::list<boost::asio::steady_timer*>> ready_waiters_;
+  // Initial queries running per table (by table_key) and those waiting for
+  // the table's fair share (snapshot_share()).
+  struct TableSlots {
+    std::size_t running = 0;
+    std::list<boost::asio::steady_timer*> queue;
+  };
+  std::map<std::string, TableSlots> table_slots_;
+  // Per snapshotting shape: what cancels its initial query.
+  struct SnapshotRun {
+    bool abandoned = false;                          // nobody waits any more
+    boost::asio::steady_timer* slot_wait = nullptr;  // queued for the table's share
+    std::shared_ptr<PGcancel> cancel;                // the query running now
+  };
+  std::map<const Shape*, SnapshotRun> snapshot_runs_;
+  // PQcancel blocks (it connects to the server): sent from here.
+  boost::asio::thread_pool cancel_thread_{1};
   // The one timer for parked reads' deadlines, armed for the earliest.
   std::unique_ptr<boost::asio::steady_timer> deadline_timer_;
   bool deadline_armed_ = false;
@@ -269,9 +320,16 @@ class ShapeRegistry : public ShapeService, public std::enable_shared_from_this<S
   bool fallback_loop_running_ = false;
   // Shapes whose last fallback query was refused, with the answer to give.
   std::map<const Shape*, std::pair<std::weak_ptr<Shape>, Unavailable>> refusals_;
+  // Shapes whose initial query failed for the request's own fault, with the
+  // 400 to give their waiting readers (see note_query_failure).
+  std::map<const Shape*, std::pair<std::weak_ptr<Shape>, InvalidRequest>> query_rejections_;
   std::atomic<std::uint64_t> shapes_held_{0};
   std::atomic<std::uint64_t> parked_reads_{0};
   std::atomic<std::uint64_t> shapes_snapshotting_{0};
+  mutable std::mutex storage_mu_;
+  StorageState storage_;  // guarded by storage_mu_
+  // On the strand: the writes/syncs failed (error) or work again (nullopt).
+  void set_storage_failure(std::optional<Error> failure);
   void update_gauges();
 };
 

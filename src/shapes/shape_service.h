@@ -90,6 +90,9 @@ inline Result<std::shared_ptr<const std::string>> read_body(const ReadResult& re
 
 struct DeleteOutcome {
   bool deleted = false;  // false: no such shape/handle
+  // Set when nothing was deleted because the request is invalid (a bad
+  // where clause, or a handle of a shape with another definition): 400.
+  std::optional<InvalidRequest> invalid;
 };
 
 class ShapeService {

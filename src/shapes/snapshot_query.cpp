@@ -38,9 +38,12 @@ SnapshotRows to_rows(PGresult* result, PgSnapshot snapshot) {
 }  // namespace
 
 asio::awaitable<Result<SnapshotRows>> query_snapshot(pg::AsyncConnection& connection,
-                                                     const ShapeDefinition& definition) {
-  auto begun = co_await connection.query(
-      "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT pg_current_snapshot()::text");
+                                                     const ShapeDefinition& definition,
+                                                     std::chrono::milliseconds statement_timeout) {
+  std::string begin = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; ";
+  if (statement_timeout.count() > 0)
+    begin += "SET LOCAL statement_timeout = " + std::to_string(statement_timeout.count()) + "; ";
+  auto begun = co_await connection.query(begin + "SELECT pg_current_snapshot()::text");
   if (!begun) co_return begun.error();
   auto snapshot = PgSnapshot::parse(pg::get_value(begun->get(), 0, 0).value_or(""));
   std::vector<std::optional<std::string>> bound;

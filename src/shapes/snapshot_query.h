@@ -5,6 +5,7 @@
 #pragma once
 
 #include <boost/asio/awaitable.hpp>
+#include <chrono>
 
 #include "common/result.h"
 #include "shapes/shape.h"
@@ -15,7 +16,11 @@ class AsyncConnection;
 
 namespace shapeproxy::shapes {
 
-boost::asio::awaitable<Result<SnapshotRows>> query_snapshot(pg::AsyncConnection& connection,
-                                                            const ShapeDefinition& definition);
+// `statement_timeout` (zero: the session's setting) bounds each statement of
+// the query (SET LOCAL): a costly where clause fails with SQLSTATE 57014
+// instead of holding the connection.
+boost::asio::awaitable<Result<SnapshotRows>> query_snapshot(
+    pg::AsyncConnection& connection, const ShapeDefinition& definition,
+    std::chrono::milliseconds statement_timeout = std::chrono::milliseconds(0));
 
 }  // namespace shapeproxy::shapes

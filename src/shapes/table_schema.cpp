@@ -2,6 +2,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/error_codes.h"
 #include "pg/async_connection.h"
 
 namespace shapeproxy::shapes {
@@ -19,7 +20,8 @@ SELECT a.attname,
        (SELECT k.ord - 1 FROM pg_index i, unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
          WHERE i.indrelid = c.oid AND i.indisprimary AND k.attnum = a.attnum),
        c.oid::int8,
-       has_table_privilege(c.oid, 'SELECT')
+       has_table_privilege(c.oid, 'SELECT'),
+       c.relkind::text
   FROM pg_class c
   JOIN pg_namespace n ON n.oid = c.relnamespace
   JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
@@ -76,11 +78,23 @@ asio::awaitable<Result<TableSchema>> load_table_schema(pg::AsyncConnection& conn
   PGresult* rows = result->get();
   const std::string display = schema + "." + table;
   if (PQntuples(rows) == 0) {
-    co_return Error{"table_not_found", "table not found: " + display, ""};
+    co_return Error{std::string(error_codes::kTableNotFound), "table not found: " + display, ""};
   }
   if (pg::get_value(rows, 0, 8).value_or("f") != "t") {
-    co_return Error{"table_not_found", "permission denied for table " + display,
+    co_return Error{std::string(error_codes::kTableNotFound),
+                    "permission denied for table " + display,
                     "grant SELECT on the table to the proxy's role"};
+  }
+  // A partitioned parent holds no rows itself: its changes are published
+  // under the leaf partitions' names (the publication does not publish via
+  // the partition root, so that shapes on the leaves keep working), and a
+  // shape on the parent would never change. Refused rather than stale.
+  if (pg::get_value(rows, 0, 9).value_or("r") == "p") {
+    co_return Error{std::string(error_codes::kTableUnsupported),
+                    "table " + display +
+                        " is partitioned; shapes of partitioned tables are not supported "
+                        "(request a shape of each partition instead)",
+                    ""};
   }
   TableSchema out;
   out.schema = std::move(schema);
@@ -102,11 +116,20 @@ asio::awaitable<Result<TableSchema>> load_table_schema(pg::AsyncConnection& conn
     }
     out.columns.push_back(std::move(column));
   }
+  // Without a primary key rows have no identity: Electric then treats all
+  // columns as the key (Inspector.get_pk_cols), so duplicate rows collapse
+  // into one key and deleting one copy deletes both in every client; and
+  // publishing such a table (replica identity default) makes PostgreSQL
+  // refuse UPDATE and DELETE on it. Refused with the reason instead.
+  if (key.empty()) {
+    co_return Error{std::string(error_codes::kTableUnsupported),
+                    "table " + display +
+                        " has no primary key; shapes need one to identify rows (add a primary "
+                        "key to the table)",
+                    ""};
+  }
   std::sort(key.begin(), key.end());
   for (const auto& [position, index] : key) out.key_columns.push_back(index);
-  if (out.key_columns.empty()) {
-    for (std::size_t i = 0; i < out.columns.size(); ++i) out.key_columns.push_back(i);
-  }
   co_return out;
 }
 

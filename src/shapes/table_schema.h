@@ -32,15 +32,17 @@ struct TableSchema {
   std::string schema;
   std::string name;
   std::vector<TableColumn> columns;      // in attnum order
-  std::vector<std::size_t> key_columns;  // primary key (all columns when there is none)
+  std::vector<std::size_t> key_columns;  // primary key (never empty)
 
   std::optional<std::size_t> column_index(std::string_view name) const;
   // The electric-schema header value for `selected` column indexes.
   std::string electric_schema_json(const std::vector<std::size_t>& selected) const;
 };
 
-// Looks the table up. Errors: code "table_not_found" (also when the role may
-// not SELECT it: the message says which), or a database error.
+// Looks the table up. Errors: error_codes::kTableNotFound (also when the
+// role may not SELECT it: the message says which), kTableUnsupported (a
+// partitioned parent, or no primary key: the message says which), or a
+// database error.
 boost::asio::awaitable<Result<TableSchema>> load_table_schema(pg::AsyncConnection& connection,
                                                               std::string schema,
                                                               std::string table);

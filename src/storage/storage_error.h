@@ -5,6 +5,8 @@
 
 #include <cerrno>
 
+#include "common/error_codes.h"
+
 namespace shapeproxy::storage {
 
 inline const char* storage_error_code(int errno_value) {
@@ -12,7 +14,7 @@ inline const char* storage_error_code(int errno_value) {
     case EMFILE:
     case ENFILE:
     case ENOMEM:
-      return "storage_resource";
+      return error_codes::kStorageResource.data();  // a literal: NUL-terminated
     default:
       return "storage_io";
   }

@@ -66,7 +66,7 @@ class FakeService : public shapes::ShapeService {
       std::lock_guard lock(mu_);
       removed_.emplace_back(definition.table, handle);
     }
-    done(shapes::DeleteOutcome{true});
+    done(shapes::DeleteOutcome{true, std::nullopt});
   }
 
   // Waits for read #id to be parked, then completes it from another thread.

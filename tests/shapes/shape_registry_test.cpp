@@ -22,6 +22,7 @@
 #include <signal.h>
 #include <sys/resource.h>
 
+#include "pg/connection.h"
 #include "replication/replication_stream.h"
 #include "shapes/snapshot_query.h"
 #include "shapes/state_store.h"
@@ -813,6 +814,17 @@ class FileSizeLimit {
   bool lifted_ = false;
 };
 
+// Polls `condition` (every 20 ms) until it holds or `timeout` passes.
+template <class Condition>
+bool eventually(Condition condition, std::chrono::milliseconds timeout = 10s) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!condition()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(20ms);
+  }
+  return true;
+}
+
 std::uint64_t lsn_number(const std::string& database, const std::string& lsn_sql) {
   return std::stoull(query_value(database, "SELECT (" + lsn_sql + ") - '0/0'::pg_lsn"));
 }
@@ -854,6 +866,9 @@ TEST_F(PersistentShapesTest, AShapeLogThatCannotBeWrittenHoldsTheSlotAndRecovers
       }
     }
     EXPECT_EQ(seen.size(), 10u);
+    // The failure is visible (issue 16 item 15: /v1/status and /metrics).
+    EXPECT_TRUE(eventually([&] { return core->registry().storage_state().failing; }));
+    EXPECT_FALSE(core->registry().storage_state().error.empty());
     // ...but they are not acknowledged as durable, and nothing torn is left.
     std::this_thread::sleep_for(1500ms);
     EXPECT_LE(confirmed_lsn(database_), before)
@@ -871,6 +886,7 @@ TEST_F(PersistentShapesTest, AShapeLogThatCannotBeWrittenHoldsTheSlotAndRecovers
       if (!acknowledged) std::this_thread::sleep_for(100ms);
     }
     EXPECT_TRUE(acknowledged) << "the slot never advanced after the disk recovered";
+    EXPECT_TRUE(eventually([&] { return !core->registry().storage_state().failing; }));
   }
   core.reset();
   Core restarted(database_, options());
@@ -1217,6 +1233,193 @@ TEST_F(PersistentShapesTest, AStoreAheadOfItsLogIsRebuiltFromTheLog) {
   EXPECT_EQ(seen.back()["headers"]["operation"], "update") << seen.dump();
   EXPECT_EQ(shape_rows(sync(core, definition).first),
             (std::map<std::string, std::string>{{"1", "a:50"}, {"2", "b:21"}}));
+// --- Issue 16: hostile definitions and offsets ------------------------------
+
+InvalidRequest expect_invalid(const ReadOutcome& outcome, const std::string& field,
+                              int line = __builtin_LINE()) {
+  SCOPED_TRACE(line);
+  auto* invalid = std::get_if<InvalidRequest>(&outcome);
+  if (!invalid) {
+    ADD_FAILURE() << "not a 400 (outcome " << outcome.index() << ")";
+    return {};
+  }
+  EXPECT_EQ(invalid->field, field) << invalid->message;
+  return *invalid;
+}
+
+Result<DeleteOutcome> remove(Core& core, ShapeDefinitionRequest definition,
+                             std::optional<std::string> handle) {
+  std::promise<Result<DeleteOutcome>> promise;
+  auto future = promise.get_future();
+  core.registry().remove(std::move(definition), std::move(handle),
+                         [&](Result<DeleteOutcome> outcome) { promise.set_value(outcome); });
+  if (future.wait_for(30s) != std::future_status::ready) {
+    ADD_FAILURE() << "delete did not complete";
+    return Error{"timeout", "delete did not complete", ""};
+  }
+  return future.get();
+}
+
+// Item 1: a partitioned parent would never change (its rows' changes are
+// published under the partitions' names); item 13: without a primary key
+// duplicate rows collapse into one key. Both are refused with the reason,
+// while a leaf partition (it has a key) is served.
+TEST_F(ShapeRegistryTest, PartitionedParentsAndKeylessTablesAreRefused) {
+  execute_sql(database_,
+              "CREATE TABLE parted (id int, region text, PRIMARY KEY (id, region)) "
+              "PARTITION BY LIST (region); "
+              "CREATE TABLE parted_eu PARTITION OF parted FOR VALUES IN ('eu'); "
+              "INSERT INTO parted VALUES (1, 'eu'); "
+              "CREATE TABLE nokey (a int); INSERT INTO nokey VALUES (1), (1)");
+  Core core(database_);
+  auto parted = expect_invalid(core.read(shape("parted"), from_start()), "table");
+  EXPECT_NE(parted.message.find("partitioned"), std::string::npos) << parted.message;
+  auto nokey = expect_invalid(core.read(shape("nokey"), from_start()), "table");
+  EXPECT_NE(nokey.message.find("no primary key"), std::string::npos) << nokey.message;
+  auto [messages, last] = sync(core, shape("parted_eu"));
+  EXPECT_EQ(messages.size(), 2u);  // the row + up-to-date
+  execute_sql(database_, "INSERT INTO parted VALUES (2, 'eu')");
+  auto live = expect_result(core.read(shape("parted_eu"), after(last, true)));
+  EXPECT_EQ(body(live)[0]["value"]["id"], "2");
+}
+
+// Item 10: an error the request causes against the table's data is
+// permanent: 400 naming the where clause, not 503 with the database's text.
+TEST_F(ShapeRegistryTest, PermanentQueryErrorsAre400) {
+  execute_sql(database_, "INSERT INTO items (id, title) VALUES (1, 'a')");
+  Core core(database_);
+  auto division = expect_invalid(core.read(shape("items", "id / 0 = 1"), from_start()), "where");
+  EXPECT_NE(division.message.find("division by zero"), std::string::npos) << division.message;
+  auto overflow = core.read(shape("items", "id + 2147483647 > 0"), from_start());
+  EXPECT_NE(expect_invalid(overflow, "where").message.find("out of range"), std::string::npos);
+  // Served from direct queries (fallback) the same.
+  core.enter_fallback();
+  expect_invalid(core.read(shape("items", "id / 0 = 2"), from_start()), "where");
+}
+
+// Item 4: an exception inside the snapshot coroutine (here: a parameter
+// that is not UTF-8 cannot be written into meta.json) fails the read
+// instead of wedging it and every later read of the shape.
+TEST_F(PersistentShapesTest, AnExceptionInASnapshotFailsItsReads) {
+  Core core(database_, options());
+  auto definition = shape("items", "title = $1");
+  definition.params[1] = "\xc3\x28";
+  auto started = std::chrono::steady_clock::now();
+  auto outcome = core.read(definition, from_start());
+  EXPECT_TRUE(std::holds_alternative<Unavailable>(outcome) ||
+              std::holds_alternative<InvalidRequest>(outcome));
+  EXPECT_LT(std::chrono::steady_clock::now() - started, 10s);
+  auto again = core.read(definition, from_start());
+  EXPECT_FALSE(std::holds_alternative<ReadResult>(again));
+  sync(core, shape("items"));  // the registry still serves
+}
+
+// Item 11: a DELETE names one shape: a handle of another definition is
+// refused (and that shape stays), an invalid where is a 400, not a 202.
+TEST_F(ShapeRegistryTest, DeleteChecksTheHandleAgainstTheDefinition) {
+  execute_sql(database_, "INSERT INTO items (id, title) VALUES (1, 'a'), (2, 'b')");
+  Core core(database_);
+  auto [one, one_last] = sync(core, shape("items", "id = 1"));
+  auto [two, two_last] = sync(core, shape("items", "id = 2"));
+  auto mismatch = remove(core, shape("items", "id = 1"), two_last.handle);
+  ASSERT_TRUE(mismatch);
+  EXPECT_FALSE(mismatch.value().deleted);
+  ASSERT_TRUE(mismatch.value().invalid);
+  EXPECT_EQ(mismatch.value().invalid->field, "handle");
+  expect_result(core.read(shape("items", "id = 2"), after(two_last)));  // still there
+  auto bad_where = remove(core, shape("items", "pg_sleep(1) IS NULL"), std::nullopt);
+  ASSERT_TRUE(bad_where);
+  ASSERT_TRUE(bad_where.value().invalid);
+  EXPECT_EQ(bad_where.value().invalid->field, "where");
+  auto matching = remove(core, shape("items", "id = 1"), one_last.handle);
+  ASSERT_TRUE(matching);
+  EXPECT_TRUE(matching.value().deleted);
+  EXPECT_TRUE(
+      std::holds_alternative<MustRefetch>(core.read(shape("items", "id = 1"), after(one_last))));
+}
+
+// Item 12: an offset past everything the proxy has seen is a 400, not a
+// live read parked where it misses what others receive.
+TEST_F(ShapeRegistryTest, OffsetsPastTheEndAre400) {
+  Core core(database_);
+  auto [messages, last] = sync(core, shape("items"));
+  execute_sql(database_, "INSERT INTO items (id, title) VALUES (1, 'a')");
+  last = expect_result(core.read(shape("items"), after(last, true)));  // the stream has a position
+  auto far = after(last, true);
+  far.offset = LogOffset::at(1'000'000'000'000'000, 0);
+  expect_invalid(core.read(shape("items"), far), "offset");
+  // What the proxy handed out stays valid.
+  execute_sql(database_, "INSERT INTO items (id, title) VALUES (2, 'b')");
+  auto next = expect_result(core.read(shape("items"), after(last, true)));
+  EXPECT_EQ(body(next)[0]["value"]["id"], "2");
+}
+
+// Backends of `database` waiting for a lock: initial queries of a locked table.
+int lock_waiters(const std::string& database) {
+  return std::stoi(query_value(database,
+                               "SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                               "current_database() AND wait_event_type = 'Lock'"));
+}
+
+// Item 2. A transaction holding a table's lock stands in for costly where
+// clauses: every initial query of that table blocks. The table gets its
+// fair share of the pool (one of two connections here), so another table's
+// shape is served meanwhile; the offending shapes are answered 400 once the
+// snapshot timeout cancels them.
+TEST_F(ShapeRegistryTest, CostlyInitialQueriesOfOneTableLeaveThePoolToOthers) {
+  execute_sql(database_,
+              "CREATE TABLE slow (id int PRIMARY KEY); INSERT INTO slow VALUES (1), (2); "
+              "INSERT INTO items (id, title) VALUES (1, 'a')");
+  auto options = Core::small_options();
+  options.snapshot_timeout = 3s;
+  Core core(database_, options);
+  sync(core, shape("slow", "id = 1"));  // slow is in the publication
+  auto locker = pg::Connection::open(conninfo(database_));
+  ASSERT_TRUE(locker) << locker.error().to_string();
+  ASSERT_TRUE(locker->exec("BEGIN; LOCK TABLE slow IN ACCESS EXCLUSIVE MODE"));
+  auto costly = [&](int id) {
+    return std::async(std::launch::async, [&core, id] {
+      return core.read(shape("slow", "id = " + std::to_string(id)), from_start());
+    });
+  };
+  auto first = costly(2);
+  auto second = costly(3);
+  ASSERT_TRUE(eventually([&] { return lock_waiters(database_) >= 1; }));
+  auto other =
+      std::async(std::launch::async, [&] { return core.read(shape("items"), from_start()); });
+  bool served = other.wait_for(2500ms) == std::future_status::ready;
+  EXPECT_TRUE(served) << "a shape of another table waited for the costly ones";
+  EXPECT_LE(lock_waiters(database_), 1) << "one table held more than its share";
+  if (!served) (void)locker->exec("ROLLBACK");  // old behaviour: let everything finish
+  if (served) expect_result(other.get());
+  auto timed_out = expect_invalid(first.get(), "where");
+  EXPECT_NE(timed_out.message.find("took longer than 3000 ms"), std::string::npos)
+      << timed_out.message;
+  expect_invalid(second.get(), "where");  // queued behind the first, then cancelled too
+  if (served) (void)locker->exec("ROLLBACK");
+}
+
+// Item 2: when every reader of a shape still snapshotting goes away, its
+// initial query is cancelled (PQcancel) instead of holding the connection.
+TEST_F(ShapeRegistryTest, InitialQueryIsCancelledWhenNobodyWaits) {
+  execute_sql(database_, "CREATE TABLE slow (id int PRIMARY KEY); INSERT INTO slow VALUES (1)");
+  auto options = Core::small_options();
+  options.snapshot_timeout = 0s;  // only the cancellation can end it
+  Core core(database_, options);
+  sync(core, shape("slow", "id = 1"));
+  auto locker = pg::Connection::open(conninfo(database_));
+  ASSERT_TRUE(locker) << locker.error().to_string();
+  ASSERT_TRUE(locker->exec("BEGIN; LOCK TABLE slow IN ACCESS EXCLUSIVE MODE"));
+  std::vector<std::function<void()>> cancels;
+  for (int id : {2, 3})
+    cancels.push_back(core.registry().read(shape("slow", "id = " + std::to_string(id)),
+                                           from_start(), [](ReadOutcome) {}));
+  ASSERT_TRUE(eventually([&] { return lock_waiters(database_) >= 1; }));
+  for (auto& cancel : cancels) cancel();
+  EXPECT_TRUE(eventually([&] { return lock_waiters(database_) == 0; }, 5s))
+      << "the initial queries still run with nobody waiting";
+  (void)locker->exec("ROLLBACK");
+  sync(core, shape("slow", "id = 2"));  // asked again later: served
 }
 
 }  // namespace

@@ -476,5 +476,34 @@ TEST(StatusEtagTest, DependsOnTheBody) {
             "2023-11-14T22:13:20.123Z");
 }
 
+// Issue 16 item 15: a storage failure (disk full) is not "live, lag 0":
+// status and metrics name it, and the lag counts from what is durable.
+TEST(StorageHealthTest, StatusAndMetricsShowAStorageFailure) {
+  StatusSnapshot snapshot;
+  snapshot.status = ServingStatus::kLive;
+  snapshot.replication_available = true;
+  snapshot.received_lsn = 1'000;
+  snapshot.lag_bytes = 0;
+  snapshot.lag_seconds = 0.0;
+  ServingGauges gauges;
+  auto healthy = status_body(snapshot, gauges);
+  EXPECT_EQ(healthy["status"], "live");
+  EXPECT_EQ(healthy["storage"]["status"], "ok");
+  gauges.storage = [] {
+    return StorageHealth{true, "No space left on device", std::chrono::system_clock::now() - 30s,
+                         400};
+  };
+  auto failing = status_body(snapshot, gauges);
+  EXPECT_EQ(failing["status"], "degraded");
+  EXPECT_EQ(failing["storage"]["status"], "failing");
+  EXPECT_EQ(failing["storage"]["error"], "No space left on device");
+  EXPECT_NE(failing["cause"].get<std::string>().find("No space left"), std::string::npos);
+  EXPECT_EQ(failing["replication"]["lag_bytes"], 600);
+  EXPECT_GE(failing["replication"]["lag_seconds"].get<double>(), 29.9);
+  auto metrics = render_metrics(snapshot, gauges, nullptr);
+  EXPECT_NE(metrics.find("\nshapeproxy_storage_failing 1\n"), std::string::npos) << metrics;
+  EXPECT_NE(metrics.find("\nshapeproxy_replication_lag_bytes 600\n"), std::string::npos) << metrics;
+}
+
 }  // namespace
 }  // namespace shapeproxy::status
