@@ -72,6 +72,24 @@ class HttpServerTest : public ::testing::Test {
     };
   }
 
+  // GET /sse: starts an event stream, parks it, and fulfils `aborted` when
+  // the exchange is aborted.
+  static void add_aborting_sse_route(Router& router, Parking& parking,
+                                     std::promise<void>& aborted) {
+    router.add(Verb::get, "/sse", [&](std::shared_ptr<Exchange> ex) {
+      ex->on_abort([&] { aborted.set_value(); });
+      ex->start_event_stream({});
+      parking.park(ex);
+    });
+  }
+
+  // `first` followed by `following` pipelined GET /a, as one write.
+  static std::string pipelined_burst(std::string_view first, int following) {
+    std::string burst = "GET " + std::string(first) + " HTTP/1.1\r\nHost: x\r\n\r\n";
+    for (int i = 0; i < following; ++i) burst += "GET /a HTTP/1.1\r\nHost: x\r\n\r\n";
+    return burst;
+  }
+
   static void expect_json_error(const HttpResponse& res, unsigned status, std::string message,
                                 int line = __builtin_LINE()) {
     SCOPED_TRACE(line);
@@ -346,10 +364,8 @@ TEST_F(HttpServerTest, PipelinedRequestsBehindAParkedOneAreAnswered) {
   router.add(Verb::get, "/a", text("A"));
   start(std::move(router));
   auto socket = connect();
-  std::string burst = "GET /poll HTTP/1.1\r\nHost: x\r\n\r\n";
   const int kFollowing = 200;  // ~6 KB: beyond the first 4 KB read
-  for (int i = 0; i < kFollowing; ++i) burst += "GET /a HTTP/1.1\r\nHost: x\r\n\r\n";
-  socket.send_raw(burst);
+  socket.send_raw(pipelined_burst("/poll", kFollowing));
   auto parked = parking.wait_for(1);
   // Let the watch see the pipelined bytes while parked.
   std::this_thread::sleep_for(200ms);
@@ -367,18 +383,12 @@ TEST_F(HttpServerTest, PipelinedRequestBehindAStreamDoesNotLeakIt) {
   Parking parking;
   std::promise<void> aborted;
   Router router;
-  router.add(Verb::get, "/sse", [&](std::shared_ptr<Exchange> ex) {
-    ex->on_abort([&] { aborted.set_value(); });
-    ex->start_event_stream({});
-    parking.park(ex);
-  });
+  add_aborting_sse_route(router, parking, aborted);
   router.add(Verb::get, "/a", text("A"));
   start(std::move(router));
   {
     auto socket = connect();
-    std::string burst = "GET /sse HTTP/1.1\r\nHost: x\r\n\r\n";
-    for (int i = 0; i < 200; ++i) burst += "GET /a HTTP/1.1\r\nHost: x\r\n\r\n";
-    socket.send_raw(burst);
+    socket.send_raw(pipelined_burst("/sse", 200));
     auto ex = parking.wait_for(1)[0];
     std::this_thread::sleep_for(200ms);
     ex->send_event("{}");
@@ -759,11 +769,7 @@ TEST_F(HttpServerTest, SseClientDisconnectFiresOnAbort) {
   Parking parking;
   std::promise<void> aborted;
   Router router;
-  router.add(Verb::get, "/sse", [&](std::shared_ptr<Exchange> ex) {
-    ex->on_abort([&] { aborted.set_value(); });
-    ex->start_event_stream({});
-    parking.park(ex);
-  });
+  add_aborting_sse_route(router, parking, aborted);
   start(std::move(router));
   {
     auto socket = connect();
