@@ -25,6 +25,8 @@ inline constexpr std::string_view kQueryCancelled = "query_cancelled";
 inline constexpr std::string_view kCancelled = "cancelled";
 // The filesystem is out of a resource (disk full, quota, inodes).
 inline constexpr std::string_view kStorageResource = "storage_resource";
+// A stored file failed its checksum.
+inline constexpr std::string_view kStorageCorrupt = "storage_corrupt";
 
 // SQLSTATE 57014 query_canceled: what statement_timeout (and PQcancel) raise.
 inline constexpr std::string_view kSqlstateQueryCanceled = "57014";

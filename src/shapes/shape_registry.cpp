@@ -1226,7 +1226,7 @@ void ShapeRegistry::verify_snapshot(const std::shared_ptr<Shape>& shape) {
                                   path = std::move(path), stopping = stopping_] {
     if (stopping->load()) return;
     auto verified = storage::ShapeFiles::verify_snapshot(path);
-    if (verified || verified.error().code != "storage_corrupt") return;
+    if (verified || verified.error().code != error_codes::kStorageCorrupt) return;
     asio::post(executor, [weak, shape, error = verified.error()] {
       auto self = weak.lock();
       if (!self || shape->phase() == Shape::Phase::kGone) return;
@@ -1308,7 +1308,7 @@ Result<std::size_t> ShapeRegistry::load() {
     if (meta->state_id) state_store_->reserve_through(*meta->state_id);
     auto shape = Shape::restore(std::move(definition), *meta, std::move(stored), std::move(files),
                                 options_.chunk_bytes, state_store_);
-    if (!shape && shape.error().code == "storage_resource") {
+    if (!shape && shape.error().code == error_codes::kStorageResource) {
       return Error{"storage_io",
                    "cannot read saved shape " + entry.path().string() + ": " +
                        shape.error().message + " (nothing was removed)",
