@@ -1233,6 +1233,8 @@ TEST_F(PersistentShapesTest, AStoreAheadOfItsLogIsRebuiltFromTheLog) {
   EXPECT_EQ(seen.back()["headers"]["operation"], "update") << seen.dump();
   EXPECT_EQ(shape_rows(sync(core, definition).first),
             (std::map<std::string, std::string>{{"1", "a:50"}, {"2", "b:21"}}));
+}
+
 // --- Issue 16: hostile definitions and offsets ------------------------------
 
 InvalidRequest expect_invalid(const ReadOutcome& outcome, const std::string& field,
