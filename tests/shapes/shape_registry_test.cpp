@@ -485,8 +485,9 @@ TEST_F(ShapeRegistryTest, FallbackFeedsLiveReadersAndRecoveryRepeatsNothing) {
       } else if (m["headers"]["control"] == "up-to-date") {
         auto lsn = std::stoull(m["headers"]["global_last_seen_lsn"].get<std::string>());
         for (const json& op : messages) {
-          if (op["headers"].contains("lsn"))
+          if (op["headers"].contains("lsn")) {
             EXPECT_GT(lsn, std::stoull(op["headers"]["lsn"].get<std::string>()));
+          }
         }
         reported = std::max<std::uint64_t>(reported, lsn);
       }
@@ -844,19 +845,23 @@ TEST_F(PersistentShapesTest, AShapeLogThatCannotBeWrittenHoldsTheSlotAndRecovers
   const auto changes = dir_ / "shapes" / last.handle / "changes.log";
   execute_sql(database_, "UPDATE items SET price = 2 WHERE id = 1");
   last = expect_result(core->read(shape("items"), after(last, true)));
-  // The WAL position before the inserts below: whatever the slot confirms
-  // up to here (the update, acknowledged now or a little later under load)
-  // is durable; anything past it is not.
-  const auto before = lsn_number(database_, "SELECT pg_current_wal_lsn()");
   {
     // The disk "fills up" 100 bytes into the next write.
     FileSizeLimit limit(std::filesystem::file_size(changes) + 100);
+    // Where each insert's commit record starts at the earliest: the WAL
+    // position read inside its transaction. A slot confirmed up to there has
+    // not acknowledged it (PostgreSQL sends again a transaction whose commit
+    // starts at or past confirmed_flush_lsn); the proxy may confirm that far
+    // while idle (a keepalive sent before the commit record was decoded).
+    // Not pg_current_wal_lsn(): the WAL write position, which lags commits
+    // under the harness's synchronous_commit = off.
+    std::vector<std::uint64_t> commits;
     for (int i = 0; i < 10; ++i) {
-      execute_sql(database_, "INSERT INTO items (id, title, price) VALUES (" +
-                                 std::to_string(100 + i) + ", repeat('x', 500), " +
-                                 std::to_string(i) + ")");
+      commits.push_back(std::stoull(query_value(
+          database_, "INSERT INTO items (id, title, price) VALUES (" + std::to_string(100 + i) +
+                         ", repeat('x', 500), " + std::to_string(i) +
+                         "); SELECT pg_current_wal_insert_lsn() - '0/0'::pg_lsn")));
     }
-    const auto written = lsn_number(database_, "SELECT pg_current_wal_lsn()");
     // Live readers still get them (from memory)...
     std::set<std::string> seen;
     for (int poll = 0; poll < 20 && seen.size() < 10; ++poll) {
@@ -871,21 +876,16 @@ TEST_F(PersistentShapesTest, AShapeLogThatCannotBeWrittenHoldsTheSlotAndRecovers
     EXPECT_FALSE(core->registry().storage_state().error.empty());
     // ...but they are not acknowledged as durable, and nothing torn is left.
     std::this_thread::sleep_for(1500ms);
-    EXPECT_LE(confirmed_lsn(database_), before)
+    EXPECT_LE(confirmed_lsn(database_), commits.front())
         << "transactions not on disk were acknowledged to the slot";
-    EXPECT_LT(confirmed_lsn(database_), written);
     auto good = storage::RecordFile::read_all(changes, [](const storage::Record&) {});
     ASSERT_TRUE(good);
     EXPECT_EQ(good.value(), std::filesystem::file_size(changes))
         << "a torn write was left in " << changes;
     limit.lift();
     // Space is back: written and acknowledged without any new transaction.
-    bool acknowledged = false;
-    for (int i = 0; i < 100 && !acknowledged; ++i) {
-      acknowledged = confirmed_lsn(database_) > before + 1;
-      if (!acknowledged) std::this_thread::sleep_for(100ms);
-    }
-    EXPECT_TRUE(acknowledged) << "the slot never advanced after the disk recovered";
+    EXPECT_TRUE(eventually([&] { return confirmed_lsn(database_) > commits.back(); }))
+        << "the slot never advanced past the last insert after the disk recovered";
     EXPECT_TRUE(eventually([&] { return !core->registry().storage_state().failing; }));
   }
   core.reset();
@@ -1207,13 +1207,15 @@ TEST_F(PersistentShapesTest, AStoreAheadOfItsLogIsRebuiltFromTheLog) {
     execute_sql(database_, "INSERT INTO items (id, title, price) VALUES (2, 'b', 20)");
     operations_until(core, definition, last, "2");
     before_tail = last;
-    auto lsn_before = lsn_number(database_, "SELECT pg_current_wal_lsn()");
-    execute_sql(database_, "INSERT INTO items (id, title, price) VALUES (3, 'c', 30)");
+    // The WAL position inside the transaction, at or before its commit
+    // record: confirmed past it means the transaction was acknowledged.
+    auto in_transaction =
+        std::stoull(query_value(database_,
+                                "INSERT INTO items (id, title, price) VALUES (3, 'c', 30); "
+                                "SELECT pg_current_wal_insert_lsn() - '0/0'::pg_lsn"));
     operations_until(core, definition, last, "3");
     // Acknowledged: the transaction's rows are in the store.
-    for (int i = 0; i < 200 && confirmed_lsn(database_) <= lsn_before; ++i)
-      std::this_thread::sleep_for(50ms);
-    ASSERT_GT(confirmed_lsn(database_), lsn_before);
+    ASSERT_TRUE(eventually([&] { return confirmed_lsn(database_) > in_transaction; }));
   }
   // The last transaction (row 3) leaves the log: its record is torn.
   const auto changes = dir_ / "shapes" / before_tail.handle / "changes.log";
