@@ -261,4 +261,13 @@ void FallbackQuery::remember(const std::string& key, SharedRows rows,
   cache_[key] = CachedRows{std::move(rows), taken};
 }
 
+shapes::FallbackRows registry_source(std::weak_ptr<FallbackQuery> query) {
+  return [query = std::move(query)](const shapes::ShapeDefinition& definition)
+             -> boost::asio::awaitable<Result<FallbackQuery::SharedRows>> {
+    auto live = query.lock();
+    if (!live) co_return Error{"stopped", "shutting down", ""};
+    co_return co_await live->rows(definition);
+  };
+}
+
 }  // namespace shapeproxy::fallback

@@ -26,6 +26,7 @@
 #include "common/histogram.h"
 #include "common/result.h"
 #include "pg/connection_pool.h"
+#include "shapes/fallback_refresher.h"
 #include "shapes/shape.h"
 #include "shapes/shape_definition.h"
 #include "status/serving_gauges.h"
@@ -125,5 +126,9 @@ class FallbackQuery : public std::enable_shared_from_this<FallbackQuery> {
     return {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60};
   }
 };
+
+// The registry's source of direct queries (ShapeRegistryHooks::fallback_rows):
+// `query` while it lives, an error "stopped" once it is gone.
+shapes::FallbackRows registry_source(std::weak_ptr<FallbackQuery> query);
 
 }  // namespace shapeproxy::fallback

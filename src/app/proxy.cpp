@@ -232,6 +232,38 @@ asio::awaitable<Result<void>> Proxy::start(std::vector<replication::TableName> t
   // with no locks.
   auto strand = asio::make_strand(state->io);
   auto pool = std::make_shared<pg::ConnectionPool>(strand, state->conninfo, 4);
+  // Degraded mode: direct queries, to a standby when one is configured.
+  auto fallback_strand = asio::make_strand(state->io);
+  const std::string fallback_conninfo = config.fallback_database_url.value_or(state->conninfo);
+  fallback::FallbackQueryOptions fallback_options;
+  fallback_options.source = config.fallback_database_url ? "standby" : "primary";
+  fallback_options.max_in_flight = config.fallback_max_queries;
+  fallback_options.reuse_window = config.fallback_poll_interval;
+  fallback_options.statement_timeout = config.fallback_statement_timeout;
+  auto fallback_pool =
+      fallback::FallbackQuery::make_pool(fallback_strand, fallback_conninfo, fallback_options);
+  state->fallback =
+      std::make_shared<fallback::FallbackQuery>(fallback_strand, fallback_pool, fallback_options);
+  std::weak_ptr<fallback::FallbackQuery> weak_fallback = state->fallback;
+
+  replication::ReplicationStreamOptions options;
+  options.conninfo = state->conninfo;
+  options.slot_name = config.slot_name;
+  options.publication_name = config.publication_name;
+  options.status_interval = config.replication_status_interval;
+  // While replication is down, retry at least once per grace period, so the
+  // status is back to live within about the grace period of replication
+  // returning (not after a 30 s backoff sleep).
+  options.max_backoff = std::clamp(std::chrono::milliseconds(config.fallback_grace),
+                                   options.min_backoff, options.max_backoff);
+  state->stream = std::make_shared<replication::ReplicationStream>(strand, options, state->ingest);
+  // Wired at construction: the registry calls these on its strand.
+  shapes::ShapeRegistryHooks registry_hooks;
+  registry_hooks.fallback_rows = fallback::registry_source(weak_fallback);
+  std::weak_ptr<replication::ReplicationStream> weak_stream = state->stream;
+  registry_hooks.on_durable = [weak_stream](replication::Lsn end_lsn) {
+    if (auto stream = weak_stream.lock()) stream->acknowledge(end_lsn);
+  };
   shapes::ShapeRegistryOptions registry_options;
   registry_options.publication_name = config.publication_name;
   registry_options.chunk_bytes = config.chunk_bytes;
@@ -242,7 +274,8 @@ asio::awaitable<Result<void>> Proxy::start(std::vector<replication::TableName> t
   registry_options.idle_timeout = config.shape_idle_timeout;
   registry_options.fallback_poll_interval = config.fallback_poll_interval;
   registry_options.snapshot_timeout = config.snapshot_timeout;
-  state->registry = std::make_shared<shapes::ShapeRegistry>(strand, pool, registry_options);
+  state->registry = std::make_shared<shapes::ShapeRegistry>(strand, pool, registry_options,
+                                                            std::move(registry_hooks));
   state->core = strand;
   // Load saved shapes on the strand before anything else touches the registry.
   auto registry = state->registry;
@@ -259,17 +292,6 @@ asio::awaitable<Result<void>> Proxy::start(std::vector<replication::TableName> t
   if (loaded.second) co_return *loaded.second;
   spdlog::info("shapes: {} loaded from {}", loaded.first, registry_options.shapes_dir->string());
 
-  replication::ReplicationStreamOptions options;
-  options.conninfo = state->conninfo;
-  options.slot_name = config.slot_name;
-  options.publication_name = config.publication_name;
-  options.status_interval = config.replication_status_interval;
-  // While replication is down, retry at least once per grace period, so the
-  // status is back to live within about the grace period of replication
-  // returning (not after a 30 s backoff sleep).
-  options.max_backoff = std::clamp(std::chrono::milliseconds(config.fallback_grace),
-                                   options.min_backoff, options.max_backoff);
-  state->stream = std::make_shared<replication::ReplicationStream>(strand, options, state->ingest);
   status::StatusMonitorOptions monitor_options;
   monitor_options.slot_name = config.slot_name;
   monitor_options.grace_period = config.fallback_grace;
@@ -288,31 +310,6 @@ asio::awaitable<Result<void>> Proxy::start(std::vector<replication::TableName> t
   state->probe->start();
   state->monitor_ticker = std::make_shared<asio::steady_timer>(strand);
   start_ticker(state->monitor_ticker, state->monitor, state->registry);
-
-  // Degraded mode: direct queries, to a standby when one is configured.
-  auto fallback_strand = asio::make_strand(state->io);
-  const std::string fallback_conninfo = config.fallback_database_url.value_or(state->conninfo);
-  fallback::FallbackQueryOptions fallback_options;
-  fallback_options.source = config.fallback_database_url ? "standby" : "primary";
-  fallback_options.max_in_flight = config.fallback_max_queries;
-  fallback_options.reuse_window = config.fallback_poll_interval;
-  fallback_options.statement_timeout = config.fallback_statement_timeout;
-  auto fallback_pool =
-      fallback::FallbackQuery::make_pool(fallback_strand, fallback_conninfo, fallback_options);
-  state->fallback =
-      std::make_shared<fallback::FallbackQuery>(fallback_strand, fallback_pool, fallback_options);
-  std::weak_ptr<fallback::FallbackQuery> weak_fallback = state->fallback;
-  state->registry->set_fallback_source(
-      [weak_fallback](const shapes::ShapeDefinition& definition)
-          -> asio::awaitable<Result<std::shared_ptr<const shapes::SnapshotRows>>> {
-        auto query = weak_fallback.lock();
-        if (!query) co_return Error{"stopped", "shutting down", ""};
-        co_return co_await query->rows(definition);
-      });
-  std::weak_ptr<replication::ReplicationStream> weak_stream = state->stream;
-  state->registry->on_durable([weak_stream](replication::Lsn end_lsn) {
-    if (auto stream = weak_stream.lock()) stream->acknowledge(end_lsn);
-  });
 
   api::ShapeApiOptions api_options;
   api_options.secret = config.secret;

@@ -9,8 +9,7 @@ namespace shapeproxy::shapes {
 void ShapeRegistry::describe(std::function<void(std::vector<ShapeDescription>)> done) {
   boost::asio::post(executor_, [self = shared_from_this(), done = std::move(done)] {
     std::vector<ShapeDescription> out;
-    out.reserve(self->by_key_.size());
-    for (const auto& [key, shape] : self->by_key_) {
+    for (const auto& shape : self->catalog_.all()) {
       ShapeDescription d;
       d.handle = shape->handle();
       d.table = shape->table().schema + "." + shape->table().name;
@@ -19,8 +18,7 @@ void ShapeRegistry::describe(std::function<void(std::vector<ShapeDescription>)> 
       d.rows = shape->row_count();
       for (const auto& chunk : shape->log().chunks())
         d.snapshot_bytes += chunk.body ? chunk.body->size() : chunk.stored.length;
-      if (auto it = self->waiters_.find(shape); it != self->waiters_.end())
-        d.readers = it->second.size();
+      d.readers = self->parking_.parked_count(shape);
       out.push_back(std::move(d));
     }
     done(std::move(out));

@@ -43,7 +43,6 @@ class DegradedProxy {
     shapes::ShapeRegistryOptions options;
     options.live_timeout = 2s;
     options.fallback_poll_interval = 200ms;
-    registry_ = std::make_shared<shapes::ShapeRegistry>(strand, pool, options);
 
     FallbackQueryOptions fallback_options;
     fallback_options.max_in_flight = 1;
@@ -54,14 +53,9 @@ class DegradedProxy {
         fallback_strand,
         FallbackQuery::make_pool(fallback_strand, conninfo(database), fallback_options),
         fallback_options);
-    std::weak_ptr<FallbackQuery> weak = query_;
-    registry_->set_fallback_source(
-        [weak](const shapes::ShapeDefinition& definition)
-            -> asio::awaitable<Result<std::shared_ptr<const shapes::SnapshotRows>>> {
-          auto query = weak.lock();
-          if (!query) co_return Error{"stopped", "shutting down", ""};
-          co_return co_await query->rows(definition);
-        });
+    shapes::ShapeRegistryHooks hooks;
+    hooks.fallback_rows = registry_source(query_);
+    registry_ = std::make_shared<shapes::ShapeRegistry>(strand, pool, options, std::move(hooks));
     for (int i = 0; i < 2; ++i) threads_.emplace_back([this] { io_.run(); });
   }
   ~DegradedProxy() {

@@ -50,10 +50,7 @@ class Registry {
     options.shapes_dir = shapes_dir;
     options.chunk_bytes = kChunkBytes;
     options.fallback_poll_interval = 60s;  // no refresh during the test
-    registry_ = std::make_shared<shapes::ShapeRegistry>(strand, pool, options);
-    auto loaded = registry_->load();
-    EXPECT_TRUE(loaded) << loaded.error().to_string();
-    loaded_ = loaded ? loaded.value() : 0;
+    shapes::ShapeRegistryHooks hooks;
     if (fallback) {
       FallbackQueryOptions fallback_options;
       auto fallback_strand = asio::make_strand(io_);
@@ -61,18 +58,18 @@ class Registry {
           fallback_strand,
           FallbackQuery::make_pool(fallback_strand, conninfo(database), fallback_options),
           fallback_options);
-      std::weak_ptr<FallbackQuery> weak = query_;
-      registry_->set_fallback_source(
-          [weak](const shapes::ShapeDefinition& definition)
-              -> asio::awaitable<Result<std::shared_ptr<const shapes::SnapshotRows>>> {
-            auto query = weak.lock();
-            if (!query) co_return Error{"stopped", "shutting down", ""};
-            co_return co_await query->rows(definition);
-          });
-      auto registry = registry_;
-      asio::post(strand_, [registry] { registry->set_serving_mode(true); });
+      hooks.fallback_rows = registry_source(query_);
     }
+    registry_ = std::make_shared<shapes::ShapeRegistry>(strand, pool, options, std::move(hooks));
     for (int i = 0; i < 2; ++i) threads_.emplace_back([this] { io_.run(); });
+    // Loaded on the strand, before anything else runs there.
+    auto registry = registry_;
+    std::promise<Result<std::size_t>> loaded;
+    asio::post(strand_, [&] { loaded.set_value(registry->load()); });
+    auto count = loaded.get_future().get();
+    EXPECT_TRUE(count) << count.error().to_string();
+    loaded_ = count ? count.value() : 0;
+    if (fallback) asio::post(strand_, [registry] { registry->set_serving_mode(true); });
   }
   ~Registry() {
     auto registry = registry_;

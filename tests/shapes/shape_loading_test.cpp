@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
 #include <filesystem>
 #include <fstream>
 
@@ -56,10 +57,22 @@ class ShapeLoadingTest : public ::testing::Test {
     ShapeRegistryOptions options;
     options.shapes_dir = shapes_;
     auto registry = std::make_shared<ShapeRegistry>(io_.get_executor(), nullptr, options);
-    auto loaded = registry->load();
+    auto loaded = on_io([&] { return registry->load(); });
     EXPECT_TRUE(loaded) << loaded.error().to_string();
-    registry->stop();
+    on_io([&] {
+      registry->stop();
+      return 0;
+    });
     return loaded ? loaded.value() : 0;
+  }
+  // Runs `work` as a handler of io_ (where the registry's methods run).
+  template <typename Work>
+  auto on_io(Work work) -> decltype(work()) {
+    std::optional<decltype(work())> result;
+    boost::asio::post(io_, [&] { result.emplace(work()); });
+    io_.restart();
+    while (!result) io_.run_one();
+    return std::move(*result);
   }
   bool quarantined(const std::string& handle) {
     return fs::exists(ShapeRegistry::quarantine_dir(shapes_) / handle / "meta.json") &&
@@ -152,7 +165,7 @@ TEST_F(ShapeLoadingTest, ADamagedSnapshotChunkIsFoundAfterTheLoadAndItsShapeDrop
   ShapeRegistryOptions options;
   options.shapes_dir = shapes_;
   auto registry = std::make_shared<ShapeRegistry>(io_.get_executor(), nullptr, options);
-  auto loaded = registry->load();
+  auto loaded = on_io([&] { return registry->load(); });
   ASSERT_TRUE(loaded);
   EXPECT_GE(loaded.value(), 1u);
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
@@ -163,7 +176,10 @@ TEST_F(ShapeLoadingTest, ADamagedSnapshotChunkIsFoundAfterTheLoadAndItsShapeDrop
   EXPECT_FALSE(fs::exists(shapes_ / "bad-1"));
   EXPECT_TRUE(fs::exists(shapes_ / "good-1"));
   EXPECT_EQ(registry->shapes_held(), 1u);
-  registry->stop();
+  on_io([&] {
+    registry->stop();
+    return 0;
+  });
 }
 
 }  // namespace

@@ -24,6 +24,7 @@
 
 #include "pg/connection.h"
 #include "replication/replication_stream.h"
+#include "shape_fixtures.h"
 #include "shapes/snapshot_query.h"
 #include "shapes/state_store.h"
 #include "support/postgres_test_environment.h"
@@ -46,20 +47,29 @@ class Core : public replication::ReplicationListener {
     strand_ = strand;
     auto pool = std::make_shared<pg::ConnectionPool>(strand, conninfo(database), 2);
     pool_ = pool;
-    registry_ = std::make_shared<ShapeRegistry>(strand, pool, options);
-    if (options.shapes_dir) {
-      auto loaded = registry_->load();
-      EXPECT_TRUE(loaded) << loaded.error().to_string();
-      loaded_ = loaded ? loaded.value() : 0;
-    }
     replication::ReplicationStreamOptions stream_options;
     stream_options.conninfo = conninfo(database);
     stream_options.slot_name = "slot_" + database;
     stream_options.status_interval = 200ms;
     stream_ = std::make_shared<replication::ReplicationStream>(strand, stream_options, *this);
-    registry_->on_durable([this](replication::Lsn end_lsn) { stream_->acknowledge(end_lsn); });
-    stream_->start();
+    ShapeRegistryHooks hooks;
+    hooks.on_durable = [stream = stream_](replication::Lsn end_lsn) {
+      stream->acknowledge(end_lsn);
+    };
+    // The source of direct queries is chosen by each test (on the strand).
+    hooks.fallback_rows = [this](const ShapeDefinition& definition)
+        -> asio::awaitable<Result<std::shared_ptr<const SnapshotRows>>> {
+      auto rows = fallback_rows_;  // a copy: the test may replace it meanwhile
+      co_return co_await rows(definition);
+    };
+    registry_ = std::make_shared<ShapeRegistry>(strand, pool, options, std::move(hooks));
     thread_ = std::thread([this] { io_.run(); });
+    if (options.shapes_dir) {
+      auto loaded = on_strand([this] { return registry_->load(); });
+      EXPECT_TRUE(loaded) << loaded.error().to_string();
+      loaded_ = loaded ? loaded.value() : 0;
+    }
+    stream_->start();
     std::unique_lock lock(mutex_);
     changed_.wait_for(lock, 30s, [&] { return streaming_; });
   }
@@ -100,6 +110,14 @@ class Core : public replication::ReplicationListener {
     changed_.notify_all();
   }
 
+  // Runs `work` on the registry's strand and returns its result.
+  template <typename Work>
+  auto on_strand(Work work) -> decltype(work()) {
+    std::promise<decltype(work())> done;
+    asio::post(strand_, [&] { done.set_value(work()); });
+    return done.get_future().get();
+  }
+
   ReadOutcome read(ShapeDefinitionRequest definition, ReadRequest request) {
     auto promise = std::make_shared<std::promise<ReadOutcome>>();
     auto future = promise->get_future();
@@ -114,6 +132,15 @@ class Core : public replication::ReplicationListener {
 
   ShapeRegistry& registry() { return *registry_; }
 
+  // Waits (up to 10 s) until `count` live reads are parked.
+  bool parked(std::uint64_t count) {
+    for (auto until = std::chrono::steady_clock::now() + 10s;
+         std::chrono::steady_clock::now() < until; std::this_thread::yield()) {
+      if (registry_->parked_reads() == count) return true;
+    }
+    return registry_->parked_reads() == count;
+  }
+
   // Replication goes away; the registry serves from direct queries.
   // `on_rows` runs on the registry's strand when a refresh query has its
   // rows, before the registry applies them, until it returns true.
@@ -127,20 +154,19 @@ class Core : public replication::ReplicationListener {
     auto registry = registry_;
     auto pool = pool_;
     auto hook = std::make_shared<RowsHook>(std::move(on_rows));
-    asio::post(strand_, [registry, pool, hook] {
+    asio::post(strand_, [this, registry, pool, hook] {
       std::weak_ptr<ShapeRegistry> weak = registry;
-      registry->set_fallback_source(
-          [pool, hook, weak](const ShapeDefinition& definition)
-              -> asio::awaitable<Result<std::shared_ptr<const SnapshotRows>>> {
-            auto lease = co_await pool->acquire();
-            if (!lease) co_return lease.error();
-            auto rows = co_await query_snapshot(**lease, definition);
-            if (!rows) co_return rows.error();
-            if (auto registry = weak.lock(); *hook && registry && (*hook)(*registry, *rows)) {
-              *hook = nullptr;
-            }
-            co_return std::make_shared<const SnapshotRows>(std::move(rows).value());
-          });
+      fallback_rows_ = [pool, hook, weak](const ShapeDefinition& definition)
+          -> asio::awaitable<Result<std::shared_ptr<const SnapshotRows>>> {
+        auto lease = co_await pool->acquire();
+        if (!lease) co_return lease.error();
+        auto rows = co_await query_snapshot(**lease, definition);
+        if (!rows) co_return rows.error();
+        if (auto registry = weak.lock(); *hook && registry && (*hook)(*registry, *rows)) {
+          *hook = nullptr;
+        }
+        co_return std::make_shared<const SnapshotRows>(std::move(rows).value());
+      };
       registry->set_serving_mode(true);
     });
   }
@@ -152,22 +178,21 @@ class Core : public replication::ReplicationListener {
     auto registry = registry_;
     auto pool = pool_;
     auto hook = std::make_shared<std::function<void()>>(std::move(after_query));
-    asio::post(strand_, [registry, pool, hook] {
-      registry->set_fallback_source(
-          [pool, hook](const ShapeDefinition& definition)
-              -> asio::awaitable<Result<std::shared_ptr<const SnapshotRows>>> {
-            auto lease = co_await pool->acquire();
-            if (!lease) co_return lease.error();
-            auto rows = co_await query_snapshot(**lease, definition);
-            if (!rows) co_return rows.error();
-            if (auto run = std::exchange(*hook, nullptr)) {
-              run();
-              auto executor = co_await asio::this_coro::executor;
-              asio::steady_timer settle(executor, std::chrono::seconds(1));
-              co_await settle.async_wait(asio::as_tuple(asio::use_awaitable));
-            }
-            co_return std::make_shared<const SnapshotRows>(std::move(rows).value());
-          });
+    asio::post(strand_, [this, registry, pool, hook] {
+      fallback_rows_ = [pool, hook](const ShapeDefinition& definition)
+          -> asio::awaitable<Result<std::shared_ptr<const SnapshotRows>>> {
+        auto lease = co_await pool->acquire();
+        if (!lease) co_return lease.error();
+        auto rows = co_await query_snapshot(**lease, definition);
+        if (!rows) co_return rows.error();
+        if (auto run = std::exchange(*hook, nullptr)) {
+          run();
+          auto executor = co_await asio::this_coro::executor;
+          asio::steady_timer settle(executor, std::chrono::seconds(1));
+          co_await settle.async_wait(asio::as_tuple(asio::use_awaitable));
+        }
+        co_return std::make_shared<const SnapshotRows>(std::move(rows).value());
+      };
       registry->set_serving_mode(true);
     });
   }
@@ -192,6 +217,7 @@ class Core : public replication::ReplicationListener {
   std::shared_ptr<replication::ReplicationStream> stream_;
   asio::any_io_executor strand_;
   std::shared_ptr<pg::ConnectionPool> pool_;
+  FallbackRows fallback_rows_;  // on the strand
   std::thread thread_;
   std::mutex mutex_;
   std::condition_variable changed_;
@@ -312,7 +338,7 @@ TEST_F(ShapeRegistryTest, LiveReadsGetInsertsUpdatesAndDeletesInCommitOrder) {
   ASSERT_EQ(messages.size(), 2u);
   auto pending = std::async(std::launch::async,
                             [&] { return core.read(shape("items"), after(synced, true)); });
-  std::this_thread::sleep_for(200ms);
+  ASSERT_TRUE(core.parked(1));
   execute_sql(database_,
               "INSERT INTO items (id, title) VALUES (2, 'b'); UPDATE items SET title = 'a2' WHERE "
               "id = 1; DELETE FROM items WHERE id = 2");
@@ -403,7 +429,7 @@ TEST_F(ShapeRegistryTest, SchemaChangeAndTruncateRotateTheShape) {
   auto [messages, synced] = sync(core, shape("items"));
   auto parked = std::async(std::launch::async,
                            [&] { return core.read(shape("items"), after(synced, true)); });
-  std::this_thread::sleep_for(200ms);
+  ASSERT_TRUE(core.parked(1));
   execute_sql(database_, "ALTER TABLE items ADD COLUMN extra int");
   execute_sql(database_, "INSERT INTO items (id, title) VALUES (2, 'b')");
   EXPECT_TRUE(std::holds_alternative<MustRefetch>(parked.get()));
@@ -459,7 +485,7 @@ TEST_F(ShapeRegistryTest, FallbackFeedsLiveReadersAndRecoveryRepeatsNothing) {
   // Parked before the writes: answered by the next refresh, flagged.
   auto pending =
       std::async(std::launch::async, [&] { return core.read(definition, after(synced, true)); });
-  std::this_thread::sleep_for(200ms);
+  ASSERT_TRUE(core.parked(1));
   execute_sql(database_, "INSERT INTO items (id, title, price) VALUES (3, 'c', 50)");
   execute_sql(database_, "UPDATE items SET title = 'a2' WHERE id = 1");
   execute_sql(database_, "UPDATE items SET price = 1 WHERE id = 2");  // moves out
@@ -790,30 +816,7 @@ std::map<std::string, std::string> table_rows(const std::string& database) {
   return rows;
 }
 
-// The process's file size limit lowered for a scope: the registry's writes
-// past it fail after writing what fits (a partial write, like a full disk).
-// PostgreSQL runs in other processes and is not affected.
-class FileSizeLimit {
- public:
-  explicit FileSizeLimit(rlim_t bytes) {
-    ::getrlimit(RLIMIT_FSIZE, &saved_);
-    previous_signal_ = ::signal(SIGXFSZ, SIG_IGN);
-    rlimit lowered = saved_;
-    lowered.rlim_cur = bytes;
-    EXPECT_EQ(::setrlimit(RLIMIT_FSIZE, &lowered), 0);
-  }
-  ~FileSizeLimit() { lift(); }
-  void lift() {
-    if (std::exchange(lifted_, true)) return;
-    ::setrlimit(RLIMIT_FSIZE, &saved_);
-    ::signal(SIGXFSZ, previous_signal_);
-  }
-
- private:
-  rlimit saved_{};
-  sighandler_t previous_signal_ = SIG_DFL;
-  bool lifted_ = false;
-};
+using fixtures::FileSizeLimit;
 
 // Polls `condition` (every 20 ms) until it holds or `timeout` passes.
 template <class Condition>

@@ -1,0 +1,147 @@
+#include "shapes/shape_reader.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <boost/asio/post.hpp>
+
+#include "common/on_strand.h"
+#include "shapes/fallback_refresher.h"
+
+namespace shapeproxy::shapes {
+namespace asio = boost::asio;
+
+ShapeReader::ShapeReader(asio::any_io_executor executor, Lifetime lifetime,
+                         const FallbackRefresher& fallback)
+    : executor_(std::move(executor)), lifetime_(std::move(lifetime)), fallback_(fallback) {}
+
+void ShapeReader::note_commit(replication::Lsn commit_lsn) {
+  // The next commit record starts past this one's end.
+  last_seen_lsn_ = std::max(last_seen_lsn_, commit_lsn + 1);
+}
+
+void ShapeReader::note_progress(replication::Lsn wal_end) {
+  // Every commit before wal_end was delivered; the next one starts at or
+  // after it, and WAL records are 8-byte aligned.
+  if (wal_end > 0) last_seen_lsn_ = std::max(last_seen_lsn_, wal_end - 1);
+}
+
+void ShapeReader::note_logged(replication::Lsn lsn) {
+  // up-to-date's global_last_seen_lsn: after the group just logged (as
+  // after a replicated commit).
+  last_seen_lsn_ = std::max(last_seen_lsn_, lsn);
+}
+
+ReadResult ShapeReader::result(const Shape& shape, LogOffset offset,
+                               std::shared_ptr<const std::string> body, bool up_to_date) const {
+  ReadResult out;
+  out.handle = shape.handle();
+  out.offset = offset;
+  out.body = std::move(body);
+  out.up_to_date = up_to_date;
+  out.schema_json = shape.schema_json();
+  out.fallback = fallback_.active();
+  return out;
+}
+
+ReadResult ShapeReader::up_to_date(const Shape& shape, LogOffset offset,
+                                   std::shared_ptr<const std::string> body) const {
+  return result(shape, offset, std::move(body), true);
+}
+
+std::shared_ptr<const std::string> ShapeReader::up_to_date_body() const {
+  return std::make_shared<const std::string>("[" + up_to_date_json() + "]");
+}
+
+std::string ShapeReader::up_to_date_json() const {
+  // SSE clients continue from "<global_last_seen_lsn>_0", so the value lies
+  // after every operation delivered (<commit lsn>_<n>) and before every one
+  // to come; see note_progress() and note_commit().
+  return "{\"headers\":{\"control\":\"up-to-date\",\"global_last_seen_lsn\":\"" +
+         std::to_string(last_seen_lsn_) + "\"}}";
+}
+
+std::optional<ReadOutcome> ShapeReader::read_now(Shape& shape, const ReadRequest& request,
+                                                 std::shared_ptr<LogDiskRead>* disk) const {
+  SHAPEPROXY_ASSERT_ON_STRAND(executor_);
+  const ShapeLog& log = shape.log();
+  if (request.start == ReadRequest::Start::kNow) {
+    return result(shape, log.end(), up_to_date_body(), true);
+  }
+  LogOffset after =
+      request.start == ReadRequest::Start::kBeforeAll ? LogOffset::start() : request.offset;
+  // Past everything this proxy has seen: no offset it handed out lies there
+  // (operations sit at commit LSNs, up-to-date at global_last_seen_lsn), and
+  // a live read parked there would skip the operations others receive.
+  // Electric answers the same 400. Judged only once the stream has reported
+  // a position since start (before that last_seen_lsn_ is not known).
+  if (request.start == ReadRequest::Start::kAt && !after.is_snapshot() && last_seen_lsn_ > 0 &&
+      after.tx > std::max<std::uint64_t>(last_seen_lsn_, log.end().tx)) {
+    return InvalidRequest{"offset", "out of bounds for this shape"};
+  }
+  // Before a compaction point (or past the snapshot): the client resyncs.
+  if (!log.contains(after)) return MustRefetch{shape.handle()};
+  auto slice = log.read_after(after);
+  if (slice.error) {
+    spdlog::error("shapes: cannot read {} from disk: {}", shape.handle(), *slice.error);
+    return Unavailable{"cannot read the shape log from disk; retry shortly"};
+  }
+  if (slice.on_disk) {  // older than the in-memory tail: read off the strand
+    auto plan = shape.plan_disk_read(after);
+    if (!plan) {
+      spdlog::error("shapes: cannot read {} from disk: {}", shape.handle(),
+                    plan.error().to_string());
+      return Unavailable{"cannot read the shape log from disk; retry shortly"};
+    }
+    *disk = std::move(plan).value();
+    return std::nullopt;
+  }
+  if (slice.chunk) return result(shape, slice.last, slice.chunk, false);
+  if (slice.stored.file) {  // on disk: not read here (the HTTP layer sends it from the file)
+    ReadResult stored = result(shape, slice.last, nullptr, false);
+    stored.stored = std::move(slice.stored);
+    return stored;
+  }
+  if (slice.entries.empty() && request.live) return std::nullopt;  // park
+  std::string body = "[";
+  for (const auto& entry : slice.entries) {
+    if (body.size() > 1) body += ',';
+    body.append(entry);
+  }
+  close_body(body, slice.entries.size(), slice.reached_end ? up_to_date_json() : std::string());
+  return result(shape, slice.last, std::make_shared<const std::string>(std::move(body)),
+                slice.reached_end);
+}
+
+// Operations no longer in the shape's memory tail: read on read_pool_, the
+// answer given back on the strand (where tickets live).
+void ShapeReader::read_from_disk(const std::shared_ptr<Shape>& shape,
+                                 std::shared_ptr<LogDiskRead> plan,
+                                 const std::shared_ptr<ReadTicket>& ticket) {
+  SHAPEPROXY_ASSERT_ON_STRAND(executor_);
+  asio::post(read_pool_, [this, weak = lifetime_(), executor = executor_, shape, ticket,
+                          plan = std::move(plan)] {
+    auto slice = plan->run();
+    asio::post(executor, [this, weak, shape, ticket, slice = std::move(slice)]() mutable {
+      auto alive = weak.lock();
+      if (!alive || ticket->finished || ticket->cancelled) return;
+      if (!slice) {
+        spdlog::error("shapes: cannot read {} from disk: {}", shape->handle(),
+                      slice.error().to_string());
+        ticket->finish(Unavailable{"cannot read the shape log from disk; retry shortly"});
+        return;
+      }
+      if (shape->phase() == Shape::Phase::kGone) {
+        ticket->finish(MustRefetch{});
+        return;
+      }
+      auto& read = slice.value();
+      close_body(read.body, read.count, read.reached_end ? up_to_date_json() : std::string());
+      ticket->finish(result(*shape, read.last,
+                            std::make_shared<const std::string>(std::move(read.body)),
+                            read.reached_end));
+    });
+  });
+}
+
+}  // namespace shapeproxy::shapes

@@ -1,0 +1,125 @@
+// FallbackRefresher: in degraded mode each active shape is re-queried once
+// per poll interval (a manual clock: the test moves it) and the difference
+// lands in its log; a query refused for the cap makes the shape's readers
+// get 503 with retry-after until a later query succeeds; leaving degraded
+// mode ends the loop. The direct queries come from an injected source.
+#include "shapes/fallback_refresher.h"
+
+#include <gtest/gtest.h>
+
+#include "shape_fixtures.h"
+#include "support/manual_clock.h"
+
+namespace shapeproxy::shapes {
+namespace {
+
+using namespace std::chrono_literals;
+
+class FallbackRefresherTest : public ::testing::Test {
+ protected:
+  FallbackRefresherTest() {
+    refresher_ = std::make_unique<FallbackRefresher>(
+        strand_.executor(), clock_, owner_.lifetime(),
+        [this](const ShapeDefinition&)
+            -> boost::asio::awaitable<Result<std::shared_ptr<const SnapshotRows>>> {
+          ++queries_;
+          if (refuse_) co_return Error{"overloaded", "too many fallback queries", ""};
+          auto rows = std::make_shared<SnapshotRows>();
+          rows->snapshot = PgSnapshot{100, 100, {}};
+          for (long id = 1; id <= rows_; ++id)
+            rows->rows.push_back({std::to_string(id), "row " + std::to_string(id)});
+          co_return rows;
+        },
+        1500ms,
+        FallbackRefresherHooks{.active_shapes = [this](Clock::time_point) { return active_; },
+                               .grew = [this](const std::shared_ptr<Shape>&) { ++grew_; }});
+  }
+  ~FallbackRefresherTest() override {
+    strand_.run([this] { refresher_->set_active(false); });
+    owner_.alive.reset();
+    strand_.run([] {});
+    strand_.stop();
+  }
+
+  fixtures::Strand strand_;
+  fixtures::Owner owner_;
+  std::shared_ptr<testing::ManualClock> clock_ = std::make_shared<testing::ManualClock>();
+  std::unique_ptr<FallbackRefresher> refresher_;
+  // On the strand:
+  std::vector<std::shared_ptr<Shape>> active_;
+  int queries_ = 0;
+  int grew_ = 0;
+  long rows_ = 0;
+  bool refuse_ = false;
+};
+
+TEST_F(FallbackRefresherTest, ActiveShapesAreRefreshedOncePerPollInterval) {
+  auto shape = fixtures::ready_shape("h1");
+  strand_.run([&] {
+    active_ = {shape};
+    rows_ = 2;
+    refresher_->set_active(true);
+    EXPECT_TRUE(refresher_->active());
+  });
+  ASSERT_TRUE(strand_.eventually([&] { return grew_ == 1; }));
+  EXPECT_EQ(strand_.run([&] { return shape->row_count(); }), 2u);
+  ASSERT_TRUE(strand_.eventually([&] { return clock_->pending() == 1; }));  // the pause
+  clock_->advance(1s);
+  strand_.run([] {});
+  EXPECT_EQ(strand_.run([&] { return queries_; }), 1);
+  strand_.run([&] { rows_ = 3; });
+  clock_->advance(500ms);
+  ASSERT_TRUE(strand_.eventually([&] { return grew_ == 2; }));
+  EXPECT_EQ(strand_.run([&] { return queries_; }), 2);
+  EXPECT_EQ(strand_.run([&] { return shape->row_count(); }), 3u);
+  // Nothing new: queried, nothing appended.
+  ASSERT_TRUE(strand_.eventually([&] { return clock_->pending() == 1; }));
+  clock_->advance(1500ms);
+  ASSERT_TRUE(strand_.eventually([&] { return queries_ == 3; }));
+  EXPECT_EQ(strand_.run([&] { return grew_; }), 2);
+}
+
+TEST_F(FallbackRefresherTest, LeavingDegradedModeEndsTheLoop) {
+  auto shape = fixtures::ready_shape("h1");
+  strand_.run([&] {
+    active_ = {shape};
+    refresher_->set_active(true);
+  });
+  ASSERT_TRUE(strand_.eventually([&] { return queries_ == 1 && clock_->pending() == 1; }));
+  strand_.run([&] { refresher_->set_active(false); });
+  clock_->advance(10s);
+  strand_.run([] {});
+  EXPECT_EQ(strand_.run([&] { return queries_; }), 1);
+  EXPECT_EQ(clock_->pending(), 0u);
+}
+
+TEST_F(FallbackRefresherTest, ARefusedQueryAnswers503UntilALaterOneSucceeds) {
+  auto shape = fixtures::ready_shape("h1");
+  strand_.run([&] {
+    active_ = {shape};
+    refuse_ = true;
+    refresher_->set_active(true);
+  });
+  ASSERT_TRUE(strand_.eventually([&] { return refresher_->refusal(shape).has_value(); }));
+  auto refused = strand_.run([&] { return refresher_->refusal(shape); });
+  EXPECT_EQ(refused->retry_after, 2s);  // the poll interval, rounded up
+  EXPECT_NE(refused->message.find("overloaded"), std::string::npos);
+  strand_.run([&] { refuse_ = false; });
+  clock_->advance(1500ms);
+  ASSERT_TRUE(strand_.eventually([&] { return !refresher_->refusal(shape).has_value(); }));
+}
+
+TEST_F(FallbackRefresherTest, RefreshAllQueriesEveryShapeOnce) {
+  auto a = fixtures::ready_shape("h1");
+  auto b = fixtures::ready_shape("h2");
+  strand_.run([&] {
+    rows_ = 1;
+    refresher_->refresh_all({a, b});
+  });
+  ASSERT_TRUE(strand_.eventually([&] { return grew_ == 2; }));
+  EXPECT_EQ(strand_.run([&] { return queries_; }), 2);
+  EXPECT_FALSE(strand_.run([&] { return refresher_->active(); }));
+}
+
+}  // namespace
+}  // namespace shapeproxy::shapes
