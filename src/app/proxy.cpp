@@ -272,6 +272,7 @@ asio::awaitable<Result<void>> Proxy::start(std::vector<replication::TableName> t
   registry_options.compact_bytes = config.compact_bytes;
   registry_options.state_store.cache_bytes = config.state_cache_bytes;
   registry_options.idle_timeout = config.shape_idle_timeout;
+  registry_options.max_shapes = config.max_shapes;
   registry_options.fallback_poll_interval = config.fallback_poll_interval;
   registry_options.snapshot_timeout = config.snapshot_timeout;
   state->registry = std::make_shared<shapes::ShapeRegistry>(strand, pool, registry_options,

@@ -233,6 +233,15 @@ const std::vector<Setting>& settings() {
          c.shape_idle_timeout = std::chrono::seconds(seconds.value());
          return {};
        }},
+      {"--max-shapes", "SHAPEPROXY_MAX_SHAPES", "COUNT",
+       "Most shapes held at once; past it the least recently read idle shape is evicted "
+       "(default 10000).",
+       [](Config& c, const std::string& v) -> Result<void> {
+         auto count = parse_integer(v, 1, 10'000'000);
+         if (!count) return count.error();
+         c.max_shapes = static_cast<std::size_t>(count.value());
+         return {};
+       }},
       {"--fallback-grace-ms", "SHAPEPROXY_FALLBACK_GRACE_MS", "MS",
        "How long replication must be unavailable before serving in fallback mode (default 2000).",
        [](Config& c, const std::string& v) -> Result<void> {

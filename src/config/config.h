@@ -43,6 +43,9 @@ struct Config {
   // Block cache of the store of the shapes' rows (rfc/0002-shape-state.md).
   std::size_t state_cache_bytes = 32 * 1024 * 1024;
   std::chrono::seconds shape_idle_timeout{7 * 24 * 3600};  // zero: keep shapes forever
+  // Most shapes held at once; past it the least recently read idle shape is
+  // evicted, and with none evictable a new shape is refused (503).
+  std::size_t max_shapes = 10'000;
   // Degraded mode.
   std::chrono::milliseconds fallback_grace{2'000};  // replication down this long: fallback
   std::chrono::milliseconds fallback_poll_interval{

@@ -111,6 +111,23 @@ void ShapeCatalog::forget_table(std::uint32_t oid) {
   std::erase_if(tables_, [oid](const auto& entry) { return entry.second->oid == oid; });
 }
 
+std::shared_ptr<Shape> ShapeCatalog::least_recently_read(
+    const std::function<bool(const std::shared_ptr<Shape>&)>& busy) const {
+  SHAPEPROXY_ASSERT_ON_STRAND(executor_);
+  std::shared_ptr<Shape> oldest;
+  Clock::time_point oldest_read = Clock::time_point::max();
+  for (const auto& [key, shape] : by_key_) {
+    if (shape->phase() != Shape::Phase::kReady || busy(shape)) continue;
+    auto it = last_read_.find(shape.get());
+    const auto read = it == last_read_.end() ? Clock::time_point{} : it->second;
+    if (!oldest || read < oldest_read) {
+      oldest = shape;
+      oldest_read = read;
+    }
+  }
+  return oldest;
+}
+
 void ShapeCatalog::note_read(const Shape& shape) {
   SHAPEPROXY_ASSERT_ON_STRAND(executor_);
   last_read_[&shape] = clock_->now();

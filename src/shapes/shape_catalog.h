@@ -86,6 +86,11 @@ class ShapeCatalog {
     return shapes_dir / ".quarantine";
   }
 
+  // The ready shape read least recently (never read counts as oldest) for
+  // which `busy` is false; null when there is none.
+  std::shared_ptr<Shape> least_recently_read(
+      const std::function<bool(const std::shared_ptr<Shape>&)>& busy) const;
+
   void note_read(const Shape& shape);
   // Whether the shape was read after `since`.
   bool read_after(const Shape& shape, Clock::time_point since) const;

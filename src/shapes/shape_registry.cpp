@@ -22,6 +22,14 @@ constexpr char kHandleMismatch[] =
     "The specified shape definition and handle do not match. Please ensure the shape definition "
     "is correct or omit the shape handle from the request to obtain a new one.";
 
+// The answer when the registry holds max_shapes and none can be evicted.
+Unavailable too_many_shapes(std::size_t max_shapes) {
+  return Unavailable{"too_many_shapes: the proxy holds its maximum of " +
+                         std::to_string(max_shapes) +
+                         " shapes (--max-shapes) and every one is being read; retry later",
+                     std::chrono::seconds(10)};
+}
+
 }  // namespace
 
 ShapeRegistry::ShapeRegistry(asio::any_io_executor executor,
@@ -293,17 +301,38 @@ asio::awaitable<std::shared_ptr<Shape>> ShapeRegistry::find_shape(
     co_return nullptr;
   }
   auto& definition = std::get<ShapeDefinition>(made);
-  if (request.start != ReadRequest::Start::kAt) co_return shape_for(definition);
+  if (request.start != ReadRequest::Start::kAt) {
+    auto made = shape_for(definition);
+    if (!made) ticket->finish(too_many_shapes(options_.max_shapes));
+    co_return made;
+  }
   auto shape = request.handle ? catalog_.by_handle(*request.handle) : nullptr;
   if (!shape || shape->definition().key != definition.key) {
-    ticket->finish(MustRefetch{shape_for(definition)->handle()});
+    auto current = shape_for(definition);
+    if (current) {
+      ticket->finish(MustRefetch{current->handle()});
+    } else {
+      ticket->finish(too_many_shapes(options_.max_shapes));
+    }
     co_return nullptr;
   }
   co_return shape;
 }
 
+// Under the limit, or made so by evicting the least recently read ready
+// shape nobody waits on (its clients get 409 and refetch).
+bool ShapeRegistry::make_room() {
+  if (catalog_.size() < options_.max_shapes) return true;
+  auto victim = catalog_.least_recently_read(
+      [this](const std::shared_ptr<Shape>& shape) { return parking_.has_parked(shape); });
+  if (!victim) return false;
+  rotate(victim, "evicted: the proxy holds its maximum of shapes (--max-shapes)");
+  return catalog_.size() < options_.max_shapes;
+}
+
 std::shared_ptr<Shape> ShapeRegistry::shape_for(const ShapeDefinition& definition) {
   if (auto existing = catalog_.by_key(definition.key)) return existing;
+  if (!make_room()) return nullptr;
   auto shape = catalog_.add(definition);
   spdlog::info("shapes: new shape {} on {}.{}", shape->handle(),
                text::log_safe(shape->table().schema), text::log_safe(shape->table().name));

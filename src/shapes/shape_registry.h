@@ -56,6 +56,10 @@ struct ShapeRegistryOptions {
   // Shapes nobody read for this long are removed; zero keeps them forever.
   std::chrono::seconds idle_timeout{7 * 24 * 3600};
   std::chrono::seconds idle_check_interval{60};
+  // Most shapes held at once. A new shape past it evicts the least recently
+  // read ready shape without parked readers; with none, the read is refused
+  // (503 + retry-after, see kTooManyShapes).
+  std::size_t max_shapes = 10'000;
   // Degraded mode: each shape being read is re-queried at most this often.
   std::chrono::milliseconds fallback_poll_interval{1'000};
   // The store of the shapes' rows (<shapes_dir>/state, else in memory).
@@ -173,7 +177,10 @@ class ShapeRegistry : public ShapeService, public std::enable_shared_from_this<S
   boost::asio::awaitable<std::shared_ptr<Shape>> find_shape(
       const ShapeDefinitionRequest& definition, const ReadRequest& request,
       const std::shared_ptr<ReadTicket>& ticket);
+  // The shape of `definition`, made if needed; null when the registry is
+  // full and no shape can be evicted.
   std::shared_ptr<Shape> shape_for(const ShapeDefinition& definition);
+  bool make_room();
   void rotate(const std::shared_ptr<Shape>& shape, const char* why);
   void forget(const std::shared_ptr<Shape>& shape);
   void stop_workers();

@@ -64,9 +64,14 @@ asio::awaitable<void> SnapshotTaker::take(std::shared_ptr<Shape> shape,
   const Error abandoned{std::string(error_codes::kQueryCancelled),
                         "nobody waits for the shape any more", ""};
   if (options_.shapes_dir) {
-    auto files =
-        storage::ShapeFiles::create(*options_.shapes_dir / shape->handle(), to_json(shape->meta()));
-    if (!files) co_return fail(files.error());
+    const auto dir = *options_.shapes_dir / shape->handle();
+    auto files = storage::ShapeFiles::create(dir, to_json(shape->meta()));
+    if (!files) {
+      // Created part way (e.g. at the open-files limit): nothing of it stays.
+      std::error_code ec;
+      std::filesystem::remove_all(dir, ec);
+      co_return fail(files.error());
+    }
     shape->attach_files(std::move(files).value());
   }
   // In degraded mode the initial query is a fallback query like the others:

@@ -106,6 +106,19 @@ TEST(ConfigTest, ElectricVariablesAreAliases) {
             std::string::npos);
 }
 
+TEST(ConfigTest, MaxShapes) {
+  auto defaults = parse({});
+  ASSERT_TRUE(defaults) << defaults.error().to_string();
+  EXPECT_EQ(defaults->config.max_shapes, 10'000u);
+  auto from_env = parse({}, {{"SHAPEPROXY_MAX_SHAPES", "250"}});
+  ASSERT_TRUE(from_env) << from_env.error().to_string();
+  EXPECT_EQ(from_env->config.max_shapes, 250u);
+  auto flag = parse({"--max-shapes=3"}, {{"SHAPEPROXY_MAX_SHAPES", "250"}});
+  ASSERT_TRUE(flag) << flag.error().to_string();
+  EXPECT_EQ(flag->config.max_shapes, 3u);
+  EXPECT_FALSE(parse({"--max-shapes=0"}));
+}
+
 TEST(ConfigTest, DegradedModeSettings) {
   auto defaults = parse({});
   ASSERT_TRUE(defaults) << defaults.error().to_string();

@@ -1429,5 +1429,70 @@ TEST_F(ShapeRegistryTest, InitialQueryIsCancelledWhenNobodyWaits) {
   sync(core, shape("slow", "id = 2"));  // asked again later: served
 }
 
+// --max-shapes (issue 16, item 8): a new shape past the limit evicts the
+// least recently read shape nobody waits on; its clients refetch.
+TEST_F(ShapeRegistryTest, PastMaxShapesTheLeastRecentlyReadIdleShapeIsEvicted) {
+  execute_sql(database_, "INSERT INTO items (id, title) VALUES (1, 'a'), (2, 'b')");
+  auto settings = Core::small_options();
+  settings.max_shapes = 2;
+  Core core(database_, settings);
+  auto first = sync(core, shape("items", "id = 1")).second;
+  auto second = sync(core, shape("items", "id = 2")).second;
+  // The first is read again: the second is now the least recently read.
+  expect_result(core.read(shape("items", "id = 1"), after(first)));
+  auto [messages, third] = sync(core, shape("items", "id > 0"));
+  EXPECT_TRUE(third.up_to_date);
+  EXPECT_EQ(messages.size(), 3u);  // both rows, up-to-date
+  expect_result(core.read(shape("items", "id = 1"), after(first)));
+  EXPECT_EQ(core.registry().shapes_held(), 2u);
+  // (Last: the refetch answer makes the shape again, evicting another.)
+  EXPECT_TRUE(
+      std::holds_alternative<MustRefetch>(core.read(shape("items", "id = 2"), after(second))));
+}
+
+// Full, and every shape has a parked reader: a new shape is refused with a
+// clear 503 + retry-after; the shapes being read are not disturbed.
+TEST_F(ShapeRegistryTest, AFullRegistryWhoseShapesAreAllBeingReadRefusesANewShape) {
+  execute_sql(database_, "INSERT INTO items (id, title) VALUES (1, 'a')");
+  auto settings = Core::small_options();
+  settings.max_shapes = 1;
+  settings.live_timeout = 20s;
+  Core core(database_, settings);
+  auto [messages, synced] = sync(core, shape("items"));
+  auto parked = std::async(std::launch::async,
+                           [&] { return core.read(shape("items"), after(synced, true)); });
+  ASSERT_TRUE(core.parked(1));
+  auto refused = core.read(shape("items", "id = 1"), from_start());
+  ASSERT_TRUE(std::holds_alternative<Unavailable>(refused));
+  const auto& unavailable = std::get<Unavailable>(refused);
+  EXPECT_NE(unavailable.message.find("too_many_shapes"), std::string::npos) << unavailable.message;
+  EXPECT_GT(unavailable.retry_after.count(), 0);
+  execute_sql(database_, "INSERT INTO items (id, title) VALUES (2, 'b')");
+  auto woken = expect_result(parked.get());
+  EXPECT_NE(text(woken).find("\"insert\""), std::string::npos);
+}
+
+// A shape whose files cannot be created (here meta.json cannot be written;
+// at the open-files limit it is the changes file) leaves no directory
+// behind, and the next read creates it normally.
+TEST_F(PersistentShapesTest, AShapeWhoseFilesCannotBeCreatedLeavesNoDirectory) {
+  execute_sql(database_, "INSERT INTO items (id, title) VALUES (1, 'a')");
+  Core core(database_, options());
+  {
+    FileSizeLimit limit(1);
+    EXPECT_TRUE(std::holds_alternative<Unavailable>(core.read(shape("items"), from_start())));
+  }
+  std::vector<std::string> left;
+  for (const auto& entry : std::filesystem::directory_iterator(dir_ / "shapes")) {
+    const auto name = entry.path().filename().string();
+    // Dot directories (quarantine) and the state store are not shapes.
+    if (!name.starts_with(".") && name != "state") left.push_back(entry.path().string());
+  }
+  EXPECT_TRUE(left.empty()) << "orphan: " << left.front();
+  auto [messages, last] = sync(core, shape("items"));
+  EXPECT_TRUE(last.up_to_date);
+  EXPECT_EQ(messages.size(), 2u);
+}
+
 }  // namespace
 }  // namespace shapeproxy::shapes
