@@ -179,41 +179,6 @@ Result<bool> Shape::install_snapshot(const std::vector<Row>& snapshot_rows, std:
   return grew;
 }
 
-std::shared_ptr<Shape::SnapshotStore> Shape::begin_snapshot_store() {
-  if (snapshot_stored_ || !files_ || phase_ != Phase::kReady) return nullptr;
-  auto store = std::make_shared<SnapshotStore>();
-  store->path = files_->dir() / snapshot_file_;
-  for (const auto& chunk : log_.chunks()) {
-    if (!chunk.body) return nullptr;
-    store->bodies.push_back(chunk.body);
-  }
-  return store;
-}
-
-Result<void> Shape::write_snapshot_store(SnapshotStore& store, const std::atomic<bool>& stopping) {
-  std::vector<std::string_view> bodies;
-  bodies.reserve(store.bodies.size());
-  for (const auto& body : store.bodies) bodies.emplace_back(*body);
-  auto stored = storage::ShapeFiles::write_chunk_file(
-      store.path, bodies, [&stopping] { return stopping.load(std::memory_order_relaxed); });
-  if (!stored) {
-    // Half written: meta.json does not name it (the loader would remove it too).
-    std::error_code ec;
-    std::filesystem::remove(store.path, ec);
-    return stored.error();
-  }
-  store.stored = std::move(stored).value();
-  return {};
-}
-
-Result<void> Shape::finish_snapshot_store(SnapshotStore& store) {
-  if (snapshot_stored_ || !files_) return {};
-  log_.set_chunks(ShapeLog::on_disk(store.stored), log_.compacted_at());
-  store.bodies = {};
-  snapshot_stored_ = true;
-  return files_->write_meta(to_json(meta()));
-}
-
 bool Shape::apply_transaction(const replication::Transaction& transaction,
                               const std::vector<const Change*>& changes) {
   if (phase_ == Phase::kGone || transaction.commit_lsn <= last_logged_tx_) return false;

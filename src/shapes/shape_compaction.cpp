@@ -1,6 +1,11 @@
-// Shape compaction: the shape's rows as of the compaction point, read from
-// its state store through a snapshot taken on the strand, rendered into a new
-// snapshot file chunk by chunk (memory: one chunk), then swapped in.
+// A shape's work on big files, done on the compactor's worker between a
+// begin_ and a finish_ step on the strand:
+// - Compaction: the shape's rows as of the compaction point, read from its
+//   state store through a snapshot taken on the strand, rendered into a new
+//   snapshot file chunk by chunk (memory: one chunk), then swapped in.
+// - Storing a snapshot that was served before it reached the disk
+//   (degraded mode): its chunks written to the snapshot file, then named by
+//   meta.json.
 #include <rocksdb/db.h>
 
 #include "shapes/shape.h"
@@ -145,6 +150,41 @@ Result<void> Shape::finish_compaction(ShapeCompaction& compaction) {
   }
   log_.install_compaction(std::move(compaction.chunks), compaction.point);
   return {};
+}
+
+std::shared_ptr<Shape::SnapshotStore> Shape::begin_snapshot_store() {
+  if (snapshot_stored_ || !files_ || phase_ != Phase::kReady) return nullptr;
+  auto store = std::make_shared<SnapshotStore>();
+  store->path = files_->dir() / snapshot_file_;
+  for (const auto& chunk : log_.chunks()) {
+    if (!chunk.body) return nullptr;
+    store->bodies.push_back(chunk.body);
+  }
+  return store;
+}
+
+Result<void> Shape::write_snapshot_store(SnapshotStore& store, const std::atomic<bool>& stopping) {
+  std::vector<std::string_view> bodies;
+  bodies.reserve(store.bodies.size());
+  for (const auto& body : store.bodies) bodies.emplace_back(*body);
+  auto stored = storage::ShapeFiles::write_chunk_file(
+      store.path, bodies, [&stopping] { return stopping.load(std::memory_order_relaxed); });
+  if (!stored) {
+    // Half written: meta.json does not name it (the loader would remove it too).
+    std::error_code ec;
+    std::filesystem::remove(store.path, ec);
+    return stored.error();
+  }
+  store.stored = std::move(stored).value();
+  return {};
+}
+
+Result<void> Shape::finish_snapshot_store(SnapshotStore& store) {
+  if (snapshot_stored_ || !files_) return {};
+  log_.set_chunks(ShapeLog::on_disk(store.stored), log_.compacted_at());
+  store.bodies = {};
+  snapshot_stored_ = true;
+  return files_->write_meta(to_json(meta()));
 }
 
 }  // namespace shapeproxy::shapes

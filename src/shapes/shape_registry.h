@@ -7,20 +7,25 @@
 // their clients get 409 and resync.
 //
 // A facade over collaborators that share its strand (see each header):
-//   ShapeCatalog       which shapes exist, tables, loading, idle removal
-//   SnapshotTaker      initial snapshots, reads waiting for them
+//   ShapeCatalog       which shapes exist, tables, loading, the row state
+//                      store, idle removal
+//   SnapshotTaker      initial snapshots (timeout, per-table share of the
+//                      pool, cancelled when nobody waits), reads waiting
 //   ShapeReader        answers from a shape's log (older parts read off the
 //                      strand), global_last_seen_lsn
 //   LiveParking        parked live reads, their deadline, wake-ups
-//   LogDurability      group commit (fdatasync on the sync thread), on_durable
+//   LogDurability      group commit (fdatasync on the sync thread), state
+//                      store commits, on_durable, storage failures
 //   Compactor          compaction and snapshot stores on the worker, back-off
 //   FallbackRefresher  degraded mode: poll loop, refresh bracket, refusals
 // This file wires them and keeps the ingest of transactions and the routing
-// of reads.
+// of reads (and shape_registry_describe.cpp, the status page's view).
 //
-// Threading: all state lives on one strand (`executor`); read() and remove()
-// may be called from any thread; every other method must run on the strand
-// (the replication stream shares it) and asserts it.
+// Threading: all state lives on one strand (`executor`); read(), remove()
+// and describe() may be called from any thread, and the gauges
+// (shapes_held(), parked_reads(), shapes_snapshotting(), storage_state())
+// read from any thread; every other method must run on the strand (the
+// replication stream shares it) and asserts it.
 #pragma once
 
 #include <boost/asio/any_io_executor.hpp>

@@ -132,5 +132,30 @@ TEST_F(SnapshotTakerTest, AFailedSnapshotDropsTheShapeAndItsWaitersAreToldSo) {
   EXPECT_EQ(strand_.run([&] { return catalog_->size(); }), 0u);
 }
 
+// A query that fails for the request's own fault (here division by zero on
+// the table's rows) leaves a 400 naming the where clause for its readers;
+// one that fails otherwise (the table dropped) leaves none.
+TEST_F(SnapshotTakerTest, AQueryFailingOnTheRowsIsRememberedAsA400) {
+  auto shape = new_shape("id / 0 = 1");
+  ASSERT_NE(shape, nullptr);
+  auto waiting = wait_until_ready(shape);
+  strand_.run([&] { taker_->start(shape); });
+  ASSERT_EQ(waiting.wait_for(30s), std::future_status::ready);
+  EXPECT_FALSE(waiting.get());
+  auto rejected = strand_.run([&] { return taker_->rejection(shape); });
+  ASSERT_TRUE(rejected);
+  EXPECT_EQ(rejected->field, "where");
+  EXPECT_NE(rejected->message.find("division by zero"), std::string::npos) << rejected->message;
+
+  auto other = new_shape();
+  ASSERT_NE(other, nullptr);
+  execute_sql(database_, "DROP TABLE items");
+  auto failed = wait_until_ready(other);
+  strand_.run([&] { taker_->start(other); });
+  ASSERT_EQ(failed.wait_for(30s), std::future_status::ready);
+  EXPECT_FALSE(failed.get());
+  EXPECT_FALSE(strand_.run([&] { return taker_->rejection(other); }));
+}
+
 }  // namespace
 }  // namespace shapeproxy::shapes
