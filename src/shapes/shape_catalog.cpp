@@ -74,8 +74,8 @@ void ShapeCatalog::update_gauges() {
 
 std::shared_ptr<Shape> ShapeCatalog::add(const ShapeDefinition& definition) {
   SHAPEPROXY_ASSERT_ON_STRAND(executor_);
-  auto shape = std::make_shared<Shape>(definition, new_handle(definition.key), chunk_bytes_,
-                                       state_store());
+  auto shape =
+      std::make_shared<Shape>(definition, new_handle(definition.key), chunk_bytes_, state_store());
   index_shape(shape);
   return shape;
 }
