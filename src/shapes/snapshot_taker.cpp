@@ -68,8 +68,16 @@ asio::awaitable<void> SnapshotTaker::take(std::shared_ptr<Shape> shape,
     auto files = storage::ShapeFiles::create(dir, to_json(shape->meta()));
     if (!files) {
       // Created part way (e.g. at the open-files limit): nothing of it stays.
+      // remove_all needs a descriptor to list the directory, which the
+      // open-files limit may refuse: then what create() makes before its
+      // changes file is removed by name (no descriptor needed).
       std::error_code ec;
       std::filesystem::remove_all(dir, ec);
+      if (ec) {
+        for (const char* name : {"meta.json.tmp", "meta.json", "changes.log"})
+          std::filesystem::remove(dir / name, ec);
+        std::filesystem::remove(dir, ec);
+      }
       co_return fail(files.error());
     }
     shape->attach_files(std::move(files).value());

@@ -38,15 +38,19 @@ class CompactorTest : public ::testing::Test {
     strand_.run([] {});
     strand_.stop();
   }
-  // Applies inserts, makes them durable, and offers the shape for compaction
-  // (what LogDurability does after a sync).
+  // Applies inserts, makes them durable, commits the rows to the state
+  // store, and offers the shape for compaction (what LogDurability does).
   void apply_and_sync(const std::shared_ptr<Shape>& shape, replication::Lsn lsn) {
     strand_.run([&] {
       ASSERT_TRUE(fixtures::apply(*shape, fixtures::inserts(lsn, lsn, lsn, lsn + 9)));
       ASSERT_TRUE(shape->files()->write());
+      shape->seal_state();
       auto pending = shape->files()->pending_sync();
       ASSERT_TRUE(storage::ShapeFiles::sync_written(pending));
       shape->files()->mark_synced(pending);
+      // The rows reach the state store once their records are durable.
+      auto committed = shape->commit_state();
+      ASSERT_TRUE(committed) << committed.error().to_string();
       compactor_->maybe_compact(shape);
     });
   }

@@ -21,6 +21,7 @@
 
 #include <signal.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include "pg/connection.h"
 #include "replication/replication_stream.h"
@@ -1472,21 +1473,46 @@ TEST_F(ShapeRegistryTest, AFullRegistryWhoseShapesAreAllBeingReadRefusesANewShap
   EXPECT_NE(text(woken).find("\"insert\""), std::string::npos);
 }
 
-// A shape whose files cannot be created (here meta.json cannot be written;
-// at the open-files limit it is the changes file) leaves no directory
+// The process's open-files limit lowered, for a scope, to the lowest free
+// descriptor: the next open() fails with EMFILE, as at the limit, while what
+// is open already (sockets, the state store's files) keeps working. (A file
+// size limit would not do: the state store appends to its own files.)
+class OpenFilesLimit {
+ public:
+  OpenFilesLimit() {
+    ::getrlimit(RLIMIT_NOFILE, &saved_);
+    const int lowest_free = ::dup(0);
+    ::close(lowest_free);
+    rlimit lowered = saved_;
+    lowered.rlim_cur = static_cast<rlim_t>(lowest_free);
+    EXPECT_EQ(::setrlimit(RLIMIT_NOFILE, &lowered), 0);
+  }
+  ~OpenFilesLimit() { ::setrlimit(RLIMIT_NOFILE, &saved_); }
+
+ private:
+  rlimit saved_{};
+};
+
+// A shape whose files cannot be created (at the open-files limit: its
+// directory is made, meta.json cannot be opened) leaves no directory
 // behind, and the next read creates it normally.
 TEST_F(PersistentShapesTest, AShapeWhoseFilesCannotBeCreatedLeavesNoDirectory) {
   execute_sql(database_, "INSERT INTO items (id, title) VALUES (1, 'a')");
   Core core(database_, options());
+  // The table is known and the pool connected before the limit.
+  const auto primed = sync(core, shape("items", "id = 1")).second.handle;
   {
-    FileSizeLimit limit(1);
+    OpenFilesLimit limit;
     EXPECT_TRUE(std::holds_alternative<Unavailable>(core.read(shape("items"), from_start())));
   }
   std::vector<std::string> left;
   for (const auto& entry : std::filesystem::directory_iterator(dir_ / "shapes")) {
     const auto name = entry.path().filename().string();
-    // Dot directories (quarantine) and the state store are not shapes.
-    if (!name.starts_with(".") && name != "state") left.push_back(entry.path().string());
+    // Dot directories (quarantine), the state store and the shape read
+    // before are not the failed shape's.
+    if (!name.starts_with(".") && name != "state" && name != primed) {
+      left.push_back(entry.path().string());
+    }
   }
   EXPECT_TRUE(left.empty()) << "orphan: " << left.front();
   auto [messages, last] = sync(core, shape("items"));
