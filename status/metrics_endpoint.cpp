@@ -182,6 +182,17 @@ std::string render_metrics(const StatusSnapshot& reported, const ServingGauges& 
     out.histogram("shapeproxy_fallback_query_duration_seconds",
                   fmt::format("outcome=\"{}\"", escape_label(outcome)), h);
   }
+  const ClusterInfo cluster = gauges.cluster_info();
+  out.family("shapeproxy_cluster_leader", "gauge",
+             "1 when this instance leads the instances sharing its data directory, else 0.");
+  out.sample("shapeproxy_cluster_leader", "", std::uint64_t{cluster.role == "leader" ? 1u : 0u});
+  out.family("shapeproxy_cluster_info", "gauge",
+             "This instance's id and role, and the leader's id (\"\" when none is known).");
+  out.sample("shapeproxy_cluster_info",
+             fmt::format("instance_id=\"{}\",role=\"{}\",leader_id=\"{}\"",
+                         escape_label(cluster.instance_id), escape_label(cluster.role),
+                         escape_label(cluster.leader_id.value_or(""))),
+             std::uint64_t{1});
   out.family("shapeproxy_replication_reconnects_total", "counter",
              "Times the replication stream was lost (or could not start) and was tried again.");
   out.sample("shapeproxy_replication_reconnects_total", "", gauges.reconnects());

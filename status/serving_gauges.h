@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -45,6 +46,15 @@ struct StorageHealth {
   std::uint64_t durable_lsn = 0;                // what the slot may confirm (0: not known)
 };
 
+// This instance's place among several sharing a data directory (from the
+// cluster module, rfc/0003). A lone instance leads.
+struct ClusterInfo {
+  std::string role = "leader";  // "leader" or "follower"
+  std::string instance_id;
+  std::optional<std::string> leader_id;  // the leader's instance id, when known
+  std::optional<std::int64_t> leader_since_ms;
+};
+
 struct ServingGauges {
   std::function<FallbackActivity()> fallback;
   std::function<std::uint64_t()> shape_count;             // shapes held by the registry
@@ -52,12 +62,14 @@ struct ServingGauges {
   std::function<std::uint64_t()> replication_reconnects;  // stream connection attempts after a loss
   std::function<ShapesByState()> shapes_by_state;
   std::function<StorageHealth()> storage;
+  std::function<ClusterInfo()> cluster;
 
   FallbackActivity fallback_activity() const { return fallback ? fallback() : FallbackActivity{}; }
   StorageHealth storage_health() const { return storage ? storage() : StorageHealth{}; }
   std::uint64_t shapes() const { return shape_count ? shape_count() : 0; }
   std::uint64_t parked() const { return parked_requests ? parked_requests() : 0; }
   std::uint64_t reconnects() const { return replication_reconnects ? replication_reconnects() : 0; }
+  ClusterInfo cluster_info() const { return cluster ? cluster() : ClusterInfo{}; }
   ShapesByState shape_states() const {
     return shapes_by_state ? shapes_by_state() : ShapesByState{};
   }

@@ -65,6 +65,18 @@ StatusSnapshot with_storage(StatusSnapshot snapshot, const StorageHealth& storag
   return snapshot;
 }
 
+nlohmann::json cluster_json(const ClusterInfo& cluster) {
+  nlohmann::json leader = nullptr;
+  if (cluster.leader_id) {
+    leader = {{"instance_id", *cluster.leader_id}};
+    leader["since"] = cluster.leader_since_ms
+                          ? nlohmann::json(format_iso8601_utc(std::chrono::system_clock::time_point(
+                                std::chrono::milliseconds(*cluster.leader_since_ms))))
+                          : nlohmann::json(nullptr);
+  }
+  return {{"role", cluster.role}, {"instance_id", cluster.instance_id}, {"leader", leader}};
+}
+
 nlohmann::json status_body(const StatusSnapshot& reported, const ServingGauges& gauges) {
   const StorageHealth storage = gauges.storage_health();
   const StatusSnapshot snapshot = with_storage(reported, storage, std::chrono::system_clock::now());
@@ -113,6 +125,7 @@ nlohmann::json status_body(const StatusSnapshot& reported, const ServingGauges& 
     body["cause"] = "shape logs cannot be written (" + storage.error +
                     "); transactions are not acknowledged to the replication slot";
   }
+  body["cluster"] = cluster_json(gauges.cluster_info());
   return body;
 }
 
@@ -127,24 +140,29 @@ std::string status_etag(std::string_view body) {
   return buffer;
 }
 
+http::Response status_response(const http::Request& request, std::string body,
+                               const StatusEndpointOptions& options) {
+  std::string etag = status_etag(body);
+  http::Response response;
+  if (auto if_none_match = request.header("if-none-match");
+      if_none_match && etag_matches(*if_none_match, etag)) {
+    response.status = 304;
+  } else {
+    response = http::Response::json(200, std::move(body));
+  }
+  response.set_header("cache-control",
+                      "public, max-age=" + std::to_string(std::max(0, options.max_age_seconds)));
+  response.set_header("etag", std::move(etag));
+  return response;
+}
+
 http::Handler status_handler(std::shared_ptr<const ReplicationStatusMonitor> monitor,
                              ServingGauges gauges, StatusEndpointOptions options) {
-  const std::string cache_control =
-      "public, max-age=" + std::to_string(std::max(0, options.max_age_seconds));
   return [monitor = std::move(monitor), gauges = std::move(gauges),
-          cache_control](std::shared_ptr<http::Exchange> exchange) {
-    std::string body = status_body(monitor->snapshot(), gauges).dump();
-    std::string etag = status_etag(body);
-    http::Response response;
-    if (auto if_none_match = exchange->request().header("if-none-match");
-        if_none_match && etag_matches(*if_none_match, etag)) {
-      response.status = 304;
-    } else {
-      response = http::Response::json(200, std::move(body));
-    }
-    response.set_header("cache-control", cache_control);
-    response.set_header("etag", std::move(etag));
-    exchange->respond(std::move(response));
+          options](std::shared_ptr<http::Exchange> exchange) {
+    exchange->respond(
+        status_response(exchange->request(), status_body(monitor->snapshot(), gauges).dump(),
+                        options));
   };
 }
 

@@ -12,7 +12,9 @@
 //    "transitions": n,
 //    "replication": {"slot", "wal_status", "lag_bytes", "lag_seconds", "last_error"},
 //    "fallback": {"queries_in_flight", "queued", "refused", "source"},
-//    "shapes": n, "version": "x.y.z"}
+//    "shapes": n, "version": "x.y.z",
+//    "cluster": {"role": "leader"|"follower", "instance_id": "...",
+//                "leader": {"instance_id": "...", "since": "..."}|null}}
 #pragma once
 
 #include <memory>
@@ -31,6 +33,9 @@ struct StatusEndpointOptions {
   int max_age_seconds = 5;  // Cache-Control: public, max-age=N
 };
 
+// The "cluster" object of the body (rfc/0003).
+nlohmann::json cluster_json(const ClusterInfo& cluster);
+
 // The /v1/status body for `snapshot` (no time-of-request fields, so the ETag
 // only changes when something reported changes; lag_seconds is rounded to 0.1 s).
 nlohmann::json status_body(const StatusSnapshot& snapshot, const ServingGauges& gauges);
@@ -47,6 +52,11 @@ std::string status_etag(std::string_view body);
 
 // "2024-05-01T12:00:00.123Z".
 std::string format_iso8601_utc(std::chrono::system_clock::time_point time);
+
+// 200 with `body`, Cache-Control and ETag, or 304 when the request's
+// If-None-Match names that ETag (or is "*").
+http::Response status_response(const http::Request& request, std::string body,
+                               const StatusEndpointOptions& options);
 
 // GET /v1/status. 200 with the body, Cache-Control and ETag; 304 (same
 // headers, no body) when If-None-Match names the current ETag (or is "*").

@@ -4,6 +4,9 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
+#include <mutex>
+#include <random>
 #include <utility>
 
 #include <boost/asio/co_spawn.hpp>
@@ -14,6 +17,9 @@
 #include <filesystem>
 
 #include "api/shape_api.h"
+#include "cluster/data_dir_lock.h"
+#include "cluster/election.h"
+#include "cluster/forwarder.h"
 #include "fallback/fallback_query.h"
 #include "http/handlers.h"
 #include "http/server.h"
@@ -171,6 +177,30 @@ struct Proxy::State {
   std::shared_ptr<fallback::FallbackQuery> fallback;
   std::shared_ptr<shapes::SubsetQueries> subsets;
   asio::any_io_executor core;  // the replication/shapes strand
+
+  // Several instances (rfc/0003). The election runs on its own strand; what
+  // follows is on `control` unless said otherwise.
+  std::vector<replication::TableName> tables;
+  std::string instance_id;
+  std::shared_ptr<cluster::Election> election;
+  std::unique_ptr<cluster::Forwarder> forwarder;
+  // Stays "starting": the status of a follower that cannot reach its leader.
+  std::shared_ptr<status::ReplicationStatusMonitor> follower_monitor;
+  bool initial_round_done = false;
+  bool core_requested = false;  // start_core() called (once)
+  bool core_started = false;
+  bool may_stream = false;  // the advisory lock is held
+  bool streaming_started = false;
+  bool stopping = false;
+  // The routes this instance serves itself once it leads (null before);
+  // read by HTTP threads.
+  std::mutex routes_mutex;
+  std::shared_ptr<const http::Router> local_routes;
+
+  std::shared_ptr<const http::Router> served_locally() {
+    std::lock_guard lock(routes_mutex);
+    return local_routes;
+  }
 };
 
 Proxy::Proxy(asio::io_context& io, config::Config config, std::string database_conninfo)
@@ -221,12 +251,217 @@ void start_ticker(std::shared_ptr<asio::steady_timer> timer,
   });
 }
 
-}  // namespace
+std::string random_instance_id() {
+  std::random_device random;
+  std::uniform_int_distribution<std::uint32_t> hex(0, 0xffffff);
+  char id[16];
+  std::snprintf(id, sizeof id, "sp-%06x", hex(random));
+  return id;
+}
 
-asio::awaitable<Result<void>> Proxy::start(std::vector<replication::TableName> tables) {
-  auto state = state_;
+// The "cluster" part of /v1/status and /metrics, from the election.
+status::ServingGauges cluster_gauges(const std::shared_ptr<Proxy::State>& state) {
+  status::ServingGauges gauges;
+  std::weak_ptr<cluster::Election> weak_election = state->election;
+  gauges.cluster = [weak_election, id = state->instance_id]() -> status::ClusterInfo {
+    status::ClusterInfo info;
+    info.instance_id = id;
+    auto election = weak_election.lock();
+    if (!election) return info;
+    const auto view = election->view();
+    info.role = cluster::to_string(view.role);
+    if (view.leader) {
+      info.leader_id = view.leader->instance_id;
+      info.leader_since_ms = view.leader->since_ms;
+    }
+    return info;
+  };
+  return gauges;
+}
+
+// Replication starts once the core serves and the advisory lock is held.
+void maybe_stream(const std::shared_ptr<Proxy::State>& state) {
+  if (!state->core_started || !state->may_stream || state->streaming_started || state->stopping) {
+    return;
+  }
+  state->streaming_started = true;
+  asio::co_spawn(state->core,
+                 prepare_and_stream(state->core, state->conninfo, state->config.publication_name,
+                                    state->tables, state->stream),
+                 asio::detached);
+}
+
+// Another instance leads (or this one could not start leading): stop at
+// once, as if killed, so the data directory's lock (and the row store's) go
+// with the process; a supervisor restarts it as a follower (rfc/0003).
+[[noreturn]] void leave(const std::string& why) {
+  spdlog::critical("cluster: {}; exiting (status 75) so that a restart rejoins as a follower",
+                   why);
+  spdlog::default_logger()->flush();
+  std::_Exit(75);
+}
+
+asio::awaitable<Result<void>> start_core(std::shared_ptr<Proxy::State> state);
+
+cluster::ElectionEvents election_events(const std::shared_ptr<Proxy::State>& state) {
+  std::weak_ptr<Proxy::State> weak = state;
+  cluster::ElectionEvents events;
+  events.promoted = [weak] {
+    auto state = weak.lock();
+    if (!state) return;
+    asio::post(state->control, [state] {
+      // Before the first round ends, start() starts the core itself.
+      if (!state->initial_round_done || state->core_requested || state->stopping) return;
+      state->core_requested = true;
+      asio::co_spawn(state->control, start_core(state),
+                     [](std::exception_ptr failure, Result<void> started) {
+                       if (failure) leave("the promotion failed (internal error)");
+                       if (!started) leave("the promotion failed: " + started.error().to_string());
+                     });
+    });
+  };
+  events.lock_taken = [weak] {
+    auto state = weak.lock();
+    if (!state) return;
+    asio::post(state->control, [state] {
+      state->may_stream = true;
+      maybe_stream(state);
+    });
+  };
+  events.deposed = [](const std::string& why) { leave("deposed: " + why); };
+  return events;
+}
+
+http::Response no_leader_response(std::string_view message) {
+  http::Response response = http::json_error(503, message);
+  response.headers.emplace_back("retry-after", "1");
+  return response;
+}
+
+// A request this instance does not serve itself (yet): relayed to the
+// leader, or held while there is none (a promotion, a failover) until
+// `deadline`, then 503 with retry-after. A request another instance
+// forwarded is never forwarded again.
+void serve_elsewhere(std::shared_ptr<Proxy::State> state, std::shared_ptr<http::Exchange> exchange,
+                     http::Verb verb, std::string path,
+                     std::chrono::steady_clock::time_point deadline) {
+  if (auto local = state->served_locally()) {
+    if (const auto* handler = local->find(verb, path)) return (*handler)(std::move(exchange));
+  }
+  if (exchange->request().header(cluster::kForwardedByHeader)) {
+    return exchange->respond(no_leader_response("this instance does not lead (any more)"));
+  }
+  const auto view = state->election ? state->election->view() : cluster::ClusterView{};
+  auto retry = [state, verb, path, deadline](std::shared_ptr<http::Exchange> exchange) {
+    if (std::chrono::steady_clock::now() >= deadline) {
+      return exchange->respond(no_leader_response("no leader instance is available"));
+    }
+    auto timer = std::make_shared<asio::steady_timer>(state->io, 100ms);
+    timer->async_wait([state, timer, exchange, verb, path, deadline](boost::system::error_code) {
+      serve_elsewhere(state, exchange, verb, path, deadline);
+    });
+  };
+  if (view.role == cluster::Role::kFollower && view.leader) {
+    state->forwarder->forward(std::move(exchange), view.leader->url, retry);
+  } else {
+    retry(std::move(exchange));
+  }
+}
+
+http::Handler elsewhere_handler(const std::shared_ptr<Proxy::State>& state, http::Verb verb,
+                                std::string path) {
+  std::weak_ptr<Proxy::State> weak = state;
+  // A failover takes about the grace period plus the election's poll.
+  const auto wait = std::chrono::milliseconds(state->config.fallback_grace) + 3s;
+  return [weak, verb, path, wait](std::shared_ptr<http::Exchange> exchange) {
+    auto state = weak.lock();
+    if (!state) return exchange->respond(no_leader_response("shutting down"));
+    serve_elsewhere(state, std::move(exchange), verb, path,
+                    std::chrono::steady_clock::now() + wait);
+  };
+}
+
+// The routes of every instance. A leader serves them from its core; a
+// follower relays shape requests to the leader and answers /v1/status,
+// /v1/health and /metrics itself, with its role.
+http::Router front_routes(const std::shared_ptr<Proxy::State>& state) {
+  http::Router router;
+  const std::string shape_path = api::ShapeApiOptions{}.path;
+  for (auto verb : {http::Verb::get, http::Verb::post, http::Verb::delete_}) {
+    router.add(verb, shape_path, elsewhere_handler(state, verb, shape_path));
+  }
+  for (const char* path : {"/v1/status/history", "/v1/status/shapes", "/dashboard"}) {
+    router.add(http::Verb::get, path, elsewhere_handler(state, http::Verb::get, path));
+  }
+  std::weak_ptr<Proxy::State> weak = state;
+  // Until it leads: "active" while it knows a leader to relay to.
+  auto follower_health = http::health_handler([weak] {
+    auto state = weak.lock();
+    const bool leader_known = state && state->election && state->election->view().leader;
+    return leader_known ? http::HealthState::kActive : http::HealthState::kStarting;
+  });
+  status::StatusEndpointOptions status_options;
+  status_options.max_age_seconds = state->config.status_max_age_seconds;
+  auto locally_or = [weak](const char* path, http::Handler otherwise) -> http::Handler {
+    return [weak, path, otherwise](std::shared_ptr<http::Exchange> exchange) {
+      auto state = weak.lock();
+      if (state) {
+        if (auto local = state->served_locally()) {
+          if (const auto* handler = local->find(http::Verb::get, path)) {
+            return (*handler)(std::move(exchange));
+          }
+        }
+      }
+      otherwise(std::move(exchange));
+    };
+  };
+  router.add(http::Verb::get, "/v1/health", locally_or("/v1/health", follower_health));
+  // A follower's status is its leader's (what it serves), with its own role.
+  auto follower_status = [weak, status_options](std::shared_ptr<http::Exchange> exchange) {
+    auto state = weak.lock();
+    if (!state) return exchange->respond(no_leader_response("shutting down"));
+    const auto gauges = cluster_gauges(state);
+    auto own = [state, gauges, status_options](std::shared_ptr<http::Exchange> exchange) {
+      exchange->respond(status::status_response(
+          exchange->request(), status::status_body(state->follower_monitor->snapshot(), gauges).dump(),
+          status_options));
+    };
+    const auto view = state->election ? state->election->view() : cluster::ClusterView{};
+    if (!view.leader || view.role == cluster::Role::kLeader) return own(std::move(exchange));
+    state->forwarder->fetch(
+        view.leader->url, "/v1/status",
+        [exchange, gauges, status_options, own](Result<http::Response> fetched) {
+          if (fetched && fetched->status == 200) {
+            auto body = nlohmann::json::parse(fetched->body_view(), nullptr, false);
+            if (body.is_object()) {
+              body["cluster"] = status::cluster_json(gauges.cluster_info());
+              return exchange->respond(
+                  status::status_response(exchange->request(), body.dump(), status_options));
+            }
+          }
+          own(exchange);
+        });
+  };
+  router.add(http::Verb::get, "/v1/status", locally_or("/v1/status", follower_status));
+  auto follower_metrics = [weak](std::shared_ptr<http::Exchange> exchange) {
+    auto state = weak.lock();
+    if (!state) return exchange->respond(no_leader_response("shutting down"));
+    status::metrics_handler(state->follower_monitor, cluster_gauges(state),
+                            state->request_metrics)(std::move(exchange));
+  };
+  router.add(http::Verb::get, "/metrics",
+             http::require_token(state->config.metrics_token,
+                                 locally_or("/metrics", follower_metrics)));
+  return router;
+}
+
+// The serving core of the leader: the shapes (loaded from the data
+// directory: only the holder of its lock opens the row store), replication,
+// the status monitor and probe, fallback queries and the shape API; then its
+// routes are served locally. Replication starts once the advisory lock is
+// held too (maybe_stream). On the control strand.
+asio::awaitable<Result<void>> start_core(std::shared_ptr<Proxy::State> state) {
   const auto& config = state->config;
-  spdlog::info("database: {}", pg::describe_conninfo(state->conninfo));
 
   // Replication and the shapes share one strand: transactions apply in order
   // with no locks.
@@ -336,9 +571,9 @@ asio::awaitable<Result<void>> Proxy::start(std::vector<replication::TableName> t
         subsets->run(std::move(shape), std::move(subset), fallback, std::move(done));
       });
 
-  http::Router router;
-  state->shape_api->register_routes(router);
-  status::ServingGauges gauges;
+  auto router = std::make_shared<http::Router>();
+  state->shape_api->register_routes(*router);
+  status::ServingGauges gauges = cluster_gauges(state);
   gauges.fallback = [weak_fallback]() -> status::FallbackActivity {
     auto query = weak_fallback.lock();
     return query ? query->activity() : status::FallbackActivity{};
@@ -369,35 +604,62 @@ asio::awaitable<Result<void>> Proxy::start(std::vector<replication::TableName> t
     auto state = registry->storage_state();
     return {state.failing, state.error, state.since, state.durable_lsn};
   };
-  router.add(http::Verb::get, "/v1/health", status::health_handler(state->monitor));
+  router->add(http::Verb::get, "/v1/health", status::health_handler(state->monitor));
   status::StatusEndpointOptions status_options;
   status_options.max_age_seconds = config.status_max_age_seconds;
-  router.add(http::Verb::get, "/v1/status",
-             status::status_handler(state->monitor, gauges, status_options));
-  router.add(http::Verb::get, "/v1/status/history", status::history_handler(state->monitor));
-  router.add(http::Verb::get, "/v1/status/shapes",
-             status::shapes_handler([weak_registry](auto done) {
-               auto registry = weak_registry.lock();
-               if (!registry) return done({});
-               registry->describe([done = std::move(done)](auto shapes) {
-                 std::vector<status::ShapeRow> rows;
-                 rows.reserve(shapes.size());
-                 for (auto& s : shapes) {
-                   rows.push_back({std::move(s.handle), std::move(s.table), std::move(s.where),
-                                   s.ready ? "ready" : "snapshotting", s.rows, s.snapshot_bytes,
-                                   s.readers});
-                 }
-                 done(std::move(rows));
-               });
-             }));
-  router.add(http::Verb::get, "/dashboard", status::dashboard_handler());
+  router->add(http::Verb::get, "/v1/status",
+              status::status_handler(state->monitor, gauges, status_options));
+  router->add(http::Verb::get, "/v1/status/history", status::history_handler(state->monitor));
+  router->add(http::Verb::get, "/v1/status/shapes",
+              status::shapes_handler([weak_registry](auto done) {
+                auto registry = weak_registry.lock();
+                if (!registry) return done({});
+                registry->describe([done = std::move(done)](auto shapes) {
+                  std::vector<status::ShapeRow> rows;
+                  rows.reserve(shapes.size());
+                  for (auto& s : shapes) {
+                    rows.push_back({std::move(s.handle), std::move(s.table), std::move(s.where),
+                                    s.ready ? "ready" : "snapshotting", s.rows, s.snapshot_bytes,
+                                    s.readers});
+                  }
+                  done(std::move(rows));
+                });
+              }));
+  router->add(http::Verb::get, "/dashboard", status::dashboard_handler());
+  router->add(http::Verb::get, "/metrics",
+              status::metrics_handler(state->monitor, gauges, state->request_metrics));
+  {
+    std::lock_guard lock(state->routes_mutex);
+    state->local_routes = std::move(router);
+  }
+  state->core_started = true;
+  maybe_stream(state);
+  co_return Result<void>{};
+}
+
+}  // namespace
+
+asio::awaitable<Result<void>> Proxy::start(std::vector<replication::TableName> tables) {
+  auto state = state_;
+  const auto& config = state->config;
+  spdlog::info("database: {}", pg::describe_conninfo(state->conninfo));
+  state->tables = std::move(tables);
+  state->instance_id = config.instance_id.value_or(random_instance_id());
+  // Refuse a filesystem on which several instances would corrupt each other.
+  if (auto checked = cluster::DataDirLock::check_filesystem(config.data_dir); !checked) {
+    co_return checked.error();
+  }
+  state->follower_monitor =
+      std::make_shared<status::ReplicationStatusMonitor>(status::StatusMonitorOptions{});
+  cluster::ForwarderOptions forwarder_options;
+  forwarder_options.instance_id = state->instance_id;
+  forwarder_options.header_timeout =
+      std::chrono::milliseconds(config.long_poll_timeout) + std::chrono::seconds(15);
+  state->forwarder = std::make_unique<cluster::Forwarder>(state->io, forwarder_options);
+
+  http::Router router = front_routes(state);
   auto metric_routes = router.paths();  // request metrics keep these apart
-  metric_routes.emplace_back("/metrics");
   state->request_metrics = std::make_shared<status::RequestMetrics>(std::move(metric_routes));
-  router.add(
-      http::Verb::get, "/metrics",
-      http::require_token(config.metrics_token,
-                          status::metrics_handler(state->monitor, gauges, state->request_metrics)));
   http::ServerOptions server_options;
   server_options.on_request_done =
       logging::combine_observers(status::request_metrics_observer(state->request_metrics),
@@ -408,10 +670,37 @@ asio::awaitable<Result<void>> Proxy::start(std::vector<replication::TableName> t
   state->server = std::make_unique<http::HttpServer>(state->io, server_options, std::move(router));
   if (auto started = state->server->start(); !started) co_return started.error();
 
-  asio::co_spawn(strand,
-                 prepare_and_stream(strand, state->conninfo, config.publication_name,
-                                    std::move(tables), state->stream),
-                 asio::detached);
+  // The first round of the election decides this instance's role before
+  // start() returns: a leader has loaded its shapes by then, as a lone
+  // proxy always did.
+  cluster::ElectionOptions election_options;
+  election_options.conninfo = state->conninfo;
+  election_options.lock_name = config.slot_name;
+  election_options.data_dir = config.data_dir;
+  election_options.instance_id = state->instance_id;
+  election_options.advertise_url = config.advertise_url;
+  std::weak_ptr<State> weak_state = state;
+  election_options.port = [weak_state]() -> std::uint16_t {
+    auto state = weak_state.lock();
+    return state && state->server ? state->server->port() : 0;
+  };
+  auto election_strand = asio::make_strand(state->io);
+  state->election = std::make_shared<cluster::Election>(election_strand, election_options,
+                                                        election_events(state));
+  co_await asio::co_spawn(election_strand, state->election->round(), asio::use_awaitable);
+  state->initial_round_done = true;
+  if (state->election->view().role == cluster::Role::kLeader && !state->core_requested) {
+    state->core_requested = true;
+    auto core = co_await start_core(state);
+    if (!core) co_return core.error();
+  }
+  const auto view = state->election->view();
+  spdlog::info("cluster: instance {} starts as {}{}", state->instance_id,
+               cluster::to_string(view.role),
+               view.role == cluster::Role::kFollower && view.leader
+                   ? " of " + view.leader->instance_id
+                   : std::string());
+  state->election->start();
   co_return Result<void>{};
 }
 
@@ -433,6 +722,10 @@ void Proxy::shutdown(std::function<void()> done) {
     });
   };
   asio::post(state->control, [state, finish_one] {
+    state->stopping = true;
+    if (auto election = state->election) {
+      asio::post(election->executor(), [election] { election->stop(); });
+    }
     if (state->probe) {
       asio::post(state->core, [state] {
         state->probe->stop();

@@ -34,8 +34,9 @@ class Proxy {
 
   std::uint16_t http_port() const;
 
+  struct State;  // opaque: the composition in proxy.cpp
+
  private:
-  struct State;
   std::shared_ptr<State> state_;
 };
 

@@ -1,5 +1,6 @@
 #include "config/config.h"
 
+#include <cctype>
 #include <charconv>
 #include <cstdlib>
 #include <map>
@@ -110,6 +111,29 @@ const std::vector<Setting>& settings() {
        [](Config& c, const std::string& v) -> Result<void> {
          if (v.empty() || v.size() > 63) return Error{"", "must be 1-63 characters", ""};
          c.publication_name = v;
+         return {};
+       }},
+      {"--instance-id", "SHAPEPROXY_INSTANCE_ID", "NAME",
+       "This instance's name when several share a data directory (default: random).",
+       [](Config& c, const std::string& v) -> Result<void> {
+         if (v.empty() || v.size() > 63) return Error{"", "must be 1-63 characters", ""};
+         for (char ch : v) {
+           if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '-' && ch != '_' &&
+               ch != '.' && ch != ':') {
+             return Error{"", "letters, digits, '-', '_', '.' and ':' only, got '" + v + "'", ""};
+           }
+         }
+         c.instance_id = v;
+         return {};
+       }},
+      {"--advertise-url", "SHAPEPROXY_ADVERTISE_URL", "URL",
+       "Where the other instances reach this one while it leads, http://HOST:PORT (default: "
+       "the address this host reaches PostgreSQL from, and --port).",
+       [](Config& c, const std::string& v) -> Result<void> {
+         if (v.rfind("http://", 0) != 0 || v.size() <= 7) {
+           return Error{"", "must be http://HOST:PORT, got '" + v + "'", ""};
+         }
+         c.advertise_url = v;
          return {};
        }},
       {"--log-level", "SHAPEPROXY_LOG_LEVEL", "LEVEL",

@@ -25,6 +25,12 @@ struct Config {
   std::filesystem::path data_dir = "./shapeproxy-data";
   std::string slot_name = "shapeproxy";
   std::string publication_name = "shapeproxy";
+  // Several instances (rfc/0003): this one's name in logs, /v1/status and
+  // /metrics (unset: a random one per process), and the URL the others
+  // forward requests to while it leads (unset: http://<the address this host
+  // reaches PostgreSQL from>:<port>).
+  std::optional<std::string> instance_id;
+  std::optional<std::string> advertise_url;
   std::string log_level = "info";
   std::string log_format = "text";    // "text" or "json" (one object per line)
   bool access_log = false;            // one entry per answered request
