@@ -160,9 +160,8 @@ http::Handler status_handler(std::shared_ptr<const ReplicationStatusMonitor> mon
                              ServingGauges gauges, StatusEndpointOptions options) {
   return [monitor = std::move(monitor), gauges = std::move(gauges),
           options](std::shared_ptr<http::Exchange> exchange) {
-    exchange->respond(
-        status_response(exchange->request(), status_body(monitor->snapshot(), gauges).dump(),
-                        options));
+    exchange->respond(status_response(exchange->request(),
+                                      status_body(monitor->snapshot(), gauges).dump(), options));
   };
 }
 

@@ -192,6 +192,8 @@ struct Proxy::State {
   bool may_stream = false;  // the advisory lock is held
   bool streaming_started = false;
   bool stopping = false;
+  // The HTTP port (config.port until bound; any thread).
+  std::atomic<std::uint16_t> bound_port{0};
   // The routes this instance serves itself once it leads (null before);
   // read by HTTP threads.
   std::mutex routes_mutex;
@@ -295,8 +297,7 @@ void maybe_stream(const std::shared_ptr<Proxy::State>& state) {
 // once, as if killed, so the data directory's lock (and the row store's) go
 // with the process; a supervisor restarts it as a follower (rfc/0003).
 [[noreturn]] void leave(const std::string& why) {
-  spdlog::critical("cluster: {}; exiting (status 75) so that a restart rejoins as a follower",
-                   why);
+  spdlog::critical("cluster: {}; exiting (status 75) so that a restart rejoins as a follower", why);
   spdlog::default_logger()->flush();
   std::_Exit(75);
 }
@@ -394,11 +395,14 @@ http::Router front_routes(const std::shared_ptr<Proxy::State>& state) {
     router.add(http::Verb::get, path, elsewhere_handler(state, http::Verb::get, path));
   }
   std::weak_ptr<Proxy::State> weak = state;
-  // Until it leads: "active" while it knows a leader to relay to.
+  // A follower is "active" while it knows a leader to relay to; a leader
+  // whose core is not serving yet is "starting".
   auto follower_health = http::health_handler([weak] {
     auto state = weak.lock();
-    const bool leader_known = state && state->election && state->election->view().leader;
-    return leader_known ? http::HealthState::kActive : http::HealthState::kStarting;
+    if (!state || !state->election) return http::HealthState::kStarting;
+    const auto view = state->election->view();
+    return view.role == cluster::Role::kFollower && view.leader ? http::HealthState::kActive
+                                                                : http::HealthState::kStarting;
   });
   status::StatusEndpointOptions status_options;
   status_options.max_age_seconds = state->config.status_max_age_seconds;
@@ -423,8 +427,8 @@ http::Router front_routes(const std::shared_ptr<Proxy::State>& state) {
     const auto gauges = cluster_gauges(state);
     auto own = [state, gauges, status_options](std::shared_ptr<http::Exchange> exchange) {
       exchange->respond(status::status_response(
-          exchange->request(), status::status_body(state->follower_monitor->snapshot(), gauges).dump(),
-          status_options));
+          exchange->request(),
+          status::status_body(state->follower_monitor->snapshot(), gauges).dump(), status_options));
     };
     const auto view = state->election ? state->election->view() : cluster::ClusterView{};
     if (!view.leader || view.role == cluster::Role::kLeader) return own(std::move(exchange));
@@ -660,15 +664,6 @@ asio::awaitable<Result<void>> Proxy::start(std::vector<replication::TableName> t
   http::Router router = front_routes(state);
   auto metric_routes = router.paths();  // request metrics keep these apart
   state->request_metrics = std::make_shared<status::RequestMetrics>(std::move(metric_routes));
-  http::ServerOptions server_options;
-  server_options.on_request_done =
-      logging::combine_observers(status::request_metrics_observer(state->request_metrics),
-                                 config.access_log ? logging::access_log_observer() : nullptr);
-  server_options.address = config.listen_address;
-  server_options.port = config.port;
-  server_options.max_connections = config.max_connections;
-  state->server = std::make_unique<http::HttpServer>(state->io, server_options, std::move(router));
-  if (auto started = state->server->start(); !started) co_return started.error();
 
   // The first round of the election decides this instance's role before
   // start() returns: a leader has loaded its shapes by then, as a lone
@@ -680,9 +675,10 @@ asio::awaitable<Result<void>> Proxy::start(std::vector<replication::TableName> t
   election_options.instance_id = state->instance_id;
   election_options.advertise_url = config.advertise_url;
   std::weak_ptr<State> weak_state = state;
+  state->bound_port = config.port;
   election_options.port = [weak_state]() -> std::uint16_t {
     auto state = weak_state.lock();
-    return state && state->server ? state->server->port() : 0;
+    return state ? state->bound_port.load() : 0;
   };
   auto election_strand = asio::make_strand(state->io);
   state->election = std::make_shared<cluster::Election>(election_strand, election_options,
@@ -694,12 +690,24 @@ asio::awaitable<Result<void>> Proxy::start(std::vector<replication::TableName> t
     auto core = co_await start_core(state);
     if (!core) co_return core.error();
   }
+  // Listening only now, as a lone proxy always did: a leader answers with
+  // its shapes loaded. The record is written again with the port bound.
+  http::ServerOptions server_options;
+  server_options.on_request_done =
+      logging::combine_observers(status::request_metrics_observer(state->request_metrics),
+                                 config.access_log ? logging::access_log_observer() : nullptr);
+  server_options.address = config.listen_address;
+  server_options.port = config.port;
+  server_options.max_connections = config.max_connections;
+  state->server = std::make_unique<http::HttpServer>(state->io, server_options, std::move(router));
+  if (auto started = state->server->start(); !started) co_return started.error();
+  state->bound_port = state->server->port();
+  asio::post(election_strand, [election = state->election] { election->republish(); });
   const auto view = state->election->view();
-  spdlog::info("cluster: instance {} starts as {}{}", state->instance_id,
-               cluster::to_string(view.role),
-               view.role == cluster::Role::kFollower && view.leader
-                   ? " of " + view.leader->instance_id
-                   : std::string());
+  spdlog::info(
+      "cluster: instance {} starts as {}{}", state->instance_id, cluster::to_string(view.role),
+      view.role == cluster::Role::kFollower && view.leader ? " of " + view.leader->instance_id
+                                                           : std::string());
   state->election->start();
   co_return Result<void>{};
 }

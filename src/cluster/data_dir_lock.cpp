@@ -15,9 +15,8 @@ constexpr const char* kLockFile = "leader.lock";
 constexpr const char* kProbeFile = ".lock-probe";
 
 Error io_error(const std::filesystem::path& path, const char* what, int err) {
-  return Error{"cluster.data_dir_lock", std::string(what) + " " + path.string() + ": " +
-                                            std::strerror(err),
-               ""};
+  return Error{"cluster.data_dir_lock",
+               std::string(what) + " " + path.string() + ": " + std::strerror(err), ""};
 }
 
 int open_lock_file(const std::filesystem::path& path) {
@@ -37,7 +36,9 @@ int try_lock(int fd) {
 Result<void> make_directory(const std::filesystem::path& dir) {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
-  if (ec) return Error{"cluster.data_dir_lock", "cannot create " + dir.string() + ": " + ec.message(), ""};
+  if (ec)
+    return Error{"cluster.data_dir_lock", "cannot create " + dir.string() + ": " + ec.message(),
+                 ""};
   return {};
 }
 

@@ -64,13 +64,23 @@ ClusterView Election::view() const {
 }
 
 void Election::start() {
-  asio::co_spawn(executor_, [self = shared_from_this()] { return self->run(); }, asio::detached);
+  asio::co_spawn(
+      executor_, [self = shared_from_this()] { return self->run(); }, asio::detached);
 }
 
 void Election::stop() {
   stopped_ = true;
   timer_.cancel();
   if (connection_) connection_->cancel();
+}
+
+void Election::republish() {
+  if (!promoted_ || deposed_ || stopped_) return;
+  if (auto written = write_leader_record(options_.data_dir, own_record()); !written) {
+    spdlog::warn("cluster: {}", written.error().to_string());
+  }
+  std::lock_guard lock(mutex_);
+  view_.leader = own_record();
 }
 
 asio::awaitable<void> Election::run() {

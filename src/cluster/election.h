@@ -91,6 +91,9 @@ class Election : public std::enable_shared_from_this<Election> {
   // Runs rounds every poll_interval until stop().
   void start();
   void stop();
+  // While leading: writes the leader record again (e.g. once the HTTP port
+  // is bound, which own_url() names).
+  void republish();
   const boost::asio::any_io_executor& executor() const { return executor_; }
 
   ClusterView view() const;

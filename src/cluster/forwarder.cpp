@@ -108,7 +108,7 @@ struct Forwarder::Impl : std::enable_shared_from_this<Impl> {
   }
 
   bhttp::request<bhttp::string_body> upstream_request(const http::Request& request,
-                                                       const Authority& authority) const {
+                                                      const Authority& authority) const {
     bhttp::request<bhttp::string_body> out{request.method(), request.target(), 11};
     for (const auto& [name, value] : request.headers()) {
       if (!hop_by_hop(name) && !http::iequals(name, kForwardedByHeader)) out.insert(name, value);

@@ -48,9 +48,8 @@ Result<void> write_all_and_sync(const std::filesystem::path& path, const std::st
 
 Result<void> write_leader_record(const std::filesystem::path& data_dir,
                                  const LeaderRecord& record) {
-  nlohmann::json json = {{"instance_id", record.instance_id},
-                         {"url", record.url},
-                         {"since_ms", record.since_ms}};
+  nlohmann::json json = {
+      {"instance_id", record.instance_id}, {"url", record.url}, {"since_ms", record.since_ms}};
   json["backend_pid"] = record.backend_pid ? nlohmann::json(*record.backend_pid) : nlohmann::json();
   const auto dir = DataDirLock::directory(data_dir);
   const auto final_path = dir / kRecordFile;

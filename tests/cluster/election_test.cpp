@@ -61,9 +61,7 @@ class Node {
   }
   ~Node() { kill(); }
 
-  void round() {
-    asio::co_spawn(io, election->round(), asio::use_future).get();
-  }
+  void round() { asio::co_spawn(io, election->round(), asio::use_future).get(); }
   void start() {
     asio::post(io, [e = election] { e->start(); });
   }
@@ -136,9 +134,10 @@ TEST_F(ElectionTest, OneLeadsTheOthersFollowItsRecord) {
   EXPECT_EQ(record->url, "http://127.0.0.1:4321");  // over the harness's Unix socket
   ASSERT_TRUE(record->backend_pid);
   // The leader's session is named after it.
-  EXPECT_EQ(testing::query_value(database_, "SELECT application_name FROM pg_stat_activity "
-                                            "WHERE pid = " +
-                                                std::to_string(*record->backend_pid)),
+  EXPECT_EQ(testing::query_value(database_,
+                                 "SELECT application_name FROM pg_stat_activity "
+                                 "WHERE pid = " +
+                                     std::to_string(*record->backend_pid)),
             "shapeproxy:a");
   // Rounds later change nothing.
   for (int i = 0; i < 3; ++i) {

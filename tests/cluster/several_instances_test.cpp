@@ -130,8 +130,9 @@ TEST_F(SeveralInstancesTest, RolesInStatusHealthAndMetrics) {
 
   auto metrics = follower_http_->get("/metrics").body();
   EXPECT_NE(metrics.find("shapeproxy_cluster_leader 0"), std::string::npos) << metrics;
-  EXPECT_NE(metrics.find(R"(shapeproxy_cluster_info{instance_id="b",role="follower",leader_id="a"} 1)"),
-            std::string::npos)
+  EXPECT_NE(
+      metrics.find(R"(shapeproxy_cluster_info{instance_id="b",role="follower",leader_id="a"} 1)"),
+      std::string::npos)
       << metrics;
   EXPECT_NE(leader_http_->get("/metrics").body().find("shapeproxy_cluster_leader 1"),
             std::string::npos);

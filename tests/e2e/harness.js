@@ -229,7 +229,7 @@ const quoteIdent = (name) => `"${name.replace(/"/g, '""')}"`
 
 // The proxy process: spawned with fixed data dir, slot and port, so a
 // restart picks up where it left off.
-class ProxyProcess {
+export class ProxyProcess {
   constructor({ bin, args, name, maxLogLines = MAX_LOG_LINES }) {
     this.maxLogLines = maxLogLines
     this.bin = bin
