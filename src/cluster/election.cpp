@@ -214,7 +214,15 @@ void Election::round_unreachable() {
     std::lock_guard lock(mutex_);
     view_.lock_held = false;
   }
-  if (promoted_) return;  // leading without the database: the data directory's lock fences
+  if (promoted_) {
+    // Leading without the database: the data directory's lock fences the
+    // others, until one of them claims it, holding the advisory lock.
+    auto claim = read_claim(options_.data_dir);
+    if (claim && claim->instance_id != options_.instance_id && claim->since_ms > since_ms_) {
+      depose(claim->instance_id + " holds the leader lock and claims the data directory");
+    }
+    return;
+  }
   auto acquired = DataDirLock::try_acquire(options_.data_dir);
   if (!acquired) {
     spdlog::warn("cluster: {}", acquired.error().to_string());
@@ -245,6 +253,13 @@ void Election::try_promote() {
     }
     if (!*acquired) {
       if (!waiting_logged_) {
+        // The previous leader may be cut from the database: it learns of
+        // this claim through the shared directory and steps down.
+        LeaderRecord claim = own_record();
+        claim.since_ms = now_ms();
+        if (auto written = write_claim(options_.data_dir, claim); !written) {
+          spdlog::warn("cluster: {}", written.error().to_string());
+        }
         spdlog::info(
             "cluster: {} holds the leader lock; waiting for the previous leader to release the "
             "data directory",

@@ -133,8 +133,8 @@ struct Forwarder::Impl : std::enable_shared_from_this<Impl> {
     return headers;
   }
 
-  // Relays an event stream: one send_event per `data:` frame, one
-  // send_comment per comment, until the leader ends it or the client goes.
+  // Relays an event stream frame by frame (whole frames, as the leader
+  // framed them), until the leader ends it or the client goes.
   asio::awaitable<void> relay_events(beast::tcp_stream& stream, beast::flat_buffer& buffer,
                                      bhttp::response_parser<bhttp::empty_body>& header,
                                      std::shared_ptr<http::Exchange> exchange) {
@@ -146,32 +146,14 @@ struct Forwarder::Impl : std::enable_shared_from_this<Impl> {
       parser.get().body().data = chunk;
       parser.get().body().size = sizeof chunk;
       stream.expires_after(options.read_timeout);
-      auto [ec, n] = co_await bhttp::async_read(stream, buffer, parser, kNoThrow);
+      auto [ec, n] = co_await bhttp::async_read_some(stream, buffer, parser, kNoThrow);
       (void)n;
       if (ec && ec != bhttp::error::need_buffer) break;
       pending.append(chunk, sizeof chunk - parser.get().body().size);
-      for (std::size_t end; (end = pending.find("\n\n")) != std::string::npos;) {
-        std::string frame = pending.substr(0, end);
-        pending.erase(0, end + 2);
-        std::string data;
-        bool has_data = false;
-        std::size_t start = 0;
-        while (start <= frame.size()) {
-          std::size_t stop = frame.find('\n', start);
-          if (stop == std::string::npos) stop = frame.size();
-          std::string_view line(frame.data() + start, stop - start);
-          if (line.rfind("data:", 0) == 0) {
-            line.remove_prefix(line.size() > 5 && line[5] == ' ' ? 6 : 5);
-            if (has_data) data += '\n';
-            data.append(line);
-            has_data = true;
-          } else if (line.rfind(":", 0) == 0) {
-            line.remove_prefix(line.size() > 1 && line[1] == ' ' ? 2 : 1);
-            exchange->send_comment(std::string(line));
-          }
-          start = stop + 1;
-        }
-        if (has_data) exchange->send_event(std::move(data));
+      // Whole frames go out as they are; a partial one waits for its end.
+      if (auto last = pending.rfind("\n\n"); last != std::string::npos) {
+        exchange->send_frames(std::make_shared<const std::string>(pending.substr(0, last + 2)));
+        pending.erase(0, last + 2);
       }
     }
     exchange->end_event_stream();
@@ -270,6 +252,7 @@ class CapturingExchange : public http::Exchange {
   }
   void send_event(std::string) override {}
   void send_comment(std::string) override {}
+  void send_frames(std::shared_ptr<const std::string>) override {}
   void end_event_stream() override {}
   void on_abort(std::function<void()>) override {}
   void on_shutdown(std::function<void()>) override {}

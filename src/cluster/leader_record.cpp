@@ -15,6 +15,7 @@ namespace shapeproxy::cluster {
 namespace {
 
 constexpr const char* kRecordFile = "leader.json";
+constexpr const char* kClaimFile = "claim.json";
 
 Error write_error(const std::filesystem::path& path, const char* what) {
   return Error{"cluster.leader_record",
@@ -44,16 +45,14 @@ Result<void> write_all_and_sync(const std::filesystem::path& path, const std::st
   return {};
 }
 
-}  // namespace
-
-Result<void> write_leader_record(const std::filesystem::path& data_dir,
-                                 const LeaderRecord& record) {
+Result<void> write_record_file(const std::filesystem::path& data_dir, const char* file,
+                               const LeaderRecord& record) {
   nlohmann::json json = {
       {"instance_id", record.instance_id}, {"url", record.url}, {"since_ms", record.since_ms}};
   json["backend_pid"] = record.backend_pid ? nlohmann::json(*record.backend_pid) : nlohmann::json();
   const auto dir = DataDirLock::directory(data_dir);
-  const auto final_path = dir / kRecordFile;
-  const auto temporary = dir / (std::string(kRecordFile) + ".tmp");
+  const auto final_path = dir / file;
+  const auto temporary = dir / (std::string(file) + ".tmp");
   if (auto written = write_all_and_sync(temporary, json.dump() + "\n"); !written) return written;
   if (::rename(temporary.c_str(), final_path.c_str()) != 0) {
     return write_error(final_path, "cannot rename over");
@@ -65,8 +64,9 @@ Result<void> write_leader_record(const std::filesystem::path& data_dir,
   return {};
 }
 
-std::optional<LeaderRecord> read_leader_record(const std::filesystem::path& data_dir) {
-  std::ifstream in(DataDirLock::directory(data_dir) / kRecordFile);
+std::optional<LeaderRecord> read_record_file(const std::filesystem::path& data_dir,
+                                             const char* file) {
+  std::ifstream in(DataDirLock::directory(data_dir) / file);
   if (!in) return std::nullopt;
   std::stringstream text;
   text << in.rdbuf();
@@ -83,6 +83,25 @@ std::optional<LeaderRecord> read_leader_record(const std::filesystem::path& data
     record.backend_pid = json["backend_pid"].get<std::int64_t>();
   }
   return record;
+}
+
+}  // namespace
+
+Result<void> write_leader_record(const std::filesystem::path& data_dir,
+                                 const LeaderRecord& record) {
+  return write_record_file(data_dir, kRecordFile, record);
+}
+
+std::optional<LeaderRecord> read_leader_record(const std::filesystem::path& data_dir) {
+  return read_record_file(data_dir, kRecordFile);
+}
+
+Result<void> write_claim(const std::filesystem::path& data_dir, const LeaderRecord& claim) {
+  return write_record_file(data_dir, kClaimFile, claim);
+}
+
+std::optional<LeaderRecord> read_claim(const std::filesystem::path& data_dir) {
+  return read_record_file(data_dir, kClaimFile);
 }
 
 }  // namespace shapeproxy::cluster

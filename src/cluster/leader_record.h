@@ -32,4 +32,13 @@ Result<void> write_leader_record(const std::filesystem::path& data_dir, const Le
 // The current record; nullopt when there is none or it is unreadable.
 std::optional<LeaderRecord> read_leader_record(const std::filesystem::path& data_dir);
 
+// <data-dir>/cluster/claim.json: written by an instance that holds the
+// advisory lock and waits for the data directory's lock. A leader that lost
+// its database session reads it: a claim made after it began leading means
+// another instance reached PostgreSQL and took the lock, so it steps down
+// (releasing the data directory) even while it cannot reach PostgreSQL
+// itself (a leader partitioned from the database).
+Result<void> write_claim(const std::filesystem::path& data_dir, const LeaderRecord& claim);
+std::optional<LeaderRecord> read_claim(const std::filesystem::path& data_dir);
+
 }  // namespace shapeproxy::cluster

@@ -200,6 +200,38 @@ TEST_F(ElectionTest, ALeaderWhoseSessionWasCutIsDeposedAndTheNextWaitsForTheData
   EXPECT_EQ(read_leader_record(dir_)->instance_id, "b");
 }
 
+TEST_F(ElectionTest, ALeaderCutFromTheDatabaseStepsDownOnAClaim) {
+  // a connects as its own role, which then cannot log in any more: a is
+  // partitioned from PostgreSQL while b reaches it.
+  const std::string role = "cut_" + database_;
+  testing::execute_sql(database_, "CREATE ROLE " + role + " LOGIN");
+  auto a = node("a", testing::conninfo(database_, role)), b = node("b");
+  a->round();
+  ASSERT_TRUE(a->leads());
+  b->round();
+  EXPECT_EQ(b->followed(), "a");
+  testing::execute_sql(database_, "ALTER ROLE " + role + " NOLOGIN");
+  testing::execute_sql(database_, "SELECT pg_terminate_backend(" +
+                                      std::to_string(*read_leader_record(dir_)->backend_pid) + ")");
+  // b takes the advisory lock and claims the data directory; a, unable to
+  // reach PostgreSQL, reads the claim and steps down.
+  ASSERT_TRUE(eventually([&] {
+    b->round();
+    return b->election->view().lock_held;
+  }));
+  EXPECT_FALSE(b->leads());
+  ASSERT_TRUE(read_claim(dir_));
+  EXPECT_EQ(read_claim(dir_)->instance_id, "b");
+  ASSERT_TRUE(eventually([&] {
+    a->round();
+    return a->deposed == 1;
+  }));
+  a->kill();
+  b->round();
+  EXPECT_TRUE(b->leads());
+  EXPECT_EQ(b->lock_taken, 1);
+}
+
 TEST_F(ElectionTest, WithoutTheDatabaseTheDataDirectoryHolderLeadsProvisionally) {
   auto a = node("a", unreachable()), b = node("b", unreachable());
   a->round();

@@ -110,6 +110,29 @@ TEST_F(SeveralInstancesTest, TheFollowerServesTheLeadersShapes) {
   EXPECT_EQ(header(answered, "electric-handle"), handle);
 }
 
+TEST_F(SeveralInstancesTest, TheFollowerRelaysAnEventStream) {
+  auto first = follower_http_->get("/v1/shape?table=items&offset=-1");
+  ASSERT_EQ(first.result_int(), 200);
+  const std::string handle = header(first, "electric-handle");
+  std::string offset = header(first, "electric-offset");
+  for (int i = 0; i < 20; ++i) {
+    auto catch_up =
+        follower_http_->get("/v1/shape?table=items&handle=" + handle + "&offset=" + offset);
+    offset = header(catch_up, "electric-offset");
+    if (!header(catch_up, "electric-up-to-date").empty()) break;
+  }
+  auto connection = follower_http_->connect();
+  connection.send_get("/v1/shape?table=items&live=true&live_sse=true&handle=" + handle +
+                      "&offset=" + offset);
+  std::string received;
+  connection.read_until(received, "text/event-stream");
+  testing::execute_sql(database_, "INSERT INTO items VALUES (52, 'fifty-two')");
+  connection.read_until(received, "fifty-two");
+  EXPECT_NE(received.find("data: "), std::string::npos) << received;
+  EXPECT_NE(received.find("fifty-two"), std::string::npos) << received;
+  EXPECT_NE(received.find("electric-handle: " + handle), std::string::npos) << received;
+}
+
 TEST_F(SeveralInstancesTest, RolesInStatusHealthAndMetrics) {
   auto leader_status = status(*leader_http_);
   EXPECT_EQ(leader_status["cluster"]["role"], "leader");
