@@ -17,14 +17,16 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { test } from 'node:test'
-import { GRACE_MS, Writer, assertOperationsConsistent, backoffOptions, proxyArgs, recordingFetch, sleep } from './faults.js'
+import { GRACE_MS, SLACK_MS, Writer, assertOperationsConsistent, backoffOptions, proxyArgs, recordingFetch, sleep } from './faults.js'
 import { ProxyProcess, freePort, spawnGuarded, useHarness, waitFor } from './harness.js'
 import { program } from './programs.js'
 import { canonicalRows, openShape } from './shapes.js'
 
 const KILLS = Number(process.env.E2E_SEVERAL_KILLS ?? 3)
 const CLIENTS_PER_SHAPE = 8
-const TAKEOVER_MS = GRACE_MS + 3_000
+// The contract (grace + 3 s), plus the slack every fault test allows a loaded
+// or sanitizer-built run (faults.js).
+const TAKEOVER_MS = GRACE_MS + 3_000 + SLACK_MS
 const CONVERGE_TIMEOUT_MS = 60_000
 
 const h = useHarness({ name: 'several_instances', proxyArgs: [...proxyArgs, '--instance-id', 'i1'], maxLogLines: 20_000 })
