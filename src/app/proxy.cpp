@@ -453,9 +453,9 @@ http::Router front_routes(const std::shared_ptr<Proxy::State>& state) {
     status::metrics_handler(state->follower_monitor, cluster_gauges(state),
                             state->request_metrics)(std::move(exchange));
   };
-  router.add(http::Verb::get, "/metrics",
-             http::require_token(state->config.metrics_token,
-                                 locally_or("/metrics", follower_metrics)));
+  router.add(
+      http::Verb::get, "/metrics",
+      http::require_token(state->config.metrics_token, locally_or("/metrics", follower_metrics)));
   return router;
 }
 
