@@ -213,15 +213,23 @@ median() { if (($#)); then printf '%s\n' "$@"; else cat; fi | sort -g | awk '{ v
 # bench_sync_shape BASE QUERY: follows one shape of the proxy at BASE from
 # offset=-1 to electric-up-to-date; QUERY is the url-encoded shape query
 # (e.g. table=t&where=...). Sets sync_handle, sync_inserts, sync_updates,
-# sync_bytes, sync_requests. Fails on any answer but 200.
+# sync_bytes, sync_requests, sync_refetches. A 409 (must-refetch: a compaction
+# finished meanwhile) starts over from offset=-1, as a client does; any other
+# answer but 200 fails.
 bench_sync_shape() {
   local base="$1" query="$2" offset=-1 handle="" status n
   local body="$bench_tmp/sync-chunk"
-  sync_inserts=0 sync_updates=0 sync_bytes=0 sync_requests=0
+  sync_inserts=0 sync_updates=0 sync_bytes=0 sync_requests=0 sync_refetches=0
   while :; do
     local url="$base/v1/shape?$query&offset=$offset"
     [[ -n "$handle" ]] && url+="&handle=$handle"
     status="$(curl -sS -o "$body" -D "$body.h" -w '%{http_code}' "$url")"
+    if [[ "$status" == 409 && -n "$handle" && $sync_refetches -lt 10 ]]; then
+      # must-refetch, as a client gets it when a compaction of the shape
+      # finishes while it reads an older offset: start over, as clients do.
+      offset=-1 handle="" sync_inserts=0 sync_updates=0 sync_refetches=$((sync_refetches + 1))
+      continue
+    fi
     [[ "$status" == 200 ]] || { head -c 500 "$body" >&2; fail "shape request answered $status: $url"; }
     handle="$(awk -F': *' 'tolower($1)=="electric-handle" {sub(/\r$/,"",$2); print $2}' "$body.h")"
     offset="$(awk -F': *' 'tolower($1)=="electric-offset" {sub(/\r$/,"",$2); print $2}' "$body.h")"

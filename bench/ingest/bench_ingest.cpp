@@ -89,6 +89,9 @@ struct Options {
   int shapes = 0;
   bench::ShapeWhere where = bench::ShapeWhere::kEquality;
   bool use_index = true;
+  // Where the shapes keep their rows: a StateStore per candidate run under
+  // it, on disk as in the proxy (set by main to the benchmark's temp dir).
+  std::string state_root;
 };
 
 void usage(const char* argv0) {
@@ -98,8 +101,9 @@ void usage(const char* argv0) {
                "          [--shapes N [--where eq|mod] [--no-index]]\n"
                "Decoded changes/s of the replication ingest vs pg_recvlogical (pgoutput,\n"
                "to /dev/null) on the same load; prints the median per-pair ratio.\n"
-               "--shapes N: the candidate also applies each transaction to N in-memory\n"
-               "shapes on the table, `id = $1` (eq, indexable) or `id %% N = k` (mod);\n"
+               "--shapes N: the candidate also applies each transaction to N shapes (no log\n"
+               "files; rows in an on-disk state store) on the table, `id = $1` (eq,\n"
+               "indexable) or `id %% N = k` (mod);\n"
                "--no-index evaluates every shape on every change (the old path).\n",
                argv0);
 }
@@ -423,8 +427,15 @@ RunResult run_candidate(const std::string& conninfo, const std::string& slot,
   auto work = asio::make_work_guard(io);
   std::unique_ptr<bench::ShapeApply> shapes;
   if (bench_options.shapes > 0) {
+    auto store = shapeproxy::shapes::StateStore::open(fs::path(bench_options.state_root) / slot,
+                                                      shapeproxy::shapes::StateStoreOptions{});
+    if (!store) {
+      result.error = "state store: " + store.error().to_string();
+      return result;
+    }
     shapes = std::make_unique<bench::ShapeApply>(bench_options.shapes, bench_options.where,
-                                                 bench_options.use_index, bench_options.rows);
+                                                 bench_options.use_index, bench_options.rows,
+                                                 std::move(store).value());
   }
   CountingListener listener(expected_transactions, target, shapes.get());
   replication::ReplicationStreamOptions options;
@@ -754,7 +765,7 @@ int main(int argc, char** argv) {
     usage(argv[0]);
     return 2;
   }
-  const Options options = *parsed;
+  Options options = *parsed;
   spdlog::set_level(options.verbose ? spdlog::level::info : spdlog::level::warn);
   setvbuf(stdout, nullptr, _IOLBF, 0);
 
@@ -802,6 +813,7 @@ int main(int argc, char** argv) {
   std::unique_ptr<embedded::EmbeddedPostgres> cluster = std::move(started).value();
   Reaper reaper = start_reaper(root, cluster->data_dir() / "pgdata", cluster->socket_dir());
 
+  options.state_root = (fs::path(root) / "shape-state").string();
   int code = run_benchmark(options, *cluster, pg_recvlogical);
 
   const fs::path socket_dir = cluster->socket_dir();

@@ -26,7 +26,8 @@ std::shared_ptr<const shapes::TableSchema> bench_rows_schema() {
 
 }  // namespace
 
-ShapeApply::ShapeApply(int count, ShapeWhere where, bool use_index, long rows)
+ShapeApply::ShapeApply(int count, ShapeWhere where, bool use_index, long rows,
+                       std::shared_ptr<shapes::StateStore> store)
     : use_index_(use_index) {
   auto table = bench_rows_schema();
   for (int k = 0; k < count; ++k) {
@@ -46,7 +47,7 @@ ShapeApply::ShapeApply(int count, ShapeWhere where, bool use_index, long rows)
       std::exit(1);
     }
     auto shape = std::make_shared<shapes::Shape>(std::get<shapes::ShapeDefinition>(std::move(made)),
-                                                 "bench-" + std::to_string(k), 10 << 20);
+                                                 "bench-" + std::to_string(k), 10 << 20, store);
     // An empty initial snapshot taken before the load: every change applies.
     shapes::SnapshotRows snapshot;
     snapshot.snapshot = shapes::PgSnapshot{1, 1, {}};

@@ -2,8 +2,10 @@
 // --shapes: N in-memory shapes on bench_rows, each replicated transaction
 // routed to them as ShapeRegistry::apply_transaction does (ShapeIndex, then
 // Shape::apply_transaction per routed shape), or with --no-index to every
-// shape (the path before the index). No files, no HTTP: what is measured is
-// routing, where-clause evaluation and turning changes into operations.
+// shape (the path before the index). No log files, no HTTP: what is measured
+// is routing, where-clause evaluation, the rows' state (an on-disk StateStore,
+// as the proxy's; a shape without files writes its changes there at once) and
+// turning changes into operations.
 #pragma once
 
 #include <cstdint>
@@ -14,6 +16,7 @@
 #include "replication/transaction.h"
 #include "shapes/shape.h"
 #include "shapes/shape_index.h"
+#include "shapes/state_store.h"
 
 namespace shapeproxy::bench {
 
@@ -25,8 +28,9 @@ enum class ShapeWhere {
 class ShapeApply {
  public:
   // Shapes on bench_rows(id int8 pk, title text, amount numeric, created
-  // timestamptz) with `rows` rows to come (ids 1..rows).
-  ShapeApply(int shapes, ShapeWhere where, bool use_index, long rows);
+  // timestamptz) with `rows` rows to come (ids 1..rows), their rows in `store`.
+  ShapeApply(int shapes, ShapeWhere where, bool use_index, long rows,
+             std::shared_ptr<shapes::StateStore> store);
 
   void apply(const replication::Transaction& transaction);
 

@@ -11,7 +11,8 @@
 // the proxy and runs it (see bench/README.md). Procedure:
 //  1. Raise RLIMIT_NOFILE. Sync the shape once on a connection of its own
 //     (offset=-1, then catch-up requests until electric-up-to-date) to learn
-//     its handle and offset; read the proxy's VmRSS (the baseline).
+//     its handle and offset; read the proxy's VmRSS (the baseline). The
+//     table may already hold rows (--first-id: the ids inserted next).
 //  2. Open --clients keep-alive connections.
 //  3. Park one live request per connection at that offset (--sse: open one
 //     event stream per connection, live_sse=true, which stays open).
@@ -95,6 +96,7 @@ struct Options {
   bool sse = false;         // one SSE stream per client (live_sse=true) instead of long-polls
   bool wait_parked = true;  // before each commit, wait until the proxy reports every read parked
   bool verbose = false;
+  long first_id = 1;  // id of the first inserted row (past rows the table already holds)
 };
 
 void usage(const char* argv0) {
@@ -103,6 +105,7 @@ void usage(const char* argv0) {
                "          [--clients N] [--commits N] [--warmup N] [--settle-ms MS]\n"
                "          [--round-timeout S] [--proxy-pid PID] [--threads N]\n"
                "          [--full-parse] [--defer-repark] [--sse] [--no-wait-parked] [--verbose]\n"
+               "          [--first-id N]\n"
                "Commit-to-client latency of N parked live long-polls on one shape.\n",
                argv0);
 }
@@ -157,6 +160,8 @@ std::optional<Options> parse_args(int argc, char** argv) {
       o.wait_parked = false;
     } else if (arg == "--verbose") {
       o.verbose = true;
+    } else if (arg == "--first-id" && (n = number(1))) {
+      o.first_id = *n;
     } else {
       return std::nullopt;
     }
@@ -371,6 +376,8 @@ class Bench {
     // 1. Sync the shape once on a connection of its own: the snapshot, then
     // catch-up until up to date.
     std::string offset = "-1";
+    const auto sync_started = std::chrono::steady_clock::now();
+    std::size_t sync_bytes = 0;
     {
       tcp::socket socket(loops_[0]->io);
       asio::connect(socket, endpoints_);
@@ -384,12 +391,15 @@ class Bench {
           die("sync " + target + " answered " + std::to_string(response.result_int()) + ": " +
               response.body());
         }
+        sync_bytes += response.body().size();
         handle_ = std::string(response["electric-handle"]);
         offset = std::string(response["electric-offset"]);
         if (handle_.empty() || offset.empty()) die("sync response without handle/offset");
         if (response.find("electric-up-to-date") != response.end()) break;
       }
     }
+    const double sync_s =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - sync_started).count();
     // The proxy's memory with the shape and no client: the baseline of the
     // RSS per parked client.
     const long rss_before_kb =
@@ -408,9 +418,11 @@ class Bench {
       clients_.push_back(std::move(c));
     }
 
-    std::printf("shape %s synced at offset %s; %d connections on %d client threads, %s\n",
-                handle_.c_str(), offset.c_str(), options_.clients, options_.threads,
-                options_.sse ? "one SSE stream each" : "long-polls");
+    std::printf(
+        "shape %s synced at offset %s (%zu bytes in %.2f s); %d connections on %d client "
+        "threads, %s\n",
+        handle_.c_str(), offset.c_str(), sync_bytes, sync_s, options_.clients, options_.threads,
+        options_.sse ? "one SSE stream each" : "long-polls");
 
     // 3. Park every client (on its loop), then run the loops.
     for (auto& c : clients_) {
@@ -429,7 +441,7 @@ class Bench {
     samples_.reserve(static_cast<size_t>(options_.commits) * options_.clients);
     processed_samples_.reserve(samples_.capacity());
     std::vector<double> slowest_per_round, slowest_processed_per_round;
-    long next_id = 1;
+    long next_id = options_.first_id;
     double cpu_at_first_measured = 0, proxy_cpu_at_first_measured = 0;
     long rss_parked_kb = 0;
     for (int round = 0; round < rounds; ++round) {
@@ -548,9 +560,12 @@ class Bench {
     http::request<http::empty_body> request{http::verb::get, target, 11};
     request.set(http::field::host, options_.host);
     http::write(socket, request);
-    http::response<http::string_body> response;
-    http::read(socket, buffer, response);
-    return response;
+    // The sync of a big shape reads whole snapshot chunks (Beast's default
+    // limit is 8 MB).
+    http::response_parser<http::string_body> parser;
+    parser.body_limit(1024 * 1024 * 1024);
+    http::read(socket, buffer, parser);
+    return parser.release();
   }
 
   // Waits until the proxy reports every client's read parked
