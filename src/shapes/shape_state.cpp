@@ -195,7 +195,12 @@ Result<void> ShapeState::end_bulk(LogOffset through) {
     if (!written) return written;
   }
   if (!layers_.empty()) layers_.back().sealed = true;
-  return write_layers(layers_.size(), StateMarker{through, rows_});
+  auto written = write_layers(layers_.size(), StateMarker{through, rows_});
+  // A big bulk's rows are the last ones in RocksDB's WAL (uncompressed, up
+  // to two write buffers' worth): into compressed table files now. Small
+  // ones (many small shapes) are left to fill the memtable first.
+  if (written && rows_ >= kBulkBatchRows) store_->flush_soon();
+  return written;
 }
 
 Result<void> ShapeState::drop() {

@@ -14,7 +14,8 @@
 // so that listing every shape in the store reads O(shapes) keys.
 //
 // Memory is bounded by configuration: an LRU block cache (index and filter
-// blocks included) and two small write buffers.
+// blocks included) and two small write buffers. Disk: LZ4 for fresh files,
+// ZSTD for the bottommost level (most of the rows once compacted).
 //
 // Thread safety: RocksDB's; Shape uses it on the strand, compaction reads a
 // snapshot from its worker.
@@ -79,6 +80,11 @@ class StateStore {
   // Every id that has a marker.
   Result<std::vector<std::uint64_t>> ids() const;
   Result<void> write(rocksdb::WriteBatch& batch);
+  // Starts writing the memtables to table files in the background (no
+  // wait): after a bulk load, the rows leave RocksDB's WAL, where they sit
+  // uncompressed, for compressed files. Durability is unchanged (the WAL is
+  // never synced; the marker comes from the shape logs' argument).
+  void flush_soon();
   // Removes shape `id`'s rows and marker (in `batch`).
   static void drop(rocksdb::WriteBatch& batch, std::uint64_t id);
 

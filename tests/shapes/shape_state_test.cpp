@@ -4,11 +4,16 @@
 #include "shapes/shape_state.h"
 
 #include <gtest/gtest.h>
+#include <rocksdb/convenience.h>
 #include <rocksdb/write_batch.h>
 #include <stdlib.h>
 
+#include <algorithm>
+#include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <map>
+#include <thread>
 
 #include "shapes/shape_messages.h"
 
@@ -169,6 +174,44 @@ TEST_F(ShapeStateTest, BulkInsertsAreReadBackAfterTheBulkEnds) {
   EXPECT_EQ(state.size(), 39'999u);
   EXPECT_EQ(state.get("k100000"), row({"w", "1"}));
   EXPECT_FALSE(state.holds("k100001"));
+}
+
+// Disk use (issue 11): a big bulk load does not stay in RocksDB's WAL,
+// where rows are uncompressed; the bottommost level is ZSTD when this
+// librocksdb has it.
+TEST_F(ShapeStateTest, ABigBulkLoadLeavesTheWalForCompressedFiles) {
+  auto store = open();
+  ShapeState state(store, store->allocate_id());
+  ASSERT_TRUE(state.begin_bulk());
+  const std::string title(40, 't');
+  for (int i = 0; i < 40'000; ++i)
+    state.put("k" + std::to_string(100'000 + i), row({"v", title.c_str()}));
+  ASSERT_TRUE(state.end_bulk(LogOffset::start()));
+  // ~2.4 MB of rows went through the WAL; the flush was asked, not awaited.
+  auto bytes_of = [&](const char* extension) {
+    std::uintmax_t bytes = 0;
+    for (const auto& entry : std::filesystem::directory_iterator(dir_ / "state"))
+      if (entry.path().extension() == extension) bytes += entry.file_size();
+    return bytes;
+  };
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (bytes_of(".log") > 64 * 1024 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_LE(bytes_of(".log"), 64u * 1024);
+  EXPECT_GT(bytes_of(".sst"), 0u);
+  EXPECT_EQ(all(state).size(), 40'000u);
+
+  auto supported = rocksdb::GetSupportedCompressions();
+  if (std::find(supported.begin(), supported.end(), rocksdb::kZSTD) != supported.end()) {
+    std::string options;
+    for (const auto& entry : std::filesystem::directory_iterator(dir_ / "state")) {
+      if (entry.path().filename().string().starts_with("OPTIONS-")) {
+        std::ifstream in(entry.path());
+        options.assign(std::istreambuf_iterator<char>(in), {});
+      }
+    }
+    EXPECT_NE(options.find("bottommost_compression=kZSTD"), std::string::npos) << options;
+  }
 }
 
 TEST_F(ShapeStateTest, CommittedRowsSurviveAReopenAndIdsAreNotReused) {
