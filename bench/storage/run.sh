@@ -236,7 +236,8 @@ if [[ "$only" != a ]]; then
     >"$tmp/create.codes"
   ok="$(grep -c '^200$' "$tmp/create.codes" || true)"
   [[ "$ok" == "$shapes" ]] || fail "creating shapes: $ok of $shapes answered 200 ($(sort "$tmp/create.codes" | uniq -c | tr '\n' ' '))"
-  held="$(find "$data_b/shapes" -mindepth 1 -maxdepth 1 -type d | wc -l)"
+  # Shape directories (those with a meta.json; not the row store `state`).
+  held="$(find "$data_b/shapes" -mindepth 2 -maxdepth 2 -name meta.json | wc -l)"
   echo "shapes: $shapes created in $(elapsed "$t0") s ($held shape directories); proxy VmRSS $(($(status_kb "$proxy_pid" VmRSS) / 1024)) MB"
   [[ "$held" == "$shapes" ]] || fail "$held shape directories, expected $shapes"
 

@@ -61,7 +61,9 @@ int main(int argc, char** argv) {
 
   std::vector<fs::path> dirs;
   for (const auto& entry : fs::directory_iterator(shapes_dir)) {
-    if (entry.is_directory()) dirs.push_back(entry.path());
+    // Shapes only: not the row store (`state`) or the loader's dot-dirs.
+    if (entry.is_directory() && fs::exists(entry.path() / "meta.json"))
+      dirs.push_back(entry.path());
   }
   std::sort(dirs.begin(), dirs.end());
   if (dirs.empty()) {
@@ -80,6 +82,8 @@ int main(int argc, char** argv) {
     auto& [files, stored] = opened.value();
     std::vector<ShapeRow> rows;
     auto add_row = [&](const nlohmann::json& message) {
+      // Rows only: not the snapshot-end control message after them.
+      if (!message.is_object() || !message.contains("key")) return;
       rows.push_back({message["key"].dump(), message["value"]["id"].dump()});
     };
     for (const auto& message : stored.snapshot) add_row(nlohmann::json::parse(message));
