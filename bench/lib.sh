@@ -111,7 +111,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 # wait_http URL [PID]: polls until `curl URL` answers at all (any status),
 # for up to 60 s; gives up at once when process PID is gone.
 wait_http() {
-  for _ in $(seq 600); do
+  for _ in $(seq "${3:-600}"); do
     curl -s -o /dev/null "$1" && return 0
     [[ -z "${2:-}" ]] || kill -0 "$2" 2>/dev/null || return 1
     sleep 0.1
@@ -180,20 +180,21 @@ bench_cluster_command() {
   fail "cluster did not answer $1"
 }
 
-# bench_start_proxy [--cpu N] [--data-dir DIR] [--log FILE] ARGS...: starts
+# bench_start_proxy [--cpu N] [--data-dir DIR] [--log FILE] [--wait-s S] ARGS...: starts
 # the proxy (pinned to core N) on a free port with ARGS, its data in DIR
 # (default $bench_tmp/proxy-data), its output appended to FILE (default
 # $bench_tmp/proxy.log); waits until it answers. Sets $proxy_pid,
 # $proxy_port, $proxy_base (http://127.0.0.1:PORT), $proxy_cmd (the command,
-# to start the same proxy again) and $bench_proxy_log.
+# to start the same proxy again) and $bench_proxy_log. --wait-s: longest wait (60).
 bench_start_proxy() {
-  local pin=() data_dir="$bench_tmp/proxy-data"
+  local pin=() data_dir="$bench_tmp/proxy-data" wait_s_max=60
   bench_proxy_log="$bench_tmp/proxy.log"
   while [[ $# -gt 0 ]]; do
     case "$1" in
       --cpu) pin=(taskset -c "$2"); shift 2 ;;
       --data-dir) data_dir="$2"; shift 2 ;;
       --log) bench_proxy_log="$2"; shift 2 ;;
+      --wait-s) wait_s_max="$2"; shift 2 ;;
       *) break ;;
     esac
   done
@@ -203,7 +204,7 @@ bench_start_proxy() {
   "${pin[@]}" "${proxy_cmd[@]}" >>"$bench_proxy_log" 2>&1 &
   proxy_pid=$!
   proxy_base="http://127.0.0.1:$proxy_port"
-  wait_http "$proxy_base/v1/health" "$proxy_pid" || fail "proxy did not come up"
+  wait_http "$proxy_base/v1/health" "$proxy_pid" $((${wait_s_max:-60} * 10)) || fail "proxy did not come up"
 }
 
 # median [NUMBER...]: the median of the arguments, or with none of the

@@ -111,7 +111,9 @@ sql() { psql "$conninfo" -v ON_ERROR_STOP=1 -Atqc "$1"; }
 start_proxy() {
   local args=(--database-url "$conninfo" --slot "$2" --publication "$2" --log-level info)
   [[ -n "$compact_bytes" ]] && args+=(--compact-bytes "$compact_bytes")
-  bench_start_proxy --cpu 0 --data-dir "$1" --log "$3" "${args[@]}"
+  # Up to --timeout to come up: the first start after --synthesize replays
+  # every synthesized operation into the row store (its markers lag the logs).
+  bench_start_proxy --cpu 0 --data-dir "$1" --log "$3" --wait-s "$timeout" "${args[@]}"
   base="$proxy_base"
 }
 
