@@ -178,8 +178,18 @@ Result<std::shared_ptr<StateStore>> StateStore::open_with(const std::filesystem:
   rocksdb::BlockBasedTableOptions table;
   table.block_cache = rocksdb::NewLRUCache(options.cache_bytes);
   table.cache_index_and_filter_blocks = true;
+  table.cache_index_and_filter_blocks_with_high_priority = true;
   table.pin_l0_filter_and_index_blocks_in_cache = true;
   table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
+  // Index and filter in small partitions (a pinned top level over 4 KiB
+  // blocks in the cache): one whole filter of a big table file (1.25 MB for
+  // a million rows) is larger than a shard of the block cache (32 MB in 64
+  // shards), never stays cached, and was read again from the file for every
+  // lookup: a 1M-row snapshot took 100 s instead of 8 (bench/README, issue 11).
+  table.index_type = rocksdb::BlockBasedTableOptions::IndexType::kTwoLevelIndexSearch;
+  table.partition_filters = true;
+  table.metadata_block_size = 4096;
+  table.pin_top_level_index_and_filter = true;
   table.block_size = 16 * 1024;
   db_options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
   db_options.memtable_whole_key_filtering = false;
