@@ -123,6 +123,9 @@ Result<void> Shape::build_compaction(ShapeCompaction& compaction) {
     built = Error{"internal", "compaction failed: unknown exception", ""};
   }
   compaction.view.reset();
+  // The rendered bodies are freed: give their memory back (this worker's
+  // arena; off the strand, malloc_trim can take a while).
+  release_free_memory();
   if (!built) {
     // Half written, or written but not to be used: meta.json does not name
     // it, so removing it is safe (the loader would remove it anyway).
