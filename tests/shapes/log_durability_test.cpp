@@ -98,7 +98,7 @@ TEST_F(LogDurabilityTest, AFailedWriteHoldsTheAcknowledgementAndIsRetriedASecond
   apply(shape, 1000, 1);
   ASSERT_TRUE(strand_.eventually([&] { return last_durable() == 1008; }));
   {
-    fixtures::FileSizeLimit limit(shape->files()->changes_bytes() + 10);
+    testing::FileSizeLimit limit(shape->files()->changes_bytes() + 10);
     apply(shape, 2000, 2);
     ASSERT_TRUE(strand_.eventually([&] { return durability_->write_failing(); }));
     EXPECT_EQ(clock_->pending(), 1u);  // the retry

@@ -16,14 +16,12 @@
 #include <string>
 #include <thread>
 
-#include <signal.h>
-#include <sys/resource.h>
-
 #include "common/on_strand.h"
 #include "replication/transaction.h"
 #include "shapes/lifetime.h"
 #include "shapes/shape.h"
 #include "shapes/shape_meta.h"
+#include "support/file_limits.h"
 
 namespace shapeproxy::shapes::fixtures {
 
@@ -169,30 +167,5 @@ inline bool apply(Shape& shape, const replication::Transaction& transaction) {
   for (const auto& change : transaction.changes) changes.push_back(&change);
   return shape.apply_transaction(transaction, changes);
 }
-
-// The process's file size limit lowered for a scope: the registry's writes
-// past it fail after writing what fits (a partial write, like a full disk).
-// PostgreSQL runs in other processes and is not affected.
-class FileSizeLimit {
- public:
-  explicit FileSizeLimit(rlim_t bytes) {
-    ::getrlimit(RLIMIT_FSIZE, &saved_);
-    previous_signal_ = ::signal(SIGXFSZ, SIG_IGN);
-    rlimit lowered = saved_;
-    lowered.rlim_cur = bytes;
-    EXPECT_EQ(::setrlimit(RLIMIT_FSIZE, &lowered), 0);
-  }
-  ~FileSizeLimit() { lift(); }
-  void lift() {
-    if (std::exchange(lifted_, true)) return;
-    ::setrlimit(RLIMIT_FSIZE, &saved_);
-    ::signal(SIGXFSZ, previous_signal_);
-  }
-
- private:
-  rlimit saved_{};
-  sighandler_t previous_signal_ = SIG_DFL;
-  bool lifted_ = false;
-};
 
 }  // namespace shapeproxy::shapes::fixtures

@@ -817,7 +817,8 @@ std::map<std::string, std::string> table_rows(const std::string& database) {
   return rows;
 }
 
-using fixtures::FileSizeLimit;
+using testing::FileSizeLimit;
+using testing::OpenFilesLimit;
 
 // Polls `condition` (every 20 ms) until it holds or `timeout` passes.
 template <class Condition>
@@ -1472,26 +1473,6 @@ TEST_F(ShapeRegistryTest, AFullRegistryWhoseShapesAreAllBeingReadRefusesANewShap
   auto woken = expect_result(parked.get());
   EXPECT_NE(text(woken).find("\"insert\""), std::string::npos);
 }
-
-// The process's open-files limit lowered, for a scope, to the lowest free
-// descriptor: the next open() fails with EMFILE, as at the limit, while what
-// is open already (sockets, the state store's files) keeps working. (A file
-// size limit would not do: the state store appends to its own files.)
-class OpenFilesLimit {
- public:
-  OpenFilesLimit() {
-    ::getrlimit(RLIMIT_NOFILE, &saved_);
-    const int lowest_free = ::dup(0);
-    ::close(lowest_free);
-    rlimit lowered = saved_;
-    lowered.rlim_cur = static_cast<rlim_t>(lowest_free);
-    EXPECT_EQ(::setrlimit(RLIMIT_NOFILE, &lowered), 0);
-  }
-  ~OpenFilesLimit() { ::setrlimit(RLIMIT_NOFILE, &saved_); }
-
- private:
-  rlimit saved_{};
-};
 
 // A shape whose files cannot be created (at the open-files limit: its
 // directory is made, meta.json cannot be opened) leaves no directory

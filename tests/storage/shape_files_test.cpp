@@ -4,10 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include "support/file_limits.h"
 #include "support/storage_test_files.h"
-
-#include <signal.h>
-#include <sys/resource.h>
 
 #include <boost/crc.hpp>
 #include <filesystem>
@@ -255,28 +253,6 @@ TEST(ShapeFilesTest, SnapshotChunksStayOnDiskAndReadBackWholeEvenAfterAnUnlink) 
   EXPECT_FALSE(stored.snapshot_chunks[0].file->read(stored.snapshot_chunks[0].offset, 1 << 20));
 }
 
-// The process's file size limit (RLIMIT_FSIZE) lowered for a scope: writes
-// past it fail with EFBIG after writing what fits (a partial write, like a
-// disk filling up). Works as root and non-root; SIGXFSZ is ignored.
-class FileSizeLimit {
- public:
-  explicit FileSizeLimit(rlim_t bytes) {
-    ::getrlimit(RLIMIT_FSIZE, &saved_);
-    previous_signal_ = ::signal(SIGXFSZ, SIG_IGN);
-    rlimit lowered = saved_;
-    lowered.rlim_cur = bytes;
-    EXPECT_EQ(::setrlimit(RLIMIT_FSIZE, &lowered), 0);
-  }
-  ~FileSizeLimit() {
-    ::setrlimit(RLIMIT_FSIZE, &saved_);
-    ::signal(SIGXFSZ, previous_signal_);
-  }
-
- private:
-  rlimit saved_{};
-  sighandler_t previous_signal_ = SIG_DFL;
-};
-
 std::string file_bytes(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
   return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
@@ -291,7 +267,7 @@ TEST(ShapeFilesTest, AFailedPartialWriteIsCutOffAndTheSameRecordsAreWrittenWhole
   const auto good_size = fs::file_size(dir / "changes.log");
   std::vector<StoredOperation> big{{200, 0, std::string(4000, 'x')}};
   {
-    FileSizeLimit limit(good_size + 100);  // room for 100 bytes of the next write only
+    testing::FileSizeLimit limit(good_size + 100);  // room for 100 bytes of the next write only
     files->append_transaction(big);
     auto written = files->write();
     ASSERT_FALSE(written) << "the write past the limit must fail";
