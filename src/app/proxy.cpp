@@ -520,15 +520,18 @@ asio::awaitable<Result<void>> start_core(std::shared_ptr<Proxy::State> state) {
   // Load saved shapes on the strand before anything else touches the registry.
   auto registry = state->registry;
   using Loaded = std::pair<std::size_t, std::optional<Error>>;  // co_spawn needs a default
-  auto loaded = co_await asio::co_spawn(
-      strand,
-      [registry]() -> asio::awaitable<Loaded> {
-        auto count = registry->load();
-        if (!count) co_return Loaded{0, count.error()};
-        registry->start_housekeeping();
-        co_return Loaded{count.value(), std::nullopt};
-      },
-      asio::use_awaitable);
+  // Named, not a temporary in the co_await expression: g++ 12 destroys a
+  // closure (or any aggregate) temporary there twice, and this one's copy of
+  // the registry pointer was released one time too many, so the registry
+  // was freed while frames still held it: use-after-free and heap
+  // corruption at shutdown (issue 16, item 3).
+  auto load = [registry]() -> asio::awaitable<Loaded> {
+    auto count = registry->load();
+    if (!count) co_return Loaded{0, count.error()};
+    registry->start_housekeeping();
+    co_return Loaded{count.value(), std::nullopt};
+  };
+  auto loaded = co_await asio::co_spawn(strand, std::move(load), asio::use_awaitable);
   if (loaded.second) co_return *loaded.second;
   spdlog::info("shapes: {} loaded from {}", loaded.first, registry_options.shapes_dir->string());
 
@@ -755,5 +758,12 @@ void Proxy::shutdown(std::function<void()> done) {
 }
 
 std::uint16_t Proxy::http_port() const { return state_->server ? state_->server->port() : 0; }
+
+std::vector<std::weak_ptr<const void>> Proxy::lifetimes() const {
+  std::vector<std::weak_ptr<const void>> out{state_,           state_->registry, state_->stream,
+                                             state_->fallback, state_->subsets,  state_->monitor};
+  if (state_->server) out.push_back(state_->server->lifetime());
+  return out;
+}
 
 }  // namespace shapeproxy::app

@@ -34,6 +34,12 @@ class Proxy {
 
   std::uint16_t http_port() const;
 
+  // Tests: weak references to the long-lived parts (serving state, shapes
+  // registry, replication stream, fallback and subset queries, HTTP server
+  // state). Each expires once the proxy and its io_context are gone; one
+  // that does not is held by a reference cycle (a leak).
+  std::vector<std::weak_ptr<const void>> lifetimes() const;
+
   struct State;  // opaque: the composition in proxy.cpp
 
  private:

@@ -95,6 +95,9 @@ class HttpServer {
   uint16_t port() const;
   // Open connections (sessions) right now.
   size_t open_connections() const;
+  // Tests: the server's shared state, which every session holds; expires
+  // once the server and all its sessions are gone.
+  std::weak_ptr<const void> lifetime() const { return state_; }
 
   // Graceful shutdown: stop accepting, close idle connections, run parked
   // exchanges' shutdown callbacks (or answer them 503), let writes finish;

@@ -1,8 +1,5 @@
 #include "pg/connection_pool.h"
 
-#include <boost/asio/as_tuple.hpp>
-#include <boost/asio/use_awaitable.hpp>
-
 namespace shapeproxy::pg {
 namespace asio = boost::asio;
 
@@ -40,15 +37,12 @@ asio::awaitable<Result<ConnectionPool::Lease>> ConnectionPool::acquire() {
       }
       if (!connected) {
         --open_;
-        if (!waiters_.empty()) waiters_.front()->cancel();  // the slot is free again
+        waiters_.wake_one();  // the slot is free again
         co_return connected.error();
       }
       co_return Lease(self, std::move(connected).value());
     }
-    asio::steady_timer wake(executor_, asio::steady_timer::time_point::max());
-    auto position = waiters_.insert(waiters_.end(), &wake);
-    co_await wake.async_wait(asio::as_tuple(asio::use_awaitable));
-    waiters_.erase(position);
+    co_await waiters_.wait(executor_);
   }
 }
 
@@ -60,7 +54,7 @@ void ConnectionPool::release(std::unique_ptr<AsyncConnection> connection) {
   } else {
     --open_;
   }
-  if (!waiters_.empty()) waiters_.front()->cancel();
+  waiters_.wake_one();
 }
 
 }  // namespace shapeproxy::pg

@@ -5,13 +5,12 @@
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
-#include <boost/asio/steady_timer.hpp>
 #include <chrono>
 #include <deque>
-#include <list>
 #include <memory>
 #include <string>
 
+#include "common/wait_list.h"
 #include "pg/async_connection.h"
 
 namespace shapeproxy::pg {
@@ -56,7 +55,7 @@ class ConnectionPool : public std::enable_shared_from_this<ConnectionPool> {
   std::string session_sql_;
   std::size_t open_ = 0;
   std::deque<std::unique_ptr<AsyncConnection>> idle_;
-  std::list<boost::asio::steady_timer*> waiters_;
+  WaitList waiters_;  // callers waiting for a free connection
 };
 
 }  // namespace shapeproxy::pg

@@ -140,8 +140,14 @@ std::function<void()> ShapeRegistry::read(ShapeDefinitionRequest definition, Rea
           ticket->finish(Unavailable{"internal error while serving this shape; retry shortly"});
         }));
   });
-  return [self, ticket] {
-    asio::post(self->executor_, [ticket] {
+  // The cancel holds the read weakly: callers keep it in what `done`
+  // captures, and a strong ticket there was a cycle (ticket -> done -> the
+  // caller's state -> cancel -> ticket) that leaked the read, its exchange
+  // and the registry whenever the read ended without finishing (issue 16).
+  return [executor = executor_, weak = std::weak_ptr<ReadTicket>(ticket)] {
+    asio::post(executor, [weak] {
+      auto ticket = weak.lock();
+      if (!ticket) return;  // the read is over
       ticket->cancelled = true;
       if (auto unpark = std::exchange(ticket->unpark, nullptr)) unpark();
     });

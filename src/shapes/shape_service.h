@@ -104,6 +104,9 @@ class ShapeService {
   // arrive or the live timeout passes (then: an up-to-date-only body at the
   // same offset). `done` is called exactly once, unless the returned cancel
   // function is called first (client gone), after which it is not called.
+  // The cancel function holds neither the service nor the read strongly, so
+  // `done` may capture it (the read ending unfinished, e.g. at shutdown, then
+  // frees both); calling it after the read is over does nothing.
   virtual std::function<void()> read(ShapeDefinitionRequest definition, ReadRequest request,
                                      std::function<void(ReadOutcome)> done) = 0;
 

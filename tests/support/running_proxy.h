@@ -63,6 +63,7 @@ class RunningProxy {
 
   std::uint16_t port() const { return proxy_->http_port(); }
   const std::filesystem::path& dir() const { return dir_; }
+  const app::Proxy& proxy() const { return *proxy_; }
 
  private:
   std::filesystem::path dir_;
