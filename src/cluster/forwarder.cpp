@@ -159,6 +159,21 @@ struct Forwarder::Impl : std::enable_shared_from_this<Impl> {
     exchange->end_event_stream();
   }
 
+  // The stream an exchange's abort closes, while an attempt owns it.
+  struct AbortTarget {
+    std::mutex mutex;
+    beast::tcp_stream* stream = nullptr;
+    // Clears the target when the attempt lets go of the stream.
+    struct Detach {
+      std::shared_ptr<AbortTarget> target;
+      void now() {
+        std::lock_guard lock(target->mutex);
+        target->stream = nullptr;
+      }
+      ~Detach() { now(); }
+    };
+  };
+
   // One attempt. Returns false when nothing reached the leader (retry on a
   // fresh connection, or report it unreachable).
   asio::awaitable<bool> attempt(std::unique_ptr<beast::tcp_stream> stream,
@@ -169,11 +184,17 @@ struct Forwarder::Impl : std::enable_shared_from_this<Impl> {
     auto [wec, written] = co_await bhttp::async_write(*stream, request, kNoThrow);
     (void)written;
     if (wec) co_return false;
-    // The client going away closes the relay.
-    auto* raw = stream.get();
-    std::weak_ptr<Impl> weak = weak_from_this();
-    exchange->on_abort([raw, executor = stream->get_executor()] {
-      asio::post(executor, [raw] { raw->socket().close(); });
+    // The client going away closes the relay, while this attempt still owns
+    // the stream: the abort may come after the stream was freed or given
+    // back for another request (a heap-use-after-free under ASan).
+    auto target = std::make_shared<AbortTarget>();
+    target->stream = stream.get();
+    AbortTarget::Detach detach{target};
+    exchange->on_abort([target, executor = stream->get_executor()] {
+      asio::post(executor, [target] {
+        std::lock_guard lock(target->mutex);
+        if (target->stream) target->stream->socket().close();
+      });
     });
     beast::flat_buffer buffer;
     bhttp::response_parser<bhttp::empty_body> header;
@@ -209,6 +230,7 @@ struct Forwarder::Impl : std::enable_shared_from_this<Impl> {
     exchange->respond(std::move(response));
     if (reusable && stream->socket().is_open()) {
       stream->expires_never();
+      detach.now();
       give_back(authority.text, std::move(stream));
     }
     co_return true;

@@ -183,8 +183,22 @@ TEST_F(FallbackQueryTest, ConcurrentCallersShareOneQuery) {
   // No reuse window: sharing can only come from single flight.
   Running running(conninfo(database_), options(4, 64, 0ms));
   auto shape = definition("qty < $1", {{1, "3"}});
+  // The table stays locked until the first query has waited on the lock for
+  // a second: the later callers join it then, however slow the build (an
+  // instrumented one under load finished the query before the 200th call).
+  auto blocker = pg::Connection::open(conninfo(database_));
+  ASSERT_TRUE(blocker) << blocker.error().to_string();
+  ASSERT_TRUE(blocker->exec("BEGIN; LOCK TABLE items IN ACCESS EXCLUSIVE MODE"));
   std::vector<std::future<Result<SharedRows>>> calls;
   for (int i = 0; i < 200; ++i) calls.push_back(running.start(shape));
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (query_value(database_,
+                     "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                     "AND now() - query_start > interval '1 second'") != "1" &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(20ms);
+  }
+  ASSERT_TRUE(blocker->exec("COMMIT"));
   std::set<SharedRows> distinct;  // owning: nothing else keeps the rows
   for (auto& call : calls) {
     auto result = call.get();
