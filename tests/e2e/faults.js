@@ -30,8 +30,8 @@ export const backoffOptions = { initialDelay: 50, maxDelay: 500, multiplier: 1.5
 
 export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
 
-// A fetch for ShapeStream that records {label, status, retryAfter, fallback}
-// of every response into `log`.
+// A fetch for ShapeStream that records {label, status, retryAfter, fallback,
+// url, at} of every response into `log` (`at`: when it arrived, ms epoch).
 export function recordingFetch(log, label) {
   return async (input, init) => {
     const response = await fetch(input, init)
@@ -41,6 +41,7 @@ export function recordingFetch(log, label) {
       retryAfter: response.headers.get('retry-after'),
       fallback: response.headers.get('electric-fallback-mode') === 'true',
       url: String(input),
+      at: Date.now(),
     })
     return response
   }

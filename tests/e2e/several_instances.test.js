@@ -13,13 +13,10 @@
 //     operation out of order (no duplicates), and no 5xx but 503 with
 //     retry-after.
 import assert from 'node:assert/strict'
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import { test } from 'node:test'
+import { WalsenderSampler, leaderOf, slotPid, startBalancer, startInstance, statusOf, waitForOneLeader } from './cluster.js'
 import { GRACE_MS, SLACK_MS, Writer, assertOperationsConsistent, backoffOptions, proxyArgs, recordingFetch, sleep } from './faults.js'
-import { ProxyProcess, freePort, spawnGuarded, useHarness, waitFor } from './harness.js'
-import { program } from './programs.js'
+import { useHarness, waitFor } from './harness.js'
 import { canonicalRows, openShape } from './shapes.js'
 
 const KILLS = Number(process.env.E2E_SEVERAL_KILLS ?? 3)
@@ -34,90 +31,7 @@ const h = useHarness({ name: 'several_instances', proxyArgs: [...proxyArgs, '--i
 let instances // [{id, port, proxy}]
 let balancer // {url, stop()}
 const responses = [] // every response a client got: {label, status, retryAfter, ...}
-let walsenderSamples = [] // counts
-let sampling = true
-
-function instanceArgs(id, port) {
-  const args = [...h.proxy.args]
-  args[args.indexOf('--port') + 1] = String(port)
-  args[args.indexOf('--instance-id') + 1] = id
-  return args
-}
-
-async function statusOf(instance) {
-  try {
-    const response = await fetch(`http://127.0.0.1:${instance.port}/v1/status`, { signal: AbortSignal.timeout(2_000) })
-    return await response.json()
-  } catch {
-    return null
-  }
-}
-
-async function leaderOf() {
-  const states = await Promise.all(instances.map(statusOf))
-  const leaders = instances.filter((_, i) => states[i]?.cluster?.role === 'leader')
-  return { leaders, states }
-}
-
-async function walsenders() {
-  const { rows } = await h.sql("SELECT count(*)::int AS n FROM pg_stat_activity WHERE backend_type = 'walsender'")
-  return rows[0].n
-}
-
-async function startBalancer(ports) {
-  const dir = mkdtempSync(join(tmpdir(), 'shapeproxy-haproxy-'))
-  const port = await freePort()
-  const conf = join(dir, 'haproxy.cfg')
-  // Round-robin, no stickiness. An instance that refuses connections or dies
-  // before answering is retried on the next one (L7 retries), as a
-  // production balancer would be set up; checks only see that it is up.
-  writeFileSync(
-    conf,
-    `global
-  maxconn 4096
-defaults
-  mode http
-  timeout connect 1s
-  timeout client 90s
-  timeout server 90s
-  retries 3
-  option redispatch 1
-  retry-on conn-failure empty-response response-timeout
-frontend shapes
-  bind 127.0.0.1:${port}
-  default_backend instances
-backend instances
-  balance roundrobin
-  option httpchk GET /v1/health
-  http-check expect rstatus ^20[02]$
-  default-server inter 200 fall 1 rise 1
-${ports.map((p, i) => `  server i${i + 1} 127.0.0.1:${p} check`).join('\n')}
-`,
-  )
-  const child = spawnGuarded(program('haproxy'), ['-db', '-f', conf])
-  const stderr = []
-  child.stderr.on('data', (chunk) => stderr.push(String(chunk)))
-  const url = `http://127.0.0.1:${port}`
-  await waitFor(
-    async () => {
-      if (child.exitCode !== null) throw Object.assign(new Error(`haproxy exited: ${stderr.join('')}`), { stopWaiting: true })
-      try {
-        return (await fetch(`${url}/v1/health`)).status === 200
-      } catch {
-        return false
-      }
-    },
-    10_000,
-    { intervalMs: 50, what: 'haproxy to answer' },
-  )
-  return {
-    url,
-    stop: async () => {
-      child.kill('SIGKILL')
-      rmSync(dir, { recursive: true, force: true })
-    },
-  }
-}
+let walsenders // WalsenderSampler
 
 function openBalanced(params, label) {
   return openShape(h, params, {
@@ -128,34 +42,15 @@ function openBalanced(params, label) {
 test('three instances: one leader, two followers serving the same handles', async () => {
   await h.ready
   instances = [{ id: 'i1', port: h.port, proxy: h.proxy }]
-  for (const id of ['i2', 'i3']) {
-    const port = await freePort()
-    const proxy = new ProxyProcess({ bin: h.proxy.bin, args: instanceArgs(id, port), name: id, maxLogLines: 20_000 })
-    proxy.start()
-    instances.push({ id, port, proxy })
-  }
-  h.onCleanup(async () => {
-    for (const { proxy } of instances.slice(1)) await proxy.stop()
-  })
-  await waitFor(async () => {
-    const { leaders, states } = await leaderOf()
-    return leaders.length === 1 && states.every((s) => s?.cluster?.leader?.instance_id === leaders[0].id)
-  }, 30_000, { intervalMs: 50, what: 'one leader, known to all' })
-  const { leaders, states } = await leaderOf()
+  for (const id of ['i2', 'i3']) instances.push(await startInstance(h, id))
+  await waitForOneLeader(instances)
+  const { leaders, states } = await leaderOf(instances)
   assert.equal(leaders[0].id, 'i1', 'the first instance leads')
   assert.deepEqual(states.map((s) => s.cluster.role), ['leader', 'follower', 'follower'])
 
   balancer = await startBalancer(instances.map((i) => i.port))
   h.onCleanup(() => balancer.stop())
-  ;(async () => {
-    while (sampling) {
-      walsenderSamples.push(await walsenders().catch(() => 0))
-      await sleep(50)
-    }
-  })()
-  h.onCleanup(() => {
-    sampling = false
-  })
+  walsenders = new WalsenderSampler(h).start()
 
   await h.sql('CREATE TABLE items (id int4 PRIMARY KEY, val int4 NOT NULL)')
   await h.sql('INSERT INTO items SELECT g, 0 FROM generate_series(1, 200) g')
@@ -185,19 +80,18 @@ test(`${3 * CLIENTS_PER_SHAPE} stock clients through haproxy while the leader is
   const takeovers = []
   for (let kill = 0; kill < KILLS; kill++) {
     await sleep(1_500) // the writer and the clients run a while
-    const { leaders } = await leaderOf()
+    const { leaders } = await leaderOf(instances)
     assert.equal(leaders.length, 1, 'one leader before the kill')
     const victim = leaders[0]
-    const { rows: before } = await h.sql('SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1', [h.slot])
+    const before = await slotPid(h)
     const killedAt = Date.now()
     await victim.proxy.stop({ signal: 'SIGKILL' })
     // Another instance holds the lock and its walsender streams the slot.
     const next = await waitFor(
       async () => {
-        const { leaders: now } = await leaderOf()
-        const { rows } = await h.sql('SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1', [h.slot])
-        const pid = rows[0]?.active_pid
-        return now.length === 1 && now[0] !== victim && pid && pid !== before[0]?.active_pid ? now[0] : null
+        const { leaders: now } = await leaderOf(instances)
+        const pid = await slotPid(h)
+        return now.length === 1 && now[0] !== victim && pid && pid !== before ? now[0] : null
       },
       TAKEOVER_MS + 5_000,
       { intervalMs: 25, what: 'another instance to lead and stream' },
@@ -241,11 +135,11 @@ test(`${3 * CLIENTS_PER_SHAPE} stock clients through haproxy while the leader is
   assert.deepEqual(responses.filter(({ status }) => status === 409), [], 'no 409')
   const serverErrors = responses.filter(({ status, retryAfter }) => status >= 500 && !(status === 503 && Number(retryAfter) > 0))
   assert.deepEqual(serverErrors, [], 'no 5xx but 503 with retry-after')
-  sampling = false
-  assert.ok(Math.max(...walsenderSamples) <= 1, `at most one walsender at a time (samples: ${walsenderSamples.length})`)
+  await walsenders.stop()
+  assert.ok(walsenders.max <= 1, `at most one walsender at a time (samples: ${walsenders.samples.length})`)
   process.stderr.write(
     `[several_instances] ${responses.length} responses, ${responses.filter((r) => r.status === 503).length} 503s, ` +
-      `${walsenderSamples.length} walsender samples (max ${Math.max(...walsenderSamples)})\n`,
+      `${walsenders.samples.length} walsender samples (max ${walsenders.max})\n`,
   )
   for (const { sub } of subs) sub.close()
 })
