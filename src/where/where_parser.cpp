@@ -16,6 +16,11 @@ using nlohmann::json;
 
 constexpr std::string_view kPrefix = "SELECT 1 WHERE ";
 constexpr size_t kMaxTextBytes = 64 * 1024;
+// Nesting limit of a clause's parse tree (bounds the recursion below). A
+// typed literal ('1.5'::real, TypeCast over A_Const) counts as one level,
+// like the bare constant: the normalized text writes most constants that
+// way, and must parse under the same limit as the clause it came from (a
+// 199-term `f4 * 1 * ...` chain was accepted, its normalized text refused).
 constexpr int kMaxDepth = 200;
 
 struct WhereError {
@@ -231,12 +236,16 @@ class TreeBuilder {
 
  private:
   ExprPtr build(const json& node) {
-    if (++depth_ > kMaxDepth) fail("where clause is nested too deeply");
     if (!node.is_object() || node.size() != 1) fail("where clause is malformed");
     const std::string& kind = node.begin().key();
     const json& body = node.begin().value();
+    const bool typed_literal = kind == "TypeCast" && body.is_object() && body.contains("arg") &&
+                               body["arg"].is_object() && body["arg"].contains("A_Const");
+    const int levels = typed_literal ? 0 : 1;
+    depth_ += levels;
+    if (depth_ > kMaxDepth) fail("where clause is nested too deeply");
     ExprPtr out = build_node(kind, body);
-    --depth_;
+    depth_ -= levels;
     return out;
   }
 

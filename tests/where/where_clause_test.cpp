@@ -482,6 +482,35 @@ TEST(WhereClauseSql, NormalizedIgnoresWhitespaceCaseAndSpelling) {
       "\"active\")");
 }
 
+// Found by the fuzzer: the longest `ratio * 1.5 * ... > 1` chain accepted had
+// a normalized text refused as "nested too deeply" (each constant is written
+// as a typed literal, '1.5'::float8, one parse-tree level deeper). A typed
+// literal now counts as one level: whatever is accepted normalizes to a
+// fixed point, and one term more is refused with a clear message.
+TEST(WhereClauseSql, TheLongestAcceptedChainNormalizesToAFixedPoint) {
+  for (std::string term : {"1.5", "1", "'2'", "$1"}) {
+    int longest = 0;
+    for (int terms = 150; terms <= 260; ++terms) {
+      std::string text = "ratio";
+      for (int i = 1; i < terms; ++i) text += " * " + term;
+      text += " > 1";
+      Params params;
+      if (term == "$1") params[1] = "3";
+      auto clause = WhereClause::parse(text, kColumns, params);
+      if (!clause.ok()) {
+        EXPECT_EQ(clause.error().message, "where clause is nested too deeply") << terms;
+        break;
+      }
+      longest = terms;
+      auto again = WhereClause::parse(clause->normalized(), kColumns, {});
+      ASSERT_TRUE(again.ok()) << term << " x " << terms << ": " << again.error().message;
+      EXPECT_EQ(again->normalized(), clause->normalized()) << term << " x " << terms;
+    }
+    EXPECT_GT(longest, 190) << term;
+    EXPECT_LT(longest, 260) << term << ": deep chains must be refused";
+  }
+}
+
 TEST(WhereClauseSql, ReferencedColumns) {
   EXPECT_EQ(
       parse_ok("id = 1 AND (name = 'x' OR id > 2) AND \"Mixed\" IS NULL").referenced_columns(),
