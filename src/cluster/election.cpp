@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -105,7 +106,19 @@ asio::awaitable<bool> Election::connect() {
   params.emplace_back("shapeproxy:" + options_.instance_id);
   std::string sql = "SELECT set_config('application_name', $1, false)";
   auto named = co_await query_row(std::move(sql), std::move(params));
-  co_return named.has_value();
+  if (!named) co_return false;
+  // A session the instance stops using ends on the server: a leader cut off
+  // by a partition that drops packets (no reset reaches PostgreSQL) would
+  // otherwise hold the advisory lock for as long as TCP takes to notice,
+  // hours. Every round queries well within it (PostgreSQL 14 and later; on
+  // older servers the setting does not exist and this sets nothing).
+  std::vector<std::optional<std::string>> timeout;
+  timeout.emplace_back(std::to_string(session_idle_limit().count()) + "ms");
+  std::string idle_sql =
+      "SELECT set_config('idle_session_timeout', $1, false) FROM pg_settings "
+      "WHERE name = 'idle_session_timeout'";
+  auto limited = co_await query_row(std::move(idle_sql), std::move(timeout));
+  co_return limited.has_value();
 }
 
 asio::awaitable<std::optional<std::vector<std::optional<std::string>>>> Election::query_row(
@@ -131,11 +144,15 @@ asio::awaitable<std::optional<std::vector<std::optional<std::string>>>> Election
 
 asio::awaitable<void> Election::round() {
   if (stopped_ || deposed_) co_return;
+  // Before anything that may wait on the network: a leader cut off learns
+  // from the shared directory that another instance holds the lock, within
+  // one round of the claim.
+  if (promoted_ && claimed_by_another()) co_return;
   const bool connected = co_await connect();
   if (connected) co_await round_connected();
   if (stopped_ || deposed_) co_return;
   if (!connection_) round_unreachable();
-  if (view().lock_held && !promoted_) try_promote();
+  if (view().lock_held && !promoted_ && try_promote()) co_await take_slot();
 }
 
 asio::awaitable<void> Election::round_connected() {
@@ -178,7 +195,7 @@ asio::awaitable<void> Election::round_connected() {
         std::lock_guard lock(mutex_);
         view_.leader = own_record();
       }
-      if (events_.lock_taken) events_.lock_taken();
+      co_await take_slot();
     }
     co_return;
   }
@@ -217,10 +234,7 @@ void Election::round_unreachable() {
   if (promoted_) {
     // Leading without the database: the data directory's lock fences the
     // others, until one of them claims it, holding the advisory lock.
-    auto claim = read_claim(options_.data_dir);
-    if (claim && claim->instance_id != options_.instance_id && claim->since_ms > since_ms_) {
-      depose(claim->instance_id + " holds the leader lock and claims the data directory");
-    }
+    claimed_by_another();
     return;
   }
   auto acquired = DataDirLock::try_acquire(options_.data_dir);
@@ -244,12 +258,54 @@ void Election::round_unreachable() {
   view_.leader = record;
 }
 
-void Election::try_promote() {
+bool Election::claimed_by_another() {
+  auto claim = read_claim(options_.data_dir);
+  if (claim && claim->instance_id != options_.instance_id && claim->since_ms > since_ms_) {
+    depose(claim->instance_id + " holds the leader lock and claims the data directory");
+    return true;
+  }
+  return false;
+}
+
+std::chrono::milliseconds Election::session_idle_limit() const {
+  // Four rounds (at least a second): a leader that stops querying for that
+  // long is gone or cut off; a stall shorter than that costs nothing.
+  return std::max<std::chrono::milliseconds>(4 * options_.poll_interval, std::chrono::seconds(1));
+}
+
+asio::awaitable<void> Election::take_slot() {
+  if (!streamed_) {
+    // This session holds the advisory lock and this instance has not
+    // streamed yet, so a walsender still on the slot belongs to a leader
+    // that lost the lock: one cut off by a partition that drops packets
+    // stays "active" on the server until wal_sender_timeout. End it so that
+    // this instance can stream now (rfc/0003, failover sequence). A leader
+    // whose session came back may still be streaming itself: left alone.
+    std::vector<std::optional<std::string>> params;
+    params.emplace_back(options_.lock_name);
+    // Only a walsender of this role (every instance runs as the same one):
+    // an error would end this session, and the lock with it.
+    std::string sql =
+        "SELECT s.active_pid, pg_terminate_backend(s.active_pid) FROM pg_replication_slots s "
+        "JOIN pg_stat_activity a ON a.pid = s.active_pid "
+        "WHERE s.slot_name = $1 AND a.usename = current_user";
+    auto ended = co_await query_row(std::move(sql), std::move(params));
+    if (ended && !ended->empty() && (*ended)[0]) {
+      spdlog::warn("cluster: ended walsender {} left on slot {} by the previous leader",
+                   *(*ended)[0], options_.lock_name);
+    }
+  }
+  if (stopped_ || deposed_) co_return;
+  streamed_ = true;
+  if (events_.lock_taken) events_.lock_taken();
+}
+
+bool Election::try_promote() {
   if (!data_dir_lock_) {
     auto acquired = DataDirLock::try_acquire(options_.data_dir);
     if (!acquired) {
       spdlog::warn("cluster: {}", acquired.error().to_string());
-      return;
+      return false;
     }
     if (!*acquired) {
       if (!waiting_logged_) {
@@ -266,7 +322,7 @@ void Election::try_promote() {
             options_.instance_id);
         waiting_logged_ = true;
       }
-      return;
+      return false;
     }
     data_dir_lock_ = std::move(acquired.value());
   }
@@ -284,7 +340,7 @@ void Election::try_promote() {
   promoted_ = true;
   spdlog::info("cluster: {} leads ({})", options_.instance_id, own_url());
   if (events_.promoted) events_.promoted();
-  if (lock_held && events_.lock_taken) events_.lock_taken();
+  return lock_held;
 }
 
 void Election::depose(const std::string& why) {

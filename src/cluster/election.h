@@ -17,7 +17,12 @@
 //    its writer holds the data directory's lock;
 //  - a leader whose session is lost keeps leading (the data directory's lock
 //    still fences the others) and retries the advisory lock; if another
-//    instance holds it, this one is deposed and must stop at once.
+//    instance holds it, this one is deposed and must stop at once;
+//  - the election session carries idle_session_timeout (session_idle_limit),
+//    so the lock of a leader cut off by a partition that drops packets is
+//    released by the server; that leader reads the others' claim every
+//    round, and the next leader ends the walsender it left on the slot
+//    before streaming.
 // Invariants: `promoted` fires at most once, before `lock_taken`; `deposed`
 // fires at most once, only after `promoted`; nothing fires after stop().
 // Threading: round()/start()/stop() on the executor (a strand); view() from
@@ -110,7 +115,17 @@ class Election : public std::enable_shared_from_this<Election> {
       std::string sql, std::vector<std::optional<std::string>> params);
   boost::asio::awaitable<void> round_connected();
   void round_unreachable();
-  void try_promote();
+  // Takes the data directory's lock and leads; true when this session holds
+  // the advisory lock too (take_slot() must follow).
+  bool try_promote();
+  // Ends a walsender left on the slot by a previous leader (before this
+  // instance's first stream only), then fires lock_taken.
+  boost::asio::awaitable<void> take_slot();
+  // While leading: deposes this instance if another one has claimed the
+  // data directory since (claim.json); true then.
+  bool claimed_by_another();
+  // The election session's idle_session_timeout.
+  std::chrono::milliseconds session_idle_limit() const;
   void learn_leader(std::optional<std::int64_t> holder_pid);
   std::string own_url() const;
   LeaderRecord own_record() const;
@@ -126,6 +141,7 @@ class Election : public std::enable_shared_from_this<Election> {
   bool promoted_ = false;
   bool deposed_ = false;
   bool waiting_logged_ = false;
+  bool streamed_ = false;  // lock_taken has fired: the slot's walsender may be ours
   std::optional<std::int64_t> backend_pid_;  // of the session holding the lock
   std::string client_address_;               // as the database sees this host
   std::int64_t since_ms_ = 0;

@@ -166,22 +166,34 @@ ${ports.map((p, i) => `  server i${i + 1} 127.0.0.1:${p} check`).join('\n')}
 // through it. cut() resets every relayed connection (both sides see the
 // connection end at once: PostgreSQL ends those sessions, releasing their
 // advisory locks and the slot) and resets new ones as they arrive, as a
-// firewall rejecting the instance's packets with TCP resets would; heal()
-// relays new connections again.
+// firewall rejecting the instance's packets with TCP resets would;
+// blackhole() drops everything silently instead (neither side learns
+// anything: PostgreSQL keeps those sessions, their locks and the slot's
+// walsender, until its own timeouts end them); heal() relays new
+// connections again.
 export class TcpRelay {
   constructor(targetPort) {
     this.targetPort = targetPort
     this.cutOff = false
+    this.blackholed = false
+    this.held = new Set()
     this.sockets = new Set()
     this.accepted = 0
-    this.refused = 0
+    this.turnedAway = 0 // connections reset or held since a cut or blackhole
   }
 
   async start() {
     this.server = createServer((client) => {
       if (this.cutOff) {
-        this.refused++
+        this.turnedAway++
         client.resetAndDestroy()
+        return
+      }
+      if (this.blackholed) {
+        this.turnedAway++
+        this.held.add(client)
+        client.on('error', () => {})
+        client.pause()
         return
       }
       this.accepted++
@@ -218,11 +230,29 @@ export class TcpRelay {
     this.sockets.clear()
   }
 
+  // Drops everything silently, as a partition that loses packets: relayed
+  // connections stay open on both sides but carry nothing more; new ones are
+  // accepted and never answered.
+  blackhole() {
+    this.blackholed = true
+    for (const socket of this.sockets) {
+      socket.unpipe()
+      socket.pause()
+    }
+  }
+
+  // Relays new connections again; what a blackhole held is dropped (as TCP
+  // gives up on a connection that went unanswered).
   heal() {
     this.cutOff = false
+    this.blackholed = false
+    for (const socket of [...this.held, ...this.sockets]) socket.destroy()
+    this.held.clear()
+    this.sockets.clear()
   }
 
   async close() {
+    this.heal()
     this.cut()
     await new Promise((resolve) => this.server.close(resolve))
   }

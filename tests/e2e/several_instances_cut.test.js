@@ -3,13 +3,16 @@
 // reaching PostgreSQL through its own TCP relay (cluster.js TcpRelay), behind
 // haproxy round-robin; 24 stock clients on three shapes and a writer run
 // throughout. The relay of one instance is cut (every relayed connection
-// reset, new ones reset as they come) first while it follows, then while it
-// leads. Checked:
+// reset, new ones reset as they come), then blackholed (packets dropped: the
+// server keeps the sessions, their advisory lock and the walsender), first
+// while it follows, then while it leads. Checked:
 //   - a cut follower keeps serving (it relays to the leader over HTTP):
 //     writes made meanwhile reach every client, and no instance reports
 //     fallback nor flags a response `electric-fallback-mode: true`;
 //   - a cut leader is deposed: another instance takes the lock and streams
-//     the slot within the fallback grace period + 3 s; the deposed one exits
+//     the slot within the fallback grace period + 3 s (behind a blackhole
+//     too: its lock session ends by idle_session_timeout, the next leader
+//     ends the walsender it left on the slot); the deposed one exits
 //     with status 75, which the packaged systemd unit's Restart= restarts;
 //     the test, acting as that supervisor, restarts it (still cut off) and
 //     it rejoins as a follower of the new leader;
@@ -46,7 +49,8 @@ const responses = [] // every response a client got (faults.js recordingFetch)
 const statuses = [] // {at, id, status, role} of every instance, every 50 ms
 let recording = true
 const subs = []
-let liveAgainAt // when every instance reported live after the leader's cut
+let liveAgainAt // when every instance reported live after the last leader partition
+let stableSince = 0 // fallback is expected only within a leader partition, from then on
 const SHAPES = [{ table: 'items' }, { table: 'items', where: 'id % 2 = 0' }, { table: 'items', where: 'id > 100' }]
 
 // Whether the instance's election session (application_name
@@ -135,16 +139,23 @@ test('three instances, each reaching PostgreSQL through its own relay', async ()
   h.onCleanup(() => writer.stop())
 })
 
-test('a follower cut from PostgreSQL keeps serving, and nothing reports fallback', async () => {
+// `mode`: 'cut' (connections reset) or 'blackhole' (packets dropped).
+async function partition(relay, mode) {
+  if (mode === 'cut') relay.cut()
+  else relay.blackhole()
+}
+
+async function followerPartitioned(mode) {
   const { leaders } = await leaderOf(instances)
   const victim = instances.find((i) => i !== leaders[0])
   const relay = relays.get(victim.id)
   const cutAt = Date.now()
-  relay.cut()
-  // Its election session is gone and its reconnections are refused.
+  await partition(relay, mode)
+  // Its election session is gone (with a blackhole: ended by the server's
+  // idle_session_timeout) and it keeps trying the database.
   await waitFor(async () => !(await sessionOf(victim.id)), 10_000, { intervalMs: 25, what: `${victim.id}'s session to end` })
-  const refusedBefore = relay.refused
-  await waitFor(() => relay.refused >= refusedBefore + 2, 10_000, { intervalMs: 25, what: `${victim.id} to retry the database` })
+  const turnedAway = relay.turnedAway
+  await waitFor(() => relay.turnedAway >= turnedAway + 2, 15_000, { intervalMs: 25, what: `${victim.id} to retry the database` })
   // Writes made while it is cut reach every client, and it answers itself.
   const committed = writer.committed
   await waitFor(() => writer.committed >= committed + 20, 10_000, { intervalMs: 25, what: 'writes during the cut' })
@@ -162,9 +173,12 @@ test('a follower cut from PostgreSQL keeps serving, and nothing reports fallback
   relay.heal()
   await waitFor(() => sessionOf(victim.id), 10_000, { intervalMs: 25, what: `${victim.id}'s session back` })
   const healedAt = Date.now()
-  assert.deepEqual(fallbackBetween(cutAt, healedAt), [], 'no fallback while a follower is cut')
-  h.log(`follower ${victim.id} cut for ${healedAt - cutAt} ms; ${relay.refused} connections refused`)
-})
+  assert.deepEqual(fallbackBetween(cutAt, healedAt), [], `no fallback while a follower is partitioned (${mode})`)
+  h.log(`follower ${victim.id} partitioned (${mode}) for ${healedAt - cutAt} ms; ${relay.turnedAway} connections turned away`)
+}
+
+test('a follower cut from PostgreSQL keeps serving, and nothing reports fallback', () => followerPartitioned('cut'))
+test('a follower behind a blackhole keeps serving, and nothing reports fallback', () => followerPartitioned('blackhole'))
 
 test('the packaged systemd unit restarts a deposed leader (exit status 75)', () => {
   const unit = readFileSync(new URL('../../packaging/shapeproxy.service', import.meta.url), 'utf8')
@@ -178,7 +192,7 @@ test('the packaged systemd unit restarts a deposed leader (exit status 75)', () 
   }
 })
 
-test('a leader cut from PostgreSQL is deposed, another takes over, and it rejoins as a follower', async () => {
+async function leaderPartitioned(mode) {
   const { leaders } = await leaderOf(instances)
   assert.equal(leaders.length, 1, 'one leader before the cut')
   const victim = leaders[0]
@@ -186,7 +200,7 @@ test('a leader cut from PostgreSQL is deposed, another takes over, and it rejoin
   const before = await slotPid(h)
   const exits = victim.proxy.exits.length
   const cutAt = Date.now()
-  relay.cut()
+  await partition(relay, mode)
   const next = await waitFor(
     async () => {
       const { leaders: now } = await leaderOf(instances)
@@ -197,7 +211,7 @@ test('a leader cut from PostgreSQL is deposed, another takes over, and it rejoin
     { intervalMs: 25, what: 'another instance to lead and stream' },
   )
   const took = Date.now() - cutAt
-  process.stderr.write(`[several_instances_cut] leader ${victim.id} cut: ${next.id} leads and streams after ${took} ms\n`)
+  process.stderr.write(`[several_instances_cut] leader ${victim.id} partitioned (${mode}): ${next.id} leads and streams after ${took} ms\n`)
   assert.ok(took <= TAKEOVER_MS, `takeover in ${took} ms, more than ${TAKEOVER_MS}`)
 
   // Deposed: it exited with 75 (it had to, to free the data directory).
@@ -223,9 +237,13 @@ test('a leader cut from PostgreSQL is deposed, another takes over, and it rejoin
   liveAgainAt = Date.now()
   assert.equal((await waitForOneLeader(instances)).id, next.id, `${next.id} still leads`)
   const seen = fallbackBetween(cutAt, liveAgainAt)
-  process.stderr.write(`[several_instances_cut] fallback seen during the leader cut: ${seen.length} (${seen.slice(0, 5).join(', ')})\n`)
-  assert.deepEqual(fallbackBetween(0, cutAt - 1), [], 'no fallback before the leader cut')
-})
+  process.stderr.write(`[several_instances_cut] fallback seen during the leader partition (${mode}): ${seen.length} (${seen.slice(0, 5).join(', ')})\n`)
+  assert.deepEqual(fallbackBetween(stableSince, cutAt - 1), [], 'no fallback before the leader partition')
+  stableSince = liveAgainAt
+}
+
+test('a leader cut from PostgreSQL is deposed, another takes over, and it rejoins as a follower', () => leaderPartitioned('cut'))
+test('a leader behind a blackhole is deposed, another takes over, and it rejoins as a follower', () => leaderPartitioned('blackhole'))
 
 test('every client ends equal to SELECT, without must-refetch, and one walsender at most', async () => {
   await writer.stop()
