@@ -71,6 +71,20 @@ export async function slotPid(h) {
   return rows[0]?.active_pid ?? null
 }
 
+// Waits until an instance other than `victim` leads alone and a walsender
+// other than `beforePid` streams the slot; resolves with that instance.
+export function waitForTakeover(h, instances, victim, beforePid, timeoutMs) {
+  return waitFor(
+    async () => {
+      const { leaders } = await leaderOf(instances)
+      const pid = await slotPid(h)
+      return leaders.length === 1 && leaders[0] !== victim && pid && pid !== beforePid ? leaders[0] : null
+    },
+    timeoutMs,
+    { intervalMs: 25, what: 'another instance to lead and stream' },
+  )
+}
+
 // Samples the number of walsenders every 50 ms until stop(); `max` is the
 // largest sample.
 export class WalsenderSampler {

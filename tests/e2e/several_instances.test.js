@@ -14,7 +14,7 @@
 //     retry-after.
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { WalsenderSampler, leaderOf, slotPid, startBalancer, startInstance, statusOf, waitForOneLeader } from './cluster.js'
+import { WalsenderSampler, leaderOf, slotPid, startBalancer, startInstance, statusOf, waitForOneLeader, waitForTakeover } from './cluster.js'
 import { GRACE_MS, SLACK_MS, Writer, assertOperationsConsistent, backoffOptions, proxyArgs, recordingFetch, sleep } from './faults.js'
 import { useHarness, waitFor } from './harness.js'
 import { canonicalRows, openShape } from './shapes.js'
@@ -87,15 +87,7 @@ test(`${3 * CLIENTS_PER_SHAPE} stock clients through haproxy while the leader is
     const killedAt = Date.now()
     await victim.proxy.stop({ signal: 'SIGKILL' })
     // Another instance holds the lock and its walsender streams the slot.
-    const next = await waitFor(
-      async () => {
-        const { leaders: now } = await leaderOf(instances)
-        const pid = await slotPid(h)
-        return now.length === 1 && now[0] !== victim && pid && pid !== before ? now[0] : null
-      },
-      TAKEOVER_MS + 5_000,
-      { intervalMs: 25, what: 'another instance to lead and stream' },
-    )
+    const next = await waitForTakeover(h, instances, victim, before, TAKEOVER_MS + 5_000)
     const took = Date.now() - killedAt
     takeovers.push({ from: victim.id, to: next.id, ms: took })
     h.log(`kill ${kill + 1}: ${victim.id} -> ${next.id} in ${took} ms`)

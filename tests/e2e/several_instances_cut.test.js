@@ -25,7 +25,7 @@
 import assert from 'node:assert/strict'
 import { readFileSync } from 'node:fs'
 import { test } from 'node:test'
-import { TcpRelay, WalsenderSampler, instanceArgs, leaderOf, slotPid, startBalancer, startInstance, statusOf, waitForOneLeader } from './cluster.js'
+import { TcpRelay, WalsenderSampler, instanceArgs, leaderOf, slotPid, startBalancer, startInstance, statusOf, waitForOneLeader, waitForTakeover } from './cluster.js'
 import { GRACE_MS, SLACK_MS, Writer, assertNoServerErrors, assertOperationsConsistent, backoffOptions, proxyArgs, recordingFetch, sleep } from './faults.js'
 import { useHarness, waitFor } from './harness.js'
 import { canonicalRows, openShape } from './shapes.js'
@@ -201,15 +201,7 @@ async function leaderPartitioned(mode) {
   const exits = victim.proxy.exits.length
   const cutAt = Date.now()
   await partition(relay, mode)
-  const next = await waitFor(
-    async () => {
-      const { leaders: now } = await leaderOf(instances)
-      const pid = await slotPid(h)
-      return now.length === 1 && now[0] !== victim && pid && pid !== before ? now[0] : null
-    },
-    TAKEOVER_MS + 5_000,
-    { intervalMs: 25, what: 'another instance to lead and stream' },
-  )
+  const next = await waitForTakeover(h, instances, victim, before, TAKEOVER_MS + 5_000)
   const took = Date.now() - cutAt
   process.stderr.write(`[several_instances_cut] leader ${victim.id} partitioned (${mode}): ${next.id} leads and streams after ${took} ms\n`)
   assert.ok(took <= TAKEOVER_MS, `takeover in ${took} ms, more than ${TAKEOVER_MS}`)
