@@ -26,6 +26,7 @@ set -euo pipefail
 usage() {
   cat <<EOF
 usage: $0 [--build DIR] [--rows N] [--pairs N] [--clients N] [--seconds S] [--poll-ms MS]
+          [--reference BIN] [--no-b]
   --build DIR     build dir with src/shapeproxy and tests/support/shapeproxy_test_cluster
                   (default \$SHAPEPROXY_BUILD_DIR or ../build-bench)
   --rows N        rows of the (a) shape (100000)
@@ -33,6 +34,11 @@ usage: $0 [--build DIR] [--rows N] [--pairs N] [--clients N] [--seconds S] [--po
   --clients N     live clients in (b) (1000)
   --seconds S     length of (b) (10)
   --poll-ms MS    --fallback-poll-interval-ms (1000)
+  --reference BIN another proxy binary (e.g. an older build), started beside the
+                  build's in fallback too: each (a) pair also times it (psql,
+                  reference, candidate), and (a) closes with the median of
+                  candidate/reference per pair
+  --no-b          skip (b)
 EOF
 }
 
@@ -44,7 +50,10 @@ pairs=5
 clients=1000
 seconds=10
 poll_ms=1000
-bench_parse_args "build rows pairs clients seconds poll-ms" "$@"
+reference=""
+no_b=""
+bench_parse_args "build rows pairs clients seconds poll-ms reference no-b!" "$@"
+[[ -z "$reference" || -x "$reference" ]] || { echo "fallback: $reference is not executable" >&2; exit 2; }
 
 bench_init fallback
 bench_require_bins "$build"
@@ -68,14 +77,31 @@ CREATE PUBLICATION bench_pub FOR ALL TABLES;
 SQL
 app_conninfo="$(sed -E 's/user=[^ ]+//' <<<"$conninfo") user=bench_app"
 
-bench_start_proxy --cpu 0 --database-url "$app_conninfo" --publication bench_pub --slot bench_fb \
-  --fallback-grace-ms 200 --fallback-poll-interval-ms "$poll_ms" --chunk-bytes 268435456 \
-  --allow-delete --log-level warn
-for _ in $(seq 300); do
-  [[ "$(curl -s "$proxy_base/v1/status" | jq -r .status)" == fallback ]] && break
-  sleep 0.1
-done
-[[ "$(curl -s "$proxy_base/v1/status" | jq -r .status)" == fallback ]] || fail "the proxy never went to fallback"
+proxy_args=(--database-url "$app_conninfo" --publication bench_pub --fallback-grace-ms 200
+  --fallback-poll-interval-ms "$poll_ms" --chunk-bytes 268435456 --allow-delete --log-level warn)
+wait_fallback() {
+  for _ in $(seq 300); do
+    [[ "$(curl -s "$1/v1/status" | jq -r .status)" == fallback ]] && return 0
+    sleep 0.1
+  done
+  fail "the proxy at $1 never went to fallback"
+}
+reference_base=""
+if [[ -n "$reference" ]]; then
+  # The reference first, on the same core, with its own data directory.
+  candidate_bin="$proxy_bin"
+  proxy_bin="$reference"
+  bench_start_proxy --cpu 0 --data-dir "$bench_tmp/reference-data" --log "$bench_tmp/reference.log" \
+    "${proxy_args[@]}" --slot bench_fb_ref
+  reference_base="$proxy_base" reference_pid="$proxy_pid"
+  bench_track "$reference_pid"
+  proxy_bin="$candidate_bin"
+  wait_fallback "$reference_base"
+  echo "(a) reference $reference (pid $reference_pid), candidate $proxy_bin"
+fi
+bench_start_proxy --cpu 0 "${proxy_args[@]}" --slot bench_fb
+wait_fallback "$proxy_base"
+echo "(a) candidate pid $proxy_pid; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 
 # --- (a) a new 100k-row shape from a fallback query vs psql COPY -------------
 k=0
@@ -93,18 +119,19 @@ run_psql() {
     >"$bench_tmp/copy.txt"
   echo $(( $(now_ms) - started ))
 }
+# run_proxy [BASE]: the proxy at BASE (default: the build's).
 run_proxy() {
-  local started status handle
+  local started status handle base="${1:-$proxy_base}"
   started="$(now_ms)"
   status="$(curl -sS -G -o "$bench_tmp/body.json" -D "$bench_tmp/headers.txt" -w '%{http_code}' \
     --data-urlencode table=bench_rows --data-urlencode offset=-1 --data-urlencode "where=$where" \
-    "$proxy_base/v1/shape")"
+    "$base/v1/shape")"
   local took=$(( $(now_ms) - started ))
   [[ "$status" == 200 ]] || fail "proxy answered $status: $(head -c 300 "$bench_tmp/body.json")"
   grep -qi '^electric-fallback-mode: true' "$bench_tmp/headers.txt" || fail "response not flagged fallback"
   handle="$(awk -F': *' 'tolower($1)=="electric-handle"{sub(/\r$/,"",$2); print $2}' "$bench_tmp/headers.txt")"
   curl -sS -G -o /dev/null -X DELETE --data-urlencode table=bench_rows \
-    --data-urlencode "where=$where" --data-urlencode "handle=$handle" "$proxy_base/v1/shape"
+    --data-urlencode "where=$where" --data-urlencode "handle=$handle" "$base/v1/shape"
   echo "$took"
 }
 
@@ -115,22 +142,54 @@ copy_lines="$(wc -l <"$bench_tmp/copy.txt")"
 warm_proxy="$(run_proxy)"
 got="$(jq '[.[] | select(.headers.operation == "insert")] | length' "$bench_tmp/body.json")"
 [[ "$got" == "$rows" ]] || fail "the fallback response holds $got rows, expected $rows"
+if [[ -n "$reference_base" ]]; then
+  cp "$bench_tmp/body.json" "$bench_tmp/candidate-body.json"
+  warm_reference="$(run_proxy "$reference_base")"
+  # Same where clause (k), so the same bytes are expected from both.
+  cmp -s "$bench_tmp/body.json" "$bench_tmp/candidate-body.json" ||
+    fail "the reference and the candidate answered different bodies"
+  echo "(a) warm-up: reference ${warm_reference} ms (the same bytes)"
+fi
 echo "(a) warm-up: psql COPY ${warm_psql} ms ($(stat -c %s "$bench_tmp/copy.txt") bytes), proxy ${warm_proxy} ms ($(stat -c %s "$bench_tmp/body.json") bytes)"
 
 : >"$bench_tmp/ratios"
 : >"$bench_tmp/proxy_ms"
 : >"$bench_tmp/psql_ms"
+: >"$bench_tmp/ref_ratios"
+: >"$bench_tmp/cand_ref"
+: >"$bench_tmp/ref_ms"
 for pair in $(seq "$pairs"); do
   next_where
   psql_ms="$(run_psql)"
+  line=""
+  if [[ -n "$reference_base" ]]; then
+    ref_ms="$(run_proxy "$reference_base")"
+    echo "$ref_ms" >>"$bench_tmp/ref_ms"
+    python3 -c "print(f'{$ref_ms / max($psql_ms, 1):.2f}')" >>"$bench_tmp/ref_ratios"
+    line=", reference ${ref_ms} ms (ratio $(tail -n1 "$bench_tmp/ref_ratios"))"
+  fi
   proxy_ms="$(run_proxy)"
   echo "$psql_ms" >>"$bench_tmp/psql_ms"
   echo "$proxy_ms" >>"$bench_tmp/proxy_ms"
   ratio="$(python3 -c "print(f'{$proxy_ms / max($psql_ms, 1):.2f}')")"
   echo "$ratio" >>"$bench_tmp/ratios"
-  echo "(a) pair $pair: psql COPY ${psql_ms} ms, proxy ${proxy_ms} ms, ratio $ratio"
+  if [[ -n "$reference_base" ]]; then
+    python3 -c "print(f'{$proxy_ms / max($ref_ms, 1):.2f}')" >>"$bench_tmp/cand_ref"
+    line+=", candidate/reference $(tail -n1 "$bench_tmp/cand_ref")"
+  fi
+  echo "(a) pair $pair: psql COPY ${psql_ms} ms${line}, proxy ${proxy_ms} ms, ratio $ratio"
 done
-echo "(a) ratio $(median <"$bench_tmp/ratios") (median of $pairs; min $(sort -g "$bench_tmp/ratios" | head -n1), max $(sort -g "$bench_tmp/ratios" | tail -n1)) candidate $(median <"$bench_tmp/proxy_ms") ms, psql COPY $(median <"$bench_tmp/psql_ms") ms (${rows} rows; target 1.5 or less)"
+range() { echo "min $(sort -g "$1" | head -n1), max $(sort -g "$1" | tail -n1)"; }
+echo "(a) load average $(cut -d' ' -f1-3 /proc/loadavg)"
+if [[ -n "$reference_base" ]]; then
+  echo "(a) reference ratio $(median <"$bench_tmp/ref_ratios") (median of $pairs; $(range "$bench_tmp/ref_ratios")) reference $(median <"$bench_tmp/ref_ms") ms"
+  echo "(a) candidate/reference $(median <"$bench_tmp/cand_ref") (median of $pairs; $(range "$bench_tmp/cand_ref"))"
+fi
+echo "(a) ratio $(median <"$bench_tmp/ratios") (median of $pairs; $(range "$bench_tmp/ratios")) candidate $(median <"$bench_tmp/proxy_ms") ms, psql COPY $(median <"$bench_tmp/psql_ms") ms (${rows} rows; target 1.5 or less)"
+if [[ -n "$no_b" ]]; then
+  bench_done
+  exit 0
+fi
 
 # --- (b) 1,000 live clients on one shape: queries per poll interval ----------
 # Sync the shape once to get its handle and offset.

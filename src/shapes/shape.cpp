@@ -94,9 +94,27 @@ LogOffset Shape::log_end() const {
 void Shape::mark_gone() {
   if (phase_ == Phase::kGone) return;
   phase_ = Phase::kGone;
+  deferred_state_ = nullptr;  // its rows are dropped below
   if (auto dropped = state_.drop(); !dropped)
     spdlog::warn("shapes: the rows of removed shape {} stay in the store until the next start: {}",
                  handle_, dropped.error().to_string());
+}
+
+Result<void> Shape::store_deferred_state() {
+  settle_state();
+  if (deferred_failure_) return *std::exchange(deferred_failure_, std::nullopt);
+  return {};
+}
+
+void Shape::settle_state() const {
+  if (!deferred_state_) return;
+  auto store = std::move(deferred_state_);
+  deferred_state_ = nullptr;
+  if (auto stored = store(); !stored) {
+    spdlog::error("shapes: storing the snapshot rows of {}: {}", handle_,
+                  stored.error().to_string());
+    deferred_failure_ = stored.error();
+  }
 }
 
 void Shape::commit_unpersisted() {
@@ -107,18 +125,22 @@ void Shape::commit_unpersisted() {
 }
 
 Result<bool> Shape::apply_snapshot(SnapshotRows snapshot, SnapshotStorage storage) {
-  auto applied = install_snapshot(snapshot.rows, &snapshot.rows, snapshot.snapshot, storage);
+  auto applied =
+      install_snapshot(snapshot.rows, &snapshot.rows, nullptr, snapshot.snapshot, storage);
   snapshot.rows = {};
   return applied;
 }
 
 Result<bool> Shape::apply_snapshot(const std::shared_ptr<const SnapshotRows>& snapshot,
                                    SnapshotStorage storage) {
-  return install_snapshot(snapshot->rows, nullptr, snapshot->snapshot, storage);
+  return install_snapshot(snapshot->rows, nullptr, snapshot, snapshot->snapshot, storage);
 }
 
-// `owned`: the same vector as `snapshot_rows` when the rows may be moved from.
+// `owned`: the same vector as `snapshot_rows` when the rows may be moved from;
+// `shared`: the result holding `snapshot_rows` when it is shared (kept for
+// a deferred store write).
 Result<bool> Shape::install_snapshot(const std::vector<Row>& snapshot_rows, std::vector<Row>* owned,
+                                     const std::shared_ptr<const SnapshotRows>& shared,
                                      const PgSnapshot& snapshot, SnapshotStorage storage) {
   // Each message is rendered into one reused buffer and appended straight to
   // its response body (the bytes ShapeLog::chunk() would make of the
@@ -134,6 +156,11 @@ Result<bool> Shape::install_snapshot(const std::vector<Row>& snapshot_rows, std:
   // (a store read, slowed by the range deletion begin_bulk() just made).
   const bool unique_keys = std::any_of(table().columns.begin(), table().columns.end(),
                                        [](const TableColumn& c) { return c.pk_index.has_value(); });
+  // Served before stored, from a shared result: the rows go to the store
+  // after the waiting readers have their answer (see store_deferred_state()).
+  const bool defer = shared && unique_keys && storage == SnapshotStorage::kAfterServing;
+  std::vector<std::string> deferred_keys;
+  if (defer) deferred_keys.reserve(snapshot_rows.size());
   for (std::size_t i = 0; i < snapshot_rows.size(); ++i) {
     const Row& each = snapshot_rows[i];
     std::string key = row_key(each);
@@ -141,6 +168,10 @@ Result<bool> Shape::install_snapshot(const std::vector<Row>& snapshot_rows, std:
       message.clear();
       append_snapshot_message(message, table(), definition_.selected, relation_json_, key, each);
       writer.add(message);
+    }
+    if (defer) {
+      deferred_keys.push_back(std::move(key));
+      continue;
     }
     if (unique_keys) {
       if (auto inserted = state_.bulk_insert(key, each); !inserted) return inserted.error();
@@ -154,7 +185,18 @@ Result<bool> Shape::install_snapshot(const std::vector<Row>& snapshot_rows, std:
     }
   }
   writer.add(snapshot_end_message(snapshot));
-  if (auto ended = state_.end_bulk(LogOffset::start()); !ended) return ended.error();
+  if (defer) {
+    deferred_rows_ = snapshot_rows.size();
+    deferred_state_ = [this, shared, keys = std::move(deferred_keys)]() -> Result<void> {
+      for (std::size_t i = 0; i < keys.size(); ++i) {
+        if (auto inserted = state_.bulk_insert(keys[i], shared->rows[i]); !inserted)
+          return inserted.error();
+      }
+      return state_.end_bulk(LogOffset::start());
+    };
+  } else if (auto ended = state_.end_bulk(LogOffset::start()); !ended) {
+    return ended.error();
+  }
   snapshot_ = snapshot;
   auto chunks = writer.finish();
   if (files_ && storage == SnapshotStorage::kAfterServing) {
@@ -215,6 +257,7 @@ bool Shape::apply_changes(replication::Xid xid, replication::Lsn commit_lsn,
     if (snapshot_->after_snapshot(xid)) filtering_ = false;
   }
   if (refreshes_in_flight_ > 0) streamed_xids_.push_back(xid);
+  settle_state();
   std::vector<Operation> operations;
   for (const Change* change : changes) {
     switch (change->kind) {
@@ -257,6 +300,7 @@ Result<bool> Shape::apply_refresh(const SnapshotRows& fresh, std::uint64_t mark,
   for (std::uint64_t i = mark - streamed_base_; i < streamed_xids_.size(); ++i) {
     if (!fresh.snapshot.visible(streamed_xids_[i])) return false;  // older than the log
   }
+  settle_state();
   auto diff = diff_ordered([this](const auto& each) { state_.for_each(each); }, fresh,
                            definition_.selected, [this](const Row& row) { return row_key(row); });
   snapshot_ = fresh.snapshot;

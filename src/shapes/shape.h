@@ -105,7 +105,7 @@ class Shape {
   // on_disk), to run off the strand. Strand only.
   Result<std::shared_ptr<LogDiskRead>> plan_disk_read(LogOffset after);
   const std::string& schema_json() const { return schema_json_; }
-  std::size_t row_count() const { return state_.size(); }
+  std::size_t row_count() const { return deferred_state_ ? deferred_rows_ : state_.size(); }
 
   // When a persisted shape's snapshot reaches its disk: before the shape is
   // served, or (degraded mode) after: then the shape is served from memory
@@ -122,6 +122,18 @@ class Shape {
   // are copied into the shape, never the whole result first.
   Result<bool> apply_snapshot(const std::shared_ptr<const SnapshotRows>& snapshot,
                               SnapshotStorage storage = SnapshotStorage::kBeforeServing);
+
+  // kAfterServing from a shared result with a primary key: the rows reach
+  // the state store after the shape is ready, so the waiting readers are
+  // answered first. The snapshot taker calls store_deferred_state() right
+  // after waking them; anything that reads or changes the rows before
+  // (a transaction, a refresh, a sync, a compaction, the index asking
+  // holds()) runs it first. A crash before it is done is covered as for
+  // the snapshot file: meta.json does not name the snapshot yet, so the
+  // shape and its rows are discarded at load. An error leaves the shape
+  // unfit: the caller drops it.
+  bool has_deferred_state() const { return static_cast<bool>(deferred_state_); }
+  Result<void> store_deferred_state();
 
   // kAfterServing, in three steps so the write and its fdatasync run off the
   // strand: begin (strand; null when nothing is pending), write (any thread;
@@ -154,15 +166,24 @@ class Shape {
   // them when the log's records are handed to the OS, and commits them to
   // the store once their fdatasync succeeded.
   bool state_pending() const { return state_.pending(); }
-  void seal_state() { state_.seal(log_end()); }
-  Result<void> commit_state() { return state_.commit(); }
+  void seal_state() {
+    settle_state();
+    state_.seal(log_end());
+  }
+  Result<void> commit_state() {
+    settle_state();
+    return state_.commit();
+  }
   // The offset of the last logged message (start() when there is none).
   LogOffset log_end() const;
 
   // The key of `row` (table column order) as this shape's log names it.
   std::string row_key(const Row& row) const;
   // Whether the shape currently holds the row with this key.
-  bool holds(const std::string& key) const { return state_.holds(key); }
+  bool holds(const std::string& key) const {
+    settle_state();
+    return state_.holds(key);
+  }
 
   // Degraded mode: brings the shape to `fresh` (a direct query's rows and its
   // snapshot) by appending the inserts, updates and deletes between them as
@@ -211,7 +232,12 @@ class Shape {
   };
 
   Result<bool> install_snapshot(const std::vector<Row>& rows, std::vector<Row>* owned,
+                                const std::shared_ptr<const SnapshotRows>& shared,
                                 const PgSnapshot& snapshot, SnapshotStorage storage);
+  // Runs a deferred store write (see store_deferred_state()) if one is
+  // pending; every use of state_ after install_snapshot() comes after it.
+  // An error is logged and kept for store_deferred_state() to report.
+  void settle_state() const;
   bool apply_changes(replication::Xid xid, replication::Lsn commit_lsn,
                      const std::vector<const replication::Change*>& changes);
   void apply_insert(const replication::Change& change, std::vector<Operation>& out);
@@ -249,6 +275,11 @@ class Shape {
   std::unique_ptr<storage::ShapeFiles> files_;
   bool compacting_ = false;
   bool snapshot_stored_ = true;  // false while a kAfterServing snapshot is only in memory
+  // A snapshot's store write still to run (see store_deferred_state()) and
+  // its row count. Mutable: const readers (holds()) run it first, lazily.
+  mutable std::function<Result<void>()> deferred_state_;
+  mutable std::optional<Error> deferred_failure_;  // it failed when run by settle_state()
+  std::size_t deferred_rows_ = 0;
 
   // Shapes without files: their changes go to the store at once.
   void commit_unpersisted();

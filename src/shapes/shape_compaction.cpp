@@ -16,6 +16,7 @@ namespace shapeproxy::shapes {
 Result<std::shared_ptr<ShapeCompaction>> Shape::begin_compaction() {
   if (!files_ || compacting_ || !snapshot_stored_ || phase_ != Phase::kReady)
     return std::shared_ptr<ShapeCompaction>{};
+  settle_state();
   auto source = files_->begin_compaction();
   if (!source) return source.error();
   if (!source.value()) return std::shared_ptr<ShapeCompaction>{};

@@ -134,10 +134,21 @@ asio::awaitable<void> SnapshotTaker::take(std::shared_ptr<Shape> shape,
                      : shape->apply_snapshot(std::move(*rows).value());
   if (!applied) co_return fail(applied.error());
   spdlog::info("shapes: {} ready with {} rows", shape->handle(), count);
-  hooks_.ready(shape);
+  // The waiting readers are woken first: their wake-ups are queued on the
+  // strand before whatever `ready` posts (a log flush, which would store
+  // deferred rows) and before this frame goes on below.
   if (auto it = ready_waiters_.find(shape.get()); it != ready_waiters_.end()) {
     for (auto* timer : it->second) timer->cancel();
     ready_waiters_.erase(it);
+  }
+  hooks_.ready(shape);
+  if (!shape->has_deferred_state()) co_return;
+  // Their answers go out while the rows are stored.
+  co_await asio::post(executor_, asio::use_awaitable);
+  if (auto stored = shape->store_deferred_state(); !stored) {
+    spdlog::error("shapes: storing the rows of {} failed: {}", shape->handle(),
+                  stored.error().to_string());
+    if (shape->phase() != Shape::Phase::kGone) hooks_.failed(shape);
   }
 }
 

@@ -121,5 +121,62 @@ TEST_F(FallbackRefresherTest, RefreshAllQueriesEveryShapeOnce) {
   EXPECT_FALSE(strand_.run([&] { return refresher_->active(); }));
 }
 
+// A new shape from a fallback result is answered before its rows reach the
+// state store (Shape::store_deferred_state(), run by the snapshot taker once
+// the waiting readers are answered). A refresh or a change arriving first
+// still sees every row: the diff is against the snapshot, not an empty shape.
+TEST_F(FallbackRefresherTest, AFallbackSnapshotServedBeforeItsRowsAreStoredDiffsAgainstThem) {
+  auto rows_of = [](std::vector<std::pair<long, std::string>> rows) {
+    auto made = std::make_shared<SnapshotRows>();
+    made->snapshot = PgSnapshot{100, 100, {}};
+    for (auto& [id, title] : rows) made->rows.push_back({std::to_string(id), title});
+    return std::shared_ptr<const SnapshotRows>(made);
+  };
+  auto shape = std::make_shared<Shape>(fixtures::items_definition(), "h1", 4096);
+  auto gone = std::make_shared<Shape>(fixtures::items_definition(), "h2", 4096);
+  strand_.run([&] {
+    auto snapshot = rows_of({{1, "row 1"}, {2, "row 2"}, {3, "row 3"}});
+    ASSERT_TRUE(shape->apply_snapshot(snapshot, Shape::SnapshotStorage::kAfterServing));
+    EXPECT_EQ(shape->phase(), Shape::Phase::kReady);
+    EXPECT_EQ(shape->log().snapshot_chunk_count(), 1u);  // servable now
+    EXPECT_TRUE(shape->has_deferred_state());            // not stored yet
+    EXPECT_EQ(shape->row_count(), 3u);
+
+    // Refreshed before the store write: 3 deleted, 2 updated, 4 inserted.
+    auto fresh = rows_of({{1, "row 1"}, {2, "changed"}, {4, "row 4"}});
+    const auto mark = shape->begin_refresh();
+    auto refreshed = shape->apply_refresh(*fresh, mark);
+    shape->end_refresh();
+    ASSERT_TRUE(refreshed) << refreshed.error().to_string();
+    EXPECT_TRUE(refreshed.value());
+    EXPECT_FALSE(shape->has_deferred_state());
+    EXPECT_TRUE(shape->store_deferred_state());  // done already: nothing to do
+    // The logged operations, as "<operation> <id>".
+    std::vector<std::string> operations;
+    for (const auto& entry : shape->log().tail_after(LogOffset::start(), 1 << 20)) {
+      for (const char* kind : {"insert", "update", "delete"}) {
+        if (entry.json.find(std::string(R"("operation":")") + kind + '"') == std::string::npos)
+          continue;
+        for (const char* id : {"1", "2", "3", "4"}) {
+          if (entry.json.find(std::string(R"("key":"\"public\".\"items\"/\")") + id + R"(\"")") !=
+              std::string::npos)
+            operations.push_back(std::string(kind) + " " + id);
+        }
+      }
+    }
+    EXPECT_EQ(operations, (std::vector<std::string>{"delete 3", "update 2", "insert 4"}));
+    EXPECT_EQ(shape->row_count(), 3u);
+    EXPECT_TRUE(shape->holds(shape->row_key({"4", "row 4"})));
+    EXPECT_FALSE(shape->holds(shape->row_key({"3", "row 3"})));
+
+    // A shape removed before its rows are stored never stores them.
+    ASSERT_TRUE(
+        gone->apply_snapshot(rows_of({{7, "row 7"}}), Shape::SnapshotStorage::kAfterServing));
+    gone->mark_gone();
+    EXPECT_FALSE(gone->has_deferred_state());
+    EXPECT_TRUE(gone->store_deferred_state());
+  });
+}
+
 }  // namespace
 }  // namespace shapeproxy::shapes
