@@ -21,6 +21,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <functional>
 #include <list>
 #include <memory>
 #include <optional>
@@ -34,6 +35,24 @@ class WaitList {
   // wake is not remembered: check the condition again after resuming).
   boost::asio::awaitable<void> wait(boost::asio::any_io_executor executor) {
     Slot slot(executor, waiters_);
+    co_await slot.timer.async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
+  }
+
+  // The same, and while this waiter is listed, `*wake_this` holds a function
+  // that wakes it alone (e.g. a read's cancel). `*wake_this` is emptied when
+  // the wait ends, however it ends, so it never names a freed waiter; it
+  // must outlive the wait (keep its owner alive in the waiting frame).
+  boost::asio::awaitable<void> wait(boost::asio::any_io_executor executor,
+                                    std::function<void()>* wake_this) {
+    Slot slot(executor, waiters_);
+    struct Hook {
+      std::function<void()>* wake;
+      ~Hook() { *wake = nullptr; }
+    } hook{wake_this};
+    *wake_this = [&slot] {
+      slot.unlist();
+      slot.timer.cancel();
+    };
     co_await slot.timer.async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
   }
 

@@ -60,7 +60,8 @@ ReplicationStream::ReplicationStream(asio::any_io_executor executor,
     : executor_(std::move(executor)),
       options_(std::move(options)),
       listener_(listener),
-      backoff_timer_(executor_) {
+      backoff_timer_(executor_),
+      status_timer_(executor_) {
   delivered_lsn_ = options_.resume_after;
   acknowledged_lsn_ = options_.resume_after;
 }
@@ -81,7 +82,7 @@ void ReplicationStream::stop() {
   asio::post(executor_, [self = shared_from_this()] {
     self->stopping_ = true;
     self->backoff_timer_.cancel();
-    if (self->status_timer_) self->status_timer_->cancel();
+    self->status_timer_.cancel();
     if (self->active_connection_) self->active_connection_->cancel();
   });
 }
@@ -90,7 +91,7 @@ void ReplicationStream::acknowledge(Lsn end_lsn) {
   asio::post(executor_, [self = shared_from_this(), end_lsn] {
     if (end_lsn <= self->acknowledged_lsn_) return;
     self->acknowledged_lsn_ = end_lsn;
-    if (self->status_timer_) self->status_timer_->cancel();  // report it soon
+    self->status_timer_.cancel();  // report it soon (if consume() waits)
   });
 }
 
@@ -132,9 +133,13 @@ asio::awaitable<Result<void>> ReplicationStream::stream_once() {
   if (!connected) co_return explain_connect_error(connected.error());
   auto connection = std::move(connected).value();
   active_connection_ = connection.get();
+  // Declared after `connection`, so destroyed before it.
+  struct Active {
+    pg::AsyncConnection*& slot;
+    ~Active() { slot = nullptr; }
+  } active{active_connection_};
   auto outcome = co_await prepare_slot(*connection);
   if (outcome && !stopping_) outcome = co_await consume(*connection);
-  active_connection_ = nullptr;
   co_return outcome;
 }
 
@@ -214,8 +219,6 @@ asio::awaitable<Result<void>> ReplicationStream::consume(pg::AsyncConnection& co
   set_state(StreamState::kStreaming);
 
   TransactionAssembler assembler;
-  asio::steady_timer status_timer(executor_);
-  status_timer_ = &status_timer;
   auto last_status = Clock::now() - options_.status_interval;
   Result<void> outcome;
   while (!stopping_ && outcome) {
@@ -246,14 +249,13 @@ asio::awaitable<Result<void>> ReplicationStream::consume(pg::AsyncConnection& co
       last_status = Clock::now();
       continue;
     }
-    status_timer.expires_at(due);
-    auto woke = co_await (connection.wait_readable() || status_timer.async_wait(kNoThrow));
+    status_timer_.expires_at(due);
+    auto woke = co_await (connection.wait_readable() || status_timer_.async_wait(kNoThrow));
     if (woke.index() == 0) {
       auto& readable = std::get<0>(woke);
       if (!readable && readable.error().code != error_codes::kCancelled) outcome = readable.error();
     }
   }
-  status_timer_ = nullptr;
   if (stopping_) {
     // Report the final acknowledged position, then end COPY politely.
     (void)send_status(connection, flush_position(assembler.in_transaction()), false);

@@ -108,8 +108,16 @@ class ReplicationStream : public std::enable_shared_from_this<ReplicationStream>
   ReplicationStreamOptions options_;
   ReplicationListener& listener_;
   boost::asio::steady_timer backoff_timer_;
+  // consume() waits on it until the next status update is due; cancelled to
+  // send one sooner (an acknowledgement) or to stop. A member, not a local of
+  // consume()'s frame: that frame can be destroyed unresumed (its io_context
+  // shut down), and a pointer to its timer was then left for acknowledge()
+  // and stop() to cancel freed memory.
+  boost::asio::steady_timer status_timer_;
+  // The connection stream_once() streams on, for stop() to cancel. Owned by
+  // stream_once()'s frame; set only while that frame holds it (cleared
+  // however the frame ends, also destroyed unresumed).
   pg::AsyncConnection* active_connection_ = nullptr;
-  boost::asio::steady_timer* status_timer_ = nullptr;
   bool stopping_ = false;
   bool running_ = false;
   StreamState state_ = StreamState::kStopped;

@@ -138,7 +138,7 @@ asio::awaitable<void> SnapshotTaker::take(std::shared_ptr<Shape> shape,
   // strand before whatever `ready` posts (a log flush, which would store
   // deferred rows) and before this frame goes on below.
   if (auto it = ready_waiters_.find(shape.get()); it != ready_waiters_.end()) {
-    for (auto* timer : it->second) timer->cancel();
+    it->second.wake_all();
     ready_waiters_.erase(it);
   }
   hooks_.ready(shape);
@@ -155,20 +155,16 @@ asio::awaitable<void> SnapshotTaker::take(std::shared_ptr<Shape> shape,
 asio::awaitable<bool> SnapshotTaker::wait_until_ready(const std::shared_ptr<Shape>& shape,
                                                       const std::shared_ptr<ReadTicket>& ticket) {
   SHAPEPROXY_ASSERT_ON_STRAND(executor_);
-  while (shape->phase() == Shape::Phase::kSnapshotting && !ticket->cancelled) {
-    asio::steady_timer wake(executor_, asio::steady_timer::time_point::max());
-    auto& list = ready_waiters_[shape.get()];
-    auto position = list.insert(list.end(), &wake);
-    // The read's cancel (its client went away) wakes this wait; `wake`
-    // lives in this frame, which is suspended until then.
-    ticket->unpark = [&wake] { wake.cancel(); };
-    co_await wake.async_wait(asio::as_tuple(asio::use_awaitable));
-    ticket->unpark = nullptr;
-    if (auto it = ready_waiters_.find(shape.get()); it != ready_waiters_.end()) {
-      it->second.erase(position);
-      if (it->second.empty()) ready_waiters_.erase(it);
-    }
-    if (ticket->cancelled) note_reader_gone(shape);
+  // Held here: ticket->unpark must outlive the wait (WaitList empties it
+  // when the wait ends, also when this frame is destroyed unresumed).
+  std::shared_ptr<ReadTicket> held = ticket;
+  while (shape->phase() == Shape::Phase::kSnapshotting && !held->cancelled) {
+    // The read's cancel (its client went away) wakes this waiter alone.
+    co_await ready_waiters_[shape.get()].wait(executor_, &held->unpark);
+    if (auto it = ready_waiters_.find(shape.get());
+        it != ready_waiters_.end() && it->second.empty())
+      ready_waiters_.erase(it);
+    if (held->cancelled) note_reader_gone(shape);
   }
   co_return !ticket->cancelled && shape->phase() == Shape::Phase::kReady;
 }
@@ -176,7 +172,8 @@ asio::awaitable<bool> SnapshotTaker::wait_until_ready(const std::shared_ptr<Shap
 void SnapshotTaker::forget(const std::shared_ptr<Shape>& shape) {
   SHAPEPROXY_ASSERT_ON_STRAND(executor_);
   if (auto it = ready_waiters_.find(shape.get()); it != ready_waiters_.end()) {
-    for (auto* timer : it->second) timer->cancel();
+    it->second.wake_all();
+    ready_waiters_.erase(it);
   }
 }
 
@@ -212,7 +209,11 @@ asio::awaitable<bool> SnapshotTaker::wait_for_table_slot(const std::string& tabl
 }
 
 void SnapshotTaker::note_reader_gone(const std::shared_ptr<Shape>& shape) {
-  if (shape->phase() != Shape::Phase::kSnapshotting || ready_waiters_.count(shape.get())) return;
+  if (shape->phase() != Shape::Phase::kSnapshotting) return;
+  if (auto it = ready_waiters_.find(shape.get()); it != ready_waiters_.end()) {
+    if (!it->second.empty()) return;  // others still wait
+    ready_waiters_.erase(it);
+  }
   auto run = runs_.find(shape.get());
   if (run == runs_.end() || run->second.abandoned) return;
   run->second.abandoned = true;

@@ -34,6 +34,7 @@
 #include <optional>
 #include <string>
 
+#include "common/wait_list.h"
 #include "pg/connection_pool.h"
 #include "shapes/fallback_refresher.h"
 #include "shapes/lifetime.h"
@@ -115,7 +116,11 @@ class SnapshotTaker {
   Lifetime lifetime_;
   SnapshotTakerHooks hooks_;
   bool stopped_ = false;
-  std::map<const Shape*, std::list<boost::asio::steady_timer*>> ready_waiters_;
+  // Reads waiting for a shape's first snapshot. A waiter leaves its list
+  // however its wait ends (also a frame destroyed unresumed at shutdown), so
+  // no list names a freed timer; an entry may be left empty, and is erased
+  // when found so.
+  std::map<const Shape*, WaitList> ready_waiters_;
   std::map<const Shape*, Run> runs_;
   std::map<std::string, TableSlots> table_slots_;
   // Shapes whose initial query failed for the request's own fault, with the

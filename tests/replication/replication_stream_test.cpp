@@ -17,6 +17,7 @@
 #include "pg/async_connection.h"
 #include "replication/publication.h"
 #include "support/postgres_test_environment.h"
+#include "support/unresumed_frames.h"
 
 namespace shapeproxy::replication {
 namespace {
@@ -470,6 +471,31 @@ TEST_F(ReplicationStreamTest, InvalidatedSlotIsExplained) {
       query_value(database_, "SELECT wal_status FROM pg_replication_slots WHERE slot_name = '" +
                                  options().slot_name + "'"),
       "reserved");
+}
+
+// A stream whose frames are destroyed unresumed while it streams (its
+// io_context shut down, as at the proxy's shutdown) leaves nothing dangling:
+// an acknowledgement or a stop handled afterwards touches no timer or
+// connection of the destroyed frames (before: the status timer and the
+// connection were locals of consume()'s and stream_once()'s frames, named by
+// raw pointers that outlived them: a heap-use-after-free).
+TEST_F(ReplicationStreamTest, FramesDestroyedUnresumedLeaveNothingDangling) {
+  create_table("events", "id int PRIMARY KEY");
+  RecordingListener listener;
+  testing::UnresumedFramesContext io;
+  auto stream = std::make_shared<ReplicationStream>(io.get_executor(), options(), listener);
+  stream->start();
+  const auto until = std::chrono::steady_clock::now() + 30s;
+  while (!listener.wait_for_state(StreamState::kStreaming, 1, 0s) &&
+         std::chrono::steady_clock::now() < until)
+    io.run_one_for(100ms);
+  ASSERT_TRUE(listener.wait_for_state(StreamState::kStreaming, 1, 0s));
+  io.poll();  // on to the wait for data or the next status update
+  io.destroy_pending();
+  stream->acknowledge(stream->server_wal_end() + 1);
+  stream->stop();
+  io.restart();
+  EXPECT_EQ(io.poll(), 2u);
 }
 
 }  // namespace

@@ -7,6 +7,8 @@
 #include <gtest/gtest.h>
 
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/use_future.hpp>
 #include <filesystem>
 
@@ -14,6 +16,7 @@
 #include "shapes/shape_catalog.h"
 #include "support/postgres_test_environment.h"
 #include "support/storage_test_files.h"
+#include "support/unresumed_frames.h"
 
 namespace shapeproxy::shapes {
 namespace {
@@ -155,6 +158,36 @@ TEST_F(SnapshotTakerTest, AQueryFailingOnTheRowsIsRememberedAsA400) {
   ASSERT_EQ(failed.wait_for(30s), std::future_status::ready);
   EXPECT_FALSE(failed.get());
   EXPECT_FALSE(strand_.run([&] { return taker_->rejection(other); }));
+}
+
+// A read waiting for a shape's snapshot whose frame is destroyed unresumed
+// (its io_context shut down, as at the proxy's shutdown) leaves nothing
+// behind: its ticket's cancel no longer names the frame's timer, and waking
+// the shape's waiters touches no freed timer (before: both did, a
+// heap-use-after-free under ASan).
+TEST_F(SnapshotTakerTest, AWaiterDestroyedUnresumedLeavesNoDanglingTimer) {
+  auto shape = new_shape();
+  ASSERT_NE(shape, nullptr);
+  testing::UnresumedFramesContext io;
+  SnapshotTaker taker(io.get_executor(), pool_, SnapshotTakerOptions{}, *fallback_,
+                      owner_.lifetime(), SnapshotTakerHooks{});
+  auto ticket = std::make_shared<ReadTicket>();
+  bool resumed = false;
+  asio::co_spawn(
+      io,
+      [&taker, &resumed, shape, ticket]() -> asio::awaitable<void> {
+        co_await taker.wait_until_ready(shape, ticket);
+        resumed = true;
+      },
+      asio::detached);
+  io.poll();
+  ASSERT_TRUE(ticket->unpark) << "the read is not waiting";
+  io.destroy_pending();
+  EXPECT_FALSE(resumed);
+  EXPECT_FALSE(ticket->unpark) << "the ticket still names the destroyed frame's timer";
+  asio::post(io, [&] { taker.forget(shape); });
+  io.restart();
+  EXPECT_EQ(io.poll(), 1u);
 }
 
 }  // namespace
