@@ -47,10 +47,13 @@ asio::awaitable<Result<void>> add_table_to_publication(pg::AsyncConnection& conn
       std::move(params));
   if (!present) co_return present.error();
   if (PQntuples(present->get()) == 0) {
-    co_return Error{"publication_missing", "publication \"" + publication + "\" does not exist",
-                    ""};
+    // Not created yet: a shape asked for right after start, before the
+    // proxy's background preparation made it (it got a 503 for that).
+    auto ensured = co_await ensure_publication(connection, publication);
+    if (!ensured) co_return ensured.error();
+  } else if (pg::get_value(present->get(), 0, 0).value_or("f") == "t") {
+    co_return Result<void>{};
   }
-  if (pg::get_value(present->get(), 0, 0).value_or("f") == "t") co_return Result<void>{};
   auto added = co_await connection.query("ALTER PUBLICATION " + pg::quote_identifier(publication) +
                                          " ADD TABLE " + pg::quote_identifier(table.schema) + "." +
                                          pg::quote_identifier(table.name));

@@ -25,7 +25,8 @@ boost::asio::awaitable<Result<void>> ensure_publication(pg::AsyncConnection& con
                                                         const std::string& publication);
 
 // Adds the table to the publication unless it is already in it (or the
-// publication is FOR ALL TABLES).
+// publication is FOR ALL TABLES); creates the publication first if it does
+// not exist yet (a shape asked for before the proxy's start-up made it).
 boost::asio::awaitable<Result<void>> add_table_to_publication(pg::AsyncConnection& connection,
                                                               const std::string& publication,
                                                               const TableName& table);
