@@ -19,6 +19,9 @@
 #  --gzip: every request (curl, wrk) sends `Accept-Encoding: gzip`; the
 #     proxy answers with the stored gzip member (sendfile), nginx serves the
 #     same member as a static file with `content-encoding: gzip`.
+#  --nginx-gunzip (identity requests): nginx keeps only the proxy's gzip
+#     member (gzip_static always) and decodes it for each request (gunzip on),
+#     the same storage trade-off as the proxy's: like for like.
 #  5. Print one line per pair and the closing line
 #     `ratio X (median of N; min A, max B) candidate C req/s, nginx R req/s`
 #     (ratio per pair = proxy req/s / nginx req/s; C and R are medians).
@@ -31,7 +34,7 @@ set -euo pipefail
 usage() {
   cat <<EOF
 usage: $0 [--build DIR] [--rows N] [--pairs N] [--duration SECONDS]
-          [--connections N] [--warmup SECONDS] [--gzip]
+          [--connections N] [--warmup SECONDS] [--gzip] [--nginx-gunzip]
 Requests/s of the proxy's offset=-1 snapshot vs nginx serving the same bytes.
   --build DIR        build dir with src/shapeproxy and
                      tests/support/shapeproxy_test_cluster
@@ -42,6 +45,7 @@ Requests/s of the proxy's offset=-1 snapshot vs nginx serving the same bytes.
   --connections N    wrk connections (32)
   --warmup S         seconds of the unmeasured warm-up run per side (3)
   --gzip             requests accept gzip: the stored gzip chunk on both sides
+  --nginx-gunzip     identity requests; nginx stores the gzip member and gunzips it
 EOF
 }
 
@@ -54,7 +58,9 @@ duration=5
 connections=32
 warmup=3
 gzip=0
-bench_parse_args "build rows pairs duration connections warmup gzip!" "$@"
+nginx_gunzip=0
+bench_parse_args "build rows pairs duration connections warmup gzip! nginx-gunzip!" "$@"
+[[ $gzip == 1 && $nginx_gunzip == 1 ]] && fail "--nginx-gunzip is for identity requests: not with --gzip"
 accept=()
 [[ $gzip == 1 ]] && accept=(-H 'Accept-Encoding: gzip')
 
@@ -111,6 +117,13 @@ cmp -s "$tmp/body.json" "$tmp/body2.json" || fail "two offset=-1 responses diffe
 nginx_port="$(free_port)"
 mkdir -p "$tmp/nginx/www" "$tmp/nginx/tmp"
 cp "$tmp/body.json" "$tmp/nginx/www/shape.json"
+nginx_decode=""
+if [[ $nginx_gunzip == 1 ]]; then
+  curl -sS -H 'Accept-Encoding: gzip' -o "$tmp/nginx/www/shape.json.gz" "$proxy_url"
+  gzip -dc "$tmp/nginx/www/shape.json.gz" | cmp -s - "$tmp/body.json" ||
+    fail "the proxy's gzip member does not decode to its identity body"
+  nginx_decode="gzip_static always; gunzip on;"
+fi
 cat >"$tmp/nginx/nginx.conf" <<EOF
 # One worker, no access log, sendfile on: the reference static file server.
 user root;
@@ -135,7 +148,7 @@ http {
     listen 127.0.0.1:$nginx_port;
     root $tmp/nginx/www;
     # Same path (and query) as the proxy, so both see identical requests.
-    location = /v1/shape { try_files /shape.json =404; }
+    location = /v1/shape { $nginx_decode try_files /shape.json =404; }
   }
 }
 EOF
@@ -157,7 +170,7 @@ echo "wrk: -t1 -c$connections -d${duration}s on core 1; proxy and nginx on core 
 # response or socket error (a wrong answer, not a slow one).
 run_wrk() {
   local url="$1" seconds="$2" out
-  out="$(taskset -c 1 wrk -t1 -c"$connections" -d"${seconds}s" "${accept[@]}" "$url")" || fail "wrk failed: $out"
+  out="$(taskset -c 1 wrk -t1 -c"$connections" -d"${seconds}s" --timeout 30s "${accept[@]}" "$url")" || fail "wrk failed: $out"
   if grep -q -e 'Non-2xx' -e 'Socket errors' <<<"$out"; then
     echo "$out" >&2
     fail "errors during the run against $url"
