@@ -155,6 +155,28 @@ class ShapeFileBodyTest : public ::testing::Test {
     return body ? body.value() : std::string();
   }
 
+  // A client's sync from offset=-1 to up-to-date on one connection
+  // (identity): the rows into `rows`; the handle it ended on.
+  std::string sync(std::uint16_t port, std::map<std::string, std::string>& rows) {
+    auto socket = connect(port);
+    beast::flat_buffer buffer;
+    std::string offset = "-1", current;
+    for (int i = 0; i < 100; ++i) {
+      std::string target = "/v1/shape?table=items&offset=" + offset;
+      if (!current.empty()) target += "&handle=" + current;
+      send(socket, target);
+      auto response = receive(socket, buffer);
+      EXPECT_EQ(response.result_int(), 200) << response.body();
+      if (response.result_int() != 200) break;
+      collect(response.body(), rows);
+      current = std::string(response["electric-handle"]);
+      offset = std::string(response["electric-offset"]);
+      if (response.find("electric-up-to-date") != response.end()) return current;
+    }
+    ADD_FAILURE() << "never up-to-date";
+    return current;
+  }
+
   // {id: n} of the messages in a body.
   static void collect(const std::string& body, std::map<std::string, std::string>& rows) {
     for (const auto& message : json::parse(body)) {
@@ -363,21 +385,7 @@ TEST_F(ShapeFileBodyTest, ADamagedChunkIsNeverServedAsOtherBytesAndItsShapeIsDro
   EXPECT_EQ(stale.result_int(), 409) << stale.body();
   // Refetching builds the shape again from the database.
   std::map<std::string, std::string> rows;
-  auto socket = connect(proxy.port());
-  beast::flat_buffer buffer;
-  std::string offset = "-1", current;
-  for (int i = 0; i < 100; ++i) {
-    std::string target = "/v1/shape?table=items&offset=" + offset;
-    if (!current.empty()) target += "&handle=" + current;
-    send(socket, target);
-    auto response = receive(socket, buffer);
-    ASSERT_EQ(response.result_int(), 200) << response.body();
-    collect(response.body(), rows);
-    current = std::string(response["electric-handle"]);
-    offset = std::string(response["electric-offset"]);
-    if (response.find("electric-up-to-date") != response.end()) break;
-  }
-  EXPECT_NE(current, handle);
+  EXPECT_NE(sync(proxy.port(), rows), handle);
   EXPECT_EQ(rows, select_rows());
 }
 
@@ -446,20 +454,8 @@ TEST_F(ShapeFileBodyTest, CompactionDuringASlowSendfileDeliversTheOriginalBody) 
   EXPECT_TRUE(parser.get().body() == whole.body()) << "the slow reader got different bytes";
 
   // New readers get the compacted rows, equal to SELECT.
-  auto socket = connect(proxy.port());
   std::map<std::string, std::string> rows;
-  std::string offset = "-1", current;
-  for (int i = 0; i < 100; ++i) {
-    std::string target = "/v1/shape?table=items&offset=" + offset;
-    if (!current.empty()) target += "&handle=" + current;
-    send(socket, target);
-    auto response = receive(socket, buffer);
-    ASSERT_EQ(response.result_int(), 200) << response.body();
-    collect(response.body(), rows);
-    current = std::string(response["electric-handle"]);
-    offset = std::string(response["electric-offset"]);
-    if (response.find("electric-up-to-date") != response.end()) break;
-  }
+  sync(proxy.port(), rows);
   EXPECT_EQ(rows, select_rows());
 }
 
