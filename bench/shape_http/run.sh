@@ -16,6 +16,12 @@
 #     nginx returns the same number of bytes.
 #  4. Warm-up round on each side (unmeasured), then --pairs pairs of
 #     nginx, proxy, each `taskset -c 1 wrk -t1 -cC -dDs` against the same URL.
+#  --gzip: every request (curl, wrk) sends `Accept-Encoding: gzip`; the
+#     proxy answers with the stored gzip member (sendfile), nginx serves the
+#     same member as a static file with `content-encoding: gzip`.
+#  --nginx-gunzip (identity requests): nginx keeps only the proxy's gzip
+#     member (gzip_static always) and decodes it for each request (gunzip on),
+#     the same storage trade-off as the proxy's: like for like.
 #  5. Print one line per pair and the closing line
 #     `ratio X (median of N; min A, max B) candidate C req/s, nginx R req/s`
 #     (ratio per pair = proxy req/s / nginx req/s; C and R are medians).
@@ -28,7 +34,7 @@ set -euo pipefail
 usage() {
   cat <<EOF
 usage: $0 [--build DIR] [--rows N] [--pairs N] [--duration SECONDS]
-          [--connections N] [--warmup SECONDS]
+          [--connections N] [--warmup SECONDS] [--gzip] [--nginx-gunzip]
 Requests/s of the proxy's offset=-1 snapshot vs nginx serving the same bytes.
   --build DIR        build dir with src/shapeproxy and
                      tests/support/shapeproxy_test_cluster
@@ -38,6 +44,8 @@ Requests/s of the proxy's offset=-1 snapshot vs nginx serving the same bytes.
   --duration S       seconds per wrk run (5)
   --connections N    wrk connections (32)
   --warmup S         seconds of the unmeasured warm-up run per side (3)
+  --gzip             requests accept gzip: the stored gzip chunk on both sides
+  --nginx-gunzip     identity requests; nginx stores the gzip member and gunzips it
 EOF
 }
 
@@ -49,7 +57,12 @@ pairs=5
 duration=5
 connections=32
 warmup=3
-bench_parse_args "build rows pairs duration connections warmup" "$@"
+gzip=0
+nginx_gunzip=0
+bench_parse_args "build rows pairs duration connections warmup gzip! nginx-gunzip!" "$@"
+[[ $gzip == 1 && $nginx_gunzip == 1 ]] && fail "--nginx-gunzip is for identity requests: not with --gzip"
+accept=()
+[[ $gzip == 1 ]] && accept=(-H 'Accept-Encoding: gzip')
 
 bench_init shape_http
 bench_require_bins "$build"
@@ -83,20 +96,34 @@ proxy_url="$proxy_base$path"
 
 # The first request creates the shape (snapshot query); later ones are served
 # from the shape log, which is what the benchmark measures.
-status="$(curl -sS -o "$tmp/body.json" -D "$tmp/headers.txt" -w '%{http_code}' "$proxy_url")"
+status="$(curl -sS "${accept[@]}" -o "$tmp/body.json" -D "$tmp/headers.txt" -w '%{http_code}' "$proxy_url")"
 [[ "$status" == 200 ]] || { cat "$tmp/body.json" >&2; fail "proxy answered $status"; }
 content_type="$(awk -F': *' 'tolower($1)=="content-type"{sub(/\r$/,"",$2); print $2}' "$tmp/headers.txt")"
+encoding="$(awk -F': *' 'tolower($1)=="content-encoding"{sub(/\r$/,"",$2); print $2}' "$tmp/headers.txt")"
 body_bytes="$(stat -c %s "$tmp/body.json")"
-got_rows="$(jq '[.[] | select(.headers.operation == "insert")] | length' "$tmp/body.json")"
+if [[ $gzip == 1 ]]; then
+  [[ "$encoding" == gzip ]] || fail "asked for gzip, got content-encoding '$encoding'"
+  got_rows="$(gzip -dc "$tmp/body.json" | jq '[.[] | select(.headers.operation == "insert")] | length')"
+else
+  [[ -z "$encoding" ]] || fail "asked for identity, got content-encoding '$encoding'"
+  got_rows="$(jq '[.[] | select(.headers.operation == "insert")] | length' "$tmp/body.json")"
+fi
 [[ "$got_rows" == "$rows" ]] || fail "snapshot holds $got_rows insert rows, expected $rows"
 # A second fetch must give the same bytes (served from the log, not re-queried).
-curl -sS -o "$tmp/body2.json" "$proxy_url"
+curl -sS "${accept[@]}" -o "$tmp/body2.json" "$proxy_url"
 cmp -s "$tmp/body.json" "$tmp/body2.json" || fail "two offset=-1 responses differ"
 
 # --- 3. nginx serving the same bytes ----------------------------------------
 nginx_port="$(free_port)"
 mkdir -p "$tmp/nginx/www" "$tmp/nginx/tmp"
 cp "$tmp/body.json" "$tmp/nginx/www/shape.json"
+nginx_decode=""
+if [[ $nginx_gunzip == 1 ]]; then
+  curl -sS -H 'Accept-Encoding: gzip' -o "$tmp/nginx/www/shape.json.gz" "$proxy_url"
+  gzip -dc "$tmp/nginx/www/shape.json.gz" | cmp -s - "$tmp/body.json" ||
+    fail "the proxy's gzip member does not decode to its identity body"
+  nginx_decode="gzip_static always; gunzip on;"
+fi
 cat >"$tmp/nginx/nginx.conf" <<EOF
 # One worker, no access log, sendfile on: the reference static file server.
 user root;
@@ -116,11 +143,12 @@ http {
   scgi_temp_path $tmp/nginx/tmp;
   types { }
   default_type $content_type;
+  $([[ $gzip == 1 ]] && echo "add_header Content-Encoding gzip; add_header Vary accept-encoding;")
   server {
     listen 127.0.0.1:$nginx_port;
     root $tmp/nginx/www;
     # Same path (and query) as the proxy, so both see identical requests.
-    location = /v1/shape { try_files /shape.json =404; }
+    location = /v1/shape { $nginx_decode try_files /shape.json =404; }
   }
 }
 EOF
@@ -130,11 +158,11 @@ taskset -c 0 nginx -c "$tmp/nginx/nginx.conf" -p "$tmp/nginx" -g 'daemon off;' \
 nginx_pid=$!
 nginx_url="http://127.0.0.1:$nginx_port$path"
 wait_http "$nginx_url" || fail "nginx did not come up"
-curl -sS -o "$tmp/nginx_body.json" -D "$tmp/nginx_headers.txt" "$nginx_url"
+curl -sS "${accept[@]}" -o "$tmp/nginx_body.json" -D "$tmp/nginx_headers.txt" "$nginx_url"
 cmp -s "$tmp/body.json" "$tmp/nginx_body.json" || fail "nginx body differs from the proxy's"
 nginx_type="$(awk -F': *' 'tolower($1)=="content-type"{sub(/\r$/,"",$2); print $2}' "$tmp/nginx_headers.txt")"
 [[ "$nginx_type" == "$content_type" ]] || fail "content-type differs: proxy '$content_type', nginx '$nginx_type'"
-echo "body: $body_bytes bytes, $got_rows rows, content-type $content_type (identical from both)"
+echo "body: $body_bytes bytes, $got_rows rows, content-type $content_type${encoding:+, content-encoding $encoding} (identical from both)"
 echo "wrk: -t1 -c$connections -d${duration}s on core 1; proxy and nginx on core 0; $pairs pairs"
 
 # --- 4. measure ----------------------------------------------------------------
@@ -142,7 +170,7 @@ echo "wrk: -t1 -c$connections -d${duration}s on core 1; proxy and nginx on core 
 # response or socket error (a wrong answer, not a slow one).
 run_wrk() {
   local url="$1" seconds="$2" out
-  out="$(taskset -c 1 wrk -t1 -c"$connections" -d"${seconds}s" "$url")" || fail "wrk failed: $out"
+  out="$(taskset -c 1 wrk -t1 -c"$connections" -d"${seconds}s" --timeout 30s "${accept[@]}" "$url")" || fail "wrk failed: $out"
   if grep -q -e 'Non-2xx' -e 'Socket errors' <<<"$out"; then
     echo "$out" >&2
     fail "errors during the run against $url"

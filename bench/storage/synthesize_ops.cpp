@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "storage/chunk_coding.h"
 #include "storage/shape_files.h"
 
 namespace {
@@ -87,8 +88,8 @@ int main(int argc, char** argv) {
       rows.push_back({message["key"].dump(), message["value"]["id"].dump()});
     };
     for (const auto& message : stored.snapshot) add_row(nlohmann::json::parse(message));
-    for (const auto& chunk : stored.snapshot_chunks) {  // whole response bodies: arrays
-      auto body = chunk.file->read(chunk.offset, chunk.length);
+    for (const auto& chunk : stored.snapshot_chunks) {     // whole response bodies: arrays
+      auto body = shapeproxy::storage::read_chunk(chunk);  // decoded when stored gzip
       if (!body) {
         std::fprintf(stderr, "%s: %s\n", dirs[s].c_str(), body.error().to_string().c_str());
         return 1;

@@ -2,8 +2,12 @@
 
 #include <nlohmann/json.hpp>
 
+#include <spdlog/spdlog.h>
+
 #include "api/offset_text.h"
 #include "api/subset_params.h"
+#include "common/error_codes.h"
+#include "storage/chunk_coding.h"
 
 namespace shapeproxy::api {
 namespace {
@@ -41,6 +45,28 @@ bool is_no_change_live(const shapes::ReadResult& result, const ShapeParams& para
   return params.read.live && params.read.start == shapes::ReadRequest::Start::kAt &&
          result.offset == params.read.offset;
 }
+
+// A stored gzip chunk decoded while it is sent, for a client that does not
+// accept gzip: byte-identical to the body stored, or a cut body (the server
+// closes the connection) and the shape's snapshot checked again.
+class DecodedChunkBody : public http::StreamBody {
+ public:
+  DecodedChunkBody(storage::StoredChunk chunk, std::function<void()> damaged)
+      : inflater_(std::move(chunk)), damaged_(std::move(damaged)) {}
+  std::uint64_t length() const override { return inflater_.chunk().decoded_length; }
+  Result<std::size_t> read(char* out, std::size_t capacity) override {
+    auto got = inflater_.read(out, capacity);
+    if (!got && got.error().code == error_codes::kStorageCorrupt && damaged_) {
+      spdlog::error("shape api: {}", got.error().to_string());
+      std::exchange(damaged_, nullptr)();
+    }
+    return got;
+  }
+
+ private:
+  storage::ChunkInflater inflater_;
+  std::function<void()> damaged_;
+};
 
 std::string unique_suffix() {
   return std::to_string(std::chrono::steady_clock::now().time_since_epoch().count());
@@ -85,11 +111,23 @@ http::Response build_read_response(const shapes::ReadResult& result, const Shape
                                    std::optional<std::string_view> if_none_match,
                                    std::string cursor) {
   http::Response r;
+  bool gzip = false;
   if (!result.body && result.stored.file) {
-    // A snapshot chunk on disk: sent from the file (sendfile), never read here.
+    // A snapshot chunk on disk: sent from the file (sendfile), never read
+    // here; a gzip one as it is to clients that accept gzip, else decoded
+    // as it is sent. Both variants name Accept-Encoding in Vary (a cache
+    // keeps one per coding) and differ in their etag (RFC 9110 8.8.3).
+    const storage::StoredChunk& chunk = result.stored;
     r = http::Response::json(200, std::shared_ptr<const std::string>());
-    r.file = http::FileBody{result.stored.file, result.stored.file->descriptor(),
-                            result.stored.offset, result.stored.length};
+    gzip = chunk.coding == storage::ChunkCoding::kGzip && params.accepts_gzip;
+    if (chunk.coding == storage::ChunkCoding::kGzip && !gzip) {
+      r.stream = std::make_shared<DecodedChunkBody>(chunk, result.chunk_damaged);
+    } else {
+      r.file = http::FileBody{chunk.file, chunk.file->descriptor(), chunk.offset, chunk.length};
+    }
+    if (chunk.coding == storage::ChunkCoding::kGzip)
+      r.headers.emplace_back("vary", "accept-encoding");
+    if (gzip) r.headers.emplace_back("content-encoding", "gzip");
   } else {
     auto body = result.body ? result.body : std::make_shared<const std::string>("[]");
     r = http::Response::json(200, std::move(body));
@@ -97,7 +135,8 @@ http::Response build_read_response(const shapes::ReadResult& result, const Shape
   std::string offset = offset_text(result.offset);
   std::string etag = shape_etag(result.handle, params.requested_offset, offset);
   if (is_no_change_live(result, params)) etag.insert(etag.size() - 1, ":" + unique_suffix());
-  r.headers.reserve(8);
+  if (gzip) etag.insert(etag.size() - 1, ":gzip");
+  r.headers.reserve(10);
   r.headers.emplace_back("electric-handle", result.handle);
   r.headers.emplace_back("electric-offset", std::move(offset));
   if (params.read.live)
@@ -111,7 +150,10 @@ http::Response build_read_response(const shapes::ReadResult& result, const Shape
     r.status = 304;
     r.body = nullptr;
     r.file.reset();  // the file is not touched for a 304
-    std::erase_if(r.headers, [](const auto& h) { return http::iequals(h.first, "content-type"); });
+    r.stream.reset();
+    std::erase_if(r.headers, [](const auto& h) {
+      return http::iequals(h.first, "content-type") || http::iequals(h.first, "content-encoding");
+    });
   }
   r.headers.emplace_back("etag", std::move(etag));
   return r;

@@ -210,6 +210,7 @@ ParamsOutcome parse_shape_params(const http::Request& request) {
   Validator v(request);
   ShapeParams out;
   if (!v.check_text()) return v.take_errors();
+  out.accepts_gzip = http::accepts_gzip(request);
   // Casts first (all reported together), then the rules in order.
   out.read.live = v.flag("live", "live");
   bool sse = v.flag("live_sse", "live_sse");

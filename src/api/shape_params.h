@@ -23,6 +23,8 @@ struct ShapeParams {
   bool live_sse = false;              // live=true&live_sse=true (or experimental_live_sse)
   std::optional<std::string> cursor;  // echoed electric-cursor, opaque
   std::string requested_offset;       // "-1", "now" or "<tx>_<op>", for the etag
+  // Accept-Encoding allows gzip: a stored gzip chunk is sent as it is stored.
+  bool accepts_gzip = false;
 };
 
 // Parameter name -> messages, rendered as the 400 "errors" object.

@@ -82,3 +82,59 @@ std::optional<std::string_view> Request::header(std::string_view name) const {
 }
 
 }  // namespace shapeproxy::http
+
+namespace shapeproxy::http {
+namespace {
+
+std::string_view trim_ows(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+// A qvalue ("0", "0.5", "1.000"): whether it is above zero. Anything that is
+// not a qvalue counts as 1, the default.
+bool q_positive(std::string_view q) {
+  if (q.empty() || q.front() != '0') return true;
+  for (char c : q.substr(1)) {
+    if (c != '.' && c != '0') return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+bool accepts_gzip(const Request& request) {
+  std::optional<bool> gzip;
+  std::optional<bool> any;
+  for (const auto& [name, value] : request.headers()) {
+    if (!iequals(name, "accept-encoding")) continue;
+    std::string_view list = value;
+    while (!list.empty()) {
+      const auto comma = list.find(',');
+      std::string_view item = list.substr(0, comma);
+      list = comma == std::string_view::npos ? std::string_view() : list.substr(comma + 1);
+      const auto semicolon = item.find(';');
+      const std::string_view coding = trim_ows(item.substr(0, semicolon));
+      bool positive = true;
+      for (auto rest = semicolon == std::string_view::npos ? std::string_view()
+                                                           : item.substr(semicolon + 1);
+           !rest.empty();) {
+        const auto next = rest.find(';');
+        std::string_view param = trim_ows(rest.substr(0, next));
+        rest = next == std::string_view::npos ? std::string_view() : rest.substr(next + 1);
+        if (param.size() >= 2 && (param[0] == 'q' || param[0] == 'Q') && param[1] == '=') {
+          positive = q_positive(trim_ows(param.substr(2)));
+        }
+      }
+      if (iequals(coding, "gzip") || iequals(coding, "x-gzip")) {
+        gzip = gzip.value_or(false) || positive;
+      } else if (coding == "*") {
+        any = positive;
+      }
+    }
+  }
+  return gzip ? *gzip : any.value_or(false);
+}
+
+}  // namespace shapeproxy::http

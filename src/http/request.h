@@ -57,4 +57,9 @@ Params parse_query(std::string_view query);
 // ASCII case-insensitive equality (header names).
 bool iequals(std::string_view a, std::string_view b);
 
+// Whether the request's Accept-Encoding fields (all of them) accept gzip
+// (RFC 9110 12.5.3): "gzip" or "x-gzip", else "*", with a q-value above 0.
+// No field: false (identity only, as curl and raw clients ask).
+bool accepts_gzip(const Request& request);
+
 }  // namespace shapeproxy::http

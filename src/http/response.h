@@ -13,6 +13,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/result.h"
 #include "http/request.h"
 
 namespace shapeproxy::http {
@@ -30,6 +31,20 @@ struct FileBody {
   std::uint64_t length = 0;
 };
 
+// A body made piece by piece while it is sent (a stored snapshot chunk
+// decoded for a client that does not accept its coding), of a length known
+// before the first byte: memory is one piece, whatever the body's size. The
+// server calls read() on its I/O thread, one call at a time.
+class StreamBody {
+ public:
+  virtual ~StreamBody() = default;
+  virtual std::uint64_t length() const = 0;
+  // Up to `capacity` more bytes into `out`: how many, 0 only at the end. An
+  // error means the promised length cannot be kept: the server closes the
+  // connection, so the client sees a cut body, never other bytes.
+  virtual Result<std::size_t> read(char* out, std::size_t capacity) = 0;
+};
+
 struct Response {
   unsigned status = 200;
   // Extra headers. content-length and connection are set by the server; CORS
@@ -40,6 +55,8 @@ struct Response {
   // Instead of `body` (which is then null): the body is this file range,
   // sent with its content-length and without being read into memory.
   std::optional<FileBody> file;
+  // Instead of `body` and `file`: made while it is sent (single use).
+  std::shared_ptr<StreamBody> stream;
   // Fan-out fast path: when set, the response is `shared->response()` and the
   // fields above are ignored. The server then writes a wire form serialized
   // once per CORS variant and shared by every keep-alive connection.

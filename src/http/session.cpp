@@ -477,10 +477,14 @@ void Session::write_response(Response response, bool close) {
   }
   std::optional<std::uint64_t> head_length;
   if (head_) {
-    head_length = response.file ? response.file->length : response.body_view().size();
+    head_length = response.stream ? response.stream->length()
+                  : response.file ? response.file->length
+                                  : response.body_view().size();
     response.body = nullptr;
     response.file.reset();
+    response.stream.reset();
   }
+  if (response.stream) return write_stream_response(std::move(response), close);
   if (response.file) return write_file_response(std::move(response), close);
   state_ = State::kWriting;
   close_after_write_ = close || !keep_alive_ || closing_;
@@ -765,6 +769,7 @@ void Session::close_now() {
   recording_ = false;  // unanswered: not a request the client saw answered
   abort_exchange();
   stop_file();
+  stream_send_.reset();
   state_ = State::kClosed;
   watching_ = false;
   // Dropped on return: may be the last reference to this session.

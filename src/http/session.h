@@ -159,6 +159,12 @@ class Session : public std::enable_shared_from_this<Session> {
   void send_file_buffered();
   void finish_file(boost::system::error_code ec);
   void stop_file();  // drops the range and the timer (done or closing)
+  // Writing a response whose body is a StreamBody (session_file_body.cpp):
+  // the header with the first piece, then piece after piece (one in memory),
+  // within the write timeout; ends in on_write(), or closes the connection
+  // when the body fails midway.
+  void write_stream_response(Response response, bool close);
+  void write_stream_piece();
   template <class Message>
   void add_common_headers(Message& m);
 
@@ -238,6 +244,17 @@ class Session : public std::enable_shared_from_this<Session> {
   std::optional<boost::asio::steady_timer> file_timer_;  // the deadline while waiting
   bool file_timer_armed_ = false;
   uint64_t file_generation_ = 0;  // tells a stale timer completion apart
+
+  // The StreamBody response being written; shared with the write in flight
+  // (which holds its buffers).
+  struct StreamSend {
+    std::shared_ptr<StreamBody> body;
+    std::string header;  // sent with the first piece
+    std::string piece;
+    std::uint64_t sent = 0;  // body bytes written
+    std::chrono::steady_clock::time_point deadline;
+  };
+  std::shared_ptr<StreamSend> stream_send_;
 
   bool recording_ = false;
   std::chrono::steady_clock::time_point record_start_;

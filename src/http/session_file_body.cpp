@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/buffers_range.hpp>
 #include <boost/beast/http/serializer.hpp>
@@ -208,6 +209,61 @@ void Session::send_file_buffered() {
                      if (!self->file_send_ || self->state_ != State::kWriting) return;
                      self->finish_file(ec);
                    });
+}
+
+// A piece of this size is read from the body per write: large enough that
+// the per-write cost stays small, small enough to stay in the L2 cache.
+constexpr std::size_t kStreamPiece = 128 * 1024;
+
+void Session::write_stream_response(Response response, bool close) {
+  auto body = std::move(response.stream);
+  response.body = nullptr;
+  response.file.reset();
+  if (response.status < 100 || response.status > 999) {
+    return write_response(std::move(response), close);  // answered 500 there
+  }
+  state_ = State::kWriting;
+  close_after_write_ = close || !keep_alive_ || closing_;
+  record_response(response.headers, body->length());
+  bhttp::response<SharedBody> res;
+  build_message(res, std::move(response), !close_after_write_);
+  res.content_length(body->length());
+  record_status_ = res.result_int();
+  stream_send_ = std::make_shared<StreamSend>();
+  stream_send_->body = std::move(body);
+  stream_send_->header = serialize_header(res);
+  stream_send_->deadline = std::chrono::steady_clock::now() + opts_.write_timeout;
+  write_stream_piece();
+}
+
+void Session::write_stream_piece() {
+  auto send = stream_send_;
+  const std::uint64_t left = send->body->length() - send->sent;
+  send->piece.resize(static_cast<std::size_t>(std::min<std::uint64_t>(left, kStreamPiece)));
+  std::size_t filled = 0;
+  while (filled < send->piece.size()) {
+    auto got = send->body->read(send->piece.data() + filled, send->piece.size() - filled);
+    if (!got || got.value() == 0) {
+      // Nothing may stand for the missing bytes: the client must see a cut body.
+      spdlog::error(
+          "http: a streamed body failed after {} of {} bytes ({}); closing the connection",
+          send->sent + filled, send->body->length(),
+          got ? "it ended early" : got.error().to_string());
+      return close_now();
+    }
+    filled += got.value();
+  }
+  std::array<net::const_buffer, 2> buffers{net::buffer(send->header), net::buffer(send->piece)};
+  stream_.expires_at(send->deadline);
+  net::async_write(stream_, buffers, [self = shared_from_this(), send](error_code ec, std::size_t) {
+    if (self->stream_send_ != send || self->state_ != State::kWriting) return;
+    send->sent += send->piece.size();
+    send->header.clear();
+    if (!ec && send->sent < send->body->length()) return self->write_stream_piece();
+    self->stream_send_.reset();
+    if (peer_gone(ec)) return self->close_now();
+    self->on_write(ec);
+  });
 }
 
 void Session::finish_file(error_code ec) {

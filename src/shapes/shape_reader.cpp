@@ -100,6 +100,14 @@ std::optional<ReadOutcome> ShapeReader::read_now(Shape& shape, const ReadRequest
   if (slice.stored.file) {  // on disk: not read here (the HTTP layer sends it from the file)
     ReadResult stored = result(shape, slice.last, nullptr, false);
     stored.stored = std::move(slice.stored);
+    if (damaged_chunk_) {
+      stored.chunk_damaged = [executor = executor_, weak = lifetime_(), hook = damaged_chunk_,
+                              handle = shape.handle()] {
+        asio::post(executor, [weak, hook, handle] {
+          if (auto alive = weak.lock()) hook(handle);
+        });
+      };
+    }
     return stored;
   }
   if (slice.entries.empty() && request.live) return std::nullopt;  // park

@@ -71,6 +71,11 @@ class ShapeReader {
   // A fallback refresh logged a group at LSNs below `lsn`.
   void note_logged(replication::Lsn lsn);
   replication::Lsn last_seen_lsn() const { return last_seen_lsn_; }
+  // Called on the strand, while the registry lives, with the handle of a
+  // shape one of whose stored chunks did not decode while being sent.
+  void on_damaged_chunk(std::function<void(const std::string& handle)> hook) {
+    damaged_chunk_ = std::move(hook);
+  }
 
  private:
   std::string up_to_date_json() const;
@@ -79,6 +84,7 @@ class ShapeReader {
 
   boost::asio::any_io_executor executor_;
   Lifetime lifetime_;
+  std::function<void(const std::string& handle)> damaged_chunk_;
   const FallbackRefresher& fallback_;
   // Reads of operations older than a shape's in-memory tail (catch-up).
   boost::asio::thread_pool read_pool_{1};

@@ -95,7 +95,13 @@ ShapeRegistry::ShapeRegistry(asio::any_io_executor executor,
                         compactor_.release_free_memory();
                         parking_.wake(shape);
                         compactor_.store_snapshot(shape);
-                      }}) {}
+                      }}) {
+  // A chunk that did not decode while sent: the whole file is checked again
+  // (on the worker) and the shape rotated when it is damaged.
+  reader_.on_damaged_chunk([this](const std::string& handle) {
+    if (auto shape = catalog_.by_handle(handle)) compactor_.verify_snapshot(shape);
+  });
+}
 
 ShapeRegistry::~ShapeRegistry() { stop_workers(); }
 

@@ -14,8 +14,10 @@
 #include <variant>
 #include <vector>
 
+#include "common/error_codes.h"
 #include "common/result.h"
 #include "shapes/log_offset.h"
+#include "storage/chunk_coding.h"
 #include "storage/read_only_file.h"
 
 namespace shapeproxy::shapes {
@@ -52,9 +54,13 @@ struct ReadResult {
   LogOffset offset;  // electric-offset: the last offset the body reaches
   std::shared_ptr<const std::string> body;
   storage::StoredChunk stored;  // set (file non-null) only when body is null
-  bool up_to_date = false;      // the body ends with the up-to-date control message
-  std::string schema_json;      // electric-schema header value
-  bool fallback = false;        // served from a direct query (degraded mode)
+  // With `stored`: called (any thread) when the chunk turns out not to decode
+  // while it is sent; the shape's snapshot file is verified again, and the
+  // shape dropped (its clients get 409) when it is damaged. May be empty.
+  std::function<void()> chunk_damaged;
+  bool up_to_date = false;  // the body ends with the up-to-date control message
+  std::string schema_json;  // electric-schema header value
+  bool fallback = false;    // served from a direct query (degraded mode)
 };
 
 // The handle no longer names the current instance of the shape (rotated,
@@ -83,8 +89,13 @@ using ReadOutcome = std::variant<ReadResult, MustRefetch, InvalidRequest, Unavai
 // blocking read of up to a chunk, so not on the shapes strand).
 inline Result<std::shared_ptr<const std::string>> read_body(const ReadResult& result) {
   if (result.body || !result.stored.file) return result.body;
-  auto bytes = result.stored.file->read(result.stored.offset, result.stored.length);
-  if (!bytes) return bytes.error();
+  auto bytes = storage::read_chunk(result.stored);
+  if (!bytes) {
+    if (bytes.error().code == error_codes::kStorageCorrupt && result.chunk_damaged) {
+      result.chunk_damaged();
+    }
+    return bytes.error();
+  }
   return std::make_shared<const std::string>(std::move(bytes).value());
 }
 

@@ -32,7 +32,10 @@ namespace record_kind {
 constexpr std::uint8_t kOperation = 1;
 constexpr std::uint8_t kLastOfTransaction = 2;  // the last operation of a transaction
 constexpr std::uint8_t kSnapshotMessage = 3;    // older snapshot files: one message each
-constexpr std::uint8_t kSnapshotChunk = 4;      // one whole response body
+constexpr std::uint8_t kSnapshotChunk = 4;      // one whole response body (before session 6)
+// One whole response body as a gzip member, its decoded length in `tx`
+// (storage/chunk_coding.h).
+constexpr std::uint8_t kSnapshotChunkGzip = 5;
 }  // namespace record_kind
 
 struct ChangesMark {

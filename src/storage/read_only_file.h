@@ -26,6 +26,7 @@ class ReadOnlyFile {
   Result<std::string> read(std::uint64_t offset, std::uint64_t length) const;
   // The open descriptor, valid as long as this object lives (for sendfile).
   int descriptor() const { return fd_; }
+  const std::filesystem::path& path() const { return path_; }
 
  private:
   ReadOnlyFile(int fd, std::filesystem::path path) : fd_(fd), path_(std::move(path)) {}
@@ -33,12 +34,24 @@ class ReadOnlyFile {
   std::filesystem::path path_;
 };
 
+// How a stored chunk's bytes encode its body (storage/chunk_coding.h).
+enum class ChunkCoding : std::uint8_t {
+  kIdentity,  // the body itself (files written before session 6)
+  kGzip,      // one gzip member of the body
+};
+
 // A byte range of a ReadOnlyFile: where one stored chunk lies (exactly the
-// chunk's bytes, the record header and checksum excluded).
+// chunk's stored bytes, the record header and checksum excluded), and how
+// they encode the body.
 struct StoredChunk {
   std::shared_ptr<const ReadOnlyFile> file;
   std::uint64_t offset = 0;
-  std::uint64_t length = 0;
+  std::uint64_t length = 0;  // stored bytes
+  ChunkCoding coding = ChunkCoding::kIdentity;
+  std::uint64_t decoded_length = 0;  // kGzip: the body's length
+  std::uint64_t body_length() const {
+    return coding == ChunkCoding::kIdentity ? length : decoded_length;
+  }
 };
 
 }  // namespace shapeproxy::storage

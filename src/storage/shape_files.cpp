@@ -9,6 +9,7 @@
 #include <fstream>
 #include <limits>
 
+#include "storage/chunk_coding.h"
 #include "storage/record_reader.h"
 #include "storage/storage_error.h"
 
@@ -20,6 +21,7 @@ namespace {
 using record_kind::kLastOfTransaction;
 using record_kind::kOperation;
 using record_kind::kSnapshotChunk;
+using record_kind::kSnapshotChunkGzip;
 using record_kind::kSnapshotMessage;
 
 Result<nlohmann::json> read_meta(const fs::path& dir) {
@@ -39,6 +41,18 @@ bool plain_file_name(const std::string& name) {
 }
 
 constexpr std::uint64_t kWholeFile = std::numeric_limits<std::uint64_t>::max();
+
+bool is_chunk(std::uint8_t kind) { return kind == kSnapshotChunk || kind == kSnapshotChunkGzip; }
+
+// A snapshot record's body: the payload, or the body its gzip member decodes
+// to (into `decoded`, which must outlive the returned view).
+Result<std::string_view> chunk_body(const Record& record, std::string& decoded) {
+  if (record.kind != kSnapshotChunkGzip) return record.payload;
+  auto body = gunzip_chunk(record.payload, record.tx);
+  if (!body) return body.error();
+  decoded = std::move(body).value();
+  return std::string_view(decoded);
+}
 
 // Reads [0, end) of one log file (all of it: kWholeFile); stops early when
 // `visit` returns false.
@@ -212,8 +226,20 @@ Result<void> load_snapshot(const fs::path& path, StoredShape& stored) {
       stored.snapshot = std::move(messages);
       return {};
     }
-    if (kind != kSnapshotChunk) return corrupt(at, "not a snapshot record");
-    stored.snapshot_chunks.push_back({file, at + kRecordHeaderBytes, length});
+    if (!is_chunk(kind)) return corrupt(at, "not a snapshot record");
+    StoredChunk chunk{file, at + kRecordHeaderBytes, length};
+    if (kind == kSnapshotChunkGzip) {
+      chunk.coding = ChunkCoding::kGzip;
+      for (int i = 0; i < 8; ++i) {
+        chunk.decoded_length |=
+            static_cast<std::uint64_t>(static_cast<unsigned char>(header.value()[9 + i]))
+            << (8 * i);
+      }
+      if (!plausible_gzip_length(length, chunk.decoded_length)) {
+        return corrupt(at, "an impossible decoded length");
+      }
+    }
+    stored.snapshot_chunks.push_back(std::move(chunk));
     at += kRecordHeaderBytes + length;
   }
   return {};
@@ -317,7 +343,20 @@ Result<std::pair<std::unique_ptr<ShapeFiles>, StoredShape>> ShapeFiles::open(con
 }
 
 Result<void> ShapeFiles::verify_snapshot(const fs::path& path) {
-  return read_records(path, kWholeFile, [](const Record&) { return true; });
+  std::optional<Error> undecodable;
+  std::string decoded;
+  auto read = read_records(path, kWholeFile, [&](const Record& record) {
+    if (record.kind != kSnapshotChunkGzip) return true;
+    auto body = chunk_body(record, decoded);
+    if (!body) undecodable = body.error();
+    return static_cast<bool>(body);
+  });
+  if (!read) return read;
+  if (undecodable) {
+    undecodable->message = path.string() + ": " + undecodable->message;
+    return *undecodable;
+  }
+  return {};
 }
 
 void ShapeFiles::flush_sidecar(std::uint64_t synced_bytes) {
@@ -438,13 +477,20 @@ Result<void> ShapeFiles::read_compaction_source(
     return Error{"cancelled", "stopped while reading " + source.dir.string(), ""};
   };
   if (stopped && stopped()) return cancelled();
+  std::optional<Error> undecodable;
+  std::string decoded;
   auto snapshot =
       RecordFile::read_all(source.dir / source.snapshot_file, [&](const Record& record) {
-        if (record.kind == kSnapshotMessage || record.kind == kSnapshotChunk) {
-          snapshot_message(record.payload);
+        if (undecodable || (record.kind != kSnapshotMessage && !is_chunk(record.kind))) return;
+        auto body = chunk_body(record, decoded);
+        if (!body) {
+          undecodable = body.error();
+          return;
         }
+        snapshot_message(body.value());
       });
   if (!snapshot) return snapshot.error();
+  if (undecodable) return *undecodable;
   if (auto whole = expect_whole(source.dir / source.snapshot_file, snapshot.value()); !whole) {
     return whole;
   }
@@ -489,17 +535,27 @@ Result<void> ShapeFiles::read_log(const LogFiles& files,
                                   const std::function<void(const LoggedRecord&)>& visit,
                                   const std::function<bool()>& stopped) {
   bool stop = false;
+  std::optional<Error> undecodable;
+  std::string decoded;
   auto each = [&](const Record& record) {
     if (stopped && stopped()) {
       stop = true;
       return false;
     }
     LoggedRecord logged;
-    logged.snapshot = record.kind == kSnapshotMessage || record.kind == kSnapshotChunk;
-    logged.chunk = record.kind == kSnapshotChunk;
-    logged.tx = record.tx;
+    logged.snapshot = record.kind == kSnapshotMessage || is_chunk(record.kind);
+    logged.chunk = is_chunk(record.kind);
+    logged.tx = logged.chunk ? 0 : record.tx;
     logged.op = record.op;
     logged.payload = record.payload;
+    if (record.kind == kSnapshotChunkGzip) {
+      auto body = chunk_body(record, decoded);
+      if (!body) {
+        undecodable = body.error();
+        return false;
+      }
+      logged.payload = body.value();
+    }
     if (logged.snapshot || record.kind == kOperation || record.kind == kLastOfTransaction) {
       visit(logged);
     }
@@ -508,6 +564,7 @@ Result<void> ShapeFiles::read_log(const LogFiles& files,
   if (auto read = read_records(files.dir / files.snapshot_file, kWholeFile, each); !read) {
     return read;
   }
+  if (undecodable) return *undecodable;
   for (std::size_t i = 0; i < files.changes_files.size() && !stop; ++i) {
     const bool last = i + 1 == files.changes_files.size();
     const std::uint64_t end = last ? files.written_bytes : kWholeFile;
@@ -558,6 +615,7 @@ Result<std::vector<StoredChunk>> ShapeFiles::write_chunk_file(
   std::vector<StoredChunk> stored;
   std::uint64_t at = 0;
   std::string chunk;
+  std::string member;
   while (true) {
     if (stopped && stopped()) {
       return Error{"cancelled", "stopped while writing " + path.string(), ""};
@@ -565,11 +623,13 @@ Result<std::vector<StoredChunk>> ShapeFiles::write_chunk_file(
     auto more = next_chunk(chunk);
     if (!more) return more.error();
     if (!more.value()) break;
-    file->add(Record{kSnapshotChunk, 0, 0, chunk});
+    gzip_chunk(chunk, member);
+    file->add(Record{kSnapshotChunkGzip, chunk.size(), 0, member});
     if (auto written = file->write(); !written)
       return written.error();  // one chunk buffered at most
-    stored.push_back({nullptr, at + kRecordHeaderBytes, chunk.size()});
-    at += kRecordHeaderBytes + chunk.size();
+    stored.push_back(
+        {nullptr, at + kRecordHeaderBytes, member.size(), ChunkCoding::kGzip, chunk.size()});
+    at += kRecordHeaderBytes + member.size();
   }
   if (auto synced = file->sync(); !synced) return synced.error();
   // The new file's name is durable before any meta.json can name it.

@@ -314,3 +314,40 @@ TEST(ShapeParamsTest, LogSafeEscapesControlCharacters) {
 
 }  // namespace
 }  // namespace shapeproxy::api
+
+namespace shapeproxy::api {
+namespace {
+
+// Accept-Encoding (RFC 9110 12.5.3) decides whether a stored gzip chunk goes
+// out as it is: gzip or x-gzip, else "*", any case, q=0 refusing; several
+// fields count together; no field means identity only.
+TEST(ShapeParamsTest, AcceptEncodingDecidesWhetherGzipIsAccepted) {
+  auto accepts = [](std::vector<std::string> values) {
+    http::Params headers;
+    for (auto& value : values) headers.emplace_back("Accept-Encoding", std::move(value));
+    auto parsed = parse_shape_params(
+        http::Request(http::Verb::get, "/v1/shape?table=items&offset=-1", std::move(headers)));
+    return std::get<ShapeParams>(parsed).accepts_gzip;
+  };
+  EXPECT_FALSE(accepts({}));
+  EXPECT_TRUE(accepts({"gzip"}));
+  EXPECT_TRUE(accepts({"gzip, deflate, br"}));        // Node's fetch (undici)
+  EXPECT_TRUE(accepts({"gzip, deflate, br, zstd"}));  // browsers
+  EXPECT_TRUE(accepts({"GZip ;q=0.5"}));
+  EXPECT_TRUE(accepts({"x-gzip"}));
+  EXPECT_TRUE(accepts({"*"}));
+  EXPECT_TRUE(accepts({"br", "gzip"}));
+  EXPECT_FALSE(accepts({"identity"}));
+  EXPECT_FALSE(accepts({""}));
+  EXPECT_FALSE(accepts({"deflate, br"}));
+  EXPECT_FALSE(accepts({"gzip;q=0"}));
+  EXPECT_FALSE(accepts({"gzip; q=0.000, identity"}));
+  EXPECT_FALSE(accepts({"*, gzip;q=0"}));  // named beats the wildcard
+  EXPECT_FALSE(accepts({"*;q=0"}));
+  EXPECT_TRUE(accepts({"gzip;q=0.001"}));
+  EXPECT_TRUE(accepts({"gzipped, gzip"}));
+  EXPECT_FALSE(accepts({"gzipped"}));
+}
+
+}  // namespace
+}  // namespace shapeproxy::api

@@ -19,7 +19,7 @@ def put(target, name, data):
 
 
 def record(kind, tx, op, payload):
-    payload = payload.encode()
+    payload = payload.encode() if isinstance(payload, str) else payload
     covered = struct.pack("<BQQ", kind, tx, op) + payload
     return struct.pack("<II", len(payload), zlib.crc32(covered)) + covered
 
@@ -73,6 +73,22 @@ SEP = b"\n====\n"
 put("shape_files_fuzz", "full", json.dumps(meta).encode() + SEP + snapshot + SEP + changes)
 compacted = dict(meta, compacted_at="20_2", snapshot_file="snapshot-1.log")
 put("shape_files_fuzz", "compacted", json.dumps(compacted).encode() + SEP + snapshot + SEP)
+# Snapshot chunks as written since session 6: one gzip member per record,
+# the body's length in tx (storage/chunk_coding.h); and a damaged one.
+def gzip_member(text):
+    c = zlib.compressobj(1, zlib.DEFLATED, 31)
+    return c.compress(text.encode()) + c.flush()
+body = '[{"key":"\\"public\\".\\"items\\"/\\"5\\"","value":{"id":"5"}}' + \
+    ',{"key":"k","value":{"id":"6"}}' * 20 + ']'
+gz = record(5, len(body), 0, gzip_member(body)) + record(5, 2, 0, gzip_member("[]"))
+put("shape_files_fuzz", "gzip", json.dumps(meta).encode() + SEP + gz + SEP + changes)
+bad = bytearray(gzip_member(body))
+bad[len(bad) // 2] ^= 0x20
+put("shape_files_fuzz", "gzip_damaged",
+    json.dumps(meta).encode() + SEP + record(5, len(body), 0, bytes(bad)) + SEP)
+put("shape_files_fuzz", "gzip_wrong_length",
+    json.dumps(meta).encode() + SEP + record(5, len(body) + 1, 0, gzip_member(body)) + SEP)
+put("record_file_fuzz", "gzip", gz)
 put("shape_files_fuzz", "no_snapshot", json.dumps(dict(meta, snapshot=None)).encode() + SEP + SEP)
 WHERES = [
     "id = 1", "name LIKE 'b%' AND active", "price BETWEEN 1.5 AND 10 OR ratio > 0.5",

@@ -3,16 +3,22 @@
 // shape_meta_from_json, as the registry reloads shapes. Input: the three
 // files' bytes separated by "\n====\n". A damaged shape must be refused
 // with an error, never crash the proxy or be read outside its directory.
+// Every snapshot chunk found is then decoded both ways (read_chunk, whole;
+// ChunkInflater, piece by piece, as the HTTP layer sends it): the two agree,
+// a decoded body has the length its record names, and a refusal is an error
+// with a message; verify_snapshot and read_log run over the files too.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <string>
 #include <string_view>
 
 #include "scratch_dir.h"
 #include "shapes/shape_meta.h"
+#include "storage/chunk_coding.h"
 #include "storage/shape_files.h"
 
 namespace {
@@ -33,6 +39,23 @@ std::string_view next_part(std::string_view& rest) {
   return part;
 }
 
+// The body of a gzip chunk as the HTTP layer streams it, or nullopt.
+std::optional<std::string> inflate_pieces(const shapeproxy::storage::StoredChunk& chunk) {
+  shapeproxy::storage::ChunkInflater inflater(chunk);
+  std::string out;
+  char piece[4093];  // odd, so pieces end anywhere
+  while (true) {
+    auto got = inflater.read(piece, sizeof piece);
+    if (!got.ok()) {
+      if (got.error().message.empty()) std::abort();
+      return std::nullopt;
+    }
+    if (*got == 0) return out;
+    out.append(piece, *got);
+    if (out.size() > chunk.decoded_length) std::abort();
+  }
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -50,6 +73,18 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     if (opened.error().message.empty()) std::abort();
     return 0;
   }
+  for (const auto& chunk : opened->second.snapshot_chunks) {
+    auto whole = storage::read_chunk(chunk);
+    if (!whole.ok() && whole.error().message.empty()) std::abort();
+    if (whole.ok() && whole->size() != chunk.body_length()) std::abort();
+    if (chunk.coding != storage::ChunkCoding::kGzip) continue;
+    auto streamed = inflate_pieces(chunk);
+    if (whole.ok() != streamed.has_value()) std::abort();
+    if (whole.ok() && *whole != *streamed) std::abort();
+  }
+  (void)storage::ShapeFiles::verify_snapshot(dir / "snapshot.log");
+  (void)storage::ShapeFiles::read_log(opened->first->log_files(),
+                                      [](const storage::ShapeFiles::LoggedRecord&) {});
   auto meta = shapes::shape_meta_from_json(opened->second.meta);
   if (meta.ok()) (void)shapes::to_json(*meta);
   return 0;
