@@ -104,7 +104,7 @@ std::function<void()> FollowerShapes::read(shapes::ShapeDefinitionRequest defini
   ticket->done = [weak = weak_from_this(), done = std::move(done)](ReadOutcome outcome) {
     auto self = weak.lock();
     auto* result = std::get_if<shapes::ReadResult>(&outcome);
-    if (!self || !result || (result->up_to_date && !self->confirmed(result->handle))) {
+    if (!self || !result || (result->up_to_date && !self->confirmed_end(*result))) {
       return done(elsewhere());
     }
     self->served_.fetch_add(1, std::memory_order_relaxed);
@@ -179,6 +179,15 @@ bool FollowerShapes::confirmed(const std::string& handle) const {
   auto end = ends_.find(handle);
   return view != views_.end() && end != ends_.end() && !view->second.behind &&
          view->second.through == end->second;
+}
+
+// An up-to-date answer stands only at the view's current end, and only
+// while that end is the last announced (a disk read planned on an older
+// view may finish after a newer one was adopted, with a newer lsn).
+bool FollowerShapes::confirmed_end(const shapes::ReadResult& result) const {
+  SHAPEPROXY_ASSERT_ON_STRAND(strand_);
+  auto view = views_.find(result.handle);
+  return confirmed(result.handle) && view->second.shape->log().end() == result.offset;
 }
 
 std::string FollowerShapes::request_key(const shapes::ShapeDefinitionRequest& request) {

@@ -135,6 +135,7 @@ class FollowerShapes : public shapes::ShapeService,
   std::shared_ptr<shapes::Shape> view_for(const shapes::ShapeDefinitionRequest& definition,
                                           const shapes::ReadRequest& request) const;
   bool confirmed(const std::string& handle) const;
+  bool confirmed_end(const shapes::ReadResult& result) const;
   void open_soon(const std::string& handle);
   void open_queued();
   void adopt(Opened opened);
