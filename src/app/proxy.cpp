@@ -303,6 +303,17 @@ status::ServingGauges cluster_gauges(const std::shared_ptr<Proxy::State>& state)
   return gauges;
 }
 
+// The shape API's settings, the same on a leader and a follower.
+api::ShapeApiOptions shape_api_options(const config::Config& config) {
+  api::ShapeApiOptions options;
+  options.secret = config.secret;
+  options.allow_delete = config.allow_delete;
+  options.long_poll_timeout = config.long_poll_timeout;
+  options.max_age_seconds = config.cache_max_age_seconds;
+  options.stale_while_revalidate_seconds = config.cache_stale_age_seconds;
+  return options;
+}
+
 // Replication starts once the core serves and the advisory lock is held.
 void maybe_stream(const std::shared_ptr<Proxy::State>& state) {
   if (!state->core_started || !state->may_stream || state->streaming_started || state->stopping) {
@@ -627,13 +638,7 @@ asio::awaitable<Result<void>> start_core(std::shared_ptr<Proxy::State> state) {
   state->monitor_ticker = std::make_shared<asio::steady_timer>(strand);
   start_ticker(state->monitor_ticker, state->monitor, state->registry, state->announcer);
 
-  api::ShapeApiOptions api_options;
-  api_options.secret = config.secret;
-  api_options.allow_delete = config.allow_delete;
-  api_options.long_poll_timeout = config.long_poll_timeout;
-  api_options.max_age_seconds = config.cache_max_age_seconds;
-  api_options.stale_while_revalidate_seconds = config.cache_stale_age_seconds;
-  state->shape_api = std::make_unique<api::ShapeApi>(*state->registry, api_options);
+  state->shape_api = std::make_unique<api::ShapeApi>(*state->registry, shape_api_options(config));
   // Subset snapshots: their own queries (never in a shape's log), to the
   // primary, or in fallback mode to the fallback source; capped like it.
   auto subset_strand = asio::make_strand(state->io);
@@ -752,12 +757,7 @@ void start_follower_serving(const std::shared_ptr<Proxy::State>& state) {
   };
   state->follower_shapes =
       std::make_shared<cluster::FollowerShapes>(state->io, options, std::move(fetch_ends));
-  api::ShapeApiOptions api_options;
-  api_options.secret = config.secret;
-  api_options.allow_delete = config.allow_delete;
-  api_options.long_poll_timeout = config.long_poll_timeout;
-  api_options.max_age_seconds = config.cache_max_age_seconds;
-  api_options.stale_while_revalidate_seconds = config.cache_stale_age_seconds;
+  api::ShapeApiOptions api_options = shape_api_options(config);
   // Reads its shapes cannot answer go to the leader, as every read did.
   const auto wait = std::chrono::milliseconds(config.fallback_grace) + 3s;
   api_options.elsewhere = [weak, path = api_options.path,

@@ -246,6 +246,10 @@ class Shape {
     std::vector<replication::Change> changes;
   };
 
+  // A loaded shape's snapshot (chunks on disk, or older files' messages) and
+  // compaction point from its meta.json and files; returns the offset its
+  // operations start after.
+  LogOffset set_stored_snapshot(const ShapeMeta& meta, const storage::StoredShape& stored);
   Result<bool> install_snapshot(const std::vector<Row>& rows, std::vector<Row>* owned,
                                 const std::shared_ptr<const SnapshotRows>& shared,
                                 const PgSnapshot& snapshot, SnapshotStorage storage);

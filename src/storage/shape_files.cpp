@@ -220,27 +220,35 @@ Result<void> load_snapshot(const fs::path& path, StoredShape& stored) {
   return {};
 }
 
+// meta.json of `dir` (an object) and the snapshot file it names (a plain
+// file name in the directory; "snapshot.log" when unnamed).
+Result<std::pair<nlohmann::json, std::string>> read_meta_and_snapshot_file(const fs::path& dir) {
+  auto meta = read_meta(dir);
+  if (!meta) return meta.error();
+  if (!meta->is_object()) {
+    return Error{"storage_corrupt", (dir / "meta.json").string() + " is not a JSON object", ""};
+  }
+  auto named = meta->find("snapshot_file");
+  std::string snapshot_file = named == meta->end() ? "snapshot.log"
+                              : named->is_string() ? named->get<std::string>()
+                                                   : std::string();
+  if (!plain_file_name(snapshot_file)) {
+    return Error{"storage_corrupt",
+                 (dir / "meta.json").string() +
+                     ": snapshot_file is not a file name in the shape's directory",
+                 ""};
+  }
+  return std::make_pair(std::move(meta).value(), std::move(snapshot_file));
+}
+
 }  // namespace
 
 Result<std::pair<std::unique_ptr<ShapeFiles>, StoredShape>> ShapeFiles::open(const fs::path& dir) {
   StoredShape stored;
-  auto meta = read_meta(dir);
-  if (!meta) return meta.error();
-  stored.meta = std::move(meta).value();
-  if (!stored.meta.is_object()) {
-    return Error{"storage_corrupt", (dir / "meta.json").string() + " is not a JSON object", ""};
-  }
-  auto named = stored.meta.find("snapshot_file");
-  const std::string snapshot_file = named == stored.meta.end() ? "snapshot.log"
-                                    : named->is_string()       ? named->get<std::string>()
-                                                               : std::string();
-  if (!plain_file_name(snapshot_file)) {
-    return Error{"storage_corrupt",
-                 (dir / "meta.json").string() +
-                     ": snapshot_file is not a file name in the shape's "
-                     "directory",
-                 ""};
-  }
+  auto named = read_meta_and_snapshot_file(dir);
+  if (!named) return named.error();
+  stored.meta = std::move(named->first);
+  const std::string snapshot_file = std::move(named->second);
   // A shape whose snapshot completed (meta.json names it) must have the file.
   if (stored.meta.contains("snapshot") || fs::exists(dir / snapshot_file)) {
     if (auto loaded = load_snapshot(dir / snapshot_file, stored); !loaded) return loaded.error();
@@ -320,19 +328,10 @@ Result<std::pair<std::unique_ptr<ShapeFiles>, StoredShape>> ShapeFiles::open(con
 Result<std::pair<std::unique_ptr<ShapeFiles>, StoredShape>> ShapeFiles::open_read_only(
     const fs::path& dir) {
   StoredShape stored;
-  auto meta = read_meta(dir);
-  if (!meta) return meta.error();
-  stored.meta = std::move(meta).value();
-  if (!stored.meta.is_object()) {
-    return Error{"storage_corrupt", (dir / "meta.json").string() + " is not a JSON object", ""};
-  }
-  auto named = stored.meta.find("snapshot_file");
-  const std::string snapshot_file = named == stored.meta.end() ? "snapshot.log"
-                                    : named->is_string()       ? named->get<std::string>()
-                                                               : std::string();
-  if (!plain_file_name(snapshot_file)) {
-    return Error{"storage_corrupt", (dir / "meta.json").string() + ": bad snapshot_file", ""};
-  }
+  auto named = read_meta_and_snapshot_file(dir);
+  if (!named) return named.error();
+  stored.meta = std::move(named->first);
+  const std::string snapshot_file = std::move(named->second);
   // Only a snapshot meta.json names as complete is read (a file it does
   // not name may be half written by its owner).
   if (stored.meta.contains("snapshot")) {
