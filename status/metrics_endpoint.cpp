@@ -193,6 +193,16 @@ std::string render_metrics(const StatusSnapshot& reported, const ServingGauges& 
                          escape_label(cluster.instance_id), escape_label(cluster.role),
                          escape_label(cluster.leader_id.value_or(""))),
              std::uint64_t{1});
+  out.family("shapeproxy_cluster_follower_serving", "gauge",
+             "1 while this follower answers reads from the shared files itself, else 0.");
+  out.sample("shapeproxy_cluster_follower_serving", "",
+             std::uint64_t{cluster.follower_serving ? 1u : 0u});
+  out.family("shapeproxy_cluster_follower_reads_total", "counter",
+             "Shape reads this follower answered from the shared files (not relayed).");
+  out.sample("shapeproxy_cluster_follower_reads_total", "", cluster.follower_reads);
+  out.family("shapeproxy_cluster_follower_parked", "gauge",
+             "Live reads (long-poll, SSE) parked on this follower's own shapes.");
+  out.sample("shapeproxy_cluster_follower_parked", "", cluster.follower_parked);
   out.family("shapeproxy_replication_reconnects_total", "counter",
              "Times the replication stream was lost (or could not start) and was tried again.");
   out.sample("shapeproxy_replication_reconnects_total", "", gauges.reconnects());

@@ -53,6 +53,11 @@ struct ClusterInfo {
   std::string instance_id;
   std::optional<std::string> leader_id;  // the leader's instance id, when known
   std::optional<std::int64_t> leader_since_ms;
+  // A follower answering reads from the shared files itself (rfc/0003),
+  // and how many it answered so.
+  bool follower_serving = false;
+  std::uint64_t follower_reads = 0;
+  std::uint64_t follower_parked = 0;  // its live reads waiting for changes
 };
 
 struct ServingGauges {

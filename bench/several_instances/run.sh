@@ -3,7 +3,8 @@
 # follower vs through the leader, in the same run (rfc/0003; see
 # bench/README.md). Starts a private PostgreSQL (shapeproxy_test_cluster),
 # two instances on one data directory pinned to core 0 (the first leads, the
-# second follows and relays to it), creates one bench_live_N table per run, then alternates
+# second follows: it answers reads of existing shapes from the shared files
+# and relays the rest to the leader), creates one bench_live_N table per run, then alternates
 # bench_live_latency runs (pinned to core 1) against the leader and against
 # the follower, --pairs times. Prints each run's arrival p50/p99 and the
 # closing line
@@ -73,7 +74,12 @@ run_once() {
   line="$(grep '^arrival' "$out")"
   p50="$(sed -E 's/.* p50 ([0-9.]+) ms.*/\1/' <<<"$line")"
   p99="$(sed -E 's/.* p99 ([0-9.]+) ms.*/\1/' <<<"$line")"
-  printf '%-8s p50 %6s ms  p99 %6s ms\n' "$label" "$p50" "$p99"
+  # Reads the follower answered itself so far (0 when it relays everything).
+  local own
+  own="$(curl -fsS "http://127.0.0.1:$follower_port/metrics" |
+    sed -nE 's/^shapeproxy_cluster_follower_reads_total ([0-9]+)$/\1/p')"
+  printf '%-8s p50 %6s ms  p99 %6s ms  (follower reads answered itself: %s)\n' "$label" "$p50" \
+    "$p99" "${own:-0}"
 }
 
 echo "leader and follower on core 0, client on core 1; $clients clients x $commits commits, $pairs pairs"

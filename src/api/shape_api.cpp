@@ -51,6 +51,7 @@ void long_poll(shapes::ShapeService& service, std::shared_ptr<const ShapeApiOpti
       std::lock_guard lock(poll->mu);
       cancel.swap(poll->cancel);
     }
+    if (relay_elsewhere(*options, outcome, exchange)) return;
     auto* result = std::get_if<shapes::ReadResult>(&outcome);
     exchange->respond(result ? shared_reads->get(*result, *shared_params, *options,
                                                  exchange->request().header("if-none-match"))

@@ -5,10 +5,14 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 
 #include "api/live_cursor.h"
+#include "http/exchange.h"
+#include "shapes/shape_service.h"
 
 namespace shapeproxy::api {
 
@@ -29,6 +33,20 @@ struct ShapeApiOptions {
   // Wall clock for electric-cursor; injectable for tests.
   Clock clock = [] { return std::chrono::system_clock::now(); };
   std::string path = "/v1/shape";
+  // A follower's relay to its leader (rfc/0003): a read the service answers
+  // Unavailable{elsewhere} goes there instead of a 503, when nothing of the
+  // response was sent yet. Unset: the 503.
+  std::function<void(std::shared_ptr<http::Exchange>)> elsewhere;
 };
+
+// Hands `exchange` to options.elsewhere when `outcome` asks for it and a
+// relay is set; false otherwise (the caller answers).
+inline bool relay_elsewhere(const ShapeApiOptions& options, const shapes::ReadOutcome& outcome,
+                            const std::shared_ptr<http::Exchange>& exchange) {
+  const auto* unavailable = std::get_if<shapes::Unavailable>(&outcome);
+  if (!unavailable || !unavailable->elsewhere || !options.elsewhere) return false;
+  options.elsewhere(exchange);
+  return true;
+}
 
 }  // namespace shapeproxy::api

@@ -126,6 +126,7 @@ class SseSession : public std::enable_shared_from_this<SseSession> {
       std::lock_guard lock(mu_);
       finished_ = true;
     }
+    if (relay_elsewhere(*options_, outcome, exchange_)) return;
     exchange_->respond(error_outcome_response(outcome));
   }
 

@@ -17,8 +17,11 @@
 #include <filesystem>
 
 #include "api/shape_api.h"
+#include "api/subset_params.h"
+#include "cluster/announcer.h"
 #include "cluster/data_dir_lock.h"
 #include "cluster/election.h"
+#include "cluster/follower_shapes.h"
 #include "cluster/forwarder.h"
 #include "fallback/fallback_query.h"
 #include "http/handlers.h"
@@ -186,6 +189,15 @@ struct Proxy::State {
   std::unique_ptr<cluster::Forwarder> forwarder;
   // Stays "starting": the status of a follower that cannot reach its leader.
   std::shared_ptr<status::ReplicationStatusMonitor> follower_monitor;
+  // A follower's own reads of the shared shapes (rfc/0003) and the shape
+  // API on them: set in start() before the server runs, never reset (SSE
+  // sessions hold the service by reference); stopped when this instance
+  // leads or stops. Its handler is the API's GET behind the secret.
+  std::shared_ptr<cluster::FollowerShapes> follower_shapes;
+  std::unique_ptr<api::ShapeApi> follower_api;
+  http::Handler follower_get;
+  // The leader's announcements of durable ends to its followers.
+  std::shared_ptr<cluster::Announcer> announcer;
   bool initial_round_done = false;
   bool core_requested = false;  // start_core() called (once)
   bool core_started = false;
@@ -243,13 +255,16 @@ asio::awaitable<void> prepare_and_stream(asio::any_io_executor executor, std::st
 // shapes strand.
 void start_ticker(std::shared_ptr<asio::steady_timer> timer,
                   std::shared_ptr<status::ReplicationStatusMonitor> monitor,
-                  std::shared_ptr<shapes::ShapeRegistry> registry) {
+                  std::shared_ptr<shapes::ShapeRegistry> registry,
+                  std::shared_ptr<cluster::Announcer> announcer) {
   timer->expires_after(200ms);
-  timer->async_wait([timer, monitor, registry](boost::system::error_code ec) {
+  timer->async_wait([timer, monitor, registry, announcer](boost::system::error_code ec) {
     if (ec) return;
     monitor->tick();
     apply_serving_mode(*monitor, *registry);
-    start_ticker(timer, monitor, registry);
+    // Followers relay while the leader serves in fallback mode (rfc/0003).
+    announcer->set_fallback(monitor->status() == status::ServingStatus::kFallback);
+    start_ticker(timer, monitor, registry, announcer);
   });
 }
 
@@ -265,9 +280,16 @@ std::string random_instance_id() {
 status::ServingGauges cluster_gauges(const std::shared_ptr<Proxy::State>& state) {
   status::ServingGauges gauges;
   std::weak_ptr<cluster::Election> weak_election = state->election;
-  gauges.cluster = [weak_election, id = state->instance_id]() -> status::ClusterInfo {
+  std::weak_ptr<cluster::FollowerShapes> weak_follower = state->follower_shapes;
+  gauges.cluster = [weak_election, weak_follower,
+                    id = state->instance_id]() -> status::ClusterInfo {
     status::ClusterInfo info;
     info.instance_id = id;
+    if (auto follower = weak_follower.lock()) {
+      info.follower_serving = follower->serving();
+      info.follower_reads = follower->served();
+      info.follower_parked = follower->parked();
+    }
     auto election = weak_election.lock();
     if (!election) return info;
     const auto view = election->view();
@@ -279,6 +301,17 @@ status::ServingGauges cluster_gauges(const std::shared_ptr<Proxy::State>& state)
     return info;
   };
   return gauges;
+}
+
+// The shape API's settings, the same on a leader and a follower.
+api::ShapeApiOptions shape_api_options(const config::Config& config) {
+  api::ShapeApiOptions options;
+  options.secret = config.secret;
+  options.allow_delete = config.allow_delete;
+  options.long_poll_timeout = config.long_poll_timeout;
+  options.max_age_seconds = config.cache_max_age_seconds;
+  options.stale_while_revalidate_seconds = config.cache_stale_age_seconds;
+  return options;
 }
 
 // Replication starts once the core serves and the advisory lock is held.
@@ -333,6 +366,10 @@ cluster::ElectionEvents election_events(const std::shared_ptr<Proxy::State>& sta
   return events;
 }
 
+// Every shape's durable end (cluster::Announcer::snapshot_json()), fetched
+// by a follower when it starts listening to the leader.
+constexpr const char* kClusterEndsPath = "/v1/cluster/ends";
+
 http::Response no_leader_response(std::string_view message) {
   http::Response response = http::json_error(503, message);
   response.headers.emplace_back("retry-after", "1");
@@ -382,16 +419,43 @@ http::Handler elsewhere_handler(const std::shared_ptr<Proxy::State>& state, http
   };
 }
 
+// GET /v1/shape: the leader's own API once this instance leads; on a
+// follower its own reads of the shared files while it is in step with the
+// leader (FollowerShapes), which relay what they cannot answer; otherwise
+// (subsets, a request another instance forwarded, out of step) relayed.
+http::Handler follower_get_handler(const std::shared_ptr<Proxy::State>& state, std::string path) {
+  std::weak_ptr<Proxy::State> weak = state;
+  auto relay = elsewhere_handler(state, http::Verb::get, path);
+  return [weak, path, relay](std::shared_ptr<http::Exchange> exchange) {
+    auto state = weak.lock();
+    if (!state) return relay(std::move(exchange));
+    if (auto local = state->served_locally()) {
+      if (const auto* handler = local->find(http::Verb::get, path)) {
+        return (*handler)(std::move(exchange));
+      }
+    }
+    const auto& request = exchange->request();
+    if (state->follower_shapes && state->follower_shapes->serving() &&
+        !request.header(cluster::kForwardedByHeader) &&
+        std::holds_alternative<std::monostate>(api::parse_subset_params(request))) {
+      return state->follower_get(std::move(exchange));
+    }
+    relay(std::move(exchange));
+  };
+}
+
 // The routes of every instance. A leader serves them from its core; a
 // follower relays shape requests to the leader and answers /v1/status,
 // /v1/health and /metrics itself, with its role.
 http::Router front_routes(const std::shared_ptr<Proxy::State>& state) {
   http::Router router;
   const std::string shape_path = api::ShapeApiOptions{}.path;
-  for (auto verb : {http::Verb::get, http::Verb::post, http::Verb::delete_}) {
+  for (auto verb : {http::Verb::post, http::Verb::delete_}) {
     router.add(verb, shape_path, elsewhere_handler(state, verb, shape_path));
   }
-  for (const char* path : {"/v1/status/history", "/v1/status/shapes", "/dashboard"}) {
+  router.add(http::Verb::get, shape_path, follower_get_handler(state, shape_path));
+  for (const char* path :
+       {"/v1/status/history", "/v1/status/shapes", "/dashboard", kClusterEndsPath}) {
     router.add(http::Verb::get, path, elsewhere_handler(state, http::Verb::get, path));
   }
   std::weak_ptr<Proxy::State> weak = state;
@@ -503,6 +567,21 @@ asio::awaitable<Result<void>> start_core(std::shared_ptr<Proxy::State> state) {
   registry_hooks.on_durable = [weak_stream](replication::Lsn end_lsn) {
     if (auto stream = weak_stream.lock()) stream->acknowledge(end_lsn);
   };
+  // Followers learn of durable ends from the announcer (rfc/0003).
+  state->announcer = std::make_shared<cluster::Announcer>(
+      state->io, state->conninfo, cluster::Announcer::channel_for(config.slot_name),
+      state->instance_id + "@" +
+          std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
+                             std::chrono::system_clock::now().time_since_epoch())
+                             .count()));
+  std::weak_ptr<cluster::Announcer> weak_announcer = state->announcer;
+  registry_hooks.durable_ends = [weak_announcer](replication::Lsn last_seen,
+                                                 shapes::ShapeRegistryHooks::DurableEnds ends) {
+    if (auto announcer = weak_announcer.lock()) announcer->durable(last_seen, std::move(ends));
+  };
+  registry_hooks.removed = [weak_announcer](const std::string& handle) {
+    if (auto announcer = weak_announcer.lock()) announcer->removed(handle);
+  };
   shapes::ShapeRegistryOptions registry_options;
   registry_options.publication_name = config.publication_name;
   registry_options.chunk_bytes = config.chunk_bytes;
@@ -525,15 +604,20 @@ asio::awaitable<Result<void>> start_core(std::shared_ptr<Proxy::State> state) {
   // the registry pointer was released one time too many, so the registry
   // was freed while frames still held it: use-after-free and heap
   // corruption at shutdown (issue 16, item 3).
-  auto load = [registry]() -> asio::awaitable<Loaded> {
+  auto load = [registry, announcer = state->announcer]() -> asio::awaitable<Loaded> {
     auto count = registry->load();
     if (!count) co_return Loaded{0, count.error()};
+    auto [last_seen, ends] = registry->durable_ends();
+    announcer->seed(last_seen, std::move(ends));
     registry->start_housekeeping();
     co_return Loaded{count.value(), std::nullopt};
   };
   auto loaded = co_await asio::co_spawn(strand, std::move(load), asio::use_awaitable);
   if (loaded.second) co_return *loaded.second;
   spdlog::info("shapes: {} loaded from {}", loaded.first, registry_options.shapes_dir->string());
+  state->announcer->start();
+  // A follower promoted to leader stops serving from its views.
+  if (state->follower_shapes) state->follower_shapes->stop();
 
   status::StatusMonitorOptions monitor_options;
   monitor_options.slot_name = config.slot_name;
@@ -552,15 +636,9 @@ asio::awaitable<Result<void>> start_core(std::shared_ptr<Proxy::State> state) {
       });
   state->probe->start();
   state->monitor_ticker = std::make_shared<asio::steady_timer>(strand);
-  start_ticker(state->monitor_ticker, state->monitor, state->registry);
+  start_ticker(state->monitor_ticker, state->monitor, state->registry, state->announcer);
 
-  api::ShapeApiOptions api_options;
-  api_options.secret = config.secret;
-  api_options.allow_delete = config.allow_delete;
-  api_options.long_poll_timeout = config.long_poll_timeout;
-  api_options.max_age_seconds = config.cache_max_age_seconds;
-  api_options.stale_while_revalidate_seconds = config.cache_stale_age_seconds;
-  state->shape_api = std::make_unique<api::ShapeApi>(*state->registry, api_options);
+  state->shape_api = std::make_unique<api::ShapeApi>(*state->registry, shape_api_options(config));
   // Subset snapshots: their own queries (never in a shape's log), to the
   // primary, or in fallback mode to the fallback source; capped like it.
   auto subset_strand = asio::make_strand(state->io);
@@ -633,6 +711,11 @@ asio::awaitable<Result<void>> start_core(std::shared_ptr<Proxy::State> state) {
                 });
               }));
   router->add(http::Verb::get, "/dashboard", status::dashboard_handler());
+  // Every shape's durable end, for a follower that starts listening.
+  router->add(http::Verb::get, kClusterEndsPath,
+              [announcer = state->announcer](std::shared_ptr<http::Exchange> exchange) {
+                exchange->respond(http::Response::json(200, announcer->snapshot_json()));
+              });
   router->add(http::Verb::get, "/metrics",
               status::metrics_handler(state->monitor, gauges, state->request_metrics));
   {
@@ -642,6 +725,53 @@ asio::awaitable<Result<void>> start_core(std::shared_ptr<Proxy::State> state) {
   state->core_started = true;
   maybe_stream(state);
   co_return Result<void>{};
+}
+
+// A follower's own reads (rfc/0003): views of the shared shape files, kept
+// in step by the leader's announcements; what they cannot answer is
+// relayed as before. Once this instance leads, its core serves instead.
+void start_follower_serving(const std::shared_ptr<Proxy::State>& state) {
+  const auto& config = state->config;
+  std::weak_ptr<Proxy::State> weak = state;
+  cluster::FollowerShapesOptions options;
+  options.shapes_dir = std::filesystem::absolute(config.data_dir / "shapes");
+  options.chunk_bytes = config.chunk_bytes;
+  options.live_timeout = config.long_poll_timeout;
+  options.conninfo = state->conninfo;
+  options.channel = cluster::Announcer::channel_for(config.slot_name);
+  auto fetch_ends = [weak](std::function<void(Result<std::string>)> done) {
+    auto state = weak.lock();
+    const auto view = state && state->election ? state->election->view() : cluster::ClusterView{};
+    if (!state || view.role != cluster::Role::kFollower || !view.leader) {
+      return done(Error{"unavailable", "no leader to ask", ""});
+    }
+    state->forwarder->fetch(
+        view.leader->url, kClusterEndsPath, [done](Result<http::Response> fetched) {
+          if (!fetched) return done(fetched.error());
+          if (fetched->status != 200) {
+            return done(
+                Error{"unavailable", "the leader answered " + std::to_string(fetched->status), ""});
+          }
+          done(std::string(fetched->body_view()));
+        });
+  };
+  state->follower_shapes =
+      std::make_shared<cluster::FollowerShapes>(state->io, options, std::move(fetch_ends));
+  api::ShapeApiOptions api_options = shape_api_options(config);
+  // Reads its shapes cannot answer go to the leader, as every read did.
+  const auto wait = std::chrono::milliseconds(config.fallback_grace) + 3s;
+  api_options.elsewhere = [weak, path = api_options.path,
+                           wait](std::shared_ptr<http::Exchange> exchange) {
+    auto state = weak.lock();
+    if (!state) return exchange->respond(no_leader_response("shutting down"));
+    serve_elsewhere(state, std::move(exchange), http::Verb::get, path,
+                    std::chrono::steady_clock::now() + wait);
+  };
+  state->follower_api = std::make_unique<api::ShapeApi>(*state->follower_shapes, api_options);
+  state->follower_get = http::require_secret(
+      config.secret,
+      [api = state->follower_api.get()](auto exchange) { api->handle_get(std::move(exchange)); });
+  state->follower_shapes->start();
 }
 
 }  // namespace
@@ -664,6 +794,7 @@ asio::awaitable<Result<void>> Proxy::start(std::vector<replication::TableName> t
       std::chrono::milliseconds(config.long_poll_timeout) + std::chrono::seconds(15);
   state->forwarder = std::make_unique<cluster::Forwarder>(state->io, forwarder_options);
 
+  start_follower_serving(state);
   http::Router router = front_routes(state);
   auto metric_routes = router.paths();  // request metrics keep these apart
   state->request_metrics = std::make_shared<status::RequestMetrics>(std::move(metric_routes));
@@ -734,6 +865,8 @@ void Proxy::shutdown(std::function<void()> done) {
   };
   asio::post(state->control, [state, finish_one] {
     state->stopping = true;
+    if (state->follower_shapes) state->follower_shapes->stop();
+    if (state->announcer) state->announcer->stop();
     if (auto election = state->election) {
       asio::post(election->executor(), [election] { election->stop(); });
     }

@@ -27,6 +27,9 @@ inline constexpr std::string_view kCancelled = "cancelled";
 inline constexpr std::string_view kStorageResource = "storage_resource";
 // A stored file failed its checksum.
 inline constexpr std::string_view kStorageCorrupt = "storage_corrupt";
+// A read-only view of a shape's files found them switched (a compaction) while
+// it opened them: open it again.
+inline constexpr std::string_view kStorageChanged = "storage_changed";
 
 // SQLSTATE 57014 query_canceled: what statement_timeout (and PQcancel) raise.
 inline constexpr std::string_view kSqlstateQueryCanceled = "57014";

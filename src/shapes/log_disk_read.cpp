@@ -11,6 +11,9 @@ Result<LogDiskRead::Slice> LogDiskRead::run() const {
   // The same rule as ShapeLog::read_after(): at least one message, then
   // messages while they fit in chunk_bytes.
   auto take = [&](LogOffset offset, std::string_view json) {
+    // Past the end planned: records a read-only view's files hold beyond
+    // what their owner announced (rfc/0003); never more than the log has.
+    if (offset > end) return false;
     if (slice.count > 0 && bytes + json.size() > chunk_bytes) {
       full = true;
       return false;

@@ -59,11 +59,18 @@ void LogDurability::flush() {
     return;
   }
   Batch batch;
+  std::vector<DurableEnd> ends;
+  const std::uint64_t sealed = hooks_.sealing ? hooks_.sealing() : 0;
   for (const auto& shape : dirty_) {
     if (shape->phase() == Shape::Phase::kGone || !shape->files()) continue;
     if (auto written = shape->files()->write(); !written) {
       note_write_failure(shape, written.error());
       return;
+    }
+    if (hooks_.durable) {
+      const auto last = shape->files()->written_last();
+      ends.push_back(
+          {shape, last ? std::optional(LogOffset::at(last->first, last->second)) : std::nullopt});
     }
     // Its rows changed so far are committed to the state store once these
     // records are durable (finish_flush), never before.
@@ -78,27 +85,31 @@ void LogDurability::flush() {
   // A shape still taking its snapshot holds transactions that are not on disk.
   replication::Lsn durable = hooks_.holds_buffered() ? 0 : applied_end_lsn_;
   if (batch.empty()) {
-    finish_flush({}, durable, std::nullopt);
+    finish_flush({}, durable, std::nullopt, {}, sealed);
     return;
   }
   sync_in_flight_ = true;
-  asio::post(sync_thread_, [this, weak = lifetime_(), executor = executor_,
-                            batch = std::move(batch), durable]() mutable {
-    std::optional<Error> failure;
-    // Nothing may escape this thread (it would end the process).
-    try {
-      for (const auto& [shape, file] : batch) {
-        if (auto synced = storage::ShapeFiles::sync_written(file); !synced) {
-          failure = synced.error();
+  asio::post(
+      sync_thread_, [this, weak = lifetime_(), executor = executor_, batch = std::move(batch),
+                     durable, ends = std::move(ends), sealed]() mutable {
+        std::optional<Error> failure;
+        // Nothing may escape this thread (it would end the process).
+        try {
+          for (const auto& [shape, file] : batch) {
+            if (auto synced = storage::ShapeFiles::sync_written(file); !synced) {
+              failure = synced.error();
+            }
+          }
+        } catch (const std::exception& thrown) {
+          failure = Error{"internal", std::string("syncing shape logs: ") + thrown.what(), ""};
         }
-      }
-    } catch (const std::exception& thrown) {
-      failure = Error{"internal", std::string("syncing shape logs: ") + thrown.what(), ""};
-    }
-    asio::post(executor, [this, weak, batch = std::move(batch), durable, failure]() mutable {
-      if (auto alive = weak.lock()) finish_flush(std::move(batch), durable, failure);
-    });
-  });
+        asio::post(executor, [this, weak, batch = std::move(batch), durable, failure,
+                              ends = std::move(ends), sealed]() mutable {
+          if (auto alive = weak.lock()) {
+            finish_flush(std::move(batch), durable, failure, std::move(ends), sealed);
+          }
+        });
+      });
 }
 
 // A shape's records could not be handed to the OS (no space, I/O error).
@@ -143,7 +154,8 @@ void LogDurability::note_write_failure(const std::shared_ptr<Shape>& shape, cons
 }
 
 void LogDurability::finish_flush(Batch synced, replication::Lsn durable_lsn,
-                                 std::optional<Error> failure) {
+                                 std::optional<Error> failure, std::vector<DurableEnd> ends,
+                                 std::uint64_t sealed) {
   SHAPEPROXY_ASSERT_ON_STRAND(executor_);
   sync_in_flight_ = false;
   if (failure) {
@@ -176,6 +188,12 @@ void LogDurability::finish_flush(Batch synced, replication::Lsn durable_lsn,
     storage_.durable_lsn = std::max(storage_.durable_lsn, durable_lsn);
   }
   if (hooks_.on_durable && durable_lsn > 0) hooks_.on_durable(durable_lsn);
+  if (hooks_.durable) {
+    std::erase_if(ends, [](const DurableEnd& each) {
+      return each.shape->phase() == Shape::Phase::kGone || !each.shape->files();
+    });
+    hooks_.durable(ends, sealed);
+  }
   if (!dirty_.empty() || std::exchange(flush_after_sync_, false)) schedule_flush();
 }
 

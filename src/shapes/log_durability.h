@@ -42,6 +42,12 @@ struct StorageState {
   replication::Lsn durable_lsn = 0;  // last end LSN handed to on_durable
 };
 
+// A shape's log end as of a sealed batch (unset: no operations yet).
+struct DurableEnd {
+  std::shared_ptr<Shape> shape;
+  std::optional<LogOffset> end;
+};
+
 struct LogDurabilityHooks {
   // The end LSN up to which every transaction is durably handled by every
   // shape: what the slot may confirm.
@@ -51,6 +57,12 @@ struct LogDurabilityHooks {
   // Whether some shape still holds transactions that are not on disk (it is
   // taking its snapshot): then nothing is acknowledged yet.
   std::function<bool()> holds_buffered;
+  // Followers (rfc/0003). `sealing` is asked when a batch's records are
+  // handed to the OS (a value to keep with the batch: the last LSN seen);
+  // `durable` gets it back once the batch is durable, with each synced
+  // shape's end as of the sealing. Batches are reported in order.
+  std::function<std::uint64_t()> sealing;
+  std::function<void(const std::vector<DurableEnd>& ends, std::uint64_t sealed)> durable;
   // Tests: true leaves a synced shape's rows out of the state store (as a
   // process killed between the log's fdatasync and the store's write).
   std::function<bool()> skip_state_commit;
@@ -82,7 +94,8 @@ class LogDurability {
   using Batch = std::vector<std::pair<std::shared_ptr<Shape>, PendingSync>>;
 
   void flush();
-  void finish_flush(Batch synced, replication::Lsn durable_lsn, std::optional<Error> failure);
+  void finish_flush(Batch synced, replication::Lsn durable_lsn, std::optional<Error> failure,
+                    std::vector<DurableEnd> ends = {}, std::uint64_t sealed = 0);
   void note_write_failure(const std::shared_ptr<Shape>& shape, const Error& error);
   // The writes/syncs failed (error) or work again (nullopt).
   void set_storage_failure(std::optional<Error> failure);

@@ -95,6 +95,7 @@ void Shape::mark_gone() {
   if (phase_ == Phase::kGone) return;
   phase_ = Phase::kGone;
   deferred_state_ = nullptr;  // its rows are dropped below
+  if (read_only_) return;     // a view holds no rows
   if (auto dropped = state_.drop(); !dropped)
     spdlog::warn("shapes: the rows of removed shape {} stay in the store until the next start: {}",
                  handle_, dropped.error().to_string());

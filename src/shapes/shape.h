@@ -88,6 +88,21 @@ class Shape {
                                                 std::size_t chunk_bytes,
                                                 std::shared_ptr<StateStore> store);
 
+  // A follower's view of a shape another process owns and appends to
+  // (rfc/0003): the log from `files` (ShapeFiles::open_read_only()), served
+  // through `through` (an end the owner announced durable, never past what
+  // the files hold; unset: no operations). Its rows are never loaded; it is
+  // never written, compacted or snapshotted, only read.
+  static std::shared_ptr<Shape> open_read_only(ShapeDefinition definition, const ShapeMeta& meta,
+                                               storage::StoredShape stored,
+                                               std::unique_ptr<storage::ShapeFiles> files,
+                                               std::size_t chunk_bytes,
+                                               std::optional<LogOffset> through);
+  // Takes the log and files of `fresh`, a newer read-only view of the same
+  // shape (its end moved, or a compaction switched its files); reads in
+  // flight keep the files they hold. Strand only.
+  void adopt_view(Shape& fresh);
+
   // Persists this shape from now on (before the snapshot is applied).
   void attach_files(std::unique_ptr<storage::ShapeFiles> files) { files_ = std::move(files); }
   storage::ShapeFiles* files() const { return files_.get(); }
@@ -231,6 +246,10 @@ class Shape {
     std::vector<replication::Change> changes;
   };
 
+  // A loaded shape's snapshot (chunks on disk, or older files' messages) and
+  // compaction point from its meta.json and files; returns the offset its
+  // operations start after.
+  LogOffset set_stored_snapshot(const ShapeMeta& meta, const storage::StoredShape& stored);
   Result<bool> install_snapshot(const std::vector<Row>& rows, std::vector<Row>* owned,
                                 const std::shared_ptr<const SnapshotRows>& shared,
                                 const PgSnapshot& snapshot, SnapshotStorage storage);
@@ -274,6 +293,7 @@ class Shape {
   std::string snapshot_file_ = "snapshot.log";
   std::unique_ptr<storage::ShapeFiles> files_;
   bool compacting_ = false;
+  bool read_only_ = false;       // open_read_only(): a follower's view
   bool snapshot_stored_ = true;  // false while a kAfterServing snapshot is only in memory
   // A snapshot's store write still to run (see store_deferred_state()) and
   // its row count. Mutable: const readers (holds()) run it first, lazily.

@@ -13,7 +13,14 @@ namespace asio = boost::asio;
 
 ShapeReader::ShapeReader(asio::any_io_executor executor, Lifetime lifetime,
                          const FallbackRefresher& fallback)
-    : executor_(std::move(executor)), lifetime_(std::move(lifetime)), fallback_(fallback) {}
+    : ShapeReader(std::move(executor), std::move(lifetime),
+                  [&fallback] { return fallback.active(); }) {}
+
+ShapeReader::ShapeReader(asio::any_io_executor executor, Lifetime lifetime,
+                         std::function<bool()> fallback_active)
+    : executor_(std::move(executor)),
+      lifetime_(std::move(lifetime)),
+      fallback_active_(std::move(fallback_active)) {}
 
 void ShapeReader::note_commit(replication::Lsn commit_lsn) {
   // The next commit record starts past this one's end.
@@ -40,7 +47,7 @@ ReadResult ShapeReader::result(const Shape& shape, LogOffset offset,
   out.body = std::move(body);
   out.up_to_date = up_to_date;
   out.schema_json = shape.schema_json();
-  out.fallback = fallback_.active();
+  out.fallback = fallback_active_();
   return out;
 }
 

@@ -46,6 +46,10 @@ class ShapeReader {
   // `fallback` tells whether responses carry the fallback flag.
   ShapeReader(boost::asio::any_io_executor executor, Lifetime lifetime,
               const FallbackRefresher& fallback);
+  // `fallback_active` (strand) says whether responses carry the fallback
+  // flag: a follower's reader, whose shapes have no refresher (rfc/0003).
+  ShapeReader(boost::asio::any_io_executor executor, Lifetime lifetime,
+              std::function<bool()> fallback_active);
 
   // The answer to `request` now; nullopt when it is a live read with nothing
   // new (to park), or when the operations after the offset are no longer in
@@ -85,7 +89,7 @@ class ShapeReader {
   boost::asio::any_io_executor executor_;
   Lifetime lifetime_;
   std::function<void(const std::string& handle)> damaged_chunk_;
-  const FallbackRefresher& fallback_;
+  std::function<bool()> fallback_active_;
   // Reads of operations older than a shape's in-memory tail (catch-up).
   boost::asio::thread_pool read_pool_{1};
   // global_last_seen_lsn: after every delivered operation, before any to come.

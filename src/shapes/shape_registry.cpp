@@ -37,6 +37,7 @@ ShapeRegistry::ShapeRegistry(asio::any_io_executor executor,
                              ShapeRegistryHooks hooks)
     : executor_(std::move(executor)),
       options_(std::move(options)),
+      removed_(std::move(hooks.removed)),
       fallback_(executor_, options_.clock, lifetime(), std::move(hooks.fallback_rows),
                 options_.fallback_poll_interval,
                 {.active_shapes =
@@ -71,6 +72,19 @@ ShapeRegistry::ShapeRegistry(asio::any_io_executor executor,
                    return shape.phase() == Shape::Phase::kSnapshotting && shape.has_buffered();
                  });
                },
+           .sealing = [this] { return reader_.last_seen_lsn(); },
+           .durable = hooks.durable_ends
+                          ? std::function<void(const std::vector<DurableEnd>&, std::uint64_t)>(
+                                [announce = std::move(hooks.durable_ends)](
+                                    const std::vector<DurableEnd>& ends, std::uint64_t sealed) {
+                                  ShapeRegistryHooks::DurableEnds out;
+                                  out.reserve(ends.size());
+                                  for (const auto& each : ends) {
+                                    out.emplace_back(each.shape->handle(), each.end);
+                                  }
+                                  announce(sealed, std::move(out));
+                                })
+                          : nullptr,
            .skip_state_commit = options_.skip_state_commit}),
       compactor_(
           executor_, options_.clock, lifetime(),
@@ -209,6 +223,19 @@ void ShapeRegistry::remove(ShapeDefinitionRequest definition, std::optional<std:
       on_exception(executor_, "a delete", [finish] {
         finish(Error{"internal", "internal error while deleting the shape", ""});
       }));
+}
+
+std::pair<replication::Lsn, ShapeRegistryHooks::DurableEnds> ShapeRegistry::durable_ends() const {
+  SHAPEPROXY_ASSERT_ON_STRAND(executor_);
+  ShapeRegistryHooks::DurableEnds ends;
+  for (const auto& shape : catalog_.all()) {
+    if (shape->phase() != Shape::Phase::kReady || !shape->files()) continue;
+    const auto last = shape->files()->written_last();
+    ends.emplace_back(shape->handle(), last
+                                           ? std::optional(LogOffset::at(last->first, last->second))
+                                           : std::nullopt);
+  }
+  return {reader_.last_seen_lsn(), std::move(ends)};
 }
 
 std::size_t ShapeRegistry::shape_count() const {
@@ -389,6 +416,7 @@ void ShapeRegistry::start_housekeeping() {
 }
 
 void ShapeRegistry::forget(const std::shared_ptr<Shape>& shape) {
+  if (removed_) removed_(shape->handle());
   shape->mark_gone();
   compactor_.forget(shape);
   durability_.forget(shape);

@@ -97,6 +97,13 @@ struct ShapeRegistryHooks {
   // Called (on the strand) with the end LSN up to which every transaction
   // is durably handled by every shape: what the slot may confirm.
   std::function<void(replication::Lsn)> on_durable;
+  // Followers (rfc/0003), on the strand, in order: a batch of shape logs is
+  // durable (each grown shape's handle and end as of its sealing, and the
+  // global_last_seen_lsn then: every operation at or below it lies at or
+  // before those ends, or earlier announced ones); a shape was removed.
+  using DurableEnds = std::vector<std::pair<std::string, std::optional<LogOffset>>>;
+  std::function<void(replication::Lsn last_seen, DurableEnds ends)> durable_ends;
+  std::function<void(const std::string& handle)> removed;
 };
 
 class ShapeRegistry : public ShapeService, public std::enable_shared_from_this<ShapeRegistry> {
@@ -138,6 +145,9 @@ class ShapeRegistry : public ShapeService, public std::enable_shared_from_this<S
   void release_waiters();
 
   std::size_t shape_count() const;
+  // Every ready persisted shape's handle and log end, and the last LSN seen
+  // (strand): what followers start from, taken before streaming starts.
+  std::pair<replication::Lsn, ShapeRegistryHooks::DurableEnds> durable_ends() const;
   // From any thread, for /v1/status and /metrics.
   std::uint64_t shapes_held() const { return catalog_.shapes_held(); }
   std::uint64_t parked_reads() const { return parking_.parked_reads(); }
@@ -193,6 +203,7 @@ class ShapeRegistry : public ShapeService, public std::enable_shared_from_this<S
 
   boost::asio::any_io_executor executor_;
   ShapeRegistryOptions options_;
+  std::function<void(const std::string& handle)> removed_;  // hooks.removed
   bool stopped_ = false;
   // In dependency order (each may use those above it).
   FallbackRefresher fallback_;

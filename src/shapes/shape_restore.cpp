@@ -8,6 +8,18 @@
 
 namespace shapeproxy::shapes {
 
+LogOffset Shape::set_stored_snapshot(const ShapeMeta& meta, const storage::StoredShape& stored) {
+  snapshot_ = meta.snapshot;
+  snapshot_file_ = meta.snapshot_file;
+  if (!stored.snapshot_chunks.empty()) {
+    log_.set_chunks(ShapeLog::on_disk(stored.snapshot_chunks), meta.compacted_at);
+  } else {
+    log_.set_snapshot(stored.snapshot, meta.compacted_at);
+  }
+  if (meta.compacted_at) last_logged_tx_ = meta.compacted_at->tx;
+  return meta.compacted_at.value_or(LogOffset::start());
+}
+
 Result<std::shared_ptr<Shape>> Shape::restore(ShapeDefinition definition, const ShapeMeta& meta,
                                               storage::StoredShape stored,
                                               std::unique_ptr<storage::ShapeFiles> files,
@@ -15,17 +27,9 @@ Result<std::shared_ptr<Shape>> Shape::restore(ShapeDefinition definition, const 
                                               std::shared_ptr<StateStore> store) {
   auto shape = std::make_shared<Shape>(std::move(definition), meta.handle, chunk_bytes,
                                        std::move(store), meta.state_id);
-  shape->snapshot_ = meta.snapshot;
-  shape->snapshot_file_ = meta.snapshot_file;
-  if (!stored.snapshot_chunks.empty()) {
-    shape->log_.set_chunks(ShapeLog::on_disk(stored.snapshot_chunks), meta.compacted_at);
-  } else {
-    shape->log_.set_snapshot(stored.snapshot, meta.compacted_at);
-  }
   // Operations up to compacted_at are left over from a compaction
   // interrupted by a crash: already folded into the snapshot.
-  const LogOffset folded = meta.compacted_at.value_or(LogOffset::start());
-  if (meta.compacted_at) shape->last_logged_tx_ = meta.compacted_at->tx;
+  const LogOffset folded = shape->set_stored_snapshot(meta, stored);
   LogOffset log_end = folded;
   if (stored.last_operation) {
     log_end = std::max(log_end,
@@ -91,6 +95,34 @@ Result<std::shared_ptr<Shape>> Shape::restore(ShapeDefinition definition, const 
       return written.error();
   }
   return shape;
+}
+
+std::shared_ptr<Shape> Shape::open_read_only(ShapeDefinition definition, const ShapeMeta& meta,
+                                             storage::StoredShape stored,
+                                             std::unique_ptr<storage::ShapeFiles> files,
+                                             std::size_t chunk_bytes,
+                                             std::optional<LogOffset> through) {
+  // State id 0 of the shared in-memory store: no id allocated, no rows
+  // ever held (the view is never applied to), nothing dropped (mark_gone).
+  auto shape = std::make_shared<Shape>(std::move(definition), meta.handle, chunk_bytes, nullptr,
+                                       std::uint64_t{0});
+  shape->read_only_ = true;
+  const LogOffset folded = shape->set_stored_snapshot(meta, stored);
+  if (through && *through > folded) {
+    shape->log_.set_on_disk(*through);
+    shape->last_logged_tx_ = std::max<replication::Lsn>(shape->last_logged_tx_, through->tx);
+  }
+  shape->files_ = std::move(files);
+  shape->phase_ = Phase::kReady;
+  return shape;
+}
+
+void Shape::adopt_view(Shape& fresh) {
+  log_ = std::move(fresh.log_);
+  files_ = std::move(fresh.files_);
+  snapshot_ = fresh.snapshot_;
+  snapshot_file_ = fresh.snapshot_file_;
+  last_logged_tx_ = fresh.last_logged_tx_;
 }
 
 }  // namespace shapeproxy::shapes

@@ -81,6 +81,10 @@ struct InvalidRequest {
 struct Unavailable {
   std::string message;
   std::chrono::seconds retry_after{5};
+  // A follower's shapes cannot answer it (a shape it has not seen, data it
+  // does not hold yet): the HTTP layer relays the request to the leader
+  // instead, when it has a relay (rfc/0003); otherwise a 503 as above.
+  bool elsewhere = false;
 };
 
 using ReadOutcome = std::variant<ReadResult, MustRefetch, InvalidRequest, Unavailable>;

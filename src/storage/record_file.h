@@ -60,6 +60,8 @@ class RecordFile {
   static Result<RecordFile> open_for_append(const std::filesystem::path& path,
                                             std::uint64_t good_length);
 
+  // Open on nothing (size 0; every write fails): a read-only ShapeFiles'.
+  RecordFile() = default;
   RecordFile(RecordFile&& other) noexcept;
   RecordFile& operator=(RecordFile&& other) noexcept;
   ~RecordFile();

@@ -9,6 +9,7 @@
 #include <fstream>
 #include <limits>
 
+#include "common/error_codes.h"
 #include "storage/chunk_coding.h"
 #include "storage/record_reader.h"
 #include "storage/storage_error.h"
@@ -245,27 +246,35 @@ Result<void> load_snapshot(const fs::path& path, StoredShape& stored) {
   return {};
 }
 
+// meta.json of `dir` (an object) and the snapshot file it names (a plain
+// file name in the directory; "snapshot.log" when unnamed).
+Result<std::pair<nlohmann::json, std::string>> read_meta_and_snapshot_file(const fs::path& dir) {
+  auto meta = read_meta(dir);
+  if (!meta) return meta.error();
+  if (!meta->is_object()) {
+    return Error{"storage_corrupt", (dir / "meta.json").string() + " is not a JSON object", ""};
+  }
+  auto named = meta->find("snapshot_file");
+  std::string snapshot_file = named == meta->end() ? "snapshot.log"
+                              : named->is_string() ? named->get<std::string>()
+                                                   : std::string();
+  if (!plain_file_name(snapshot_file)) {
+    return Error{"storage_corrupt",
+                 (dir / "meta.json").string() +
+                     ": snapshot_file is not a file name in the shape's directory",
+                 ""};
+  }
+  return std::make_pair(std::move(meta).value(), std::move(snapshot_file));
+}
+
 }  // namespace
 
 Result<std::pair<std::unique_ptr<ShapeFiles>, StoredShape>> ShapeFiles::open(const fs::path& dir) {
   StoredShape stored;
-  auto meta = read_meta(dir);
-  if (!meta) return meta.error();
-  stored.meta = std::move(meta).value();
-  if (!stored.meta.is_object()) {
-    return Error{"storage_corrupt", (dir / "meta.json").string() + " is not a JSON object", ""};
-  }
-  auto named = stored.meta.find("snapshot_file");
-  const std::string snapshot_file = named == stored.meta.end() ? "snapshot.log"
-                                    : named->is_string()       ? named->get<std::string>()
-                                                               : std::string();
-  if (!plain_file_name(snapshot_file)) {
-    return Error{"storage_corrupt",
-                 (dir / "meta.json").string() +
-                     ": snapshot_file is not a file name in the shape's "
-                     "directory",
-                 ""};
-  }
+  auto named = read_meta_and_snapshot_file(dir);
+  if (!named) return named.error();
+  stored.meta = std::move(named->first);
+  const std::string snapshot_file = std::move(named->second);
   // A shape whose snapshot completed (meta.json names it) must have the file.
   if (stored.meta.contains("snapshot") || fs::exists(dir / snapshot_file)) {
     if (auto loaded = load_snapshot(dir / snapshot_file, stored); !loaded) return loaded.error();
@@ -342,6 +351,68 @@ Result<std::pair<std::unique_ptr<ShapeFiles>, StoredShape>> ShapeFiles::open(con
   return std::make_pair(std::move(files), std::move(stored));
 }
 
+Result<std::pair<std::unique_ptr<ShapeFiles>, StoredShape>> ShapeFiles::open_read_only(
+    const fs::path& dir) {
+  StoredShape stored;
+  auto named = read_meta_and_snapshot_file(dir);
+  if (!named) return named.error();
+  stored.meta = std::move(named->first);
+  const std::string snapshot_file = std::move(named->second);
+  // Only a snapshot meta.json names as complete is read (a file it does
+  // not name may be half written by its owner).
+  if (stored.meta.contains("snapshot")) {
+    if (auto loaded = load_snapshot(dir / snapshot_file, stored); !loaded) return loaded.error();
+  }
+  std::vector<std::uint64_t> numbers;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    if (auto number = changes_file_number(entry.path().filename().string())) {
+      numbers.push_back(*number);
+    }
+  }
+  if (ec) return Error{"storage_io", "cannot list " + dir.string() + ": " + ec.message(), ""};
+  std::sort(numbers.begin(), numbers.end());
+  if (numbers.empty()) numbers.push_back(0);
+  std::vector<FileIndex> indexes;
+  for (auto number : numbers) {
+    const auto path = dir / changes_name(number);
+    auto changes = load_changes(path);
+    if (!changes) return changes.error();
+    if (changes->last) stored.last_operation = changes->last;
+    FileIndex index{number, changes->marks, changes->marks_in_sidecar, changes->good_length,
+                    nullptr};
+    if (index.size > 0) {
+      auto reader = ReadOnlyFile::open(path);
+      if (!reader) {
+        if (!fs::exists(path))
+          return Error{std::string(error_codes::kStorageChanged), path.string() + " went away", ""};
+        return reader.error();
+      }
+      index.reader = std::move(reader).value();
+    }
+    indexes.push_back(std::move(index));
+  }
+  // Every file is open: if meta.json still says the same, none of them was
+  // folded and removed before we opened it (the owner switches meta.json
+  // first, then removes), so they are one consistent set.
+  auto again = read_meta(dir);
+  if (!again || again.value() != stored.meta) {
+    return Error{std::string(error_codes::kStorageChanged),
+                 dir.string() + " changed while it was opened", ""};
+  }
+  auto files = std::unique_ptr<ShapeFiles>(new ShapeFiles(dir, RecordFile{}));
+  files->read_only_ = true;
+  files->snapshot_file_ = snapshot_file;
+  files->changes_number_ = numbers.back();
+  for (std::size_t i = 0; i + 1 < numbers.size(); ++i) {
+    files->older_changes_.push_back(changes_name(numbers[i]));
+  }
+  files->indexes_ = std::move(indexes);
+  files->written_last_ = stored.last_operation;
+  files->queued_last_ = stored.last_operation;
+  return std::make_pair(std::move(files), std::move(stored));
+}
+
 Result<void> ShapeFiles::verify_snapshot(const fs::path& path) {
   std::optional<Error> undecodable;
   std::string decoded;
@@ -388,7 +459,7 @@ Result<ShapeFiles::OperationRanges> ShapeFiles::ranges_after(std::uint64_t tx, s
   for (std::size_t f = first_file; f < indexes_.size(); ++f) {
     auto& index = indexes_[f];
     const bool current = f + 1 == indexes_.size();
-    const std::uint64_t end = current ? changes_.size() : index.size;
+    const std::uint64_t end = current && !read_only_ ? changes_.size() : index.size;
     const std::uint64_t from = f == first_file ? begin : 0;
     if (from >= end) continue;
     if (!index.reader) {
@@ -428,6 +499,7 @@ Result<void> ShapeFiles::read_operations(const OperationRanges& ranges, std::uin
 std::string ShapeFiles::changes_file_name() const { return changes_name(changes_number_); }
 
 Result<void> ShapeFiles::write() {
+  if (read_only_) return Error{"internal", "a read-only shape view was written to", ""};
   if (auto written = changes_.write(); !written) return written;
   written_last_ = queued_last_;
   indexes_.back().size = changes_.size();
@@ -435,6 +507,7 @@ Result<void> ShapeFiles::write() {
 }
 
 Result<std::optional<ShapeFiles::CompactionSource>> ShapeFiles::begin_compaction() {
+  if (read_only_) return std::optional<CompactionSource>{};
   if (changes_.needs_sync() || !written_last_ || written_last_ == compacted_last_) {
     return std::optional<CompactionSource>{};
   }
@@ -576,6 +649,7 @@ Result<void> ShapeFiles::read_log(const LogFiles& files,
 }
 
 Result<void> ShapeFiles::write_meta(const nlohmann::json& meta) {
+  if (read_only_) return Error{"internal", "a read-only shape view was written to", ""};
   return write_file_atomically(dir_ / "meta.json", meta.dump());
 }
 

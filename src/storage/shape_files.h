@@ -60,6 +60,21 @@ class ShapeFiles {
   // index (plus the records after its last mark).
   static Result<std::pair<std::unique_ptr<ShapeFiles>, StoredShape>> open(
       const std::filesystem::path& dir);
+  // A read-only view of a shape directory another process (the leader)
+  // owns and appends to (rfc/0003): reads meta.json, the snapshot's record
+  // headers and each changes file's sidecar and tail, and holds every file
+  // open, so a compaction removing them later does not disturb reads of
+  // the view. Changes nothing on disk (no tail cut, no leftover removed, no
+  // sidecar written). It holds the whole transactions complete when
+  // scanned; later appends are not seen (open a new view). Invariant: the
+  // files are one consistent set: meta.json is read again after every file
+  // is open and must be unchanged, else the error "storage_changed" (a
+  // compaction or snapshot store switched files meanwhile: open again).
+  // A view refuses writes, syncs and compactions.
+  static Result<std::pair<std::unique_ptr<ShapeFiles>, StoredShape>> open_read_only(
+      const std::filesystem::path& dir);
+  bool read_only() const { return read_only_; }
+
   // Reads every record of a snapshot file and checks its checksum (any
   // thread): the load does not, so a damaged chunk is found by this pass
   // (run after start-up) and its shape dropped. "storage_corrupt" when one
@@ -216,6 +231,7 @@ class ShapeFiles {
   std::uint64_t changes_number_ = 0;        // changes.log is 0, then changes-N.log
   std::vector<std::string> older_changes_;  // earlier changes files, oldest first
   std::string snapshot_file_ = "snapshot.log";
+  bool read_only_ = false;           // open_read_only(): never written
   bool directory_unsynced_ = false;  // a new changes file's name is not yet durable
   // The last operation queued, and the last one handed to the OS.
   std::optional<std::pair<std::uint64_t, std::uint64_t>> queued_last_;
