@@ -77,7 +77,7 @@ TEST(LogFormatTest, NoEntrySpansLinesAndBadUtf8DoesNotThrow) {
   EXPECT_EQ(nlohmann::json::parse(json)["msg"], libpq.substr(10));
   std::string bad = "shapes: row \xff\xfe";
   auto replaced = format_entry(LogFormat::kJson, make_msg(bad));
-  EXPECT_NO_THROW((void)nlohmann::json::parse(replaced));
+  EXPECT_TRUE(nlohmann::json::parse(replaced).is_object());
 }
 
 TEST(RequestKindTest, ShapeRequestsByParameters) {

@@ -32,7 +32,8 @@ class FallbackRefresherTest : public ::testing::Test {
         },
         1500ms,
         FallbackRefresherHooks{.active_shapes = [this](Clock::time_point) { return active_; },
-                               .grew = [this](const std::shared_ptr<Shape>&) { ++grew_; }});
+                               .grew = [this](const std::shared_ptr<Shape>&) { ++grew_; },
+                               .floor = {}});
   }
   ~FallbackRefresherTest() override {
     strand_.run([this] { refresher_->set_active(false); });

@@ -37,8 +37,11 @@ class StatusEndpointsTest : public ::testing::Test {
     options.slot_name = "shapeproxy_slot";
     monitor_ = std::make_shared<ReplicationStatusMonitor>(options, [this] { return now(); });
     gauges_.fallback = [] {
-      return FallbackActivity{
-          .queries_in_flight = 3, .queued = 2, .refused_total = 7, .source = "standby"};
+      return FallbackActivity{.queries_in_flight = 3,
+                              .queued = 2,
+                              .refused_total = 7,
+                              .source = "standby",
+                              .query_durations = {}};
     };
     gauges_.shape_count = [] { return std::uint64_t{12}; };
     gauges_.parked_requests = [] { return std::uint64_t{40}; };
