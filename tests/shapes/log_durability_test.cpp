@@ -28,6 +28,8 @@ class LogDurabilityTest : public ::testing::Test {
             .on_durable = [this](replication::Lsn lsn) { durable_.push_back(lsn); },
             .synced = [this](const std::shared_ptr<Shape>& shape) { synced_.push_back(shape); },
             .holds_buffered = [this] { return holds_buffered_; },
+            .sealing = {},
+            .durable = {},
             .skip_state_commit = {}});
   }
   void TearDown() override {

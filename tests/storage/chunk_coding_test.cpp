@@ -66,7 +66,9 @@ TEST(ChunkCodingTest, EveryDecoderGivesBackTheBodyByteForByte) {
     const std::string body = json_body(size, static_cast<unsigned>(size));
     std::string member;
     gzip_chunk(body, member);
-    if (size >= 1000) EXPECT_LT(member.size(), body.size() / 3) << "JSON rows should shrink";
+    if (size >= 1000) {
+      EXPECT_LT(member.size(), body.size() / 3) << "JSON rows should shrink";
+    }
     auto whole = gunzip_chunk(member, body.size());
     ASSERT_TRUE(whole) << whole.error().to_string();
     EXPECT_TRUE(whole.value() == body);
