@@ -20,13 +20,29 @@ void LiveParking::park(const std::shared_ptr<Shape>& shape, LogOffset after,
   park_until(shape, after, ticket, clock_->now() + live_timeout_);
 }
 
+void LiveParking::park_ahead(const std::shared_ptr<Shape>& shape, LogOffset after,
+                             const std::shared_ptr<ReadTicket>& ticket) {
+  SHAPEPROXY_ASSERT_ON_STRAND(executor_);
+  park_until(shape, after, ticket, clock_->now() + live_timeout_ / 2, true);
+}
+
+bool LiveParking::still_ahead(const Shape& shape, Waiter& waiter) const {
+  if (!waiter.ahead) return false;
+  ReadRequest request;
+  request.start = ReadRequest::Start::kAt;
+  request.offset = waiter.after;
+  waiter.ahead = reader_.beyond_seen(shape, request);
+  return waiter.ahead;
+}
+
 void LiveParking::park_until(const std::shared_ptr<Shape>& shape, LogOffset after,
-                             const std::shared_ptr<ReadTicket>& ticket,
-                             Clock::time_point deadline) {
+                             const std::shared_ptr<ReadTicket>& ticket, Clock::time_point deadline,
+                             bool ahead) {
   auto waiter = std::make_shared<Waiter>();
   waiter->after = after;
   waiter->ticket = ticket;
   waiter->deadline = deadline;
+  waiter->ahead = ahead;
   auto& list = waiters_[shape];
   auto position = list.insert(list.end(), waiter);
   std::weak_ptr<Shape> key = shape;
@@ -75,7 +91,8 @@ void LiveParking::arm_deadline(Clock::time_point deadline) {
 }
 
 // Answers every parked read whose deadline passed (up-to-date at its
-// offset), then re-arms the timer for the earliest remaining deadline.
+// offset; 400 when still past everything seen), then re-arms the timer for
+// the earliest remaining deadline.
 void LiveParking::expire() {
   SHAPEPROXY_ASSERT_ON_STRAND(executor_);
   deadline_armed_ = false;
@@ -94,6 +111,10 @@ void LiveParking::expire() {
       auto waiter = std::move(*w);
       w = list.erase(w);
       waiter->ticket->unpark = nullptr;
+      if (still_ahead(*shape, *waiter)) {
+        waiter->ticket->finish(InvalidRequest{"offset", "out of bounds for this shape"});
+        continue;
+      }
       if (!body) body = reader_.up_to_date_body();
       waiter->ticket->finish(reader_.up_to_date(*shape, waiter->after, body));
     }
@@ -116,6 +137,10 @@ void LiveParking::wake(const std::shared_ptr<Shape>& shape) {
     waiter->ticket->unpark = nullptr;
     if (shape->phase() == Shape::Phase::kGone) {
       waiter->ticket->finish(MustRefetch{});
+      continue;
+    }
+    if (still_ahead(*shape, *waiter)) {  // the stream is not there yet
+      park_until(shape, waiter->after, waiter->ticket, deadline, true);
       continue;
     }
     auto found = by_offset.find(waiter->after);

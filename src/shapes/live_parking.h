@@ -4,6 +4,13 @@
 // timer watches every deadline, armed for the earliest: parking and waking
 // stay cheap with tens of thousands of parked reads.
 //
+// Live reads past everything the proxy has seen (ShapeReader::beyond_seen)
+// wait here too, for half the live timeout (as Electric's out-of-bounds
+// guard does): a client's offset from before a crash is past what the
+// restarted stream has replayed so far. Once the stream passes the offset
+// such a read is an ordinary parked read; still past it at its deadline,
+// it is answered 400 (an offset no proxy handed out).
+//
 // Threading: on the registry's strand (every method asserts it), except
 // parked_reads(), for /v1/status and /metrics from any thread.
 #pragma once
@@ -30,6 +37,9 @@ class LiveParking {
   // the live timeout passes. Cancelling the ticket (ticket->unpark) drops it.
   void park(const std::shared_ptr<Shape>& shape, LogOffset after,
             const std::shared_ptr<ReadTicket>& ticket);
+  // Parks a live read whose offset is past everything seen (see above).
+  void park_ahead(const std::shared_ptr<Shape>& shape, LogOffset after,
+                  const std::shared_ptr<ReadTicket>& ticket);
   // The shape's log grew (or the shape is gone: its readers get must-refetch):
   // answers every parked read that now has something; the others stay.
   void wake(const std::shared_ptr<Shape>& shape);
@@ -46,10 +56,15 @@ class LiveParking {
     LogOffset after;
     std::shared_ptr<ReadTicket> ticket;
     Clock::time_point deadline;
+    bool ahead = false;  // parked by park_ahead() and not yet passed by the stream
   };
 
   void park_until(const std::shared_ptr<Shape>& shape, LogOffset after,
-                  const std::shared_ptr<ReadTicket>& ticket, Clock::time_point deadline);
+                  const std::shared_ptr<ReadTicket>& ticket, Clock::time_point deadline,
+                  bool ahead = false);
+  // Whether a waiter parked ahead is still past everything seen (clears
+  // its flag once it is not).
+  bool still_ahead(const Shape& shape, Waiter& waiter) const;
   void arm_deadline(Clock::time_point deadline);
   void expire();
   void update_gauge();

@@ -68,6 +68,19 @@ std::string ShapeReader::up_to_date_json() const {
          std::to_string(last_seen_lsn_) + "\"}}";
 }
 
+bool ShapeReader::beyond_seen(const Shape& shape, const ReadRequest& request) const {
+  // Operations sit at commit LSNs, up-to-date at global_last_seen_lsn, so a
+  // live read parked further would skip the operations others receive. But
+  // a proxy restarted after a crash hands out offsets again only as its
+  // stream catches up (the slot replays from its last acknowledged
+  // position, below the global_last_seen_lsn sent before the crash): that
+  // is why live reads wait before they are refused. Before the stream has
+  // reported a position since start, last_seen_lsn_ is not known.
+  if (request.start != ReadRequest::Start::kAt || request.offset.is_snapshot()) return false;
+  if (last_seen_lsn_ == 0) return false;
+  return request.offset.tx > std::max<std::uint64_t>(last_seen_lsn_, shape.log().end().tx);
+}
+
 std::optional<ReadOutcome> ShapeReader::read_now(Shape& shape, const ReadRequest& request,
                                                  std::shared_ptr<LogDiskRead>* disk) const {
   SHAPEPROXY_ASSERT_ON_STRAND(executor_);
@@ -77,15 +90,9 @@ std::optional<ReadOutcome> ShapeReader::read_now(Shape& shape, const ReadRequest
   }
   LogOffset after =
       request.start == ReadRequest::Start::kBeforeAll ? LogOffset::start() : request.offset;
-  // Past everything this proxy has seen: no offset it handed out lies there
-  // (operations sit at commit LSNs, up-to-date at global_last_seen_lsn), and
-  // a live read parked there would skip the operations others receive.
-  // Electric answers the same 400. Judged only once the stream has reported
-  // a position since start (before that last_seen_lsn_ is not known).
-  if (request.start == ReadRequest::Start::kAt && !after.is_snapshot() && last_seen_lsn_ > 0 &&
-      after.tx > std::max<std::uint64_t>(last_seen_lsn_, log.end().tx)) {
-    return InvalidRequest{"offset", "out of bounds for this shape"};
-  }
+  // A live read there waits first (LiveParking::park_ahead); what is still
+  // past everything when asked is a 400, as Electric answers.
+  if (beyond_seen(shape, request)) return InvalidRequest{"offset", "out of bounds for this shape"};
   // Before a compaction point (or past the snapshot): the client resyncs.
   if (!log.contains(after)) return MustRefetch{shape.handle()};
   auto slice = log.read_after(after);

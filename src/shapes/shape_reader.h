@@ -57,6 +57,10 @@ class ShapeReader {
   // log's start answer must-refetch; offsets past everything seen, 400.
   std::optional<ReadOutcome> read_now(Shape& shape, const ReadRequest& request,
                                       std::shared_ptr<LogDiskRead>* disk) const;
+  // Whether `request` starts past everything this proxy has seen (past the
+  // shape's log and global_last_seen_lsn): no offset it handed out since it
+  // started lies there. Only judged once the stream has reported a position.
+  bool beyond_seen(const Shape& shape, const ReadRequest& request) const;
   // Runs `plan` on the read pool and answers the ticket on the strand.
   void read_from_disk(const std::shared_ptr<Shape>& shape, std::shared_ptr<LogDiskRead> plan,
                       const std::shared_ptr<ReadTicket>& ticket);

@@ -290,6 +290,10 @@ void ShapeRegistry::answer_or_park(const std::shared_ptr<Shape>& shape, const Re
     ticket->finish(*refused);
     return;
   }
+  if (request.live && reader_.beyond_seen(*shape, request)) {
+    parking_.park_ahead(shape, request.offset, ticket);
+    return;
+  }
   std::shared_ptr<LogDiskRead> disk;
   if (auto outcome = reader_.read_now(*shape, request, &disk)) {
     ticket->finish(std::move(*outcome));

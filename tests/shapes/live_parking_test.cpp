@@ -169,6 +169,75 @@ TEST_F(LiveParkingTest, NoCallbackRunsOnceTheOwnerIsGone) {
   owner_.alive = std::make_shared<int>(0);
 }
 
+// A proxy restarted after a crash: a client's offset from before it lies
+// past what the stream has replayed so far. Its live read waits (it is
+// not refused) and gets what follows once the stream gets there.
+TEST_F(LiveParkingTest, AReadPastEverythingSeenWaitsForTheStreamAndGetsWhatFollows) {
+  auto shape = ready_shape("h1");
+  const auto before_crash = LogOffset::at(5000, 0);
+  Parked parked;
+  parked.ticket->done = [outcome = parked.outcome](ReadOutcome got) { *outcome = got; };
+  strand_.run([&] {
+    reader_.note_commit(1000);  // replayed, below the client's offset
+    ReadRequest request;
+    request.start = ReadRequest::Start::kAt;
+    request.offset = before_crash;
+    request.live = true;
+    EXPECT_TRUE(reader_.beyond_seen(*shape, request));
+    parking_.park_ahead(shape, before_crash, parked.ticket);
+  });
+  EXPECT_EQ(parking_.parked_reads(), 1u);
+  clock_->advance(9s);
+  EXPECT_FALSE(answered(parked));
+  strand_.run([&] {
+    fixtures::apply(*shape, fixtures::inserts(11, 6000, 7, 7));
+    reader_.note_commit(6000);
+    parking_.wake(shape);
+  });
+  ASSERT_TRUE(answered(parked));
+  auto* result = std::get_if<ReadResult>(&**parked.outcome);
+  ASSERT_NE(result, nullptr);
+  EXPECT_GT(result->offset, before_crash);
+  EXPECT_NE(result->body->find("\"insert\""), std::string::npos);
+}
+
+// Past everything seen, still at its deadline (half the live timeout): an
+// offset this proxy never handed out is a 400, not a read parked where it
+// would miss what others receive. One the stream has passed is an ordinary
+// parked read: a wake answers it up-to-date at its own offset.
+TEST_F(LiveParkingTest, AReadStillPastEverythingSeenAtHalfTheLiveTimeoutIs400) {
+  auto shape = ready_shape("h1");
+  Parked far;
+  far.ticket->done = [outcome = far.outcome](ReadOutcome got) { *outcome = got; };
+  Parked passed;
+  passed.ticket->done = [outcome = passed.outcome](ReadOutcome got) { *outcome = got; };
+  strand_.run([&] {
+    reader_.note_commit(1000);
+    parking_.park_ahead(shape, LogOffset::at(1'000'000'000, 0), far.ticket);
+    parking_.park_ahead(shape, LogOffset::at(1500, 0), passed.ticket);
+    parking_.wake(shape);  // neither passed yet: both stay
+  });
+  EXPECT_FALSE(answered(far));
+  EXPECT_FALSE(answered(passed));
+  strand_.run([&] {
+    reader_.note_progress(2000);  // the stream is idle past 1500
+    parking_.wake(shape);
+  });
+  ASSERT_TRUE(answered(passed));
+  auto* result = std::get_if<ReadResult>(&**passed.outcome);
+  ASSERT_NE(result, nullptr);
+  EXPECT_TRUE(result->up_to_date);
+  EXPECT_EQ(result->offset, LogOffset::at(1500, 0));
+  clock_->advance(9s);
+  EXPECT_FALSE(answered(far));
+  clock_->advance(1s);
+  ASSERT_TRUE(strand_.eventually([&] { return far.outcome->has_value(); }));
+  auto* invalid = std::get_if<InvalidRequest>(&**far.outcome);
+  ASSERT_NE(invalid, nullptr);
+  EXPECT_EQ(invalid->field, "offset");
+  EXPECT_EQ(parking_.parked_reads(), 0u);
+}
+
 // ShapeReader: what a read gets right away.
 TEST_F(LiveParkingTest, ReaderAnswersFromTheLogOrSaysToParkOrRefetch) {
   auto shape = ready_shape("h1");

@@ -1362,7 +1362,9 @@ TEST_F(ShapeRegistryTest, DeleteChecksTheHandleAgainstTheDefinition) {
 }
 
 // Item 12: an offset past everything the proxy has seen is a 400, not a
-// live read parked where it misses what others receive.
+// live read parked where it misses what others receive (a live read waits
+// half the live timeout first, for a stream catching up after a restart:
+// LiveParkingTest).
 TEST_F(ShapeRegistryTest, OffsetsPastTheEndAre400) {
   Core core(database_);
   auto [messages, last] = sync(core, shape("items"));
@@ -1374,6 +1376,30 @@ TEST_F(ShapeRegistryTest, OffsetsPastTheEndAre400) {
   // What the proxy handed out stays valid.
   execute_sql(database_, "INSERT INTO items (id, title) VALUES (2, 'b')");
   auto next = expect_result(core.read(shape("items"), after(last, true)));
+  EXPECT_EQ(body(next)[0]["value"]["id"], "2");
+}
+
+// A client's offset from before a crash lies past what the restarted
+// proxy's stream has replayed so far: its live read waits for the stream
+// and gets what follows, instead of a 400 that stops the stock client.
+// Stood in for by an offset at the WAL's insert position (past every
+// commit the stream can have seen; the next commit lies past it).
+TEST_F(ShapeRegistryTest, ALiveReadJustPastWhatTheStreamHasSeenWaitsForIt) {
+  Core core(database_);
+  auto [messages, last] = sync(core, shape("items"));
+  execute_sql(database_, "INSERT INTO items (id, title) VALUES (1, 'a')");
+  last = expect_result(core.read(shape("items"), after(last, true)));  // the stream has a position
+  auto ahead = after(last, true);
+  ahead.offset = LogOffset::at(lsn_number(database_, "SELECT pg_current_wal_insert_lsn()"), 0);
+  std::thread writer([&] {
+    // Once the read is parked (before the fix it was answered 400 at once).
+    eventually([&] { return core.registry().parked_reads() == 1; });
+    execute_sql(database_, "INSERT INTO items (id, title) VALUES (2, 'b')");
+  });
+  auto got = core.read(shape("items"), ahead);
+  writer.join();
+  auto next = expect_result(got);
+  ASSERT_FALSE(body(next).empty());
   EXPECT_EQ(body(next)[0]["value"]["id"], "2");
 }
 
