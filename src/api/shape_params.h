@@ -25,6 +25,9 @@ struct ShapeParams {
   std::string requested_offset;       // "-1", "now" or "<tx>_<op>", for the etag
 };
 
+// The message of a parameter whose value does not parse (Electric's text).
+inline constexpr char kInvalid[] = "is invalid";
+
 // Parameter name -> messages, rendered as the 400 "errors" object.
 using ValidationErrors = std::map<std::string, std::vector<std::string>>;
 
