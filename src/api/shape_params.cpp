@@ -12,7 +12,6 @@ namespace {
 using Start = shapes::ReadRequest::Start;
 
 constexpr char kBlank[] = "can't be blank";
-constexpr char kInvalid[] = "is invalid";
 
 // Last non-empty value of `name` (Plug: later duplicates win; Ecto: "" is nil).
 std::optional<std::string> param(const http::Request& request, std::string_view name) {

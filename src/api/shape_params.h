@@ -27,6 +27,9 @@ struct ShapeParams {
   bool accepts_gzip = false;
 };
 
+// The message of a parameter whose value does not parse (Electric's text).
+inline constexpr char kInvalid[] = "is invalid";
+
 // Parameter name -> messages, rendered as the 400 "errors" object.
 using ValidationErrors = std::map<std::string, std::vector<std::string>>;
 

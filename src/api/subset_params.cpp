@@ -10,8 +10,6 @@ namespace {
 
 using nlohmann::json;
 
-constexpr char kInvalid[] = "is invalid";
-
 // The subset as raw values: query strings, or JSON values from a POST body.
 struct RawSubset {
   std::map<std::string, json> fields;                 // where, order_by, limit, offset, params

@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/no_throw.h"
 #include "pg/async_connection.h"
 
 namespace shapeproxy::cluster {
@@ -18,8 +19,6 @@ namespace asio = boost::asio;
 using namespace asio::experimental::awaitable_operators;
 
 namespace {
-
-constexpr auto kNoThrow = asio::as_tuple(asio::use_awaitable);
 
 std::int64_t now_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(

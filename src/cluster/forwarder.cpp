@@ -1,4 +1,5 @@
 #include "cluster/forwarder.h"
+#include "common/no_throw.h"
 
 #include <spdlog/spdlog.h>
 
@@ -24,7 +25,6 @@ using tcp = asio::ip::tcp;
 
 namespace {
 
-constexpr auto kNoThrow = asio::as_tuple(asio::use_awaitable);
 constexpr std::uint64_t kBodyLimit = 1ull << 30;
 
 bool hop_by_hop(std::string_view name) {

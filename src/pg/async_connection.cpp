@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "common/error_codes.h"
+#include "common/no_throw.h"
 
 namespace shapeproxy::pg {
 namespace asio = boost::asio;
@@ -15,8 +16,6 @@ using asio::posix::stream_descriptor;
 using namespace asio::experimental::awaitable_operators;
 
 namespace {
-
-constexpr auto kNoThrow = asio::as_tuple(asio::use_awaitable);
 
 // Waits for `fd` to become ready in direction `wait`, or for the deadline.
 // Borrows the descriptor: libpq owns and closes it.

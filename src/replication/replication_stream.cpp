@@ -10,6 +10,7 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include "common/error_codes.h"
+#include "common/no_throw.h"
 #include "logging/log_format.h"
 #include "pg/async_connection.h"
 #include "pg/conninfo.h"
@@ -24,7 +25,6 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-constexpr auto kNoThrow = asio::as_tuple(asio::use_awaitable);
 // An acknowledgement reaches the server within this delay.
 constexpr std::chrono::milliseconds kAckDelay{100};
 // Messages handled between two yields to the event loop.
