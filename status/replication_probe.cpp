@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/no_throw.h"
 #include "pg/async_connection.h"
 #include "pg/lsn.h"
 
@@ -20,8 +21,6 @@ namespace asio = boost::asio;
 using namespace asio::experimental::awaitable_operators;
 
 namespace {
-
-constexpr auto kNoThrow = asio::as_tuple(asio::use_awaitable);
 
 constexpr const char* kHealthQuery =
     "SELECT pg_current_wal_lsn()::text, "

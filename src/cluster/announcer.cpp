@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cluster/election.h"
+#include "common/no_throw.h"
 #include "pg/async_connection.h"
 
 namespace shapeproxy::cluster {
@@ -20,8 +21,6 @@ using namespace asio::experimental::awaitable_operators;
 using namespace std::chrono_literals;
 
 namespace {
-
-constexpr auto kNoThrow = asio::as_tuple(asio::use_awaitable);
 
 nlohmann::json end_json(const std::optional<shapes::LogOffset>& end) {
   return end ? nlohmann::json(end->to_string()) : nlohmann::json(nullptr);

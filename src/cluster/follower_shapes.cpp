@@ -12,6 +12,7 @@
 
 #include "common/clock.h"
 #include "common/error_codes.h"
+#include "common/no_throw.h"
 #include "common/on_strand.h"
 #include "pg/async_connection.h"
 #include "shapes/shape_definition.h"
@@ -28,7 +29,6 @@ using shapes::ReadRequest;
 
 namespace {
 
-constexpr auto kNoThrow = asio::as_tuple(asio::use_awaitable);
 constexpr auto kTick = 250ms;
 
 // What the HTTP layer relays to the leader.
