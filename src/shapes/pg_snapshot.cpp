@@ -1,5 +1,7 @@
 #include "shapes/pg_snapshot.h"
 
+#include <algorithm>
+
 #include <charconv>
 
 namespace shapeproxy::shapes {
@@ -57,6 +59,18 @@ bool PgSnapshot::visible(std::uint32_t xid) const {
 
 bool PgSnapshot::after_snapshot(std::uint32_t xid) const {
   return !precedes(xid, static_cast<std::uint32_t>(xmax));
+}
+
+bool PgSnapshot::sees_all_of(const PgSnapshot& other) const {
+  // What `other` sees: every xid below its xmax but those in its xip. This
+  // one must not stop earlier, and what it still has in progress below
+  // other's xmax must have been in progress for `other` too.
+  if (xmax < other.xmax) return false;
+  for (std::uint64_t in_progress : xip) {
+    if (in_progress >= other.xmax) continue;
+    if (std::find(other.xip.begin(), other.xip.end(), in_progress) == other.xip.end()) return false;
+  }
+  return true;
 }
 
 }  // namespace shapeproxy::shapes

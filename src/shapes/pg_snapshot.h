@@ -26,6 +26,9 @@ struct PgSnapshot {
   bool visible(std::uint32_t xid) const;
   // Whether `xid` started after the snapshot (not before xmax).
   bool after_snapshot(std::uint32_t xid) const;
+  // Whether every transaction `other` sees as committed, this one sees too
+  // (this snapshot was taken no earlier than `other`, as far as its rows go).
+  bool sees_all_of(const PgSnapshot& other) const;
 };
 
 }  // namespace shapeproxy::shapes

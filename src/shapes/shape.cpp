@@ -199,6 +199,7 @@ Result<bool> Shape::install_snapshot(const std::vector<Row>& snapshot_rows, std:
     return ended.error();
   }
   snapshot_ = snapshot;
+  forget_streamed_xids();
   auto chunks = writer.finish();
   if (files_ && storage == SnapshotStorage::kAfterServing) {
     snapshot_stored_ = false;  // see begin_snapshot_store()
@@ -257,7 +258,12 @@ bool Shape::apply_changes(replication::Xid xid, replication::Lsn commit_lsn,
     if (snapshot_->visible(xid)) return false;  // already in the snapshot's rows
     if (snapshot_->after_snapshot(xid)) filtering_ = false;
   }
-  if (refreshes_in_flight_ > 0) streamed_xids_.push_back(xid);
+  if (streamed_xids_.size() == kMaxStreamedXids) {
+    const auto dropped = kMaxStreamedXids / 2;
+    streamed_xids_.erase(streamed_xids_.begin(), streamed_xids_.begin() + dropped);
+    streamed_base_ += dropped;
+  }
+  streamed_xids_.push_back(xid);
   settle_state();
   std::vector<Operation> operations;
   for (const Change* change : changes) {
@@ -290,21 +296,21 @@ std::uint64_t Shape::begin_refresh() {
 }
 
 void Shape::end_refresh() {
-  if (refreshes_in_flight_ > 0 && --refreshes_in_flight_ == 0) {
-    streamed_base_ += streamed_xids_.size();
-    streamed_xids_.clear();
-  }
+  if (refreshes_in_flight_ > 0) --refreshes_in_flight_;
 }
 
 Result<bool> Shape::apply_refresh(const SnapshotRows& fresh, std::uint64_t mark,
                                   replication::Lsn floor) {
-  for (std::uint64_t i = mark - streamed_base_; i < streamed_xids_.size(); ++i) {
-    if (!fresh.snapshot.visible(streamed_xids_[i])) return false;  // older than the log
+  (void)mark;  // the result may predate it: every streamed xid is checked
+  if (snapshot_ && !fresh.snapshot.sees_all_of(*snapshot_)) return false;  // older than the rows
+  for (auto xid : streamed_xids_) {
+    if (!fresh.snapshot.visible(xid)) return false;  // older than the log
   }
   settle_state();
   auto diff = diff_ordered([this](const auto& each) { state_.for_each(each); }, fresh,
                            definition_.selected, [this](const Row& row) { return row_key(row); });
   snapshot_ = fresh.snapshot;
+  forget_streamed_xids();  // all seen by `fresh`, so by every later result
   filtering_ = true;
   std::vector<Operation> operations;
   for (auto& removed : diff.deletes) {

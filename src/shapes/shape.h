@@ -207,11 +207,13 @@ class Shape {
   //
   // The stream may apply transactions while the query runs. One that the
   // query's snapshot does not see is newer than its rows: applying the diff
-  // would undo it (a row inserted meanwhile deleted again, and lost). So a
-  // refresh is bracketed: begin_refresh() before the query returns a mark,
-  // apply_refresh() refuses (false, nothing changed) when a transaction
-  // applied since the mark is invisible to `fresh`, and end_refresh() closes
-  // the bracket on every path.
+  // would undo it (a row inserted meanwhile deleted again, and lost). The
+  // result may also be older than the refresh itself (fallback queries are
+  // shared by concurrent callers and reused for a short while), so
+  // apply_refresh() refuses (false, nothing changed) a `fresh` that does
+  // not see every transaction applied since the shape's snapshot was last
+  // set, or that sees less than that snapshot did. begin_refresh() and
+  // end_refresh() bracket every refresh (the mark is kept for callers).
   //
   // The group sits at LSN max(last logged commit + 1, `floor`); the caller
   // passes a floor above every global_last_seen_lsn it has reported, since
@@ -285,11 +287,18 @@ class Shape {
   bool filtering_ = true;  // still skipping transactions visible in the snapshot
   std::vector<Buffered> buffered_;
   replication::Lsn last_logged_tx_ = 0;  // commit LSN of the last transaction in the log
-  // Transactions applied while a refresh query runs (see begin_refresh()):
-  // streamed_xids_[i] is the one numbered streamed_base_ + i.
+  // Transactions applied since snapshot_ was last set (see apply_refresh()):
+  // streamed_xids_[i] is the one numbered streamed_base_ + i. Only the last
+  // kMaxStreamedXids are kept: a refresh result older than those is far
+  // older than any fallback query is shared or reused.
+  static constexpr std::size_t kMaxStreamedXids = 4096;
   int refreshes_in_flight_ = 0;
   std::uint64_t streamed_base_ = 0;
   std::vector<replication::Xid> streamed_xids_;
+  void forget_streamed_xids() {
+    streamed_base_ += streamed_xids_.size();
+    streamed_xids_.clear();
+  }
   std::string snapshot_file_ = "snapshot.log";
   std::unique_ptr<storage::ShapeFiles> files_;
   bool compacting_ = false;

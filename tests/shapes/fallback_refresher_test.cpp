@@ -179,5 +179,50 @@ TEST_F(FallbackRefresherTest, AFallbackSnapshotServedBeforeItsRowsAreStoredDiffs
   });
 }
 
+// A fallback result can be older than the refresh that applies it: the
+// query is shared with callers that started it earlier, and a fresh result
+// is reused for a short while. One that does not see a transaction the
+// stream applied before the refresh began (replication back, fallback not
+// over yet) must not be diffed in: that would log the transaction's rows
+// as deleted, and they stay lost once the proxy is live again. Nor may a
+// result older than the last one applied. Before: both were applied.
+TEST_F(FallbackRefresherTest, AResultOlderThanWhatTheShapeHoldsIsRefused) {
+  auto rows_of = [](PgSnapshot snapshot, std::vector<long> ids) {
+    auto made = std::make_shared<SnapshotRows>();
+    made->snapshot = std::move(snapshot);
+    for (long id : ids) made->rows.push_back({std::to_string(id), "row " + std::to_string(id)});
+    return std::shared_ptr<const SnapshotRows>(made);
+  };
+  auto shape = std::make_shared<Shape>(fixtures::items_definition(), "h1", 4096);
+  strand_.run([&] {
+    ASSERT_TRUE(shape->apply_snapshot(rows_of(PgSnapshot{100, 100, {}}, {1, 2})));
+    // Taken before transaction 101 committed (101 is not below its xmax).
+    auto before_101 = rows_of(PgSnapshot{101, 101, {}}, {1, 2});
+    EXPECT_TRUE(fixtures::apply(*shape, fixtures::inserts(101, 5000, 3, 3)));
+    const auto end = shape->log().end();
+    const auto mark = shape->begin_refresh();  // after 101 was applied
+    auto stale = shape->apply_refresh(*before_101, mark);
+    shape->end_refresh();
+    ASSERT_TRUE(stale) << stale.error().to_string();
+    EXPECT_FALSE(stale.value()) << "a result that does not see 101 was diffed in";
+    EXPECT_EQ(shape->log().end(), end);
+    EXPECT_TRUE(shape->holds(shape->row_key({"3", "row 3"})));
+
+    // A newer result (row 4 from a transaction the stream has not sent yet)
+    // is applied; an older one after it is refused.
+    auto newer = rows_of(PgSnapshot{103, 103, {}}, {1, 2, 3, 4});
+    auto applied = shape->apply_refresh(*newer, shape->begin_refresh());
+    shape->end_refresh();
+    ASSERT_TRUE(applied && applied.value());
+    auto older = rows_of(PgSnapshot{102, 102, {}}, {1, 2, 3});
+    auto refused = shape->apply_refresh(*older, shape->begin_refresh());
+    shape->end_refresh();
+    ASSERT_TRUE(refused);
+    EXPECT_FALSE(refused.value()) << "a result older than the last applied one was diffed in";
+    EXPECT_TRUE(shape->holds(shape->row_key({"4", "row 4"})));
+    EXPECT_EQ(shape->row_count(), 4u);
+  });
+}
+
 }  // namespace
 }  // namespace shapeproxy::shapes

@@ -31,5 +31,16 @@ TEST(PgSnapshot, RefusesInconsistentSnapshots) {
   EXPECT_FALSE(PgSnapshot::parse("10:20:12,,15"));  // empty xip
 }
 
+// Whether a snapshot was taken no earlier than another, as far as what it
+// sees goes (a fallback result older than the shape's rows is refused).
+TEST(PgSnapshot, SeesAllOfAnotherOnlyWhenNoOlder) {
+  auto at = [](const char* text) { return *PgSnapshot::parse(text); };
+  EXPECT_TRUE(at("10:20:12,15").sees_all_of(at("10:20:12,15")));  // the same
+  EXPECT_TRUE(at("13:25:15,22").sees_all_of(at("10:20:12,15")));  // 12 done since
+  EXPECT_FALSE(at("10:19:12").sees_all_of(at("10:20:12")));       // 19 unknown to it
+  EXPECT_FALSE(at("10:25:12,14").sees_all_of(at("10:20:12")));    // 14 seen by the other
+  EXPECT_TRUE(at("10:25:12,21").sees_all_of(at("10:20:12")));     // 21 started after it
+}
+
 }  // namespace
 }  // namespace shapeproxy::shapes
