@@ -730,7 +730,8 @@ asio::awaitable<Result<void>> start_core(std::shared_ptr<Proxy::State> state) {
 // A follower's own reads (rfc/0003): views of the shared shape files, kept
 // in step by the leader's announcements; what they cannot answer is
 // relayed as before. Once this instance leads, its core serves instead.
-void start_follower_serving(const std::shared_ptr<Proxy::State>& state) {
+// Makes them; Proxy::start() starts them once the election exists.
+void make_follower_serving(const std::shared_ptr<Proxy::State>& state) {
   const auto& config = state->config;
   std::weak_ptr<Proxy::State> weak = state;
   cluster::FollowerShapesOptions options;
@@ -771,7 +772,8 @@ void start_follower_serving(const std::shared_ptr<Proxy::State>& state) {
   state->follower_get = http::require_secret(
       config.secret,
       [api = state->follower_api.get()](auto exchange) { api->handle_get(std::move(exchange)); });
-  state->follower_shapes->start();
+  // Started by Proxy::start() once state->election is set: fetch_ends reads
+  // it from the follower's strand.
 }
 
 }  // namespace
@@ -794,7 +796,7 @@ asio::awaitable<Result<void>> Proxy::start(std::vector<replication::TableName> t
       std::chrono::milliseconds(config.long_poll_timeout) + std::chrono::seconds(15);
   state->forwarder = std::make_unique<cluster::Forwarder>(state->io, forwarder_options);
 
-  start_follower_serving(state);
+  make_follower_serving(state);
   http::Router router = front_routes(state);
   auto metric_routes = router.paths();  // request metrics keep these apart
   state->request_metrics = std::make_shared<status::RequestMetrics>(std::move(metric_routes));
@@ -817,6 +819,7 @@ asio::awaitable<Result<void>> Proxy::start(std::vector<replication::TableName> t
   auto election_strand = asio::make_strand(state->io);
   state->election = std::make_shared<cluster::Election>(election_strand, election_options,
                                                         election_events(state));
+  state->follower_shapes->start();
   co_await asio::co_spawn(election_strand, state->election->round(), asio::use_awaitable);
   state->initial_round_done = true;
   if (state->election->view().role == cluster::Role::kLeader && !state->core_requested) {
