@@ -78,8 +78,11 @@ test('the log is JSON lines; the access log has method, path without the secret,
   const entries = await h.waitFor(() => {
     const lines = h.proxy.logsSince(logMark).filter((line) => !line.startsWith('[harness]'))
     const parsed = lines.map((line) => JSON.parse(line)) // throws on a line that is not one object
-    return parsed.filter((e) => e.module === 'access' && e.kind === 'live').length >= 1 && parsed
-  }, 10_000, { what: 'the live request in the access log' })
+    // Each request is logged once its response is sent, which the client may
+    // see first: wait for every kind asserted below.
+    const kinds = new Set(parsed.filter((e) => e.module === 'access').map((e) => e.kind))
+    return ['live', 'snapshot', 'catch-up', 'status'].every((kind) => kinds.has(kind)) && parsed
+  }, 10_000, { what: 'the live, snapshot, catch-up and status requests in the access log' })
   for (const entry of entries) {
     assert.match(entry.ts, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/)
     assert.ok(['trace', 'debug', 'info', 'warn', 'error', 'critical'].includes(entry.level), entry.level)
