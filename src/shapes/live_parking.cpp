@@ -112,7 +112,7 @@ void LiveParking::expire() {
       w = list.erase(w);
       waiter->ticket->unpark = nullptr;
       if (still_ahead(*shape, *waiter)) {
-        waiter->ticket->finish(InvalidRequest{"offset", "out of bounds for this shape"});
+        waiter->ticket->finish(ShapeReader::out_of_bounds());
         continue;
       }
       if (!body) body = reader_.up_to_date_body();

@@ -92,7 +92,7 @@ std::optional<ReadOutcome> ShapeReader::read_now(Shape& shape, const ReadRequest
       request.start == ReadRequest::Start::kBeforeAll ? LogOffset::start() : request.offset;
   // A live read there waits first (LiveParking::park_ahead); what is still
   // past everything when asked is a 400, as Electric answers.
-  if (beyond_seen(shape, request)) return InvalidRequest{"offset", "out of bounds for this shape"};
+  if (beyond_seen(shape, request)) return out_of_bounds();
   // Before a compaction point (or past the snapshot): the client resyncs.
   if (!log.contains(after)) return MustRefetch{shape.handle()};
   auto slice = log.read_after(after);

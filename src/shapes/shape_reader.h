@@ -61,6 +61,8 @@ class ShapeReader {
   // shape's log and global_last_seen_lsn): no offset it handed out since it
   // started lies there. Only judged once the stream has reported a position.
   bool beyond_seen(const Shape& shape, const ReadRequest& request) const;
+  // The answer to a read still beyond_seen() when it is judged.
+  static InvalidRequest out_of_bounds() { return {"offset", "out of bounds for this shape"}; }
   // Runs `plan` on the read pool and answers the ticket on the strand.
   void read_from_disk(const std::shared_ptr<Shape>& shape, std::shared_ptr<LogDiskRead> plan,
                       const std::shared_ptr<ReadTicket>& ticket);
