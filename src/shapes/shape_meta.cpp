@@ -2,6 +2,7 @@
 
 #include <charconv>
 #include <stdexcept>
+#include <utility>
 
 namespace shapeproxy::shapes {
 using nlohmann::json;
@@ -23,23 +24,48 @@ json table_to_json(const TableSchema& table) {
           {"key_columns", table.key_columns}};
 }
 
+// An integer field of type T. nlohmann's get<T>() converts any number it
+// finds: a float (undefined behaviour when out of T's range, else silently
+// truncated: key column 0.5 became 0) or an integer out of T's range
+// (silently wrapped). A loaded file is trusted for neither.
+template <typename T>
+T integer(const json& value, const char* field) {
+  if (value.is_number_unsigned()) {
+    const auto number = value.get<std::uint64_t>();
+    if (std::in_range<T>(number)) return static_cast<T>(number);
+  } else if (value.is_number_integer()) {
+    const auto number = value.get<std::int64_t>();
+    if (std::in_range<T>(number)) return static_cast<T>(number);
+  }
+  throw std::out_of_range(std::string(field) + " is not an integer in range");
+}
+
+template <typename T>
+std::vector<T> integers(const json& values, const char* field) {
+  if (!values.is_array()) throw std::invalid_argument(std::string(field) + " is not an array");
+  std::vector<T> out;
+  out.reserve(values.size());
+  for (const auto& value : values) out.push_back(integer<T>(value, field));
+  return out;
+}
+
 TableSchema table_from_json(const json& in) {
   TableSchema table;
-  table.oid = in.at("oid").get<std::uint32_t>();
+  table.oid = integer<std::uint32_t>(in.at("oid"), "oid");
   table.schema = in.at("schema").get<std::string>();
   table.name = in.at("name").get<std::string>();
   for (const auto& c : in.at("columns")) {
     TableColumn column;
     column.name = c.at("name").get<std::string>();
-    column.type_oid = c.at("type_oid").get<std::uint32_t>();
+    column.type_oid = integer<std::uint32_t>(c.at("type_oid"), "type_oid");
     column.type_name = c.at("type_name").get<std::string>();
-    column.dims = c.at("dims").get<int>();
+    column.dims = integer<int>(c.at("dims"), "dims");
     column.not_null = c.at("not_null").get<bool>();
-    column.type_modifier = c.at("type_modifier").get<std::int32_t>();
-    if (c.contains("pk_index")) column.pk_index = c.at("pk_index").get<int>();
+    column.type_modifier = integer<std::int32_t>(c.at("type_modifier"), "type_modifier");
+    if (c.contains("pk_index")) column.pk_index = integer<int>(c.at("pk_index"), "pk_index");
     table.columns.push_back(std::move(column));
   }
-  table.key_columns = in.at("key_columns").get<std::vector<std::size_t>>();
+  table.key_columns = integers<std::size_t>(in.at("key_columns"), "key_columns");
   return table;
 }
 
@@ -142,12 +168,13 @@ Result<ShapeMeta> shape_meta_from_json(const json& in) {
       meta.compacted_at = LogOffset::parse(in.at("compacted_at").get<std::string>());
       if (!meta.compacted_at) return Error{"storage_corrupt", "bad compacted_at in meta.json", ""};
     }
-    if (in.contains("state_id")) meta.state_id = in.at("state_id").get<std::uint64_t>();
+    if (in.contains("state_id"))
+      meta.state_id = integer<std::uint64_t>(in.at("state_id"), "state_id");
     if (in.contains("snapshot")) {
       const auto& s = in.at("snapshot");
-      meta.snapshot =
-          PgSnapshot{s.at("xmin").get<std::uint64_t>(), s.at("xmax").get<std::uint64_t>(),
-                     s.at("xip").get<std::vector<std::uint64_t>>()};
+      meta.snapshot = PgSnapshot{integer<std::uint64_t>(s.at("xmin"), "snapshot xmin"),
+                                 integer<std::uint64_t>(s.at("xmax"), "snapshot xmax"),
+                                 integers<std::uint64_t>(s.at("xip"), "snapshot xip")};
     }
     if (auto why = invalid(meta)) return Error{"storage_corrupt", "shape meta.json: " + *why, ""};
     return meta;

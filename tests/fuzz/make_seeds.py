@@ -89,6 +89,11 @@ put("shape_files_fuzz", "gzip_damaged",
 put("shape_files_fuzz", "gzip_wrong_length",
     json.dumps(meta).encode() + SEP + record(5, len(body) + 1, 0, gzip_member(body)) + SEP)
 put("record_file_fuzz", "gzip", gz)
+# Numbers of the wrong kind: a float key column far out of range (found by
+# a 10M-execution run: undefined behaviour in nlohmann's get<size_t>()).
+floats = dict(meta, snapshot={"xmin": 10, "xmax": 12, "xip": [11.5]},
+              table_schema=dict(meta["table_schema"], key_columns=[8.9e82]))
+put("shape_files_fuzz", "float_numbers", json.dumps(floats).encode() + SEP + snapshot + SEP)
 put("shape_files_fuzz", "no_snapshot", json.dumps(dict(meta, snapshot=None)).encode() + SEP + SEP)
 WHERES = [
     "id = 1", "name LIKE 'b%' AND active", "price BETWEEN 1.5 AND 10 OR ratio > 0.5",

@@ -116,6 +116,33 @@ TEST_F(ShapeLoadingTest, AKeyColumnOutOfRangeIsQuarantined) {
   EXPECT_TRUE(quarantined("bad-1"));
 }
 
+// Was: numbers converted whatever their kind or size: key column 0.5 loaded
+// as column 0, an oid of -1 as 4294967295, dims past int wrapped, and a
+// float too large for its field was undefined behaviour (found by
+// shape_files_fuzz: key column 8.9e82).
+TEST_F(ShapeLoadingTest, NumbersOfTheWrongKindOrOutOfRangeAreQuarantined) {
+  // Distinct shapes (where clauses), so none is dropped as a duplicate.
+  save_shape("good-1", "id = 1");
+  auto fractional_key = save_shape("bad-1", "id = 2");
+  fractional_key["table_schema"]["key_columns"] = {0.5};
+  write_meta("bad-1", fractional_key);
+  auto negative_oid = save_shape("bad-2", "id = 3");
+  negative_oid["table_schema"]["oid"] = -1;
+  write_meta("bad-2", negative_oid);
+  auto wide_dims = save_shape("bad-3", "id = 4");
+  wide_dims["table_schema"]["columns"][0]["dims"] = 4294967296LL;
+  write_meta("bad-3", wide_dims);
+  auto huge_key = save_shape("bad-4", "id = 5");
+  huge_key["table_schema"]["key_columns"] = {8.9e82};
+  write_meta("bad-4", huge_key);
+  auto fractional_xip = save_shape("bad-5", "id = 6");
+  fractional_xip["snapshot"]["xip"] = {10.5};
+  write_meta("bad-5", fractional_xip);
+  EXPECT_EQ(load(), 1u);
+  for (const char* handle : {"bad-1", "bad-2", "bad-3", "bad-4", "bad-5"})
+    EXPECT_TRUE(quarantined(handle)) << handle;
+}
+
 // Was: served as an empty shape under its old handle (silent data loss).
 TEST_F(ShapeLoadingTest, AMissingSnapshotFileIsQuarantinedNotServedEmpty) {
   save_shape("bad-1");
