@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <climits>
 #include <cstring>
 #include <fstream>
 #include <limits>
@@ -36,9 +37,12 @@ Result<nlohmann::json> read_meta(const fs::path& dir) {
 }
 
 // A file name meta.json may name: inside the shape's directory, nothing else.
+// A file's name in the shape's directory (as meta.json names its snapshot
+// file): nothing that reaches elsewhere, and no longer than a name may be
+// (a longer one made every file system call on it throw ENAMETOOLONG).
 bool plain_file_name(const std::string& name) {
-  return !name.empty() && name != "." && name != ".." && name.find('/') == std::string::npos &&
-         name.find('\0') == std::string::npos;
+  return !name.empty() && name.size() <= NAME_MAX && name != "." && name != ".." &&
+         name.find('/') == std::string::npos && name.find('\0') == std::string::npos;
 }
 
 constexpr std::uint64_t kWholeFile = std::numeric_limits<std::uint64_t>::max();
@@ -276,7 +280,10 @@ Result<std::pair<std::unique_ptr<ShapeFiles>, StoredShape>> ShapeFiles::open(con
   stored.meta = std::move(named->first);
   const std::string snapshot_file = std::move(named->second);
   // A shape whose snapshot completed (meta.json names it) must have the file.
-  if (stored.meta.contains("snapshot") || fs::exists(dir / snapshot_file)) {
+  // (An error reads as absent: a shape whose meta.json names no snapshot is
+  // dropped at load anyway, and one that names it is loaded, errors and all.)
+  std::error_code absent;
+  if (stored.meta.contains("snapshot") || fs::exists(dir / snapshot_file, absent)) {
     if (auto loaded = load_snapshot(dir / snapshot_file, stored); !loaded) return loaded.error();
   }
   // Every changes file, in order; leftovers of an unfinished compaction

@@ -94,6 +94,11 @@ put("record_file_fuzz", "gzip", gz)
 floats = dict(meta, snapshot={"xmin": 10, "xmax": 12, "xip": [11.5]},
               table_schema=dict(meta["table_schema"], key_columns=[8.9e82]))
 put("shape_files_fuzz", "float_numbers", json.dumps(floats).encode() + SEP + snapshot + SEP)
+# A snapshot file name longer than a file name may be, in a shape whose
+# snapshot never completed (the loader asks whether the file exists).
+long_name = {k: v for k, v in meta.items() if k != "snapshot"}
+long_name["snapshot_file"] = "snapshot-" + "1" * 300 + ".log"
+put("shape_files_fuzz", "long_snapshot_file", json.dumps(long_name).encode() + SEP + SEP)
 put("shape_files_fuzz", "no_snapshot", json.dumps(dict(meta, snapshot=None)).encode() + SEP + SEP)
 WHERES = [
     "id = 1", "name LIKE 'b%' AND active", "price BETWEEN 1.5 AND 10 OR ratio > 0.5",
