@@ -36,10 +36,9 @@ Result<nlohmann::json> read_meta(const fs::path& dir) {
   return meta;
 }
 
-// A file name meta.json may name: inside the shape's directory, nothing else.
-// A file's name in the shape's directory (as meta.json names its snapshot
-// file): nothing that reaches elsewhere, and no longer than a name may be
-// (a longer one made every file system call on it throw ENAMETOOLONG).
+// A file name meta.json may name: inside the shape's directory, nothing else,
+// and no longer than a name may be (a longer one made every file system call
+// on it throw ENAMETOOLONG).
 bool plain_file_name(const std::string& name) {
   return !name.empty() && name.size() <= NAME_MAX && name != "." && name != ".." &&
          name.find('/') == std::string::npos && name.find('\0') == std::string::npos;
