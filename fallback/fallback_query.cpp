@@ -102,19 +102,21 @@ status::FallbackActivity FallbackQuery::activity() const {
   return activity;
 }
 
-asio::awaitable<Result<SharedRows>> FallbackQuery::rows(const shapes::ShapeDefinition& definition) {
+asio::awaitable<Result<SharedRows>> FallbackQuery::rows(const shapes::ShapeDefinition& definition,
+                                                        shapes::RowsObserver on_rows) {
   auto self = shared_from_this();
   // co_spawn needs a default-constructible result, hence the optional filled
   // by the strand coroutine (this frame outlives it). The definition is
   // copied into that coroutine's frame.
   std::optional<Result<SharedRows>> outcome;
-  auto on_strand = self->rows_on_strand(definition, outcome);
+  auto on_strand = self->rows_on_strand(definition, std::move(on_rows), outcome);
   co_await asio::co_spawn(strand_, std::move(on_strand), asio::use_awaitable);
   if (!outcome) co_return Error{"database_unavailable", "fallback query abandoned", ""};
   co_return std::move(*outcome);
 }
 
 asio::awaitable<void> FallbackQuery::rows_on_strand(shapes::ShapeDefinition definition,
+                                                    shapes::RowsObserver on_rows,
                                                     std::optional<Result<SharedRows>>& outcome) {
   auto self = shared_from_this();
   if (const SharedRows* cached = fresh_cached(definition.key)) {
@@ -136,12 +138,13 @@ asio::awaitable<void> FallbackQuery::rows_on_strand(shapes::ShapeDefinition defi
   }
   auto flight = std::make_shared<Flight>(strand_);
   flights_.emplace(definition.key, flight);
-  auto led = co_await lead(flight, definition);
+  auto led = co_await lead(flight, definition, on_rows);
   outcome = std::move(led);
 }
 
 asio::awaitable<Result<SharedRows>> FallbackQuery::lead(std::shared_ptr<Flight> flight,
-                                                        const shapes::ShapeDefinition& definition) {
+                                                        const shapes::ShapeDefinition& definition,
+                                                        const shapes::RowsObserver& on_rows) {
   // Whatever happens (even the frame being destroyed at shutdown), followers
   // are released and the key no longer names this flight.
   struct Publish {
@@ -178,7 +181,7 @@ asio::awaitable<Result<SharedRows>> FallbackQuery::lead(std::shared_ptr<Flight> 
 
   const auto taken = clock_();
   const auto started = std::chrono::steady_clock::now();
-  auto result = co_await query(definition);
+  auto result = co_await query(definition, on_rows);
   const std::string_view outcome = result ? "ok" : std::string_view(result.error().code);
   for (std::size_t i = 0; i < kOutcomes.size(); ++i) {
     if (outcome != kOutcomes[i]) continue;
@@ -190,8 +193,8 @@ asio::awaitable<Result<SharedRows>> FallbackQuery::lead(std::shared_ptr<Flight> 
   co_return result;
 }
 
-asio::awaitable<Result<SharedRows>> FallbackQuery::query(
-    const shapes::ShapeDefinition& definition) {
+asio::awaitable<Result<SharedRows>> FallbackQuery::query(const shapes::ShapeDefinition& definition,
+                                                         const shapes::RowsObserver& on_rows) {
   auto lease = co_await pool_->acquire();
   if (!lease) co_return database_unavailable(lease.error());
   queries_started_.fetch_add(1);
@@ -214,7 +217,8 @@ asio::awaitable<Result<SharedRows>> FallbackQuery::query(
       ::shutdown(PQsocket(watch->connection->native()), SHUT_RDWR);
     });
   }
-  auto snapshot = co_await shapes::query_snapshot(**lease, definition);
+  auto snapshot =
+      co_await shapes::query_snapshot(**lease, definition, std::chrono::milliseconds(0), on_rows);
   watch->connection = nullptr;
   deadline.cancel();
   if (!snapshot) {
@@ -262,11 +266,12 @@ void FallbackQuery::remember(const std::string& key, SharedRows rows,
 }
 
 shapes::FallbackRows registry_source(std::weak_ptr<FallbackQuery> query) {
-  return [query = std::move(query)](const shapes::ShapeDefinition& definition)
+  return [query = std::move(query)](const shapes::ShapeDefinition& definition,
+                                    shapes::RowsObserver on_rows)
              -> boost::asio::awaitable<Result<FallbackQuery::SharedRows>> {
     auto live = query.lock();
     if (!live) co_return Error{"stopped", "shutting down", ""};
-    co_return co_await live->rows(definition);
+    co_return co_await live->rows(definition, std::move(on_rows));
   };
 }
 

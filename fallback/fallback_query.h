@@ -76,7 +76,10 @@ class FallbackQuery : public std::enable_shared_from_this<FallbackQuery> {
   // "query_timeout" (cancelled past statement_timeout, or abandoned),
   // "database_unavailable" (connect or query failed). Messages name no host,
   // user or SQL.
-  boost::asio::awaitable<Result<SharedRows>> rows(const shapes::ShapeDefinition& definition);
+  // `on_rows` (may be empty) sees the rows while they arrive, on this
+  // object's strand, when this call leads the query (shapes::FallbackRows).
+  boost::asio::awaitable<Result<SharedRows>> rows(const shapes::ShapeDefinition& definition,
+                                                  shapes::RowsObserver on_rows = {});
 
   // Thread-safe: the figures /v1/status and /metrics report.
   status::FallbackActivity activity() const;
@@ -91,10 +94,13 @@ class FallbackQuery : public std::enable_shared_from_this<FallbackQuery> {
   };
 
   boost::asio::awaitable<void> rows_on_strand(shapes::ShapeDefinition definition,
+                                              shapes::RowsObserver on_rows,
                                               std::optional<Result<SharedRows>>& outcome);
   boost::asio::awaitable<Result<SharedRows>> lead(std::shared_ptr<Flight> flight,
-                                                  const shapes::ShapeDefinition& definition);
-  boost::asio::awaitable<Result<SharedRows>> query(const shapes::ShapeDefinition& definition);
+                                                  const shapes::ShapeDefinition& definition,
+                                                  const shapes::RowsObserver& on_rows);
+  boost::asio::awaitable<Result<SharedRows>> query(const shapes::ShapeDefinition& definition,
+                                                   const shapes::RowsObserver& on_rows);
   void release_slot();
   const SharedRows* fresh_cached(const std::string& key);
   void remember(const std::string& key, SharedRows rows,

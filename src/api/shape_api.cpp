@@ -38,6 +38,35 @@ struct LongPoll {
   }
 };
 
+// A new shape's first chunk while its query runs (rfc/0005): the headers
+// (which do not depend on the body) at once, the body as it is made, in
+// HTTP/1.1 chunks; cut (the connection closed) if it cannot be completed.
+void stream_body(std::shared_ptr<http::Exchange> exchange, const shapes::ReadResult& result,
+                 const ShapeParams& params, const ShapeApiOptions& options) {
+  http::Response head =
+      read_response(result, params, options, exchange->request().header("if-none-match"));
+  if (head.status != 200) {  // 304: the etag names the same bytes whatever they are
+    exchange->respond(std::move(head));
+    return;
+  }
+  exchange->start_event_stream(std::move(head.headers));
+  auto unsubscribe =
+      result.streaming->subscribe({[exchange](std::shared_ptr<const std::string> bytes) {
+                                     exchange->send_frames(std::move(bytes));
+                                   },
+                                   [exchange](bool complete) {
+                                     if (complete) {
+                                       exchange->end_event_stream();
+                                     } else {
+                                       exchange->abort();
+                                     }
+                                   }});
+  exchange->on_abort(std::move(unsubscribe));
+  // At shutdown the body completes or is cut with its query (within the
+  // server's grace period); ending it early would pass a part for the whole.
+  exchange->on_shutdown([] {});
+}
+
 void long_poll(shapes::ShapeService& service, std::shared_ptr<const ShapeApiOptions> options,
                std::shared_ptr<SharedReadResponses> shared_reads,
                std::shared_ptr<http::Exchange> exchange, ShapeParams params) {
@@ -53,6 +82,8 @@ void long_poll(shapes::ShapeService& service, std::shared_ptr<const ShapeApiOpti
     }
     if (relay_elsewhere(*options, outcome, exchange)) return;
     auto* result = std::get_if<shapes::ReadResult>(&outcome);
+    if (result && result->streaming)
+      return stream_body(exchange, *result, *shared_params, *options);
     exchange->respond(result ? shared_reads->get(*result, *shared_params, *options,
                                                  exchange->request().header("if-none-match"))
                              : error_outcome_response(outcome));
@@ -133,6 +164,12 @@ void ShapeApi::handle_get(std::shared_ptr<http::Exchange> exchange) {
                       std::move(params), sse_frames_);
     return;
   }
+  // A new shape's first chunk may come as it is made (chunked: HTTP/1.1;
+  // not for HEAD, whose answer has no body).
+  const auto& request = exchange->request();
+  params.read.may_stream = !params.read.live &&
+                           params.read.start == shapes::ReadRequest::Start::kBeforeAll &&
+                           request.method() != http::Verb::head && request.version() >= 11;
   long_poll(service_, options_, shared_reads_, std::move(exchange), std::move(params));
 }
 

@@ -276,6 +276,7 @@ class CapturingExchange : public http::Exchange {
   void send_comment(std::string) override {}
   void send_frames(std::shared_ptr<const std::string>) override {}
   void end_event_stream() override {}
+  void abort() override { fail(Error{"cluster.forward", "the response was cut", ""}); }
   void on_abort(std::function<void()>) override {}
   void on_shutdown(std::function<void()>) override {}
   void fail(Error error) {

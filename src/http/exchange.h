@@ -42,6 +42,11 @@ class Exchange {
   // of the body one commit wakes them with) without a copy each.
   virtual void send_frames(std::shared_ptr<const std::string> frames) = 0;
   virtual void end_event_stream() = 0;
+  // Closes the connection without ending the response (a stream's body is
+  // cut where it is, without its last chunk), so the client sees a network
+  // error and never takes part of a body for the whole. For a stream that
+  // cannot be completed (e.g. its source failed).
+  virtual void abort() = 0;
 
   // Runs when the exchange dies unanswered (or mid-stream): the client
   // disconnected, a write failed/timed out, or shutdown's grace period ended.

@@ -32,6 +32,9 @@ class Request {
   const Params& query_params() const { return query_; }  // in order, duplicates kept
   const Params& headers() const { return headers_; }
   const std::string& body() const { return body_; }
+  // HTTP version as 10 * major + minor (11 unless set_version() said so).
+  unsigned version() const { return version_; }
+  void set_version(unsigned version) { version_ = version; }
 
   // First value of query parameter `name` (exact, case-sensitive match).
   std::optional<std::string_view> query(std::string_view name) const;
@@ -45,6 +48,7 @@ class Request {
   Params query_;
   Params headers_;
   std::string body_;
+  unsigned version_ = 11;
 };
 
 // Decodes %XX escapes (and '+' as space when `plus_as_space`). Malformed

@@ -109,6 +109,10 @@ void ExchangeImpl::end_event_stream() {
   post_to_session([](Session& s, const auto& self) { s.stream_end(self); });
 }
 
+void ExchangeImpl::abort() {
+  post_to_session([](Session& s, const auto& self) { s.stream_abort(self); });
+}
+
 void ExchangeImpl::on_abort(std::function<void()> callback) {
   {
     std::lock_guard lock(mu_);
@@ -375,6 +379,7 @@ void Session::on_read(error_code ec) {
   for (const auto& field : req) headers.emplace_back(field.name_string(), field.value());
   Request request(req.method(), std::string(req.target()), std::move(headers),
                   std::move(parser_->get().body()));
+  request.set_version(req.version());
   parser_.reset();
   handle(std::move(request));
 }
@@ -647,6 +652,12 @@ void Session::stream_end(const std::shared_ptr<ExchangeImpl>& ex) {
   if (ex != exchange_ || state_ != State::kStreaming) return;
   stream_ending_ = true;
   pump_stream();
+}
+
+void Session::stream_abort(const std::shared_ptr<ExchangeImpl>& ex) {
+  if (ex != exchange_) return;
+  spdlog::debug("http: a response is cut (its body could not be completed)");
+  close_now();
 }
 
 void Session::pump_stream() {

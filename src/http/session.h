@@ -73,6 +73,7 @@ class ExchangeImpl final : public Exchange, public std::enable_shared_from_this<
   void send_comment(std::string text) override;
   void send_frames(std::shared_ptr<const std::string> frames) override;
   void end_event_stream() override;
+  void abort() override;
   void on_abort(std::function<void()> callback) override;
   void on_shutdown(std::function<void()> callback) override;
 
@@ -115,6 +116,7 @@ class Session : public std::enable_shared_from_this<Session> {
   void stream_frame(const std::shared_ptr<ExchangeImpl>& ex,
                     std::shared_ptr<const std::string> frame);
   void stream_end(const std::shared_ptr<ExchangeImpl>& ex);
+  void stream_abort(const std::shared_ptr<ExchangeImpl>& ex);
 
  private:
   enum class State { kReading, kHandling, kWriting, kStreaming, kClosing, kClosed };

@@ -106,16 +106,45 @@ asio::awaitable<Result<ResultPtr>> AsyncConnection::query_params(
   co_return co_await collect_results();
 }
 
-asio::awaitable<Result<ResultPtr>> AsyncConnection::collect_results() {
+asio::awaitable<Result<ResultPtr>> AsyncConnection::query_params_rows(
+    std::string sql, std::vector<std::optional<std::string>> params, RowsCallback on_rows) {
+  std::vector<const char*> values;
+  values.reserve(params.size());
+  for (const auto& p : params) values.push_back(p ? p->c_str() : nullptr);
+  if (PQsendQueryParams(conn_.get(), sql.c_str(), static_cast<int>(values.size()), nullptr,
+                        values.data(), nullptr, nullptr, 0) == 0) {
+    co_return error_from_connection(conn_.get(), "connection_lost");
+  }
+  if (PQsetSingleRowMode(conn_.get()) == 0)
+    co_return error_from_connection(conn_.get(), "connection_lost");
+  auto flushed = co_await flush();
+  if (!flushed) co_return flushed.error();
+  co_return co_await collect_results(&on_rows);
+}
+
+asio::awaitable<Result<ResultPtr>> AsyncConnection::collect_results(const RowsCallback* on_rows) {
   ResultPtr last;
   std::optional<Error> first_error;
+  std::vector<ResultPtr> rows;  // single-row results read since the last callback
   for (;;) {
     while (PQisBusy(conn_.get())) {
+      if (!rows.empty()) {
+        (*on_rows)(rows);  // what one read brought, before waiting for more
+        rows.clear();
+      }
       auto readable = co_await wait_readable();
       if (!readable) co_return readable.error();
     }
     ResultPtr result(PQgetResult(conn_.get()));
     if (!result) break;
+    if (on_rows && PQresultStatus(result.get()) == PGRES_SINGLE_TUPLE) {
+      if (!first_error) rows.push_back(std::move(result));
+      continue;
+    }
+    if (!rows.empty()) {
+      (*on_rows)(rows);
+      rows.clear();
+    }
     switch (PQresultStatus(result.get())) {
       case PGRES_COPY_BOTH:
       case PGRES_COPY_OUT:

@@ -9,6 +9,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -38,6 +39,15 @@ class AsyncConnection {
   boost::asio::awaitable<Result<ResultPtr>> query_params(
       std::string sql, std::vector<std::optional<std::string>> params);
 
+  // query_params() in single-row mode: `on_rows` gets the rows as they
+  // arrive, one call per batch read from the socket (each result holds one
+  // row, PGRES_SINGLE_TUPLE), on this connection's executor. Returns the
+  // closing result (PGRES_TUPLES_OK, no rows) or the first error; rows
+  // passed before an error belong to a failed query.
+  using RowsCallback = std::function<void(std::vector<ResultPtr>& rows)>;
+  boost::asio::awaitable<Result<ResultPtr>> query_params_rows(
+      std::string sql, std::vector<std::optional<std::string>> params, RowsCallback on_rows);
+
   // Waits until the socket is readable, then PQconsumeInput. An error means
   // the connection is gone.
   boost::asio::awaitable<Result<void>> wait_readable();
@@ -51,7 +61,8 @@ class AsyncConnection {
 
  private:
   AsyncConnection(boost::asio::any_io_executor executor, ConnPtr conn);
-  boost::asio::awaitable<Result<ResultPtr>> collect_results();
+  // `on_rows`: single-row mode (see query_params_rows()).
+  boost::asio::awaitable<Result<ResultPtr>> collect_results(const RowsCallback* on_rows = nullptr);
 
   ConnPtr conn_;
   boost::asio::posix::stream_descriptor socket_;

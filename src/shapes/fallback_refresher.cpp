@@ -78,15 +78,15 @@ void FallbackRefresher::refresh_all(std::vector<std::shared_ptr<Shape>> shapes) 
 }
 
 asio::awaitable<Result<std::shared_ptr<const SnapshotRows>>> FallbackRefresher::query(
-    const ShapeDefinition& definition) {
-  return rows_(definition);
+    const ShapeDefinition& definition, RowsObserver on_rows) {
+  return rows_(definition, std::move(on_rows));
 }
 
 asio::awaitable<void> FallbackRefresher::refresh(std::shared_ptr<Shape> shape) {
   SHAPEPROXY_ASSERT_ON_STRAND(executor_);
   if (shape->phase() != Shape::Phase::kReady) co_return;
   const auto mark = shape->begin_refresh();
-  auto rows = co_await rows_(shape->definition());
+  auto rows = co_await rows_(shape->definition(), {});
   note_refusal(shape, rows ? Error{} : rows.error());
   if (!rows) {
     shape->end_refresh();

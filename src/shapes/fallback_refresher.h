@@ -26,9 +26,12 @@ namespace shapeproxy::shapes {
 
 // Rows of a shape from a direct query (degraded mode); injected so the
 // shapes core does not depend on how queries are pooled and capped.
+// `on_rows` (may be empty) sees the rows while they arrive when this call
+// runs the query itself; a call that joins a query under way, or reuses a
+// recent result, gets only the whole result.
 using FallbackRows =
     std::function<boost::asio::awaitable<Result<std::shared_ptr<const SnapshotRows>>>(
-        const ShapeDefinition& definition)>;
+        const ShapeDefinition& definition, RowsObserver on_rows)>;
 
 struct FallbackRefresherHooks {
   // The shapes to refresh in a poll started at `now`: those read since
@@ -61,8 +64,9 @@ class FallbackRefresher {
   void refresh_all(std::vector<std::shared_ptr<Shape>> shapes);
   // One direct query of the shape's rows (e.g. its initial snapshot in
   // degraded mode); the caller notes a refusal with note_refusal().
+  // `on_rows`: see FallbackRows.
   boost::asio::awaitable<Result<std::shared_ptr<const SnapshotRows>>> query(
-      const ShapeDefinition& definition);
+      const ShapeDefinition& definition, RowsObserver on_rows = {});
   // Remembers whether the shape's last direct query was refused for the cap
   // (error code "overloaded"); any other outcome clears it.
   void note_refusal(const std::shared_ptr<Shape>& shape, const Error& outcome);

@@ -3,9 +3,14 @@
 namespace shapeproxy::shapes {
 
 void append_json_string(std::string& out, std::string_view value) {
-  static constexpr char kHex[] = "0123456789abcdef";
   out.reserve(out.size() + value.size() + 2);
   out += '"';
+  append_json_escaped(out, value);
+  out += '"';
+}
+
+void append_json_escaped(std::string& out, std::string_view value) {
+  static constexpr char kHex[] = "0123456789abcdef";
   std::size_t plain_start = 0;
   for (std::size_t i = 0; i < value.size(); ++i) {
     auto c = static_cast<unsigned char>(value[i]);
@@ -41,7 +46,6 @@ void append_json_string(std::string& out, std::string_view value) {
     }
   }
   out.append(value.data() + plain_start, value.size() - plain_start);
-  out += '"';
 }
 
 }  // namespace shapeproxy::shapes

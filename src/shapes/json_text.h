@@ -9,5 +9,7 @@ namespace shapeproxy::shapes {
 
 // Appends `value` as a quoted, escaped JSON string.
 void append_json_string(std::string& out, std::string_view value);
+// The same without the quotes.
+void append_json_escaped(std::string& out, std::string_view value);
 
 }  // namespace shapeproxy::shapes

@@ -125,8 +125,9 @@ Result<bool> Shape::apply_snapshot(SnapshotRows snapshot, SnapshotStorage storag
 }
 
 Result<bool> Shape::apply_snapshot(const std::shared_ptr<const SnapshotRows>& snapshot,
-                                   SnapshotStorage storage) {
-  return install_snapshot(snapshot->rows, nullptr, snapshot, snapshot->snapshot, storage);
+                                   SnapshotStorage storage, ShapeLog::Chunks rendered) {
+  return install_snapshot(snapshot->rows, nullptr, snapshot, snapshot->snapshot, storage,
+                          std::move(rendered));
 }
 
 // `owned`: the same vector as `snapshot_rows` when the rows may be moved from;
@@ -134,12 +135,15 @@ Result<bool> Shape::apply_snapshot(const std::shared_ptr<const SnapshotRows>& sn
 // a deferred store write).
 Result<bool> Shape::install_snapshot(const std::vector<Row>& snapshot_rows, std::vector<Row>* owned,
                                      const std::shared_ptr<const SnapshotRows>& shared,
-                                     const PgSnapshot& snapshot, SnapshotStorage storage) {
+                                     const PgSnapshot& snapshot, SnapshotStorage storage,
+                                     ShapeLog::Chunks rendered) {
   // Each message is rendered into one reused buffer and appended straight to
   // its response body (the bytes ShapeLog::chunk() would make of the
   // separate messages): no string per message, no second copy into chunks.
-  const bool full = definition_.log == LogMode::kFull;
+  // Unless they come rendered already.
+  const bool full = definition_.log == LogMode::kFull && rendered.empty();
   SnapshotChunkWriter writer(log_.chunk_bytes(), snapshot_rows.size());
+  const SnapshotRenderer render = renderer();  // the bytes a SnapshotStream makes
   std::string message;
   // The rows go to the store as they come (see ShapeState's bulk load):
   // should the process die before meta.json names the snapshot, the shape
@@ -159,7 +163,7 @@ Result<bool> Shape::install_snapshot(const std::vector<Row>& snapshot_rows, std:
     std::string key = row_key(each);
     if (full) {
       message.clear();
-      append_snapshot_message(message, table(), definition_.selected, relation_json_, key, each);
+      render.append_message(message, each);
       writer.add(message);
     }
     if (defer) {
@@ -177,7 +181,7 @@ Result<bool> Shape::install_snapshot(const std::vector<Row>& snapshot_rows, std:
       state_.put_new(key, each);
     }
   }
-  writer.add(snapshot_end_message(snapshot));
+  if (rendered.empty()) writer.add(snapshot_end_message(snapshot));
   if (defer) {
     deferred_rows_ = snapshot_rows.size();
     deferred_state_ = [this, shared, keys = std::move(deferred_keys)]() -> Result<void> {
@@ -192,7 +196,7 @@ Result<bool> Shape::install_snapshot(const std::vector<Row>& snapshot_rows, std:
   }
   snapshot_ = snapshot;
   forget_streamed_xids();
-  auto chunks = writer.finish();
+  auto chunks = rendered.empty() ? writer.finish() : std::move(rendered);
   if (files_ && storage == SnapshotStorage::kAfterServing) {
     snapshot_stored_ = false;  // see begin_snapshot_store()
   } else if (files_) {
@@ -385,8 +389,16 @@ Row Shape::to_row(const replication::TupleData& tuple, const Row* previous) cons
 }
 
 std::string Shape::row_key(const Row& row) const {
-  std::string key = key_prefix_;
-  for (std::size_t index : table().key_columns) {
+  return shapes::row_key(key_prefix_, table(), row);
+}
+
+SnapshotRenderer Shape::renderer() const {
+  return SnapshotRenderer(definition_.table, definition_.selected, relation_json_, key_prefix_);
+}
+
+std::string row_key(std::string_view prefix, const TableSchema& table, const Row& row) {
+  std::string key(prefix);
+  for (std::size_t index : table.key_columns) {
     key += '/';
     if (index >= row.size() || !row[index]) {
       key += '_';

@@ -11,6 +11,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -27,12 +28,25 @@
 
 namespace shapeproxy::shapes {
 
+class SnapshotRenderer;
+
 // A row in table column order; nullopt = NULL.
 using Row = where::RowValues;
 
 struct SnapshotRows {
   PgSnapshot snapshot;
   std::vector<Row> rows;  // every column, in table order
+};
+
+// Sees a query's rows while they arrive (rfc/0005), on the query's executor.
+struct RowsObserver {
+  // Each batch, in order; the view is valid during the call only.
+  std::function<void(std::span<const Row> rows)> rows;
+  // After the last batch, with the query's snapshot: every row was seen
+  // (called before the transaction ends, never after a failure).
+  std::function<void(const PgSnapshot& snapshot)> end;
+
+  explicit operator bool() const { return static_cast<bool>(rows); }
 };
 
 // One compaction of a persisted shape: Shape::begin_compaction() fills the
@@ -134,9 +148,12 @@ class Shape {
   Result<bool> apply_snapshot(SnapshotRows snapshot,
                               SnapshotStorage storage = SnapshotStorage::kBeforeServing);
   // The same from a result shared with others (a fallback query's): the rows
-  // are copied into the shape, never the whole result first.
+  // are copied into the shape, never the whole result first. `rendered`:
+  // the snapshot's chunks already rendered from these rows and this
+  // snapshot (a SnapshotStream's), taken instead of rendering them again.
   Result<bool> apply_snapshot(const std::shared_ptr<const SnapshotRows>& snapshot,
-                              SnapshotStorage storage = SnapshotStorage::kBeforeServing);
+                              SnapshotStorage storage = SnapshotStorage::kBeforeServing,
+                              ShapeLog::Chunks rendered = {});
 
   // kAfterServing from a shared result with a primary key: the rows reach
   // the state store after the shape is ready, so the waiting readers are
@@ -194,6 +211,8 @@ class Shape {
 
   // The key of `row` (table column order) as this shape's log names it.
   std::string row_key(const Row& row) const;
+  // What renders this shape's snapshot messages on another thread.
+  SnapshotRenderer renderer() const;
   // Whether the shape currently holds the row with this key.
   bool holds(const std::string& key) const {
     settle_state();
@@ -254,7 +273,8 @@ class Shape {
   LogOffset set_stored_snapshot(const ShapeMeta& meta, const storage::StoredShape& stored);
   Result<bool> install_snapshot(const std::vector<Row>& rows, std::vector<Row>* owned,
                                 const std::shared_ptr<const SnapshotRows>& shared,
-                                const PgSnapshot& snapshot, SnapshotStorage storage);
+                                const PgSnapshot& snapshot, SnapshotStorage storage,
+                                ShapeLog::Chunks rendered = {});
   // Runs a deferred store write (see store_deferred_state()) if one is
   // pending; every use of state_ after install_snapshot() comes after it.
   // An error is logged and kept for store_deferred_state() to report.

@@ -35,6 +35,55 @@ void append_snapshot_message(std::string& out, const TableSchema& table,
   out += "}}";
 }
 
+SnapshotRenderer::SnapshotRenderer(std::shared_ptr<const TableSchema> table,
+                                   std::vector<std::size_t> selected,
+                                   const std::string& relation_json, std::string key_prefix)
+    : table_(std::move(table)), selected_(std::move(selected)), key_prefix_(std::move(key_prefix)) {
+  head_ = "{\"key\":";
+  append_json_string(head_, key_prefix_);
+  head_.pop_back();  // the key goes on
+  for (std::size_t i = 0; i < selected_.size(); ++i) {
+    std::string name = i > 0 ? "," : "";
+    append_json_string(name, table_->columns[selected_[i]].name);
+    name += ':';
+    names_.push_back(std::move(name));
+  }
+  tail_ = "},\"headers\":{\"operation\":\"insert\",\"relation\":" + relation_json + "}}";
+}
+
+void SnapshotRenderer::append_message(std::string& out, const Row& row) const {
+  out += head_;
+  // row_key()'s bytes, escaped for JSON as they are made.
+  for (std::size_t index : table_->key_columns) {
+    out += '/';
+    if (index >= row.size() || !row[index]) {
+      out += '_';
+      continue;
+    }
+    out += "\\\"";
+    std::string_view value = *row[index];
+    for (std::size_t slash = value.find('/'); slash != std::string_view::npos;
+         slash = value.find('/')) {
+      append_json_escaped(out, value.substr(0, slash + 1));
+      out += '/';
+      value.remove_prefix(slash + 1);
+    }
+    append_json_escaped(out, value);
+    out += "\\\"";
+  }
+  out += "\",\"value\":{";
+  for (std::size_t i = 0; i < selected_.size(); ++i) {
+    out += names_[i];
+    const std::size_t index = selected_[i];
+    if (index < row.size() && row[index]) {
+      append_json_string(out, *row[index]);
+    } else {
+      out += "null";
+    }
+  }
+  out += tail_;
+}
+
 std::string snapshot_end_message(const PgSnapshot& snapshot) {
   std::string out = R"({"headers":{"control":"snapshot-end","xmin":")" +
                     std::to_string(snapshot.xmin) + R"(","xmax":")" +

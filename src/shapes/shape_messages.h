@@ -30,6 +30,34 @@ void append_snapshot_message(std::string& out, const TableSchema& table,
 // Control messages carry no row: replay skips them.
 std::string snapshot_end_message(const PgSnapshot& snapshot);
 
+// The key of `row` (table column order) as a shape's log names it:
+// `prefix` ("schema"."table") and the key columns' values.
+std::string row_key(std::string_view prefix, const TableSchema& table, const Row& row);
+
+// Renders a snapshot's insert messages: the bytes of
+// append_snapshot_message() with the row's key, made faster by writing the
+// escaped key straight into the message and by escaping the constant parts
+// once. Holds copies of its shape's immutable parts, so it renders on any
+// thread (rfc/0005).
+class SnapshotRenderer {
+ public:
+  // `relation_json`: ["schema","table"]; `key_prefix`: "schema"."table".
+  SnapshotRenderer(std::shared_ptr<const TableSchema> table, std::vector<std::size_t> selected,
+                   const std::string& relation_json, std::string key_prefix);
+
+  // The key of `row` (table column order) as the shape's log names it.
+  std::string key(const Row& row) const { return row_key(key_prefix_, *table_, row); }
+  void append_message(std::string& out, const Row& row) const;
+
+ private:
+  std::shared_ptr<const TableSchema> table_;
+  std::vector<std::size_t> selected_;
+  std::string key_prefix_;
+  std::string head_;                // {"key":"<the prefix, escaped>
+  std::vector<std::string> names_;  // per selected column: ,"<name>":
+  std::string tail_;                // }, "headers" with the relation, }
+};
+
 // Builds snapshot response bodies message by message: the same bytes as
 // ShapeLog::chunk() of the messages (a JSON array per body of at most
 // chunk_bytes; a single larger message gets its own; never empty).
@@ -47,6 +75,10 @@ class SnapshotChunkWriter {
   // Streaming use: the current body, closed, and a new one begun.
   std::string take_body();
   bool empty_body() const { return body_.size() == 1; }
+  // Streaming use: the bodies closed so far, and the one being written
+  // (without its closing ']').
+  const ShapeLog::Chunks& closed() const { return chunks_; }
+  std::string_view open_body() const { return body_; }
 
  private:
   void close_body();

@@ -56,6 +56,14 @@ ReadResult ShapeReader::up_to_date(const Shape& shape, LogOffset offset,
   return result(shape, offset, std::move(body), true);
 }
 
+ReadResult ShapeReader::streaming(const Shape& shape, std::shared_ptr<BodyStream> stream) const {
+  // A new shape is never compacted: its first chunk is snapshot chunk 0,
+  // whatever it holds.
+  ReadResult out = result(shape, LogOffset::snapshot_chunk(0), nullptr, false);
+  out.streaming = std::move(stream);
+  return out;
+}
+
 std::shared_ptr<const std::string> ShapeReader::up_to_date_body() const {
   return std::make_shared<const std::string>("[" + up_to_date_json() + "]");
 }

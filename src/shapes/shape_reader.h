@@ -73,6 +73,9 @@ class ShapeReader {
   ReadResult up_to_date(const Shape& shape, LogOffset offset,
                         std::shared_ptr<const std::string> body) const;
   std::shared_ptr<const std::string> up_to_date_body() const;
+  // The answer to a read of a snapshotting shape's first chunk: `stream`
+  // (rfc/0005), at the first chunk's offset.
+  ReadResult streaming(const Shape& shape, std::shared_ptr<BodyStream> stream) const;
 
   // The stream delivered a transaction committed at `commit_lsn`, or is idle
   // at `wal_end` (every earlier commit delivered).

@@ -253,7 +253,9 @@ asio::awaitable<void> ShapeRegistry::serve(ShapeDefinitionRequest request_defini
     if (!found) co_return;  // answered
     shape = std::move(found);
   }
-  if (!co_await snapshots_.wait_until_ready(shape, ticket)) {
+  // A new shape's first chunk may be answered while its query runs.
+  const bool streamable = request.may_stream && request.start == ReadRequest::Start::kBeforeAll;
+  if (!co_await snapshots_.wait_until_ready(shape, ticket, streamable)) {
     if (ticket->cancelled) co_return;
     if (auto rejected = snapshots_.rejection(shape)) {
       ticket->finish(*rejected);
@@ -262,6 +264,13 @@ asio::awaitable<void> ShapeRegistry::serve(ShapeDefinitionRequest request_defini
     auto refused = fallback_.refusal(shape);
     ticket->finish(refused ? *refused
                            : Unavailable{"the shape's initial query failed; retry shortly"});
+    co_return;
+  }
+  if (shape->phase() == Shape::Phase::kSnapshotting) {  // its stream has started
+    catalog_.note_read(*shape);
+    auto stream = snapshots_.stream(shape);
+    ticket->finish(stream ? ReadOutcome(reader_.streaming(*shape, std::move(stream)))
+                          : Unavailable{"the shape's initial query failed; retry shortly"});
     co_return;
   }
   answer_or_park(shape, request, ticket);

@@ -43,6 +43,29 @@ struct ReadRequest {
   LogOffset offset;                 // with kAt
   std::optional<std::string> handle;
   bool live = false;  // wait for new data (long-poll), up to the live timeout
+  // The caller takes a ReadResult whose body is still being made
+  // (`streaming`): a new shape's first chunk while its query runs.
+  bool may_stream = false;
+};
+
+// A response body still being made: a new shape's first snapshot chunk,
+// rendered while its query's rows arrive (rfc/0005). Thread-safe.
+class BodyStream {
+ public:
+  virtual ~BodyStream() = default;
+  struct Sink {
+    // The body's next bytes.
+    std::function<void(std::shared_ptr<const std::string> bytes)> bytes;
+    // Once, last: whether the body is complete; false: it was cut (the
+    // query failed, the shape went), and the response must be aborted so
+    // the client never takes a part for the whole.
+    std::function<void(bool complete)> end;
+  };
+  // `sink` gets the bytes made so far at once, then each later piece, then
+  // the end. Its callbacks run on any thread, under the stream's lock: they
+  // must not call into the stream. Returns what unsubscribes (no callback
+  // runs after it returns); it holds the stream weakly.
+  virtual std::function<void()> subscribe(Sink sink) = 0;
 };
 
 // A successful read: the body is a JSON array of messages, in memory
@@ -61,6 +84,9 @@ struct ReadResult {
   bool up_to_date = false;  // the body ends with the up-to-date control message
   std::string schema_json;  // electric-schema header value
   bool fallback = false;    // served from a direct query (degraded mode)
+  // Instead of `body` and `stored` (only for a read with may_stream): the
+  // body as it is made. The other fields do not depend on it.
+  std::shared_ptr<BodyStream> streaming;
 };
 
 // The handle no longer names the current instance of the shape (rotated,

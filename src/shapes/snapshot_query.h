@@ -19,8 +19,14 @@ namespace shapeproxy::shapes {
 // `statement_timeout` (zero: the session's setting) bounds each statement of
 // the query (SET LOCAL): a costly where clause fails with SQLSTATE 57014
 // instead of holding the connection.
+//
+// `on_rows` (optional): the rows are read in single-row mode and passed to
+// it as they arrive, batch by batch, on the connection's executor, before
+// the whole result is returned (rfc/0005); the rows it saw belong to a
+// failed query when an error is returned.
 boost::asio::awaitable<Result<SnapshotRows>> query_snapshot(
     pg::AsyncConnection& connection, const ShapeDefinition& definition,
-    std::chrono::milliseconds statement_timeout = std::chrono::milliseconds(0));
+    std::chrono::milliseconds statement_timeout = std::chrono::milliseconds(0),
+    const RowsObserver& on_rows = {});
 
 }  // namespace shapeproxy::shapes

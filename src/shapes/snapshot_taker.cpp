@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
@@ -28,6 +29,15 @@ SnapshotTaker::SnapshotTaker(asio::any_io_executor executor,
       fallback_(fallback),
       lifetime_(std::move(lifetime)),
       hooks_(std::move(hooks)) {}
+
+// A fallback query whose rows `take` awaits while it makes the shape's
+// files: the outcome, and a timer cancelled when it is set.
+struct SnapshotTaker::PendingQuery {
+  explicit PendingQuery(const asio::any_io_executor& executor)
+      : done(executor, asio::steady_timer::time_point::max()) {}
+  asio::steady_timer done;
+  std::optional<Result<std::shared_ptr<const SnapshotRows>>> outcome;
+};
 
 void SnapshotTaker::stop() {
   stopped_ = true;
@@ -63,7 +73,9 @@ asio::awaitable<void> SnapshotTaker::take(std::shared_ptr<Shape> shape,
   };
   const Error abandoned{std::string(error_codes::kQueryCancelled),
                         "nobody waits for the shape any more", ""};
-  if (options_.shapes_dir) {
+  // The shape's directory, with meta.json made durable (fsyncs).
+  auto create_files = [&]() -> std::optional<Error> {
+    if (!options_.shapes_dir) return std::nullopt;
     const auto dir = *options_.shapes_dir / shape->handle();
     auto files = storage::ShapeFiles::create(dir, to_json(shape->meta()));
     if (!files) {
@@ -78,13 +90,44 @@ asio::awaitable<void> SnapshotTaker::take(std::shared_ptr<Shape> shape,
           std::filesystem::remove(dir / name, ec);
         std::filesystem::remove(dir, ec);
       }
-      co_return fail(files.error());
+      return files.error();
     }
     shape->attach_files(std::move(files).value());
-  }
+    return std::nullopt;
+  };
   // In degraded mode the initial query is a fallback query like the others:
   // capped, and sent to the standby when there is one.
   const bool from_fallback = fallback_.active() && fallback_.has_source();
+  if (!from_fallback) {
+    if (auto failed = create_files()) co_return fail(*failed);
+  }
+  // Then the snapshot is rendered while its rows arrive, and its first chunk
+  // streamed to the readers that take it (rfc/0005). Whatever ends this
+  // frame before the stream is finished cuts those readers' responses.
+  std::shared_ptr<SnapshotStream> stream;
+  if (from_fallback && shape->definition().log == LogMode::kFull) {
+    stream = std::make_shared<SnapshotStream>(
+        shape->renderer(), shape->log().chunk_bytes(),
+        [this, executor = executor_, weak = lifetime_(), key = shape.get()] {
+          // Readers waiting for the shape may take the stream now.
+          asio::post(executor, [this, weak, key] {
+            if (!weak.lock()) return;
+            if (auto it = ready_waiters_.find(key); it != ready_waiters_.end())
+              it->second.wake_all();
+          });
+        });
+    streams_[shape.get()] = stream;
+  }
+  struct EndStream {
+    SnapshotTaker& taker;
+    const Shape* shape;
+    const std::shared_ptr<SnapshotStream>& stream;
+    ~EndStream() {
+      if (!stream) return;
+      stream->fail();  // nothing once finished
+      taker.streams_.erase(shape);
+    }
+  } end_stream{*this, shape.get(), stream};
   std::optional<Result<SnapshotRows>> rows;
   std::shared_ptr<const SnapshotRows> shared_rows;  // from_fallback: the query's shared result
   {
@@ -115,7 +158,24 @@ asio::awaitable<void> SnapshotTaker::take(std::shared_ptr<Shape> shape,
   }
   SHAPEPROXY_ASSERT_ON_STRAND(executor_);
   if (from_fallback) {
-    auto fresh = co_await fallback_.query(shape->definition());
+    RowsObserver on_rows;
+    if (stream) {
+      on_rows.rows = [stream](std::span<const Row> batch) { stream->add(batch); };
+      // The first chunk ends as soon as the last row is in.
+      on_rows.end = [stream](const PgSnapshot& snapshot) { stream->finish(snapshot); };
+    }
+    // The query runs (on the fallback strand, its rows rendered there) while
+    // the shape's directory is made here: its fsyncs wait for the disk, not
+    // for this core. The query's coroutine starts before this one goes on
+    // (the strand runs them in order) and leaves the strand at its first wait.
+    auto query = std::make_shared<PendingQuery>(executor_);
+    asio::co_spawn(executor_,
+                   run_query(fallback_, shape, std::move(on_rows), query, lifetime_().lock()),
+                   asio::detached);
+    co_await asio::post(executor_, asio::use_awaitable);
+    if (auto failed = create_files()) co_return fail(*failed);
+    while (!query->outcome) co_await query->done.async_wait(asio::as_tuple(asio::use_awaitable));
+    auto fresh = std::move(*query->outcome);
     if (!fresh) {
       fallback_.note_refusal(shape, fresh.error());
       co_return fail(fresh.error());
@@ -126,11 +186,21 @@ asio::awaitable<void> SnapshotTaker::take(std::shared_ptr<Shape> shape,
   }
   if (shape->phase() == Shape::Phase::kGone) co_return;
   std::size_t count = shared_rows ? shared_rows->rows.size() : (*rows)->rows.size();
+  ShapeLog::Chunks rendered;  // by the stream: not rendered again
+  if (stream) {
+    // A query joined under way, or a recent result reused, came whole.
+    if (stream->rows() == 0) stream->add(shared_rows->rows);
+    if (stream->rows() == count) {
+      stream->finish(shared_rows->snapshot);  // unless the query's end did
+      rendered = stream->take_chunks();
+    }
+  }
   // Degraded mode: answered from memory first, stored right after (there is
   // no replication to acknowledge, and an fdatasync of a big snapshot can
   // take longer than the query itself).
   auto applied = shared_rows
-                     ? shape->apply_snapshot(shared_rows, Shape::SnapshotStorage::kAfterServing)
+                     ? shape->apply_snapshot(shared_rows, Shape::SnapshotStorage::kAfterServing,
+                                             std::move(rendered))
                      : shape->apply_snapshot(std::move(*rows).value());
   if (!applied) co_return fail(applied.error());
   spdlog::info("shapes: {} ready with {} rows", shape->handle(), count);
@@ -152,13 +222,31 @@ asio::awaitable<void> SnapshotTaker::take(std::shared_ptr<Shape> shape,
   }
 }
 
+asio::awaitable<void> SnapshotTaker::run_query(FallbackRefresher& fallback,
+                                               std::shared_ptr<Shape> shape, RowsObserver on_rows,
+                                               std::shared_ptr<PendingQuery> pending,
+                                               std::shared_ptr<const void> keep_alive) {
+  if (!keep_alive) co_return;
+  std::optional<Result<std::shared_ptr<const SnapshotRows>>> outcome;
+  try {
+    outcome.emplace(co_await fallback.query(shape->definition(), std::move(on_rows)));
+  } catch (const std::exception& e) {
+    outcome.emplace(
+        Error{"snapshot_failed", std::string("the fallback query failed: ") + e.what(), ""});
+  }
+  pending->outcome = std::move(outcome);
+  pending->done.cancel();
+}
+
 asio::awaitable<bool> SnapshotTaker::wait_until_ready(const std::shared_ptr<Shape>& shape,
-                                                      const std::shared_ptr<ReadTicket>& ticket) {
+                                                      const std::shared_ptr<ReadTicket>& ticket,
+                                                      bool streamable) {
   SHAPEPROXY_ASSERT_ON_STRAND(executor_);
   // Held here: ticket->unpark must outlive the wait (WaitList empties it
   // when the wait ends, also when this frame is destroyed unresumed).
   std::shared_ptr<ReadTicket> held = ticket;
-  while (shape->phase() == Shape::Phase::kSnapshotting && !held->cancelled) {
+  auto streaming = [&] { return streamable && stream(shape) != nullptr; };
+  while (shape->phase() == Shape::Phase::kSnapshotting && !held->cancelled && !streaming()) {
     // The read's cancel (its client went away) wakes this waiter alone.
     co_await ready_waiters_[shape.get()].wait(executor_, &held->unpark);
     if (auto it = ready_waiters_.find(shape.get());
@@ -166,11 +254,21 @@ asio::awaitable<bool> SnapshotTaker::wait_until_ready(const std::shared_ptr<Shap
       ready_waiters_.erase(it);
     if (held->cancelled) note_reader_gone(shape);
   }
-  co_return !ticket->cancelled && shape->phase() == Shape::Phase::kReady;
+  if (ticket->cancelled) co_return false;
+  co_return shape->phase() == Shape::Phase::kReady ||
+      (shape->phase() == Shape::Phase::kSnapshotting && streaming());
+}
+
+std::shared_ptr<SnapshotStream> SnapshotTaker::stream(const std::shared_ptr<Shape>& shape) const {
+  SHAPEPROXY_ASSERT_ON_STRAND(executor_);
+  auto it = streams_.find(shape.get());
+  if (it == streams_.end() || !it->second->started()) return nullptr;
+  return it->second;
 }
 
 void SnapshotTaker::forget(const std::shared_ptr<Shape>& shape) {
   SHAPEPROXY_ASSERT_ON_STRAND(executor_);
+  if (auto it = streams_.find(shape.get()); it != streams_.end()) it->second->fail();
   if (auto it = ready_waiters_.find(shape.get()); it != ready_waiters_.end()) {
     it->second.wake_all();
     ready_waiters_.erase(it);
@@ -210,6 +308,9 @@ asio::awaitable<bool> SnapshotTaker::wait_for_table_slot(const std::string& tabl
 
 void SnapshotTaker::note_reader_gone(const std::shared_ptr<Shape>& shape) {
   if (shape->phase() != Shape::Phase::kSnapshotting) return;
+  // Readers of its stream still wait for the rows.
+  if (auto it = streams_.find(shape.get()); it != streams_.end() && it->second->subscribers() > 0)
+    return;
   if (auto it = ready_waiters_.find(shape.get()); it != ready_waiters_.end()) {
     if (!it->second.empty()) return;  // others still wait
     ready_waiters_.erase(it);

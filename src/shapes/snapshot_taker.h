@@ -6,6 +6,10 @@
 // shape is dropped (`failed`); on success `ready` runs (persist what was
 // buffered, wake readers, store the snapshot).
 //
+// In degraded mode a new shape's snapshot is rendered while its rows arrive
+// (a SnapshotStream, rfc/0005): reads of its first chunk that may stream
+// are answered with the stream as soon as its first piece is out.
+//
 // Costly initial queries are bounded: each statement runs under
 // statement_timeout (options.timeout); one table runs at most its share of
 // the pool's connections at once (the others wait, holding nothing), so
@@ -40,6 +44,7 @@
 #include "shapes/lifetime.h"
 #include "shapes/shape.h"
 #include "shapes/shape_reader.h"
+#include "shapes/snapshot_stream.h"
 
 namespace shapeproxy::shapes {
 
@@ -71,8 +76,15 @@ class SnapshotTaker {
   // Waits while the shape takes its snapshot; whether it is ready after.
   // False too when the ticket is cancelled meanwhile (its client went away);
   // the last reader to leave cancels the query.
+  // `streamable`: the read may be answered with the shape's stream; then the
+  // wait also ends (true, the shape still snapshotting) once stream() is
+  // started.
   boost::asio::awaitable<bool> wait_until_ready(const std::shared_ptr<Shape>& shape,
-                                                const std::shared_ptr<ReadTicket>& ticket);
+                                                const std::shared_ptr<ReadTicket>& ticket,
+                                                bool streamable = false);
+  // The stream of a snapshotting shape's first chunk, once started (null
+  // when there is none or it has not started, or has failed).
+  std::shared_ptr<SnapshotStream> stream(const std::shared_ptr<Shape>& shape) const;
   // The 400 for readers of a shape whose initial query failed for the
   // request's own fault (see above).
   std::optional<InvalidRequest> rejection(const std::shared_ptr<Shape>& shape) const;
@@ -97,6 +109,12 @@ class SnapshotTaker {
 
   boost::asio::awaitable<void> take(std::shared_ptr<Shape> shape,
                                     std::shared_ptr<const void> keep_alive);
+  struct PendingQuery;
+  // The fallback query of a new shape, run beside take() (see there).
+  static boost::asio::awaitable<void> run_query(FallbackRefresher& fallback,
+                                                std::shared_ptr<Shape> shape, RowsObserver on_rows,
+                                                std::shared_ptr<PendingQuery> pending,
+                                                std::shared_ptr<const void> keep_alive);
   // Waits while `table` runs its share of initial queries. False when the
   // shape is given up meanwhile (nobody waits, gone, or shutting down).
   boost::asio::awaitable<bool> wait_for_table_slot(const std::string& table,
@@ -122,6 +140,8 @@ class SnapshotTaker {
   // when found so.
   std::map<const Shape*, WaitList> ready_waiters_;
   std::map<const Shape*, Run> runs_;
+  // The streams of shapes rendering their snapshot while the rows arrive.
+  std::map<const Shape*, std::shared_ptr<SnapshotStream>> streams_;
   std::map<std::string, TableSlots> table_slots_;
   // Shapes whose initial query failed for the request's own fault, with the
   // 400 to give their waiting readers.

@@ -197,6 +197,136 @@ TEST_F(ShapeApiTest, SnapshotRequest) {
   EXPECT_FALSE(calls[0].request.live);
 }
 
+// A body the test hands over piece by piece (a new shape's first chunk while
+// its query runs, rfc/0005).
+class FakeBodyStream : public shapes::BodyStream {
+ public:
+  std::function<void()> subscribe(Sink sink) override {
+    std::lock_guard lock(mu_);
+    sink_ = std::move(sink);
+    cv_.notify_all();
+    return [this] {
+      std::lock_guard lock(mu_);
+      unsubscribed_ = true;
+      cv_.notify_all();
+    };
+  }
+  bool wait_subscribed() {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, 10s, [&] { return static_cast<bool>(sink_.bytes); });
+  }
+  bool wait_unsubscribed() {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, 10s, [&] { return unsubscribed_; });
+  }
+  void send(std::string bytes) {
+    std::lock_guard lock(mu_);
+    sink_.bytes(std::make_shared<const std::string>(std::move(bytes)));
+  }
+  void end(bool complete) {
+    std::lock_guard lock(mu_);
+    sink_.end(complete);
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  Sink sink_;
+  bool unsubscribed_ = false;
+};
+
+shapes::ReadResult streaming_result(std::shared_ptr<shapes::BodyStream> stream) {
+  shapes::ReadResult r = result(shapes::LogOffset::snapshot_chunk(0), "", false);
+  r.body = nullptr;
+  r.streaming = std::move(stream);
+  r.fallback = true;
+  return r;
+}
+
+// The headers of a first chunk do not depend on its rows: they go out at
+// once, the body follows as it is made (HTTP/1.1 chunks), and the client
+// reads the same response as if it had come whole.
+TEST_F(ShapeApiTest, ANewShapesFirstChunkIsSentAsItIsMade) {
+  start();
+  auto stream = std::make_shared<FakeBodyStream>();
+  service_.answer_next(streaming_result(stream));
+  auto socket = connect();
+  socket.send_get("/v1/shape?table=items&offset=-1");
+  ASSERT_TRUE(stream->wait_subscribed());
+  std::string raw;
+  socket.read_until(raw, "\r\n\r\n");  // the header, before any byte of the body
+  EXPECT_NE(raw.find("HTTP/1.1 200"), std::string::npos) << raw;
+  EXPECT_NE(raw.find("Transfer-Encoding: chunked"), std::string::npos) << raw;
+  stream->send(R"([{"key":"k1","value":{"id":"1"},"headers":{"operation":"insert"}})");
+  socket.read_until(raw, "k1");
+  stream->send(R"(,{"headers":{"control":"snapshot-end","xmin":"1","xmax":"1","xip_list":[]}}])");
+  stream->end(true);
+  socket.read_until(raw, "\r\n0\r\n\r\n");
+  auto res = parse_http_response(raw);
+  EXPECT_EQ(res.result_int(), 200);
+  EXPECT_EQ(res["electric-handle"], "h1");
+  EXPECT_EQ(res["electric-offset"], "0_0");
+  EXPECT_EQ(res["electric-schema"], R"({"id":{"type":"int4","pk_index":0,"not_null":true}})");
+  EXPECT_EQ(res["electric-fallback-mode"], "true");
+  EXPECT_EQ(res["etag"], "\"h1:-1:0_0\"");
+  EXPECT_EQ(res["cache-control"],
+            "public, max-age=604800, s-maxage=3600, stale-while-revalidate=2629746");
+  EXPECT_EQ(res[bhttp::field::content_type], "application/json");
+  EXPECT_EQ(res.count("electric-up-to-date"), 0u);
+  auto messages = json::parse(res.body());
+  ASSERT_EQ(messages.size(), 2u);
+  EXPECT_EQ(messages[0]["key"], "k1");
+  EXPECT_TRUE(service_.calls()[0].request.may_stream);
+  // Keep-alive: the connection serves the next request.
+  service_.answer_next(result(shapes::LogOffset::snapshot_chunk(0), kTwoChanges, false));
+  socket.send_get("/v1/shape?table=items&offset=-1");
+  EXPECT_EQ(socket.read_response().body(), kTwoChanges);
+}
+
+// A first chunk that cannot be completed (its query failed) is cut: the
+// connection closes without the last chunk, and the client retries.
+TEST_F(ShapeApiTest, AFirstChunkWhoseQueryFailsIsCut) {
+  start();
+  auto stream = std::make_shared<FakeBodyStream>();
+  service_.answer_next(streaming_result(stream));
+  auto socket = connect();
+  socket.send_get("/v1/shape?table=items&offset=-1");
+  ASSERT_TRUE(stream->wait_subscribed());
+  stream->send(R"([{"key":"k1","value":{"id":"1"},"headers":{"operation":"insert"}})");
+  std::string raw;
+  socket.read_until(raw, "k1");
+  stream->end(false);
+  socket.read_until(raw, "never sent");  // until the server closes
+  EXPECT_EQ(raw.find("\r\n0\r\n\r\n"), std::string::npos) << raw;
+  EXPECT_TRUE(socket.closed_by_server(5s));
+  EXPECT_TRUE(stream->wait_unsubscribed());  // the exchange is gone
+}
+
+// Only reads that can take a body as it is made ask for one: a first chunk
+// by GET or POST over HTTP/1.1; not HEAD (no body), not HTTP/1.0 (no
+// chunks), not later offsets or live reads.
+TEST_F(ShapeApiTest, OnlyFirstChunksOverHttp11MayStream) {
+  start();
+  for (int i = 0; i < 5; ++i)
+    service_.answer_next(result(shapes::LogOffset::snapshot_chunk(0), "[]", false));
+  EXPECT_EQ(get("/v1/shape?table=items&offset=-1").result_int(), 200);
+  {
+    auto head = connect();
+    head.send(HttpVerb::head, "/v1/shape?table=items&offset=-1");
+    std::string wire;
+    head.read_until(wire, "\r\n\r\n");
+    EXPECT_NE(wire.find("HTTP/1.1 200"), std::string::npos) << wire;
+  }
+  EXPECT_EQ(get("/v1/shape?table=items&offset=0_0&handle=h1").result_int(), 200);
+  EXPECT_EQ(get("/v1/shape?table=items&offset=0_0&handle=h1&live=true").result_int(), 200);
+  auto old = server_.client().raw("GET /v1/shape?table=items&offset=-1 HTTP/1.0\r\n\r\n");
+  EXPECT_EQ(old.result_int(), 200);
+  auto calls = service_.calls();
+  ASSERT_EQ(calls.size(), 5u);
+  EXPECT_TRUE(calls[0].request.may_stream);
+  for (std::size_t i = 1; i < calls.size(); ++i) EXPECT_FALSE(calls[i].request.may_stream) << i;
+}
+
 TEST_F(ShapeApiTest, InvalidParamsGive400WithoutCallingTheService) {
   start();
   auto res = get("/v1/shape?table=items&offset=99999999999999999999999_1&handle=h");

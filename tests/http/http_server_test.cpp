@@ -765,6 +765,32 @@ TEST_F(HttpServerTest, SharedFramesReachEveryStream) {
   EXPECT_EQ(second.read_response().body(), expected);
 }
 
+// A streamed body that cannot be completed (rfc/0005: a new shape's first
+// chunk whose query failed) is cut: the connection closes after the bytes
+// sent, without the last chunk, so no client takes the part for the whole.
+TEST_F(HttpServerTest, AnAbortedStreamIsCutWithoutItsLastChunk) {
+  Parking parking;
+  Router router;
+  router.add(Verb::get, "/body", [&](std::shared_ptr<Exchange> ex) {
+    ex->start_event_stream({{"content-type", "application/json"}});
+    parking.park(ex);
+  });
+  start(std::move(router));
+  auto connection = server_.client().connect();
+  connection.send_get("/body");
+  auto ex = parking.wait_for(1)[0];
+  ex->send_frames(std::make_shared<const std::string>("[{\"a\":1},"));
+  std::string wire;
+  connection.read_until(wire, "[{\"a\":1},");
+  ex->abort();
+  ex->end_event_stream();                     // too late: ignored
+  connection.read_until(wire, "never sent");  // reads until the server closes
+  EXPECT_NE(wire.find("content-type: application/json"), std::string::npos) << wire;
+  EXPECT_NE(wire.find("Transfer-Encoding: chunked"), std::string::npos) << wire;
+  EXPECT_EQ(wire.find("\r\n0\r\n\r\n"), std::string::npos) << "the body was ended: " << wire;
+  EXPECT_TRUE(connection.closed_by_server(5s));
+}
+
 TEST_F(HttpServerTest, SseClientDisconnectFiresOnAbort) {
   Parking parking;
   std::promise<void> aborted;

@@ -20,7 +20,7 @@ class FallbackRefresherTest : public ::testing::Test {
   FallbackRefresherTest() {
     refresher_ = std::make_unique<FallbackRefresher>(
         strand_.executor(), clock_, owner_.lifetime(),
-        [this](const ShapeDefinition&)
+        [this](const ShapeDefinition&, RowsObserver)
             -> boost::asio::awaitable<Result<std::shared_ptr<const SnapshotRows>>> {
           ++queries_;
           if (refuse_) co_return Error{"overloaded", "too many fallback queries", ""};

@@ -58,10 +58,10 @@ class Core : public replication::ReplicationListener {
       stream->acknowledge(end_lsn);
     };
     // The source of direct queries is chosen by each test (on the strand).
-    hooks.fallback_rows = [this](const ShapeDefinition& definition)
+    hooks.fallback_rows = [this](const ShapeDefinition& definition, RowsObserver on_rows)
         -> asio::awaitable<Result<std::shared_ptr<const SnapshotRows>>> {
       auto rows = fallback_rows_;  // a copy: the test may replace it meanwhile
-      co_return co_await rows(definition);
+      co_return co_await rows(definition, std::move(on_rows));
     };
     registry_ = std::make_shared<ShapeRegistry>(strand, pool, options, std::move(hooks));
     thread_ = std::thread([this] { io_.run(); });
@@ -157,11 +157,11 @@ class Core : public replication::ReplicationListener {
     auto hook = std::make_shared<RowsHook>(std::move(on_rows));
     asio::post(strand_, [this, registry, pool, hook] {
       std::weak_ptr<ShapeRegistry> weak = registry;
-      fallback_rows_ = [pool, hook, weak](const ShapeDefinition& definition)
+      fallback_rows_ = [pool, hook, weak](const ShapeDefinition& definition, RowsObserver on_rows)
           -> asio::awaitable<Result<std::shared_ptr<const SnapshotRows>>> {
         auto lease = co_await pool->acquire();
         if (!lease) co_return lease.error();
-        auto rows = co_await query_snapshot(**lease, definition);
+        auto rows = co_await query_snapshot(**lease, definition, {}, on_rows);
         if (!rows) co_return rows.error();
         if (auto registry = weak.lock(); *hook && registry && (*hook)(*registry, *rows)) {
           *hook = nullptr;
@@ -180,7 +180,8 @@ class Core : public replication::ReplicationListener {
     auto pool = pool_;
     auto hook = std::make_shared<std::function<void()>>(std::move(after_query));
     asio::post(strand_, [this, registry, pool, hook] {
-      fallback_rows_ = [pool, hook](const ShapeDefinition& definition)
+      // Whole results only, as a call joining another's query gets them.
+      fallback_rows_ = [pool, hook](const ShapeDefinition& definition, RowsObserver)
           -> asio::awaitable<Result<std::shared_ptr<const SnapshotRows>>> {
         auto lease = co_await pool->acquire();
         if (!lease) co_return lease.error();
@@ -197,6 +198,22 @@ class Core : public replication::ReplicationListener {
       registry->set_serving_mode(true);
     });
   }
+  // Serves from direct queries answered by `source` (called on the strand).
+  void enter_fallback_from(FallbackRows source) {
+    stream_->stop();
+    {
+      std::unique_lock lock(mutex_);
+      changed_.wait_for(lock, 10s, [&] { return stopped_; });
+    }
+    auto registry = registry_;
+    auto shared = std::make_shared<FallbackRows>(std::move(source));
+    asio::post(strand_, [this, registry, shared] {
+      fallback_rows_ = *shared;
+      registry->set_serving_mode(true);
+    });
+  }
+  asio::any_io_executor strand() const { return strand_; }
+  std::shared_ptr<pg::ConnectionPool> pool() const { return pool_; }
   // Replication comes back on the same slot.
   void leave_fallback() {
     {
@@ -1310,6 +1327,71 @@ TEST_F(ShapeRegistryTest, PartitionedParentsAndKeylessTablesAreRefused) {
   execute_sql(database_, "INSERT INTO parted VALUES (2, 'eu')");
   auto live = expect_result(core.read(shape("parted_eu"), after(last, true)));
   EXPECT_EQ(body(live)[0]["value"]["id"], "2");
+}
+
+// rfc/0005: in degraded mode a new shape's first chunk is answered while its
+// query's rows still arrive (here the query holds its second half until the
+// test lets it go), with the bytes the shape then keeps as that chunk; the
+// rest of the snapshot follows as usual.
+TEST_F(ShapeRegistryTest, FallbackStreamsANewShapesFirstChunkWhileItsRowsArrive) {
+  execute_sql(database_,
+              "INSERT INTO items (id, title) SELECT i, repeat('t', 40) || ' \"/\\ ' || i "
+              "FROM generate_series(1, 400) AS i");
+  Core core(database_);
+  auto pool = core.pool();
+  auto gate =
+      std::make_shared<asio::steady_timer>(core.strand(), asio::steady_timer::time_point::max());
+  auto observed = std::make_shared<std::atomic<bool>>(false);
+  core.enter_fallback_from(
+      [pool, gate, observed](
+          const ShapeDefinition& definition,
+          RowsObserver on_rows) -> asio::awaitable<Result<std::shared_ptr<const SnapshotRows>>> {
+        auto lease = co_await pool->acquire();
+        if (!lease) co_return lease.error();
+        auto rows = co_await query_snapshot(**lease, definition);
+        if (!rows) co_return rows.error();
+        if (on_rows) {  // half the rows, then wait for the test
+          observed->store(true);
+          std::span<const Row> all(rows->rows);
+          on_rows.rows(all.first(all.size() / 2));
+          co_await gate->async_wait(asio::as_tuple(asio::use_awaitable));
+          on_rows.rows(all.subspan(all.size() / 2));
+          on_rows.end(rows->snapshot);
+        }
+        co_return std::make_shared<const SnapshotRows>(std::move(rows).value());
+      });
+  auto definition = shape("items");
+  ReadRequest streamable = from_start();
+  streamable.may_stream = true;
+  ReadResult streamed = expect_result(core.read(definition, streamable));
+  ASSERT_TRUE(observed->load());
+  ASSERT_TRUE(streamed.streaming) << "answered only once the query was over";
+  EXPECT_FALSE(streamed.body);
+  EXPECT_EQ(streamed.offset, LogOffset::snapshot_chunk(0));
+  EXPECT_FALSE(streamed.up_to_date);
+  EXPECT_TRUE(streamed.fallback);
+  std::string bytes;
+  std::promise<bool> ended;
+  auto unsubscribe = streamed.streaming->subscribe(
+      {[&](std::shared_ptr<const std::string> piece) { bytes += *piece; },
+       [&](bool complete) { ended.set_value(complete); }});
+  // The first chunk (4 KB) is complete although half the rows are not in.
+  ASSERT_EQ(ended.get_future().wait_for(10s), std::future_status::ready);
+  asio::post(core.strand(), [gate] { gate->cancel(); });
+  // The same bytes as the chunk the shape keeps, read the usual way.
+  ReadResult first = expect_result(core.read(definition, from_start()));
+  EXPECT_FALSE(first.streaming);
+  EXPECT_EQ(first.handle, streamed.handle);
+  EXPECT_EQ(first.offset, streamed.offset);
+  EXPECT_EQ(text(first), bytes);
+  auto [messages, last] = sync(core, definition);
+  EXPECT_EQ(last.handle, streamed.handle);
+  std::set<std::string> ids;
+  for (const auto& m : messages) {
+    if (m["headers"].contains("operation")) ids.insert(m["value"]["id"].get<std::string>());
+  }
+  EXPECT_EQ(ids.size(), 400u);
+  unsubscribe();
 }
 
 // Item 10: an error the request causes against the table's data is
