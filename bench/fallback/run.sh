@@ -8,7 +8,8 @@
 #     built, whole snapshot in one response with --chunk-bytes 256 MB), timed
 #     by curl from request to last byte, beside `psql -c "COPY (SELECT ...)
 #     TO STDOUT"` of the same rows as the same role. Warm-up pair, then --pairs
-#     alternating psql/proxy pairs; each measured shape is DELETEd after (so
+#     alternating psql/proxy pairs, each request once the proxies are idle
+#     (--no-settle: back to back); each measured shape is DELETEd after (so
 #     the fallback loop does not keep refreshing it). Prints
 #     `ratio X (median of N; min A, max B) candidate C ms, psql COPY R ms`
 #     (ratio = proxy ms / psql ms; target 1.5 or less).
@@ -39,6 +40,8 @@ usage: $0 [--build DIR] [--rows N] [--pairs N] [--clients N] [--seconds S] [--po
                   reference, candidate), and (a) closes with the median of
                   candidate/reference per pair
   --no-b          skip (b)
+  --no-settle     in (a), measure each request right after the previous one
+                  (by default it waits until the proxies are idle: see settle)
 EOF
 }
 
@@ -52,7 +55,8 @@ seconds=10
 poll_ms=1000
 reference=""
 no_b=""
-bench_parse_args "build rows pairs clients seconds poll-ms reference no-b!" "$@"
+no_settle=""
+bench_parse_args "build rows pairs clients seconds poll-ms reference no-b! no-settle!" "$@"
 [[ -z "$reference" || -x "$reference" ]] || { echo "fallback: $reference is not executable" >&2; exit 2; }
 
 bench_init fallback
@@ -111,7 +115,39 @@ next_where() {
   k=$((k + 1))
   where="id < $((1000000000 + k))"
 }
+# settle: waits (up to 3 s) until the proxies use no CPU over two 50 ms
+# samples in a row, so a measurement does not pay for the previous shape's
+# work after its answer (storing its rows and snapshot file, the DELETE):
+# with the proxies pinned to one core, that work would otherwise fall into
+# whichever request comes next. Prints nothing; the time it took is not
+# measured. --no-settle measures back to back.
+proxy_cpu_ticks() {
+  local pid total=0 fields
+  for pid in "$@"; do
+    read -r -a fields <"/proc/$pid/stat" || continue
+    total=$((total + fields[13] + fields[14]))
+  done
+  echo "$total"
+}
+settle() {
+  [[ -z "$no_settle" ]] || return 0
+  local pids=("$proxy_pid") quiet=0 before after
+  [[ -n "$reference_base" ]] && pids+=("$reference_pid")
+  before="$(proxy_cpu_ticks "${pids[@]}")"
+  for _ in $(seq 60); do
+    sleep 0.05
+    after="$(proxy_cpu_ticks "${pids[@]}")"
+    if [[ "$after" == "$before" ]]; then
+      quiet=$((quiet + 1))
+      ((quiet >= 2)) && return 0
+    else
+      quiet=0
+    fi
+    before="$after"
+  done
+}
 run_psql() {
+  settle
   local started
   started="$(now_ms)"
   psql "$app_conninfo" -v ON_ERROR_STOP=1 -q \
@@ -121,6 +157,7 @@ run_psql() {
 }
 # run_proxy [BASE]: the proxy at BASE (default: the build's).
 run_proxy() {
+  settle
   local started status handle base="${1:-$proxy_base}"
   started="$(now_ms)"
   status="$(curl -sS -G -o "$bench_tmp/body.json" -D "$bench_tmp/headers.txt" -w '%{http_code}' \
