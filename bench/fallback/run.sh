@@ -12,7 +12,7 @@
 #     (--no-settle: back to back); each measured shape is DELETEd after (so
 #     the fallback loop does not keep refreshing it). Prints
 #     `ratio X (median of N; min A, max B) candidate C ms, psql COPY R ms`
-#     (ratio = proxy ms / psql ms; target 1.5 or less).
+#     (ratio = proxy ms / psql ms; target 1.3 or less).
 # (b) --clients concurrent long-poll clients (node, one keep-alive socket
 #     each) on one 1,000-row shape for --seconds, while a writer updates a
 #     row every 100 ms. Counted on the server with pg_stat_statements: calls of
@@ -225,7 +225,7 @@ if [[ -n "$reference_base" ]]; then
   echo "(a) reference ratio $(median <"$bench_tmp/ref_ratios") (median of $pairs; $(range "$bench_tmp/ref_ratios")) reference $(median <"$bench_tmp/ref_ms") ms"
   echo "(a) candidate/reference $(median <"$bench_tmp/cand_ref") (median of $pairs; $(range "$bench_tmp/cand_ref"))"
 fi
-echo "(a) ratio $(median <"$bench_tmp/ratios") (median of $pairs; $(range "$bench_tmp/ratios")) candidate $(median <"$bench_tmp/proxy_ms") ms, psql COPY $(median <"$bench_tmp/psql_ms") ms (${rows} rows; target 1.5 or less)"
+echo "(a) ratio $(median <"$bench_tmp/ratios") (median of $pairs; $(range "$bench_tmp/ratios")) candidate $(median <"$bench_tmp/proxy_ms") ms, psql COPY $(median <"$bench_tmp/psql_ms") ms (${rows} rows; target 1.3 or less)"
 if [[ -n "$no_b" ]]; then
   bench_done
   exit 0
