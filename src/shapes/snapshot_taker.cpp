@@ -173,6 +173,8 @@ asio::awaitable<void> SnapshotTaker::take(std::shared_ptr<Shape> shape,
                    run_query(fallback_, shape, std::move(on_rows), query, lifetime_().lock()),
                    asio::detached);
     co_await asio::post(executor_, asio::use_awaitable);
+    // Removed meanwhile: no directory for it (nothing would remove it).
+    if (shape->phase() == Shape::Phase::kGone) co_return;
     if (auto failed = create_files()) co_return fail(*failed);
     while (!query->outcome) co_await query->done.async_wait(asio::as_tuple(asio::use_awaitable));
     auto fresh = std::move(*query->outcome);

@@ -1329,6 +1329,31 @@ TEST_F(ShapeRegistryTest, PartitionedParentsAndKeylessTablesAreRefused) {
   EXPECT_EQ(body(live)[0]["value"]["id"], "2");
 }
 
+// A source of direct queries that passes half a query's rows as they
+// "arrive", then holds the rest back until `gate` is cancelled (on the
+// registry's strand). Calls that only want the whole result get it at once.
+FallbackRows rows_held_back(std::shared_ptr<pg::ConnectionPool> pool,
+                            std::shared_ptr<asio::steady_timer> gate,
+                            std::shared_ptr<std::atomic<bool>> observed) {
+  return [pool, gate, observed](
+             const ShapeDefinition& definition,
+             RowsObserver on_rows) -> asio::awaitable<Result<std::shared_ptr<const SnapshotRows>>> {
+    auto lease = co_await pool->acquire();
+    if (!lease) co_return lease.error();
+    auto rows = co_await query_snapshot(**lease, definition);
+    if (!rows) co_return rows.error();
+    if (on_rows) {
+      observed->store(true);
+      std::span<const Row> all(rows->rows);
+      on_rows.rows(all.first(all.size() / 2));
+      co_await gate->async_wait(asio::as_tuple(asio::use_awaitable));
+      on_rows.rows(all.subspan(all.size() / 2));
+      on_rows.end(rows->snapshot);
+    }
+    co_return std::make_shared<const SnapshotRows>(std::move(rows).value());
+  };
+}
+
 // rfc/0005: in degraded mode a new shape's first chunk is answered while its
 // query's rows still arrive (here the query holds its second half until the
 // test lets it go), with the bytes the shape then keeps as that chunk; the
@@ -1338,28 +1363,10 @@ TEST_F(ShapeRegistryTest, FallbackStreamsANewShapesFirstChunkWhileItsRowsArrive)
               "INSERT INTO items (id, title) SELECT i, repeat('t', 40) || ' \"/\\ ' || i "
               "FROM generate_series(1, 400) AS i");
   Core core(database_);
-  auto pool = core.pool();
   auto gate =
       std::make_shared<asio::steady_timer>(core.strand(), asio::steady_timer::time_point::max());
   auto observed = std::make_shared<std::atomic<bool>>(false);
-  core.enter_fallback_from(
-      [pool, gate, observed](
-          const ShapeDefinition& definition,
-          RowsObserver on_rows) -> asio::awaitable<Result<std::shared_ptr<const SnapshotRows>>> {
-        auto lease = co_await pool->acquire();
-        if (!lease) co_return lease.error();
-        auto rows = co_await query_snapshot(**lease, definition);
-        if (!rows) co_return rows.error();
-        if (on_rows) {  // half the rows, then wait for the test
-          observed->store(true);
-          std::span<const Row> all(rows->rows);
-          on_rows.rows(all.first(all.size() / 2));
-          co_await gate->async_wait(asio::as_tuple(asio::use_awaitable));
-          on_rows.rows(all.subspan(all.size() / 2));
-          on_rows.end(rows->snapshot);
-        }
-        co_return std::make_shared<const SnapshotRows>(std::move(rows).value());
-      });
+  core.enter_fallback_from(rows_held_back(core.pool(), gate, observed));
   auto definition = shape("items");
   ReadRequest streamable = from_start();
   streamable.may_stream = true;
@@ -1406,6 +1413,48 @@ TEST_F(ShapeRegistryTest, PermanentQueryErrorsAre400) {
   // Served from direct queries (fallback) the same.
   core.enter_fallback();
   expect_invalid(core.read(shape("items", "id / 0 = 2"), from_start()), "where");
+}
+
+// rfc/0005: a shape removed while its first chunk streams cuts the stream
+// (its reader sees a cut body, never a whole one) and leaves no directory.
+TEST_F(PersistentShapesTest, AShapeRemovedWhileItStreamsCutsItsReaders) {
+  execute_sql(database_,
+              "INSERT INTO items (id, title) SELECT i, repeat('t', 100) "
+              "FROM generate_series(1, 4000) AS i");
+  // The first chunk holds every row (~0.9 MB): it stays open while the rows
+  // are held back, its first piece (256 KB) out.
+  auto settings = options();
+  settings.chunk_bytes = 1 << 20;
+  Core core(database_, settings);
+  auto gate =
+      std::make_shared<asio::steady_timer>(core.strand(), asio::steady_timer::time_point::max());
+  auto observed = std::make_shared<std::atomic<bool>>(false);
+  core.enter_fallback_from(rows_held_back(core.pool(), gate, observed));
+  auto definition = shape("items");
+  ReadRequest streamable = from_start();
+  streamable.may_stream = true;
+  ReadResult streamed = expect_result(core.read(definition, streamable));
+  ASSERT_TRUE(streamed.streaming);
+  std::promise<bool> ended;
+  auto unsubscribe =
+      streamed.streaming->subscribe({[](std::shared_ptr<const std::string>) {},
+                                     [&](bool complete) { ended.set_value(complete); }});
+  auto future = ended.get_future();
+  EXPECT_TRUE(
+      eventually([&] { return std::filesystem::exists(dir_ / "shapes" / streamed.handle); }));
+  EXPECT_EQ(future.wait_for(0s), std::future_status::timeout) << "ended with rows held back";
+  std::promise<Result<DeleteOutcome>> removed;
+  core.registry().remove(definition, streamed.handle,
+                         [&](Result<DeleteOutcome> outcome) { removed.set_value(outcome); });
+  auto outcome = removed.get_future().get();
+  ASSERT_TRUE(outcome && outcome.value().deleted);
+  ASSERT_EQ(future.wait_for(10s), std::future_status::ready);
+  EXPECT_FALSE(future.get()) << "a cut body was ended as a whole one";
+  asio::post(core.strand(), [gate] { gate->cancel(); });
+  EXPECT_TRUE(
+      eventually([&] { return !std::filesystem::exists(dir_ / "shapes" / streamed.handle); }));
+  EXPECT_TRUE(std::holds_alternative<MustRefetch>(core.read(definition, after(streamed))));
+  unsubscribe();
 }
 
 // Item 4: an exception inside the snapshot coroutine (here: a parameter
