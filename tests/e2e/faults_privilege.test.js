@@ -13,8 +13,10 @@ import {
   STATUS_CHANGE_MS,
   Writer,
   assertConverged,
+  createTable,
   latencyOf,
   openLiveShape,
+  openRecordedShape,
   proxyArgs,
 } from './faults.js'
 
@@ -52,6 +54,29 @@ test('a write during the outage reaches the live client within one poll interval
     'responses during the outage carry electric-fallback-mode: true',
   )
   // Still in fallback: the privilege is still revoked.
+  assert.equal((await h.status()).body.status, 'fallback')
+})
+
+// rfc/0005: a new shape's first chunk is sent while its fallback query's
+// rows arrive (HTTP/1.1 chunks); the stock client reads it like any other.
+test('a new 20,000-row shape during the outage streams its first chunk and equals SELECT', async (t) => {
+  await createTable(h, 'wide', { rows: 20_000, val: 'g % 1000' })
+  const raw = await fetch(`${h.baseUrl}/v1/shape?table=wide&offset=-1`)
+  assert.equal(raw.status, 200)
+  assert.equal(raw.headers.get('electric-fallback-mode'), 'true')
+  assert.equal(raw.headers.get('transfer-encoding'), 'chunked', 'the first chunk came as it was made')
+  assert.equal(raw.headers.get('electric-offset'), '0_0')
+  const messages = await raw.json()
+  assert.equal(messages.filter((m) => m.headers.operation === 'insert').length, 20_000)
+  assert.equal(messages.at(-1).headers.control, 'snapshot-end')
+  // The stock client creating a shape of its own the same way.
+  const sub = openRecordedShape(h, { table: 'wide', where: 'val < 500' }, log, 'wide client')
+  try {
+    await assertConverged(h, [sub], { table: 'wide', where: 'val < 500', log })
+  } finally {
+    sub.close()
+  }
+  t.diagnostic(`wide client: ${log.filter(({ label }) => label === 'wide client').length} responses`)
   assert.equal((await h.status()).body.status, 'fallback')
 })
 
