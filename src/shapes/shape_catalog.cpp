@@ -4,7 +4,9 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <charconv>
+#include <filesystem>
 
 #include "common/error_codes.h"
 #include "common/on_strand.h"
@@ -182,7 +184,8 @@ Result<std::size_t> ShapeCatalog::load() {
   std::size_t loaded = 0;
   std::set<std::uint64_t> state_ids;
   for (const auto& entry : std::filesystem::directory_iterator(*shapes_dir_, ec)) {
-    if (!entry.is_directory() || entry.path().filename().string().starts_with(".") ||
+    std::error_code not_a_directory;  // also when it cannot be stated (a symlink loop)
+    if (!entry.is_directory(not_a_directory) || entry.path().filename().string().starts_with(".") ||
         entry.path().filename() == kStateDir) {
       continue;
     }
@@ -203,7 +206,19 @@ Result<std::size_t> ShapeCatalog::load() {
       spdlog::warn("shapes: quarantined saved shape {} ({}): {}", entry.path().string(),
                    moved ? "removed: " + moved.message() : "moved to " + aside.string(), why);
     };
-    auto opened = storage::ShapeFiles::open(entry.path());
+    // A filesystem call that throws (an error the loader did not expect on
+    // this shape's files) is this shape's error, never the start-up's.
+    auto opened = [&]() -> decltype(storage::ShapeFiles::open(entry.path())) {
+      try {
+        return storage::ShapeFiles::open(entry.path());
+      } catch (const std::filesystem::filesystem_error& e) {
+        const auto code = e.code().value();
+        return Error{std::string(code == EMFILE || code == ENFILE || code == ENOMEM
+                                     ? error_codes::kStorageResource
+                                     : std::string_view("storage_io")),
+                     e.what(), ""};
+      }
+    }();
     if (!opened && opened.error().code == error_codes::kStorageResource) {
       // Not corruption (too many open files, no memory): keep the files and
       // refuse to start rather than drop a shape its clients still follow.

@@ -152,7 +152,8 @@ Result<LoadedChanges> load_changes(const fs::path& path) {
   LoadedChanges out;
   auto opened = ReadOnlyFile::open(path);
   if (!opened) {
-    if (!fs::exists(path)) return out;
+    std::error_code unknown;  // cannot even stat it (EACCES, ELOOP, EIO): the open's error
+    if (!fs::exists(path, unknown) && !unknown) return out;
     return opened.error();
   }
   auto file = std::move(opened).value();

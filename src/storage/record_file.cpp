@@ -99,7 +99,8 @@ Result<std::uint64_t> RecordFile::read_all(const std::filesystem::path& path,
                                            const std::function<void(const Record&)>& visit) {
   std::ifstream in(path, std::ios::binary);
   if (!in) {
-    if (!std::filesystem::exists(path)) return std::uint64_t{0};
+    std::error_code unknown;  // cannot even stat it (EACCES, ELOOP, EIO): an error
+    if (!std::filesystem::exists(path, unknown) && !unknown) return std::uint64_t{0};
     return io_error("opening", path);
   }
   // One read of the whole file (a character iterator is many times slower).

@@ -175,7 +175,8 @@ Result<void> expect_whole(const fs::path& path, std::uint64_t good_length) {
   std::error_code ec;
   const auto size = fs::file_size(path, ec);
   if (ec) {
-    if (!fs::exists(path)) return {};
+    std::error_code unknown;
+    if (!fs::exists(path, unknown) && !unknown) return {};
     return Error{"storage_io", "cannot stat " + path.string() + ": " + ec.message(), ""};
   }
   if (good_length == size) return {};
@@ -304,7 +305,11 @@ Result<std::pair<std::unique_ptr<ShapeFiles>, StoredShape>> ShapeFiles::open(con
   for (const auto& sidecar : sidecars) {
     auto changes = sidecar;
     changes.replace_extension();
-    if (!changes_file_number(changes.filename().string()) || !fs::exists(changes)) {
+    // Kept when its changes file cannot even be stated: that file's load
+    // reports the error.
+    std::error_code unknown;
+    if (!changes_file_number(changes.filename().string()) ||
+        (!fs::exists(changes, unknown) && !unknown)) {
       fs::remove(sidecar, ec);
     }
   }
@@ -390,7 +395,8 @@ Result<std::pair<std::unique_ptr<ShapeFiles>, StoredShape>> ShapeFiles::open_rea
     if (index.size > 0) {
       auto reader = ReadOnlyFile::open(path);
       if (!reader) {
-        if (!fs::exists(path))
+        std::error_code unknown;
+        if (!fs::exists(path, unknown) && !unknown)
           return Error{std::string(error_codes::kStorageChanged), path.string() + " went away", ""};
         return reader.error();
       }

@@ -174,6 +174,26 @@ TEST_F(ShapeLoadingTest, ASnapshotFileNameTooLongForAFileIsQuarantined) {
   EXPECT_TRUE(quarantined("bad-1"));
 }
 
+// A file the loader cannot even ask about (stat fails: here a symlink loop,
+// as EACCES or EIO would) is that shape's error, not an exception that
+// stops the proxy from starting.
+TEST_F(ShapeLoadingTest, AChangesFileThatCannotBeStatedIsQuarantined) {
+  save_shape("good-1", "id = 1");
+  save_shape("bad-1", "id = 2");
+  save_shape("bad-2", "id = 3");
+  std::filesystem::remove(shapes_ / "bad-1" / "changes.log");
+  std::filesystem::create_symlink("changes.log", shapes_ / "bad-1" / "changes.log");
+  // A sidecar index whose changes file is a loop.
+  std::filesystem::remove(shapes_ / "bad-2" / "changes.log");
+  std::filesystem::create_symlink("changes-7.log", shapes_ / "bad-2" / "changes-7.log");
+  std::ofstream(shapes_ / "bad-2" / "changes-7.log.idx") << "x";
+  // Beside the shapes: an entry that is a loop itself (skipped, not a shape).
+  std::filesystem::create_symlink("loop-1", shapes_ / "loop-1");
+  EXPECT_EQ(load(), 1u);
+  EXPECT_TRUE(quarantined("bad-1"));
+  EXPECT_TRUE(quarantined("bad-2"));
+}
+
 TEST_F(ShapeLoadingTest, UnknownModesAndABadCompactionPointAreQuarantined) {
   auto replica = save_shape("bad-1");
   replica["replica"] = "everything";
