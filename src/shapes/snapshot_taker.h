@@ -8,7 +8,9 @@
 //
 // In degraded mode a new shape's snapshot is rendered while its rows arrive
 // (a SnapshotStream, rfc/0005): reads of its first chunk that may stream
-// are answered with the stream as soon as its first piece is out.
+// are answered with the stream as soon as its first piece is out. Its files
+// are then created while the query runs (their fsyncs wait for the disk,
+// not for the core that renders the rows).
 //
 // Costly initial queries are bounded: each statement runs under
 // statement_timeout (options.timeout); one table runs at most its share of
