@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <atomic>
+#include <boost/asio/strand.hpp>
 #include <mutex>
 
 #include "api/shape_headers.h"
@@ -108,16 +109,25 @@ void long_poll(shapes::ShapeService& service, std::shared_ptr<const ShapeApiOpti
 
 }  // namespace
 
-ShapeApi::ShapeApi(shapes::ShapeService& service, ShapeApiOptions options)
+ShapeApi::ShapeApi(shapes::ShapeService& service, ShapeApiOptions options,
+                   std::optional<boost::asio::any_io_executor> timers)
     : service_(service),
       options_(std::make_shared<const ShapeApiOptions>(std::move(options))),
-      shared_reads_(std::make_shared<SharedReadResponses>()),
-      timers_work_(timers_.get_executor()),
-      timers_thread_([this] { timers_.run(); }) {}
+      shared_reads_(std::make_shared<SharedReadResponses>()) {
+  if (timers) {
+    timers_ = boost::asio::make_strand(*timers);
+    return;
+  }
+  own_timers_ = std::make_unique<boost::asio::io_context>();
+  timers_work_.emplace(own_timers_->get_executor());
+  timers_ = own_timers_->get_executor();  // one thread: a strand already
+  timers_thread_ = std::thread([context = own_timers_.get()] { context->run(); });
+}
 
 ShapeApi::~ShapeApi() {
+  if (!own_timers_) return;
   timers_work_.reset();
-  timers_.stop();
+  own_timers_->stop();
   timers_thread_.join();
 }
 
@@ -160,8 +170,8 @@ void ShapeApi::handle_get(std::shared_ptr<http::Exchange> exchange) {
     return;
   }
   if (params.live_sse) {
-    start_sse_session(service_, options_, timers_.get_executor(), std::move(exchange),
-                      std::move(params), sse_frames_);
+    start_sse_session(service_, options_, timers_, std::move(exchange), std::move(params),
+                      sse_frames_);
     return;
   }
   // A new shape's first chunk may come as it is made (chunked: HTTP/1.1;

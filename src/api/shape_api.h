@@ -9,6 +9,7 @@
 #include <boost/asio/io_context.hpp>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <thread>
 
 #include "api/shape_api_options.h"
@@ -24,10 +25,18 @@ namespace shapeproxy::api {
 class SharedReadResponses;
 
 // Thread-safe; `service` must outlive the ShapeApi, which must outlive the
-// server it is registered with. Owns one thread for SSE timers.
+// server it is registered with.
+//
+// SSE sessions run their timers on a strand of `timers` (the proxy's
+// io_context): a session may outlive the ShapeApi (a handler queued in that
+// io_context holds it until the context destroys its handlers at shutdown),
+// and its timers must then still have their service. Without `timers` the
+// ShapeApi runs a thread of its own for them; then no session may outlive
+// it (tests, where the server's io_context is the test's).
 class ShapeApi {
  public:
-  ShapeApi(shapes::ShapeService& service, ShapeApiOptions options = {});
+  ShapeApi(shapes::ShapeService& service, ShapeApiOptions options = {},
+           std::optional<boost::asio::any_io_executor> timers = std::nullopt);
   ~ShapeApi();
   ShapeApi(const ShapeApi&) = delete;
   ShapeApi& operator=(const ShapeApi&) = delete;
@@ -58,9 +67,12 @@ class ShapeApi {
   std::shared_ptr<const ShapeApiOptions> options_;
   std::shared_ptr<SharedReadResponses> shared_reads_;  // live long-poll fan-out
   SseFrames sse_frames_;                               // live SSE fan-out
-  boost::asio::io_context timers_;
-  boost::asio::executor_work_guard<boost::asio::io_context::executor_type> timers_work_;
+  // Without a `timers` executor: the ShapeApi's own, run by timers_thread_.
+  std::unique_ptr<boost::asio::io_context> own_timers_;
+  std::optional<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>>
+      timers_work_;
   std::thread timers_thread_;
+  boost::asio::any_io_executor timers_;  // a strand: SSE sessions' timers run there
 };
 
 }  // namespace shapeproxy::api

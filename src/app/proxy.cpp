@@ -638,7 +638,8 @@ asio::awaitable<Result<void>> start_core(std::shared_ptr<Proxy::State> state) {
   state->monitor_ticker = std::make_shared<asio::steady_timer>(strand);
   start_ticker(state->monitor_ticker, state->monitor, state->registry, state->announcer);
 
-  state->shape_api = std::make_unique<api::ShapeApi>(*state->registry, shape_api_options(config));
+  state->shape_api = std::make_unique<api::ShapeApi>(*state->registry, shape_api_options(config),
+                                                     state->io.get_executor());
   // Subset snapshots: their own queries (never in a shape's log), to the
   // primary, or in fallback mode to the fallback source; capped like it.
   auto subset_strand = asio::make_strand(state->io);
@@ -768,7 +769,8 @@ void make_follower_serving(const std::shared_ptr<Proxy::State>& state) {
     serve_elsewhere(state, std::move(exchange), http::Verb::get, path,
                     std::chrono::steady_clock::now() + wait);
   };
-  state->follower_api = std::make_unique<api::ShapeApi>(*state->follower_shapes, api_options);
+  state->follower_api = std::make_unique<api::ShapeApi>(*state->follower_shapes, api_options,
+                                                        state->io.get_executor());
   state->follower_get = http::require_secret(
       config.secret,
       [api = state->follower_api.get()](auto exchange) { api->handle_get(std::move(exchange)); });
