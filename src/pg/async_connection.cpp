@@ -94,20 +94,16 @@ asio::awaitable<Result<ResultPtr>> AsyncConnection::query(std::string sql) {
 
 asio::awaitable<Result<ResultPtr>> AsyncConnection::query_params(
     std::string sql, std::vector<std::optional<std::string>> params) {
-  std::vector<const char*> values;
-  values.reserve(params.size());
-  for (const auto& p : params) values.push_back(p ? p->c_str() : nullptr);
-  if (PQsendQueryParams(conn_.get(), sql.c_str(), static_cast<int>(values.size()), nullptr,
-                        values.data(), nullptr, nullptr, 0) == 0) {
-    co_return error_from_connection(conn_.get(), "connection_lost");
-  }
-  auto flushed = co_await flush();
-  if (!flushed) co_return flushed.error();
-  co_return co_await collect_results();
+  co_return co_await send_params(std::move(sql), std::move(params), nullptr);
 }
 
 asio::awaitable<Result<ResultPtr>> AsyncConnection::query_params_rows(
     std::string sql, std::vector<std::optional<std::string>> params, RowsCallback on_rows) {
+  co_return co_await send_params(std::move(sql), std::move(params), &on_rows);
+}
+
+asio::awaitable<Result<ResultPtr>> AsyncConnection::send_params(
+    std::string sql, std::vector<std::optional<std::string>> params, const RowsCallback* on_rows) {
   std::vector<const char*> values;
   values.reserve(params.size());
   for (const auto& p : params) values.push_back(p ? p->c_str() : nullptr);
@@ -115,11 +111,11 @@ asio::awaitable<Result<ResultPtr>> AsyncConnection::query_params_rows(
                         values.data(), nullptr, nullptr, 0) == 0) {
     co_return error_from_connection(conn_.get(), "connection_lost");
   }
-  if (PQsetSingleRowMode(conn_.get()) == 0)
+  if (on_rows && PQsetSingleRowMode(conn_.get()) == 0)
     co_return error_from_connection(conn_.get(), "connection_lost");
   auto flushed = co_await flush();
   if (!flushed) co_return flushed.error();
-  co_return co_await collect_results(&on_rows);
+  co_return co_await collect_results(on_rows);
 }
 
 asio::awaitable<Result<ResultPtr>> AsyncConnection::collect_results(const RowsCallback* on_rows) {

@@ -61,6 +61,9 @@ class AsyncConnection {
 
  private:
   AsyncConnection(boost::asio::any_io_executor executor, ConnPtr conn);
+  // Both query_params() flavours; `on_rows` (may be null): single-row mode.
+  boost::asio::awaitable<Result<ResultPtr>> send_params(
+      std::string sql, std::vector<std::optional<std::string>> params, const RowsCallback* on_rows);
   // `on_rows`: single-row mode (see query_params_rows()).
   boost::asio::awaitable<Result<ResultPtr>> collect_results(const RowsCallback* on_rows = nullptr);
 

@@ -388,17 +388,13 @@ Row Shape::to_row(const replication::TupleData& tuple, const Row* previous) cons
   return row;
 }
 
-std::string Shape::row_key(const Row& row) const {
-  return shapes::row_key(key_prefix_, table(), row);
-}
-
 SnapshotRenderer Shape::renderer() const {
   return SnapshotRenderer(definition_.table, definition_.selected, relation_json_, key_prefix_);
 }
 
-std::string row_key(std::string_view prefix, const TableSchema& table, const Row& row) {
-  std::string key(prefix);
-  for (std::size_t index : table.key_columns) {
+std::string Shape::row_key(const Row& row) const {
+  std::string key = key_prefix_;
+  for (std::size_t index : table().key_columns) {
     key += '/';
     if (index >= row.size() || !row[index]) {
       key += '_';

@@ -37,10 +37,10 @@ void append_snapshot_message(std::string& out, const TableSchema& table,
 
 SnapshotRenderer::SnapshotRenderer(std::shared_ptr<const TableSchema> table,
                                    std::vector<std::size_t> selected,
-                                   const std::string& relation_json, std::string key_prefix)
-    : table_(std::move(table)), selected_(std::move(selected)), key_prefix_(std::move(key_prefix)) {
+                                   const std::string& relation_json, const std::string& key_prefix)
+    : table_(std::move(table)), selected_(std::move(selected)) {
   head_ = "{\"key\":";
-  append_json_string(head_, key_prefix_);
+  append_json_string(head_, key_prefix);
   head_.pop_back();  // the key goes on
   for (std::size_t i = 0; i < selected_.size(); ++i) {
     std::string name = i > 0 ? "," : "";

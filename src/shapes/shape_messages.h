@@ -30,12 +30,8 @@ void append_snapshot_message(std::string& out, const TableSchema& table,
 // Control messages carry no row: replay skips them.
 std::string snapshot_end_message(const PgSnapshot& snapshot);
 
-// The key of `row` (table column order) as a shape's log names it:
-// `prefix` ("schema"."table") and the key columns' values.
-std::string row_key(std::string_view prefix, const TableSchema& table, const Row& row);
-
 // Renders a snapshot's insert messages: the bytes of
-// append_snapshot_message() with the row's key, made faster by writing the
+// append_snapshot_message() with the row's key (Shape::row_key()), made faster by writing the
 // escaped key straight into the message and by escaping the constant parts
 // once. Holds copies of its shape's immutable parts, so it renders on any
 // thread (rfc/0005).
@@ -43,16 +39,13 @@ class SnapshotRenderer {
  public:
   // `relation_json`: ["schema","table"]; `key_prefix`: "schema"."table".
   SnapshotRenderer(std::shared_ptr<const TableSchema> table, std::vector<std::size_t> selected,
-                   const std::string& relation_json, std::string key_prefix);
+                   const std::string& relation_json, const std::string& key_prefix);
 
-  // The key of `row` (table column order) as the shape's log names it.
-  std::string key(const Row& row) const { return row_key(key_prefix_, *table_, row); }
   void append_message(std::string& out, const Row& row) const;
 
  private:
   std::shared_ptr<const TableSchema> table_;
   std::vector<std::size_t> selected_;
-  std::string key_prefix_;
   std::string head_;                // {"key":"<the prefix, escaped>
   std::vector<std::string> names_;  // per selected column: ,"<name>":
   std::string tail_;                // }, "headers" with the relation, }
@@ -68,17 +61,20 @@ class SnapshotChunkWriter {
 
   // Whether `message` starts a new body (the current one is complete).
   bool starts_body(std::string_view message) const {
-    return body_.size() > 1 && body_.size() + message.size() + 2 > chunk_bytes_;
+    return starts_body(body_.size(), message.size(), chunk_bytes_);
+  }
+  // The rule itself, for a body of `body_bytes` so far (its '[' and commas
+  // included): one that holds a message takes no other that would carry it
+  // past `chunk_bytes`.
+  static bool starts_body(std::size_t body_bytes, std::size_t message_bytes,
+                          std::size_t chunk_bytes) {
+    return body_bytes > 1 && body_bytes + message_bytes + 2 > chunk_bytes;
   }
   void add(std::string_view message);
   ShapeLog::Chunks finish();
   // Streaming use: the current body, closed, and a new one begun.
   std::string take_body();
   bool empty_body() const { return body_.size() == 1; }
-  // Streaming use: the bodies closed so far, and the one being written
-  // (without its closing ']').
-  const ShapeLog::Chunks& closed() const { return chunks_; }
-  std::string_view open_body() const { return body_; }
 
  private:
   void close_body();

@@ -34,9 +34,7 @@ void SnapshotStream::add_message(std::string_view message) {
     rest_.add(message);
     return;
   }
-  // SnapshotChunkWriter's rule: a body that holds a message takes no other
-  // that would carry it past chunk_bytes.
-  if (first_bytes_ > 1 && first_bytes_ + message.size() + 2 > chunk_bytes_) {
+  if (SnapshotChunkWriter::starts_body(first_bytes_, message.size(), chunk_bytes_)) {
     close_first();
     rest_.add(message);
     return;
@@ -91,7 +89,7 @@ void SnapshotStream::finish(const PgSnapshot& snapshot) {
     add_message(snapshot_end_message(snapshot));
     if (!first_body_) close_first();
     chunks_.push_back({first_body_, {}});
-    if (!rest_.empty_body() || !rest_.closed().empty()) {
+    if (!rest_.empty_body()) {  // anything added to it (a body closes only for the next)
       for (auto& chunk : rest_.finish()) chunks_.push_back(std::move(chunk));
     }
     finished_ = true;
