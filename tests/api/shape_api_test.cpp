@@ -243,25 +243,35 @@ shapes::ReadResult streaming_result(std::shared_ptr<shapes::BodyStream> stream) 
   return r;
 }
 
+// A GET of a first chunk that the service answers with a body still being
+// made (`stream`), once the API has subscribed to it.
+class StreamedFirstChunkTest : public ShapeApiTest {
+ protected:
+  void SetUp() override {
+    start();
+    service_.answer_next(streaming_result(stream));
+    socket.emplace(connect());
+    socket->send_get("/v1/shape?table=items&offset=-1");
+    ASSERT_TRUE(stream->wait_subscribed());
+  }
+
+  std::shared_ptr<FakeBodyStream> stream = std::make_shared<FakeBodyStream>();
+  std::optional<HttpTestConnection> socket;
+};
+
 // The headers of a first chunk do not depend on its rows: they go out at
 // once, the body follows as it is made (HTTP/1.1 chunks), and the client
 // reads the same response as if it had come whole.
-TEST_F(ShapeApiTest, ANewShapesFirstChunkIsSentAsItIsMade) {
-  start();
-  auto stream = std::make_shared<FakeBodyStream>();
-  service_.answer_next(streaming_result(stream));
-  auto socket = connect();
-  socket.send_get("/v1/shape?table=items&offset=-1");
-  ASSERT_TRUE(stream->wait_subscribed());
+TEST_F(StreamedFirstChunkTest, ANewShapesFirstChunkIsSentAsItIsMade) {
   std::string raw;
-  socket.read_until(raw, "\r\n\r\n");  // the header, before any byte of the body
+  socket->read_until(raw, "\r\n\r\n");  // the header, before any byte of the body
   EXPECT_NE(raw.find("HTTP/1.1 200"), std::string::npos) << raw;
   EXPECT_NE(raw.find("Transfer-Encoding: chunked"), std::string::npos) << raw;
   stream->send(R"([{"key":"k1","value":{"id":"1"},"headers":{"operation":"insert"}})");
-  socket.read_until(raw, "k1");
+  socket->read_until(raw, "k1");
   stream->send(R"(,{"headers":{"control":"snapshot-end","xmin":"1","xmax":"1","xip_list":[]}}])");
   stream->end(true);
-  socket.read_until(raw, "\r\n0\r\n\r\n");
+  socket->read_until(raw, "\r\n0\r\n\r\n");
   auto res = parse_http_response(raw);
   EXPECT_EQ(res.result_int(), 200);
   EXPECT_EQ(res["electric-handle"], "h1");
@@ -279,26 +289,20 @@ TEST_F(ShapeApiTest, ANewShapesFirstChunkIsSentAsItIsMade) {
   EXPECT_TRUE(service_.calls()[0].request.may_stream);
   // Keep-alive: the connection serves the next request.
   service_.answer_next(result(shapes::LogOffset::snapshot_chunk(0), kTwoChanges, false));
-  socket.send_get("/v1/shape?table=items&offset=-1");
-  EXPECT_EQ(socket.read_response().body(), kTwoChanges);
+  socket->send_get("/v1/shape?table=items&offset=-1");
+  EXPECT_EQ(socket->read_response().body(), kTwoChanges);
 }
 
 // A first chunk that cannot be completed (its query failed) is cut: the
 // connection closes without the last chunk, and the client retries.
-TEST_F(ShapeApiTest, AFirstChunkWhoseQueryFailsIsCut) {
-  start();
-  auto stream = std::make_shared<FakeBodyStream>();
-  service_.answer_next(streaming_result(stream));
-  auto socket = connect();
-  socket.send_get("/v1/shape?table=items&offset=-1");
-  ASSERT_TRUE(stream->wait_subscribed());
+TEST_F(StreamedFirstChunkTest, AFirstChunkWhoseQueryFailsIsCut) {
   stream->send(R"([{"key":"k1","value":{"id":"1"},"headers":{"operation":"insert"}})");
   std::string raw;
-  socket.read_until(raw, "k1");
+  socket->read_until(raw, "k1");
   stream->end(false);
-  socket.read_until(raw, "never sent");  // until the server closes
+  socket->read_until(raw, "never sent");  // until the server closes
   EXPECT_EQ(raw.find("\r\n0\r\n\r\n"), std::string::npos) << raw;
-  EXPECT_TRUE(socket.closed_by_server(5s));
+  EXPECT_TRUE(socket->closed_by_server(5s));
   EXPECT_TRUE(stream->wait_unsubscribed());  // the exchange is gone
 }
 

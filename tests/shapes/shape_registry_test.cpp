@@ -1329,29 +1329,52 @@ TEST_F(ShapeRegistryTest, PartitionedParentsAndKeylessTablesAreRefused) {
   EXPECT_EQ(body(live)[0]["value"]["id"], "2");
 }
 
-// A source of direct queries that passes half a query's rows as they
-// "arrive", then holds the rest back until `gate` is cancelled (on the
-// registry's strand). Calls that only want the whole result get it at once.
-FallbackRows rows_held_back(std::shared_ptr<pg::ConnectionPool> pool,
-                            std::shared_ptr<asio::steady_timer> gate,
-                            std::shared_ptr<std::atomic<bool>> observed) {
-  return [pool, gate, observed](
-             const ShapeDefinition& definition,
-             RowsObserver on_rows) -> asio::awaitable<Result<std::shared_ptr<const SnapshotRows>>> {
-    auto lease = co_await pool->acquire();
-    if (!lease) co_return lease.error();
-    auto rows = co_await query_snapshot(**lease, definition);
-    if (!rows) co_return rows.error();
-    if (on_rows) {
-      observed->store(true);
-      std::span<const Row> all(rows->rows);
-      on_rows.rows(all.first(all.size() / 2));
-      co_await gate->async_wait(asio::as_tuple(asio::use_awaitable));
-      on_rows.rows(all.subspan(all.size() / 2));
-      on_rows.end(rows->snapshot);
-    }
-    co_return std::make_shared<const SnapshotRows>(std::move(rows).value());
-  };
+// Degraded mode whose direct queries pass half their rows as they "arrive",
+// then hold the rest back until release(). Calls that only want the whole
+// result get it at once.
+class HeldBackRows {
+ public:
+  explicit HeldBackRows(Core& core)
+      : strand_(core.strand()),
+        gate_(
+            std::make_shared<asio::steady_timer>(strand_, asio::steady_timer::time_point::max())) {
+    core.enter_fallback_from(
+        [pool = core.pool(), gate = gate_, observed = observed_](
+            const ShapeDefinition& definition,
+            RowsObserver on_rows) -> asio::awaitable<Result<std::shared_ptr<const SnapshotRows>>> {
+          auto lease = co_await pool->acquire();
+          if (!lease) co_return lease.error();
+          auto rows = co_await query_snapshot(**lease, definition);
+          if (!rows) co_return rows.error();
+          if (on_rows) {
+            observed->store(true);
+            std::span<const Row> all(rows->rows);
+            on_rows.rows(all.first(all.size() / 2));
+            co_await gate->async_wait(asio::as_tuple(asio::use_awaitable));
+            on_rows.rows(all.subspan(all.size() / 2));
+            on_rows.end(rows->snapshot);
+          }
+          co_return std::make_shared<const SnapshotRows>(std::move(rows).value());
+        });
+  }
+  // Whether a query passed its rows as they arrived.
+  bool observed() const { return observed_->load(); }
+  // The rows held back go on.
+  void release() {
+    asio::post(strand_, [gate = gate_] { gate->cancel(); });
+  }
+
+ private:
+  asio::any_io_executor strand_;
+  std::shared_ptr<asio::steady_timer> gate_;  // on the registry's strand
+  std::shared_ptr<std::atomic<bool>> observed_ = std::make_shared<std::atomic<bool>>(false);
+};
+
+// A read of a shape's first chunk that may be answered with its stream.
+ReadRequest first_chunk_as_made() {
+  ReadRequest request = from_start();
+  request.may_stream = true;
+  return request;
 }
 
 // rfc/0005: in degraded mode a new shape's first chunk is answered while its
@@ -1363,15 +1386,10 @@ TEST_F(ShapeRegistryTest, FallbackStreamsANewShapesFirstChunkWhileItsRowsArrive)
               "INSERT INTO items (id, title) SELECT i, repeat('t', 40) || ' \"/\\ ' || i "
               "FROM generate_series(1, 400) AS i");
   Core core(database_);
-  auto gate =
-      std::make_shared<asio::steady_timer>(core.strand(), asio::steady_timer::time_point::max());
-  auto observed = std::make_shared<std::atomic<bool>>(false);
-  core.enter_fallback_from(rows_held_back(core.pool(), gate, observed));
+  HeldBackRows held(core);
   auto definition = shape("items");
-  ReadRequest streamable = from_start();
-  streamable.may_stream = true;
-  ReadResult streamed = expect_result(core.read(definition, streamable));
-  ASSERT_TRUE(observed->load());
+  ReadResult streamed = expect_result(core.read(definition, first_chunk_as_made()));
+  ASSERT_TRUE(held.observed());
   ASSERT_TRUE(streamed.streaming) << "answered only once the query was over";
   EXPECT_FALSE(streamed.body);
   EXPECT_EQ(streamed.offset, LogOffset::snapshot_chunk(0));
@@ -1384,7 +1402,7 @@ TEST_F(ShapeRegistryTest, FallbackStreamsANewShapesFirstChunkWhileItsRowsArrive)
        [&](bool complete) { ended.set_value(complete); }});
   // The first chunk (4 KB) is complete although half the rows are not in.
   ASSERT_EQ(ended.get_future().wait_for(10s), std::future_status::ready);
-  asio::post(core.strand(), [gate] { gate->cancel(); });
+  held.release();
   // The same bytes as the chunk the shape keeps, read the usual way.
   ReadResult first = expect_result(core.read(definition, from_start()));
   EXPECT_FALSE(first.streaming);
@@ -1426,14 +1444,9 @@ TEST_F(PersistentShapesTest, AShapeRemovedWhileItStreamsCutsItsReaders) {
   auto settings = options();
   settings.chunk_bytes = 1 << 20;
   Core core(database_, settings);
-  auto gate =
-      std::make_shared<asio::steady_timer>(core.strand(), asio::steady_timer::time_point::max());
-  auto observed = std::make_shared<std::atomic<bool>>(false);
-  core.enter_fallback_from(rows_held_back(core.pool(), gate, observed));
+  HeldBackRows held(core);
   auto definition = shape("items");
-  ReadRequest streamable = from_start();
-  streamable.may_stream = true;
-  ReadResult streamed = expect_result(core.read(definition, streamable));
+  ReadResult streamed = expect_result(core.read(definition, first_chunk_as_made()));
   ASSERT_TRUE(streamed.streaming);
   std::promise<bool> ended;
   auto unsubscribe =
@@ -1450,7 +1463,7 @@ TEST_F(PersistentShapesTest, AShapeRemovedWhileItStreamsCutsItsReaders) {
   ASSERT_TRUE(outcome && outcome.value().deleted);
   ASSERT_EQ(future.wait_for(10s), std::future_status::ready);
   EXPECT_FALSE(future.get()) << "a cut body was ended as a whole one";
-  asio::post(core.strand(), [gate] { gate->cancel(); });
+  held.release();
   EXPECT_TRUE(
       eventually([&] { return !std::filesystem::exists(dir_ / "shapes" / streamed.handle); }));
   EXPECT_TRUE(std::holds_alternative<MustRefetch>(core.read(definition, after(streamed))));

@@ -114,6 +114,26 @@ void add_in_batches(SnapshotStream& stream, const SnapshotRows& rows, std::size_
     stream.add(all.subspan(at, std::min(batch, all.size() - at)));
 }
 
+// The renderer writes the escaped key straight into the message; the bytes
+// are those of append_snapshot_message() with the shape's row key (the
+// renderer a compaction still uses), whatever the key and values hold.
+TEST(SnapshotStreamTest, TheRendererWritesTheBytesOfAppendSnapshotMessage) {
+  for (auto columns : {std::optional<std::vector<std::string>>{},
+                       std::optional<std::vector<std::string>>{{"slug", "part", "note"}}}) {
+    auto shape = docs_shape(4096, columns);
+    const SnapshotRenderer renderer = shape->renderer();
+    const std::string relation_json = R"(["public","docs"])";
+    auto rows = tricky_rows(60);
+    for (const Row& row : rows->rows) {
+      std::string rendered, expected;
+      renderer.append_message(rendered, row);
+      append_snapshot_message(expected, shape->table(), shape->definition().selected, relation_json,
+                              shape->row_key(row), row);
+      EXPECT_EQ(rendered, expected);
+    }
+  }
+}
+
 TEST(SnapshotStreamTest, RendersTheChunksTheShapeRendersItself) {
   for (std::size_t chunk_bytes : {std::size_t{1024}, std::size_t{4096}, std::size_t{1} << 20}) {
     for (std::size_t batch : {std::size_t{1}, std::size_t{7}, std::size_t{1000}}) {
