@@ -143,6 +143,10 @@ void LogDurability::note_write_failure(const std::shared_ptr<Shape>& shape, cons
   }
   write_failing_ = true;
   set_storage_failure(error);
+  retry_in_a_second();
+}
+
+void LogDurability::retry_in_a_second() {
   if (stopped_ || write_retry_armed_) return;
   write_retry_armed_ = true;
   write_retry_->wait_until(clock_->now() + std::chrono::seconds(1), [this, weak = lifetime_()] {
@@ -163,26 +167,42 @@ void LogDurability::finish_flush(Batch synced, replication::Lsn durable_lsn,
                   failure->to_string());
     for (const auto& [shape, file] : synced) dirty_.insert(shape);  // try again
     set_storage_failure(*failure);
-    schedule_flush();
+    retry_in_a_second();
     return;
   }
   // The row state store is committed here, after the logs it must agree
   // with are durable and before the slot may confirm them.
+  std::optional<Error> store_failure;
   for (const auto& [shape, file] : synced) {
     if (shape->phase() == Shape::Phase::kGone || !shape->files()) continue;
     shape->files()->mark_synced(file);
     if (hooks_.skip_state_commit && hooks_.skip_state_commit()) continue;
     if (auto committed = shape->commit_state(); !committed) {
-      // The store lags the log: harmless (the tail is replayed at load),
-      // retried with the next sync; no compaction meanwhile.
-      spdlog::error("shapes: cannot store the rows of {}: {}", shape->handle(),
-                    committed.error().to_string());
+      // The store lags the log: harmless (the tail is replayed at load), so
+      // the slot still advances; the rows wait in memory, retried a second
+      // later (or with the next transaction); no compaction meanwhile.
+      if (!store_failing_ && !store_failure) {
+        spdlog::error(
+            "shapes: cannot store the rows of {}: {}; its log is durable, the rows wait in "
+            "memory (retrying every second)",
+            shape->handle(), committed.error().to_string());
+      }
+      store_failure = committed.error();
       dirty_.insert(shape);
       continue;
     }
     hooks_.synced(shape);
   }
-  set_storage_failure(std::nullopt);  // written and synced
+  if (store_failure) {
+    store_failing_ = true;
+    set_storage_failure(store_failure);
+    retry_in_a_second();
+  } else {
+    if (std::exchange(store_failing_, false)) {
+      spdlog::info("shapes: the rows of every shape are stored again");
+    }
+    set_storage_failure(std::nullopt);  // written, synced and stored
+  }
   if (durable_lsn > 0) {
     std::lock_guard lock(storage_mu_);
     storage_.durable_lsn = std::max(storage_.durable_lsn, durable_lsn);
@@ -194,7 +214,10 @@ void LogDurability::finish_flush(Batch synced, replication::Lsn durable_lsn,
     });
     hooks_.durable(ends, sealed);
   }
-  if (!dirty_.empty() || std::exchange(flush_after_sync_, false)) schedule_flush();
+  // Shapes left dirty by a failed store write wait for the retry.
+  if (std::exchange(flush_after_sync_, false) || (!dirty_.empty() && !store_failure)) {
+    schedule_flush();
+  }
 }
 
 }  // namespace shapeproxy::shapes

@@ -97,6 +97,8 @@ class LogDurability {
   void finish_flush(Batch synced, replication::Lsn durable_lsn, std::optional<Error> failure,
                     std::vector<DurableEnd> ends = {}, std::uint64_t sealed = 0);
   void note_write_failure(const std::shared_ptr<Shape>& shape, const Error& error);
+  // Flushes again a second from now (once, however often it is asked).
+  void retry_in_a_second();
   // The writes/syncs failed (error) or work again (nullopt).
   void set_storage_failure(std::optional<Error> failure);
 
@@ -115,8 +117,10 @@ class LogDurability {
   bool flush_after_sync_ = false;
   boost::asio::thread_pool sync_thread_{1};
   bool stopped_ = false;
-  // Writing shape logs fails (e.g. disk full): retried on this timer.
+  // Writing shape logs, syncing them or storing their rows fails (e.g. disk
+  // full): retried on this timer.
   bool write_failing_ = false;
+  bool store_failing_ = false;
   bool write_retry_armed_ = false;
   std::unique_ptr<ClockTimer> write_retry_;
   mutable std::mutex storage_mu_;

@@ -106,6 +106,11 @@ Result<void> build_compaction_from_store(ShapeCompaction& compaction) {
   compaction.view.reset();
   if (!stored) return stored.error();
   if (stopped()) return cancelled_compaction();
+  // The swap drops the log's operations up to the point: the store's rows
+  // as of the point (marker included) must outlive the process first, or a
+  // crash would leave a marker behind the compacted snapshot (a rebuild of
+  // the whole shape at load instead of a replay of its tail).
+  if (auto flushed = compaction.store->flush(); !flushed) return flushed.error();
   compaction.chunks = ShapeLog::on_disk(stored.value());
   return {};
 }

@@ -196,9 +196,10 @@ Result<void> ShapeState::end_bulk(LogOffset through) {
   }
   if (!layers_.empty()) layers_.back().sealed = true;
   auto written = write_layers(layers_.size(), StateMarker{through, rows_});
-  // A big bulk's rows are the last ones in RocksDB's WAL (uncompressed, up
-  // to two write buffers' worth): into compressed table files now. Small
-  // ones (many small shapes) are left to fill the memtable first.
+  // A big bulk's last rows sit in memtables (uncompressed, up to two write
+  // buffers' worth, replayed from the log if the process died): into
+  // compressed table files now. Small ones (many small shapes) are left to
+  // fill the memtable first.
   if (written && rows_ >= kBulkBatchRows) store_->flush_soon();
   return written;
 }

@@ -10,6 +10,8 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cstdarg>
+#include <cstdio>
 
 namespace shapeproxy::shapes {
 namespace {
@@ -57,11 +59,43 @@ std::string id_prefix(std::uint64_t id) {
 
 std::string next_id_key() { return id_prefix(0) + kNextIdTag; }
 
+rocksdb::WriteOptions write_options() {
+  rocksdb::WriteOptions options;
+  options.disableWAL = true;
+  return options;
+}
+
 Error store_error(const char* what, const rocksdb::Status& status) {
   return Error{"storage_io", std::string("shape state store: ") + what + ": " + status.ToString(),
                "check the data directory (space, permissions); a damaged store is rebuilt from the "
                "shape logs if its directory is removed"};
 }
+
+// RocksDB's own messages (warnings and errors) go to the proxy's log, not
+// to a LOG file in the store's directory: one place for operators to read,
+// and no file writer that a full disk could leave failed (Debian's
+// librocksdb 7.8 aborts the process when it writes again to a file writer
+// that failed before: the next message after a failed LOG write did, at
+// shutdown, in a test that filled the disk).
+class SpdlogLogger : public rocksdb::Logger {
+ public:
+  explicit SpdlogLogger(rocksdb::InfoLogLevel level) : rocksdb::Logger(level) {}
+
+  void Logv(const char* format, va_list ap) override { Logv(rocksdb::INFO_LEVEL, format, ap); }
+  void Logv(const rocksdb::InfoLogLevel level, const char* format, va_list ap) override {
+    if (level < GetInfoLogLevel() || level == rocksdb::HEADER_LEVEL) return;
+    char text[1024];
+    va_list copy;
+    va_copy(copy, ap);
+    const int written = std::vsnprintf(text, sizeof text, format, copy);
+    va_end(copy);
+    if (written < 0) return;
+    const auto spd_level = level >= rocksdb::ERROR_LEVEL  ? spdlog::level::err
+                           : level == rocksdb::WARN_LEVEL ? spdlog::level::warn
+                                                          : spdlog::level::debug;
+    spdlog::log(spd_level, "shapes: state store (RocksDB): {}", text);
+  }
+};
 
 // The first of `wanted` that this librocksdb was built with.
 rocksdb::CompressionType first_supported(std::initializer_list<rocksdb::CompressionType> wanted) {
@@ -140,17 +174,20 @@ Result<std::shared_ptr<StateStore>> StateStore::open(const std::filesystem::path
     return Error{"storage_io", "cannot create " + dir.string() + ": " + ec.message(),
                  "check permissions of the data directory"};
   }
-  return open_with(dir, options, nullptr);
+  std::unique_ptr<rocksdb::Env> env;
+  if (options.file_system) env = rocksdb::NewCompositeEnv(options.file_system);
+  return open_with(dir, options, std::move(env), /*in_memory=*/false);
 }
 
 Result<std::shared_ptr<StateStore>> StateStore::in_memory(const StateStoreOptions& options) {
   std::unique_ptr<rocksdb::Env> env(rocksdb::NewMemEnv(rocksdb::Env::Default()));
-  return open_with("/shape-state", options, std::move(env));
+  return open_with("/shape-state", options, std::move(env), /*in_memory=*/true);
 }
 
 Result<std::shared_ptr<StateStore>> StateStore::open_with(const std::filesystem::path& dir,
                                                           const StateStoreOptions& options,
-                                                          std::unique_ptr<rocksdb::Env> env) {
+                                                          std::unique_ptr<rocksdb::Env> env,
+                                                          bool in_memory) {
   rocksdb::Options db_options;
   db_options.create_if_missing = true;
   db_options.write_buffer_size = options.write_buffer_bytes;
@@ -168,12 +205,18 @@ Result<std::shared_ptr<StateStore>> StateStore::open_with(const std::filesystem:
       first_supported({rocksdb::kLZ4Compression, rocksdb::kSnappyCompression, rocksdb::kZSTD});
   db_options.bottommost_compression = first_supported({rocksdb::kZSTD, db_options.compression});
   db_options.info_log_level = rocksdb::WARN_LEVEL;
-  // RocksDB's WAL is written but never synced: a killed process loses
-  // nothing of it, a power loss may lose its tail, whole batches at a time
-  // (point-in-time recovery); the marker then lags and the shape logs
-  // (which are synced) replay what is missing.
+  // (In memory, RocksDB's LOG is a file of the memory environment: kept
+  // there, with its complaints about directories that environment lacks.)
+  if (!in_memory) db_options.info_log = std::make_shared<SpdlogLogger>(db_options.info_log_level);
+  // No WAL (every write has disableWAL: write_options()): the rows since
+  // the last memtable flush are lost when the process dies, whole batches
+  // at a time (a flush writes a prefix of the batches), so the markers
+  // lag and the shape logs (which are synced) replay what is missing at
+  // load (rfc/0002). This is also what a power loss did with a WAL that is
+  // never synced. In return nothing is written twice, and no WAL file
+  // writer exists that a failed write could leave behind (Debian's
+  // librocksdb 7.8 aborts on a later write to it: see the header).
   db_options.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;
-  db_options.max_total_wal_size = 64 * 1024 * 1024;
   if (env) db_options.env = env.get();
   rocksdb::BlockBasedTableOptions table;
   table.block_cache = rocksdb::NewLRUCache(options.cache_bytes);
@@ -212,8 +255,10 @@ Result<std::shared_ptr<StateStore>> StateStore::open_with(const std::filesystem:
 
 StateStore::~StateStore() {
   if (db_) {
-    // Flushed now, the memtables need no replay from the shape logs next time.
-    (void)db_->Flush(rocksdb::FlushOptions());
+    // Flushed now, the memtables need no replay from the shape logs next time
+    // (not after a failure: a stopped store takes no more writes of any kind).
+    std::lock_guard lock(write_mu_);
+    if (!write_failure_) (void)db_->Flush(rocksdb::FlushOptions());
     (void)db_->Close();
   }
   db_.reset();
@@ -225,8 +270,10 @@ std::uint64_t StateStore::allocate_id() {
   put_u64(value, next_id_);
   // Not fatal when it fails: at load, ids are reserved past every id in a
   // meta.json or the store, and a new shape empties its id's range first.
-  if (auto status = db_->Put(rocksdb::WriteOptions(), next_id_key(), value); !status.ok())
-    spdlog::error("shapes: {}", store_error("cannot write", status).to_string());
+  std::lock_guard lock(write_mu_);
+  if (!writable_locked()) return id;  // logged by the writes refused
+  if (auto status = db_->Put(write_options(), next_id_key(), value); !status.ok())
+    spdlog::error("shapes: {}", failed_locked(status).to_string());
   return id;
 }
 
@@ -268,14 +315,63 @@ void StateStore::flush_soon() {
   rocksdb::FlushOptions options;
   options.wait = false;
   options.allow_write_stall = true;
+  std::lock_guard lock(write_mu_);
+  if (write_failure_) return;
   if (auto status = db_->Flush(options); !status.ok())
     spdlog::warn("shapes: {}", store_error("cannot flush", status).to_string());
 }
 
 Result<void> StateStore::write(rocksdb::WriteBatch& batch) {
-  auto status = db_->Write(rocksdb::WriteOptions(), &batch);
-  if (!status.ok()) return store_error("cannot write", status);
+  std::lock_guard lock(write_mu_);
+  if (auto writable = writable_locked(); !writable) return writable;
+  auto status = db_->Write(write_options(), &batch);
+  if (!status.ok()) return failed_locked(status);
   return {};
+}
+
+Result<void> StateStore::flush() {
+  {
+    std::lock_guard lock(write_mu_);
+    if (auto writable = writable_locked(); !writable) return writable;
+  }
+  // Not under write_mu_: the shapes' writes go on meanwhile.
+  rocksdb::FlushOptions options;
+  options.allow_write_stall = true;
+  if (auto status = db_->Flush(options); !status.ok()) {
+    std::lock_guard lock(write_mu_);
+    return failed_locked(status);
+  }
+  return {};
+}
+
+std::optional<Error> StateStore::write_failure() const {
+  std::lock_guard lock(write_mu_);
+  return write_failure_;
+}
+
+Result<void> StateStore::writable_locked() {
+  if (!write_failure_) return {};
+  // RocksDB resumes from a full disk once there is space (its own recovery
+  // may be under way: Busy, or done already: then this is a no-op), never
+  // from a fatal error.
+  auto resumed = db_->Resume();
+  if (resumed.IsBusy()) return *write_failure_;
+  if (!resumed.ok()) return failed_locked(resumed);
+  write_failure_.reset();
+  spdlog::info("shapes: the shape state store takes writes again");
+  return {};
+}
+
+Error StateStore::failed_locked(const rocksdb::Status& status) {
+  auto error = store_error("cannot write", status);
+  if (status.severity() >= rocksdb::Status::Severity::kFatalError) {
+    error.message += "; the store stopped and takes no writes until the proxy restarts";
+    error.hint =
+        "restart the proxy once the data directory's disk is healthy; nothing is lost: the store "
+        "catches up from the shape logs at start";
+  }
+  write_failure_ = error;
+  return error;
 }
 
 void StateStore::drop(rocksdb::WriteBatch& batch, std::uint64_t id) {

@@ -17,16 +17,39 @@
 // blocks included) and two small write buffers. Disk: LZ4 for fresh files,
 // ZSTD for the bottommost level (most of the rows once compacted).
 //
-// Thread safety: RocksDB's; Shape uses it on the strand, compaction reads a
-// snapshot from its worker.
+// Durability: the store is a cache of the shape logs. It has no WAL (its
+// markers say how far each shape's rows are stored; what a dead process
+// had only in memtables is replayed from the logs at load), and RocksDB's
+// messages go to the proxy's log, not to a LOG file. So the only files it
+// writes are fresh ones (table files, the MANIFEST), never a long-lived
+// file writer after a failed write: Debian's librocksdb 7.8 keeps its
+// assertions and aborts the process when a write reaches a file writer
+// that failed before (WritableFileWriter::
+// AssertFalseAndGetStatusForPrevError; upstream's fix for the WAL is in
+// 9.1), which a full disk did with the WAL and the LOG file.
+//
+// Write failures: RocksDB stops taking writes after an I/O error (a
+// "background error", e.g. a memtable flush on a full disk). A failed write
+// is latched here: every later write first asks RocksDB to resume (it can
+// after a full disk once space is back) and is refused, without reaching
+// RocksDB, while it cannot. After an error RocksDB cannot resume from (EIO,
+// EFBIG: "fatal"), the store refuses writes until the proxy restarts;
+// nothing is lost, since every change is in the shape logs and the store
+// catches up from them at load.
+//
+// Thread safety: RocksDB's for reads; writes are serialised here (one at a
+// time, so no write can race another's failure). Shape writes on its
+// strand, compaction reads a snapshot from its worker.
 #pragma once
 
 #include <rocksdb/db.h>
+#include <rocksdb/file_system.h>
 
 #include <cstdint>
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -41,6 +64,9 @@ namespace shapeproxy::shapes {
 struct StateStoreOptions {
   std::size_t cache_bytes = 32 * 1024 * 1024;        // LRU block cache
   std::size_t write_buffer_bytes = 8 * 1024 * 1024;  // per memtable (two of them)
+  // Tests: the file system the store's files go through (fault injection);
+  // the default one when null. Ignored by in_memory().
+  std::shared_ptr<rocksdb::FileSystem> file_system;
 };
 
 // What a shape's rows in the store are up to date with.
@@ -79,12 +105,19 @@ class StateStore {
   Result<std::optional<StateMarker>> marker(std::uint64_t id) const;
   // Every id that has a marker.
   Result<std::vector<std::uint64_t>> ids() const;
+  // Refused (not tried) while an earlier write's failure stands; see the
+  // header comment.
   Result<void> write(rocksdb::WriteBatch& batch);
+  // The failure that makes writes refused now, if any (from any thread).
+  std::optional<Error> write_failure() const;
   // Starts writing the memtables to table files in the background (no
-  // wait): after a bulk load, the rows leave RocksDB's WAL, where they sit
-  // uncompressed, for compressed files. Durability is unchanged (the WAL is
-  // never synced; the marker comes from the shape logs' argument).
+  // wait): after a bulk load, the rows leave memory for compressed files,
+  // and would not need replaying after a crash.
   void flush_soon();
+  // Writes the memtables to table files and waits: what was written so far
+  // survives the process (before a compaction drops the log's prefix that
+  // a replay would need).
+  Result<void> flush();
   // Removes shape `id`'s rows and marker (in `batch`).
   static void drop(rocksdb::WriteBatch& batch, std::uint64_t id);
 
@@ -105,11 +138,19 @@ class StateStore {
   StateStore() = default;
   static Result<std::shared_ptr<StateStore>> open_with(const std::filesystem::path& dir,
                                                        const StateStoreOptions& options,
-                                                       std::unique_ptr<rocksdb::Env> env);
+                                                       std::unique_ptr<rocksdb::Env> env,
+                                                       bool in_memory);
 
-  std::unique_ptr<rocksdb::Env> env_;  // in memory only; outlives db_
+  // Under write_mu_: whether writes may go to RocksDB now (asking it to
+  // resume first if an earlier one failed); the error when not.
+  Result<void> writable_locked();
+  Error failed_locked(const rocksdb::Status& status);
+
+  std::unique_ptr<rocksdb::Env> env_;  // in memory or test file system; outlives db_
   std::unique_ptr<rocksdb::DB> db_;
   std::uint64_t next_id_ = 1;
+  mutable std::mutex write_mu_;
+  std::optional<Error> write_failure_;  // guarded by write_mu_
 };
 
 }  // namespace shapeproxy::shapes

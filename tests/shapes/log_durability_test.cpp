@@ -2,7 +2,9 @@
 // reports the end LSN of every transaction applied before it (also when no
 // shape changed); nothing is acknowledged while a shape holds buffered
 // transactions; a write that fails (file size limit: like a full disk) holds
-// the acknowledgement and is retried a (manual-clock) second later.
+// the acknowledgement and is retried a (manual-clock) second later; a row
+// store that cannot be written shows, does not hold the acknowledgement (the
+// logs are durable) and is retried a second later, not in a loop.
 #include "shapes/log_durability.h"
 
 #include <gtest/gtest.h>
@@ -10,6 +12,7 @@
 #include <filesystem>
 
 #include "shape_fixtures.h"
+#include "support/faulty_file_system.h"
 #include "support/manual_clock.h"
 #include "support/storage_test_files.h"
 
@@ -28,7 +31,7 @@ class LogDurabilityTest : public ::testing::Test {
             .on_durable = [this](replication::Lsn lsn) { durable_.push_back(lsn); },
             .synced = [this](const std::shared_ptr<Shape>& shape) { synced_.push_back(shape); },
             .holds_buffered = [this] { return holds_buffered_; },
-            .sealing = {},
+            .sealing = [this] { return ++flushes_; },
             .durable = {},
             .skip_state_commit = {}});
   }
@@ -62,6 +65,7 @@ class LogDurabilityTest : public ::testing::Test {
   std::vector<replication::Lsn> durable_;
   std::vector<std::shared_ptr<Shape>> synced_;
   bool holds_buffered_ = false;
+  std::uint64_t flushes_ = 0;  // flush() calls (each asks `sealing`)
 };
 
 TEST_F(LogDurabilityTest, ASyncedBatchAcknowledgesTheLastAppliedTransaction) {
@@ -114,6 +118,53 @@ TEST_F(LogDurabilityTest, AFailedWriteHoldsTheAcknowledgementAndIsRetriedASecond
   clock_->advance(1s);
   ASSERT_TRUE(strand_.eventually([&] { return last_durable() == 2008; }));
   EXPECT_FALSE(strand_.run([&] { return durability_->write_failing(); }));
+}
+
+TEST_F(LogDurabilityTest, AStoreThatCannotBeWrittenShowsAndIsRetriedASecondLater) {
+  using testing::FaultyFileSystem;
+  auto file_system = std::make_shared<FaultyFileSystem>();
+  auto opened = StateStore::open(dir_ / "state", StateStoreOptions{.file_system = file_system});
+  ASSERT_TRUE(opened) << opened.error().to_string();
+  auto store = opened.value();
+  auto shape = fixtures::ready_shape("h1", dir_, std::nullopt, store);
+  auto stored_through = [&] {
+    auto ids = store->ids();
+    EXPECT_TRUE(ids && ids.value().size() == 1u);
+    auto marker = store->marker(ids.value().at(0));
+    return marker && marker.value() ? marker.value()->through : LogOffset::start();
+  };
+  auto log_end = [&] { return strand_.run([&] { return shape->log_end(); }); };
+  apply(shape, 1000, 1);
+  ASSERT_TRUE(strand_.eventually([&] { return last_durable() == 1008; }));
+  const auto first_end = log_end();
+  ASSERT_TRUE(strand_.eventually([&] { return stored_through() == first_end; }));
+
+  // The disk fills up: the store's next memtable flush fails, and RocksDB
+  // stops taking writes.
+  file_system->fail(FaultyFileSystem::Fault::kNoSpace);
+  ASSERT_FALSE(store->flush());
+  apply(shape, 2000, 2);
+  // The log is durable, so the slot advances; the failure shows.
+  ASSERT_TRUE(strand_.eventually([&] { return last_durable() == 2008; }));
+  ASSERT_TRUE(strand_.eventually([&] { return durability_->storage_state().failing; }));
+  EXPECT_NE(durability_->storage_state().error.find("no space left"), std::string::npos)
+      << durability_->storage_state().error;
+  EXPECT_EQ(stored_through(), first_end);
+  EXPECT_EQ(clock_->pending(), 1u);  // the retry
+  // Retried a second later, not at once again and again.
+  const auto flushes = strand_.run([&] { return flushes_; });
+  std::this_thread::sleep_for(200ms);
+  EXPECT_LE(strand_.run([&] { return flushes_; }), flushes + 1)
+      << "the failed store is retried in a loop";
+
+  // Space is back: stored by a retry, with no new transaction.
+  file_system->fail(FaultyFileSystem::Fault::kNone);
+  ASSERT_TRUE(strand_.eventually([&] {
+    if (clock_->pending() > 0) clock_->advance(1s);
+    return !durability_->storage_state().failing;
+  }));
+  EXPECT_EQ(stored_through(), log_end());
+  EXPECT_NE(log_end(), first_end);
 }
 
 }  // namespace

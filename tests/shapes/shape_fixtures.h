@@ -116,8 +116,10 @@ inline ShapeDefinition items_definition(std::optional<std::string> where = {}) {
 // applies); persisted under `dir` when given.
 inline std::shared_ptr<Shape> ready_shape(const std::string& handle,
                                           std::optional<std::filesystem::path> dir = {},
-                                          std::optional<std::string> where = {}) {
-  auto shape = std::make_shared<Shape>(items_definition(std::move(where)), handle, 4096);
+                                          std::optional<std::string> where = {},
+                                          std::shared_ptr<StateStore> store = nullptr) {
+  auto shape =
+      std::make_shared<Shape>(items_definition(std::move(where)), handle, 4096, std::move(store));
   if (dir) {
     auto files = storage::ShapeFiles::create(*dir / handle, to_json(shape->meta()));
     EXPECT_TRUE(files) << files.error().to_string();

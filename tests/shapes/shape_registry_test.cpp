@@ -28,6 +28,7 @@
 #include "shape_fixtures.h"
 #include "shapes/snapshot_query.h"
 #include "shapes/state_store.h"
+#include "support/faulty_file_system.h"
 #include "support/postgres_test_environment.h"
 
 namespace shapeproxy::shapes {
@@ -881,7 +882,14 @@ std::uint64_t confirmed_lsn(const std::string& database) {
 
 TEST_F(PersistentShapesTest, AShapeLogThatCannotBeWrittenHoldsTheSlotAndRecoversWithoutLosingAny) {
   execute_sql(database_, "INSERT INTO items (id, title, price) VALUES (1, 'a', 1)");
-  auto core = std::make_unique<Core>(database_, options());
+  // The size limit is the process's: it would fail the row state store's
+  // writes too, which have their own tests (StateStoreTest, LogDurabilityTest,
+  // ARowStoreThatStopsIsCaughtUpFromTheLogsAtRestart). Here the store is left
+  // alone while the limit holds, as a store on another disk would be.
+  std::atomic<bool> store_untouched{false};
+  auto settings = options();
+  settings.skip_state_commit = [&store_untouched] { return store_untouched.load(); };
+  auto core = std::make_unique<Core>(database_, settings);
   auto [messages, last] = sync(*core, shape("items"));
   ASSERT_EQ(shape_rows(messages).size(), 1u);
   const auto changes = dir_ / "shapes" / last.handle / "changes.log";
@@ -889,6 +897,7 @@ TEST_F(PersistentShapesTest, AShapeLogThatCannotBeWrittenHoldsTheSlotAndRecovers
   last = expect_result(core->read(shape("items"), after(last, true)));
   {
     // The disk "fills up" 100 bytes into the next write.
+    store_untouched = true;
     FileSizeLimit limit(std::filesystem::file_size(changes) + 100);
     // Where each insert's commit record starts at the earliest: the WAL
     // position read inside its transaction. A slot confirmed up to there has
@@ -925,6 +934,7 @@ TEST_F(PersistentShapesTest, AShapeLogThatCannotBeWrittenHoldsTheSlotAndRecovers
     EXPECT_EQ(good.value(), std::filesystem::file_size(changes))
         << "a torn write was left in " << changes;
     limit.lift();
+    store_untouched = false;
     // Space is back: written and acknowledged without any new transaction.
     EXPECT_TRUE(eventually([&] { return confirmed_lsn(database_) > commits.back(); }))
         << "the slot never advanced past the last insert after the disk recovered";
@@ -937,6 +947,70 @@ TEST_F(PersistentShapesTest, AShapeLogThatCannotBeWrittenHoldsTheSlotAndRecovers
   EXPECT_EQ(reloaded_last.handle, last.handle);
   EXPECT_EQ(shape_rows(reloaded), table_rows(database_));
   EXPECT_EQ(shape_rows(reloaded).size(), 11u);
+}
+
+// The row store stops for good while the proxy runs (an I/O error RocksDB
+// cannot resume from, here while a new shape's rows are flushed): the shape
+// keeps serving its changes, the slot keeps advancing (its log is durable),
+// status says to restart; after the restart the store has caught up from
+// the log, and the shape is served right.
+TEST_F(PersistentShapesTest, ARowStoreThatStopsIsCaughtUpFromTheLogsAtRestart) {
+  using testing::FaultyFileSystem;
+  execute_sql(database_,
+              "INSERT INTO items (id, title, price) "
+              "SELECT i, 'row ' || i, i FROM generate_series(1, 17000) i");
+  auto file_system = std::make_shared<FaultyFileSystem>();
+  auto settings = options();
+  settings.state_store.file_system = file_system;
+  ReadResult last;
+  {
+    Core core(database_, settings);
+    // The store's files cannot be written from here on: the flush after
+    // the new shape's 17,000 rows (a bulk load) fails.
+    file_system->fail(FaultyFileSystem::Fault::kIoError);
+    auto [messages, synced] = sync(core, shape("items"));
+    ASSERT_EQ(shape_rows(messages).size(), 17000u);
+    last = synced;
+    file_system->fail(FaultyFileSystem::Fault::kNone);  // the disk recovers, RocksDB does not
+    int round = 0;
+    std::uint64_t inside_last = 0;
+    auto changes_until_failing = [&] {
+      ++round;
+      inside_last = std::stoull(query_value(
+          database_, "UPDATE items SET title = 'changed " + std::to_string(round) +
+                         "' WHERE id <= 10; SELECT pg_current_wal_insert_lsn() - '0/0'::pg_lsn"));
+      return eventually([&] { return core.registry().storage_state().failing; }, 2s);
+    };
+    ASSERT_TRUE(eventually(changes_until_failing, 30s));
+    execute_sql(database_, "DELETE FROM items WHERE id = 20");
+    EXPECT_TRUE(eventually([&] {
+      return core.registry().storage_state().error.find("until the proxy restarts") !=
+             std::string::npos;
+    })) << core.registry().storage_state().error;
+    // Every change is served, and acknowledged.
+    json served = messages;
+    for (int poll = 0; poll < 50 && shape_rows(served) != table_rows(database_); ++poll) {
+      last = expect_result(core.read(shape("items"), after(last, true)));
+      for (auto& m : body(last)) served.push_back(m);
+    }
+    EXPECT_EQ(shape_rows(served), table_rows(database_));
+    EXPECT_TRUE(eventually([&] { return confirmed_lsn(database_) > inside_last; }))
+        << "the slot stopped with the row store";
+  }
+  Core restarted(database_, options());
+  EXPECT_EQ(restarted.loaded(), 1u);
+  auto [reloaded, reloaded_last] = sync(restarted, shape("items"));
+  EXPECT_EQ(reloaded_last.handle, last.handle);
+  EXPECT_EQ(shape_rows(reloaded), table_rows(database_));
+  EXPECT_FALSE(restarted.registry().storage_state().failing);
+  // The caught-up rows are the ones changes apply to: id 20 is gone, id 1
+  // is held.
+  execute_sql(database_, "UPDATE items SET price = 0 WHERE id IN (1, 20)");
+  auto next = expect_result(restarted.read(shape("items"), after(reloaded_last, true)));
+  auto operations = body(next);
+  ASSERT_EQ(operations.size(), 2u) << operations.dump();  // the update, up-to-date
+  EXPECT_EQ(operations[0]["headers"]["operation"], "update");
+  EXPECT_EQ(operations[0]["value"]["id"], "1");
 }
 
 // Every row once: snapshot inserts minus deletes.
