@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <thread>
 
 #include "shapes/shape_messages.h"
@@ -242,68 +243,83 @@ TEST_F(ShapeStateTest, CommittedRowsSurviveAReopenAndIdsAreNotReused) {
   EXPECT_EQ(all(state), (std::map<std::string, Row>{{"a", row({"1", "x"})}}));
 }
 
-// Commits rows a, b, ... one layer per key, the marker at (n, 0) for the n-th.
-void commit_row(ShapeState& state, const std::string& key, std::uint64_t n) {
-  state.put(key, row({key.c_str()}));
-  state.seal(LogOffset::at(n, 0));
-}
+// A store whose files fail on demand (testing::FaultyFileSystem), with one
+// shape's state in it.
+class FaultyStoreTest : public ShapeStateTest {
+ protected:
+  using Fault = testing::FaultyFileSystem::Fault;
 
-std::shared_ptr<StateStore> open_faulty(const std::filesystem::path& dir,
-                                        std::shared_ptr<testing::FaultyFileSystem> file_system) {
-  auto opened = StateStore::open(dir, StateStoreOptions{.file_system = std::move(file_system)});
-  EXPECT_TRUE(opened) << opened.error().to_string();
-  return opened ? opened.value() : nullptr;
-}
+  // Opens the store, then: row "a" committed and flushed (marker (1, 0)),
+  // the fault from now on, row "b" committed (to a memtable: marker (2, 0)),
+  // and the flush, which fails, returned.
+  Result<void> flush_failing_with(Fault fault) {
+    auto opened = StateStore::open(dir_ / "state", StateStoreOptions{.file_system = files_});
+    EXPECT_TRUE(opened) << opened.error().to_string();
+    if (!opened) return opened.error();
+    store_ = opened.value();
+    id_ = store_->allocate_id();
+    state_.emplace(store_, id_);
+    commit_row("a", 1);
+    EXPECT_TRUE(state_->commit());
+    EXPECT_TRUE(store_->flush());
+    files_->fail(fault);
+    commit_row("b", 2);
+    EXPECT_TRUE(state_->commit());  // in a memtable
+    return store_->flush();
+  }
+  // Row `key` (its value the key) in a layer sealed at (n, 0).
+  void commit_row(const std::string& key, std::uint64_t n) {
+    state_->put(key, row({key.c_str()}));
+    state_->seal(LogOffset::at(n, 0));
+  }
+  // The rows the store holds for the shape after a reopen, and its marker.
+  std::pair<std::map<std::string, Row>, LogOffset> reopened() {
+    state_.reset();
+    store_.reset();
+    auto store = open();
+    auto marker = store->marker(id_).value();
+    EXPECT_TRUE(marker);
+    if (!marker) return {};
+    ShapeState state(store, id_);
+    state.set_loaded(*marker);
+    return {all(state), marker->through};
+  }
+
+  std::shared_ptr<testing::FaultyFileSystem> files_ = std::make_shared<testing::FaultyFileSystem>();
+  std::shared_ptr<StateStore> store_;
+  std::uint64_t id_ = 0;
+  std::optional<ShapeState> state_;
+};
 
 // A full disk under the store: the memtable flush fails, writes are then
 // refused (the rows stay in their layers) while it lasts, and once there is
 // space the same commit goes through with no restart.
-TEST_F(ShapeStateTest, AStoreOnAFullDiskTakesWritesAgainOnceThereIsSpace) {
-  using testing::FaultyFileSystem;
-  auto file_system = std::make_shared<FaultyFileSystem>();
-  std::uint64_t id = 0;
-  {
-    auto store = open_faulty(dir_ / "state", file_system);
-    ASSERT_TRUE(store);
-    id = store->allocate_id();
-    ShapeState state(store, id);
-    commit_row(state, "a", 1);
-    ASSERT_TRUE(state.commit());
-    ASSERT_TRUE(store->flush());
+TEST_F(FaultyStoreTest, AStoreOnAFullDiskTakesWritesAgainOnceThereIsSpace) {
+  auto failed = flush_failing_with(Fault::kNoSpace);
+  ASSERT_FALSE(failed);
+  EXPECT_NE(failed.error().message.find("no space left"), std::string::npos)
+      << failed.error().to_string();
+  EXPECT_TRUE(store_->write_failure().has_value());
+  commit_row("c", 3);
+  EXPECT_FALSE(state_->commit()) << "a write went through while the disk was still full";
+  EXPECT_EQ(state_->committed_through(), LogOffset::at(2, 0));
+  EXPECT_EQ(state_->get("c"), row({"c"})) << "the row that could not be stored was dropped";
 
-    file_system->fail(FaultyFileSystem::Fault::kNoSpace);
-    commit_row(state, "b", 2);
-    ASSERT_TRUE(state.commit());  // in a memtable
-    auto failed = store->flush();
-    ASSERT_FALSE(failed);
-    EXPECT_NE(failed.error().message.find("no space left"), std::string::npos)
-        << failed.error().to_string();
-    EXPECT_TRUE(store->write_failure().has_value());
-    commit_row(state, "c", 3);
-    EXPECT_FALSE(state.commit()) << "a write went through while the disk was still full";
-    EXPECT_EQ(state.committed_through(), LogOffset::at(2, 0));
-    EXPECT_EQ(state.get("c"), row({"c"})) << "the row that could not be stored was dropped";
-
-    // RocksDB resumes (by itself, or when a write asks it to).
-    file_system->fail(FaultyFileSystem::Fault::kNone);
-    auto resumed = state.commit();
-    for (auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-         !resumed && std::chrono::steady_clock::now() < deadline;) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-      resumed = state.commit();
-    }
-    ASSERT_TRUE(resumed) << resumed.error().to_string();
-    EXPECT_FALSE(store->write_failure().has_value());
-    EXPECT_EQ(state.committed_through(), LogOffset::at(3, 0));
-    ASSERT_TRUE(store->flush());
+  // RocksDB resumes (by itself, or when a write asks it to).
+  files_->fail(Fault::kNone);
+  auto resumed = state_->commit();
+  for (auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+       !resumed && std::chrono::steady_clock::now() < deadline;) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    resumed = state_->commit();
   }
-  auto store = open();
-  auto marker = store->marker(id).value();
-  ASSERT_TRUE(marker);
-  EXPECT_EQ(marker->through, LogOffset::at(3, 0));
-  ShapeState state(store, id);
-  state.set_loaded(*marker);
-  EXPECT_EQ(all(state),
+  ASSERT_TRUE(resumed) << resumed.error().to_string();
+  EXPECT_FALSE(store_->write_failure().has_value());
+  EXPECT_EQ(state_->committed_through(), LogOffset::at(3, 0));
+  ASSERT_TRUE(store_->flush());
+  auto [rows, through] = reopened();
+  EXPECT_EQ(through, LogOffset::at(3, 0));
+  EXPECT_EQ(rows,
             (std::map<std::string, Row>{{"a", row({"a"})}, {"b", row({"b"})}, {"c", row({"c"})}}));
 }
 
@@ -313,48 +329,28 @@ TEST_F(ShapeStateTest, AStoreOnAFullDiskTakesWritesAgainOnceThereIsSpace) {
 // reaches a file writer that failed before), and after a reopen the store
 // holds what was flushed before the error (the rest is the logs' to replay).
 // RocksDB's messages went to the proxy's log: there is no LOG file.
-TEST_F(ShapeStateTest, AStoreThatStoppedOnAnIoErrorIsNeverWrittenAgainUntilReopened) {
-  using testing::FaultyFileSystem;
-  auto file_system = std::make_shared<FaultyFileSystem>();
-  std::uint64_t id = 0;
-  {
-    auto store = open_faulty(dir_ / "state", file_system);
-    ASSERT_TRUE(store);
-    id = store->allocate_id();
-    ShapeState state(store, id);
-    commit_row(state, "a", 1);
-    ASSERT_TRUE(state.commit());
-    ASSERT_TRUE(store->flush());
-
-    file_system->fail(FaultyFileSystem::Fault::kIoError);
-    commit_row(state, "b", 2);
-    ASSERT_TRUE(state.commit());  // in a memtable
-    ASSERT_FALSE(store->flush());
-    const auto appends = file_system->appends();
-    file_system->fail(FaultyFileSystem::Fault::kNone);  // the disk looks fine again
-    for (int i = 0; i < 5; ++i) {
-      auto refused = state.commit();
-      commit_row(state, "c", 3);
-      refused = state.commit();
-      ASSERT_FALSE(refused);
-      EXPECT_NE(refused.error().message.find("until the proxy restarts"), std::string::npos)
-          << refused.error().to_string();
-    }
-    (void)store->allocate_id();
-    store->flush_soon();
-    EXPECT_FALSE(store->flush());
-    EXPECT_EQ(file_system->appends(), appends) << "a write reached the stopped store's files";
-    ASSERT_TRUE(store->write_failure().has_value());
-    EXPECT_NE(store->write_failure()->hint.find("restart"), std::string::npos);
+TEST_F(FaultyStoreTest, AStoreThatStoppedOnAnIoErrorIsNeverWrittenAgainUntilReopened) {
+  ASSERT_FALSE(flush_failing_with(Fault::kIoError));
+  const auto appends = files_->appends();
+  files_->fail(Fault::kNone);  // the disk looks fine again
+  commit_row("c", 3);
+  for (int i = 0; i < 5; ++i) {
+    auto refused = state_->commit();
+    ASSERT_FALSE(refused);
+    EXPECT_NE(refused.error().message.find("until the proxy restarts"), std::string::npos)
+        << refused.error().to_string();
   }
+  (void)store_->allocate_id();
+  store_->flush_soon();
+  EXPECT_FALSE(store_->flush());
+  EXPECT_EQ(files_->appends(), appends) << "a write reached the stopped store's files";
+  ASSERT_TRUE(store_->write_failure().has_value());
+  EXPECT_NE(store_->write_failure()->hint.find("restart"), std::string::npos);
+
+  auto [rows, through] = reopened();
   EXPECT_FALSE(std::filesystem::exists(dir_ / "state" / "LOG"));
-  auto store = open();
-  auto marker = store->marker(id).value();
-  ASSERT_TRUE(marker);
-  EXPECT_EQ(marker->through, LogOffset::at(1, 0));
-  ShapeState state(store, id);
-  state.set_loaded(*marker);
-  EXPECT_EQ(all(state), (std::map<std::string, Row>{{"a", row({"a"})}}));
+  EXPECT_EQ(through, LogOffset::at(1, 0));
+  EXPECT_EQ(rows, (std::map<std::string, Row>{{"a", row({"a"})}}));
 }
 
 TEST(StateStoreTest, InMemoryStoresAreSeparate) {
