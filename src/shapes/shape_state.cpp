@@ -148,13 +148,33 @@ Result<void> ShapeState::write_layers(std::size_t count, std::optional<StateMark
     }
   }
   if (marker) batch.Put(StateStore::marker_key(id_), StateStore::encode_marker(*marker));
-  if (auto written = store_->write(batch); !written) return written;
+  if (auto written = store_->write(batch); !written) {
+    coalesce(count);
+    return written;
+  }
   layers_.erase(layers_.begin(), layers_.begin() + static_cast<std::ptrdiff_t>(count));
   if (marker) {
     committed_through_ = marker->through;
     committed_rows_ = marker->rows;
   }
   return {};
+}
+
+// The oldest `count` layers (sealed) become one, as they would be written:
+// newer changes win, the last one's offset and row count. While the store
+// refuses writes (a full disk), every sync seals another layer; unmerged,
+// every lookup would walk them all.
+void ShapeState::coalesce(std::size_t count) {
+  if (count < 2) return;
+  Layer& merged = layers_.front();
+  for (std::size_t i = 1; i < count; ++i) {
+    for (auto& [key, row] : layers_[i].changes)
+      merged.changes.insert_or_assign(key, std::move(row));
+  }
+  merged.through = layers_[count - 1].through;
+  merged.rows = layers_[count - 1].rows;
+  merged.sealed = true;
+  layers_.erase(layers_.begin() + 1, layers_.begin() + static_cast<std::ptrdiff_t>(count));
 }
 
 void ShapeState::set_loaded(const StateMarker& marker) {

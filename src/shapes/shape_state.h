@@ -60,11 +60,15 @@ class ShapeState {
 
   // Changes not sealed yet.
   bool pending() const { return !layers_.empty() && !layers_.back().sealed; }
+  // Layers of changes in memory, not yet in the store (sealed ones wait for
+  // a commit; at most one sealed layer waits after a failed commit).
+  std::size_t layers() const { return layers_.size(); }
   // The active layer now reaches `through` in the shape's log (handed to
   // the OS); changes made from now on go to a new layer.
   void seal(LogOffset through);
   // After the log's fdatasync covering every sealed layer: writes them
-  // with the marker. An error leaves them sealed (commit() again later).
+  // with the marker. An error leaves them sealed, merged into one layer
+  // (commit() again later).
   Result<void> commit();
   // What the store's marker says (start() before any).
   LogOffset committed_through() const { return committed_through_; }
@@ -97,6 +101,7 @@ class ShapeState {
   const std::optional<Row>* in_layers(const std::string& key) const;
   Layer& active();
   Result<void> write_layers(std::size_t count, std::optional<StateMarker> marker);
+  void coalesce(std::size_t count);
 
   std::shared_ptr<StateStore> store_;
   std::uint64_t id_;

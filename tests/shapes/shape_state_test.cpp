@@ -323,6 +323,39 @@ TEST_F(FaultyStoreTest, AStoreOnAFullDiskTakesWritesAgainOnceThereIsSpace) {
             (std::map<std::string, Row>{{"a", row({"a"})}, {"b", row({"b"})}, {"c", row({"c"})}}));
 }
 
+// Syncs go on while the store refuses writes: the changes that wait stay in
+// one layer (a lookup walks every layer), newest values winning, and all of
+// them reach the store once it takes writes again.
+TEST_F(FaultyStoreTest, ChangesWaitingForAFailedStoreStayInOneLayer) {
+  ASSERT_FALSE(flush_failing_with(Fault::kNoSpace));
+  for (std::uint64_t n = 3; n < 53; ++n) {
+    commit_row("k" + std::to_string(n % 7), n);
+    state_->put("a", row({std::to_string(n).c_str()}));  // newer wins
+    state_->seal(LogOffset::at(n, 1));
+    ASSERT_FALSE(state_->commit());
+    EXPECT_EQ(state_->layers(), 1u) << "after the failed commit of layer " << n;
+  }
+  EXPECT_EQ(state_->get("a"), row({"52"}));
+  EXPECT_EQ(state_->get("k3"), row({"k3"}));
+  EXPECT_EQ(state_->size(), 9u);  // a, b and k0..k6
+
+  files_->fail(Fault::kNone);
+  auto resumed = state_->commit();
+  for (auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+       !resumed && std::chrono::steady_clock::now() < deadline;) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    resumed = state_->commit();
+  }
+  ASSERT_TRUE(resumed) << resumed.error().to_string();
+  EXPECT_EQ(state_->layers(), 0u);
+  ASSERT_TRUE(store_->flush());
+  auto [rows, through] = reopened();
+  EXPECT_EQ(through, LogOffset::at(52, 1));
+  EXPECT_EQ(rows.size(), 9u);
+  EXPECT_EQ(rows["a"], row({"52"}));
+  EXPECT_EQ(rows["b"], row({"b"}));
+}
+
 // An I/O error RocksDB cannot resume from: every later write is refused
 // without reaching RocksDB's files, the error says a restart is needed,
 // closing does not abort (Debian's librocksdb 7.8 aborts when a write
