@@ -210,8 +210,9 @@ std::string render_metrics(const StatusSnapshot& reported, const ServingGauges& 
              "Live requests (long-poll, SSE) waiting for changes.");
   out.sample("shapeproxy_parked_requests", "", gauges.parked());
   out.family("shapeproxy_storage_failing", "gauge",
-             "1 while shape logs cannot be written or synced (e.g. disk full); transactions "
-             "are then not acknowledged to the replication slot.");
+             "1 while shape logs cannot be written or synced (e.g. disk full; transactions "
+             "are then not acknowledged to the replication slot) or the row store cannot be "
+             "written (changed rows wait in memory).");
   out.sample("shapeproxy_storage_failing", "", std::uint64_t{storage.failing ? 1u : 0u});
   out.family("shapeproxy_shapes", "gauge", "Shapes held by the proxy.");
   out.sample("shapeproxy_shapes", "", gauges.shapes());

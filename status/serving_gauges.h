@@ -44,6 +44,10 @@ struct StorageHealth {
   std::string error;                            // the last write/sync error ("" when fine)
   std::chrono::system_clock::time_point since;  // when the writes began to fail
   std::uint64_t durable_lsn = 0;                // what the slot may confirm (0: not known)
+  // Whether the failure holds the slot back: shape logs that cannot be
+  // written or synced (true), or only the row store that cannot be written
+  // (false: the logs are durable and acknowledged, rows wait in memory).
+  bool holds_slot = true;
 };
 
 // This instance's place among several sharing a data directory (from the

@@ -53,7 +53,7 @@ std::string format_iso8601_utc(std::chrono::system_clock::time_point time) {
 
 StatusSnapshot with_storage(StatusSnapshot snapshot, const StorageHealth& storage,
                             std::chrono::system_clock::time_point now) {
-  if (!storage.failing) return snapshot;
+  if (!storage.failing || !storage.holds_slot) return snapshot;
   if (snapshot.lag_bytes && storage.durable_lsn > 0) {
     const std::uint64_t head = snapshot.received_lsn + *snapshot.lag_bytes;
     if (head > storage.durable_lsn)
@@ -122,8 +122,12 @@ nlohmann::json status_body(const StatusSnapshot& reported, const ServingGauges& 
     // Not "live": clients are served from memory, but the slot holds WAL
     // and a restart would replay from the last durable position.
     body["status"] = "degraded";
-    body["cause"] = "shape logs cannot be written (" + storage.error +
-                    "); transactions are not acknowledged to the replication slot";
+    body["cause"] = storage.holds_slot
+                        ? "shape logs cannot be written (" + storage.error +
+                              "); transactions are not acknowledged to the replication slot"
+                        : "the shapes' row store cannot be written (" + storage.error +
+                              "); shape logs are durable and acknowledged, changed rows wait in "
+                              "memory";
   }
   body["cluster"] = cluster_json(gauges.cluster_info());
   return body;

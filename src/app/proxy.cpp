@@ -688,7 +688,7 @@ asio::awaitable<Result<void>> start_core(std::shared_ptr<Proxy::State> state) {
     auto registry = weak_registry.lock();
     if (!registry) return {};
     auto state = registry->storage_state();
-    return {state.failing, state.error, state.since, state.durable_lsn};
+    return {state.failing, state.error, state.since, state.durable_lsn, state.holds_slot};
   };
   router->add(http::Verb::get, "/v1/health", status::health_handler(state->monitor));
   status::StatusEndpointOptions status_options;

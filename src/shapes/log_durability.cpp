@@ -122,15 +122,17 @@ StorageState LogDurability::storage_state() const {
   return storage_;
 }
 
-void LogDurability::set_storage_failure(std::optional<Error> failure) {
+void LogDurability::set_storage_failure(std::optional<Error> failure, bool holds_slot) {
   std::lock_guard lock(storage_mu_);
   if (!failure) {
     storage_.failing = false;
+    storage_.holds_slot = false;
     storage_.error.clear();
     return;
   }
   if (!storage_.failing) storage_.since = std::chrono::system_clock::now();
   storage_.failing = true;
+  storage_.holds_slot = holds_slot;
   storage_.error = failure->message;
 }
 
@@ -195,7 +197,7 @@ void LogDurability::finish_flush(Batch synced, replication::Lsn durable_lsn,
   }
   if (store_failure) {
     store_failing_ = true;
-    set_storage_failure(store_failure);
+    set_storage_failure(store_failure, /*holds_slot=*/false);
     retry_in_a_second();
   } else {
     if (std::exchange(store_failing_, false)) {

@@ -37,6 +37,9 @@ namespace shapeproxy::shapes {
 // /metrics).
 struct StorageState {
   bool failing = false;
+  // Shape logs fail (true: nothing more is acknowledged to the slot), or
+  // only the row store (false).
+  bool holds_slot = false;
   std::string error;
   std::chrono::system_clock::time_point since;
   replication::Lsn durable_lsn = 0;  // last end LSN handed to on_durable
@@ -99,8 +102,9 @@ class LogDurability {
   void note_write_failure(const std::shared_ptr<Shape>& shape, const Error& error);
   // Flushes again a second from now (once, however often it is asked).
   void retry_in_a_second();
-  // The writes/syncs failed (error) or work again (nullopt).
-  void set_storage_failure(std::optional<Error> failure);
+  // The writes/syncs failed (error; `holds_slot`: of shape logs) or work
+  // again (nullopt).
+  void set_storage_failure(std::optional<Error> failure, bool holds_slot = true);
 
   boost::asio::any_io_executor executor_;
   std::shared_ptr<Clock> clock_;

@@ -108,6 +108,7 @@ TEST_F(LogDurabilityTest, AFailedWriteHoldsTheAcknowledgementAndIsRetriedASecond
     testing::FileSizeLimit limit(shape->files()->changes_bytes() + 10);
     apply(shape, 2000, 2);
     ASSERT_TRUE(strand_.eventually([&] { return durability_->write_failing(); }));
+    EXPECT_TRUE(durability_->storage_state().holds_slot);
     EXPECT_EQ(clock_->pending(), 1u);  // the retry
     clock_->advance(1s);
     // Retried, failed again, armed again.
@@ -149,6 +150,7 @@ TEST_F(LogDurabilityTest, AStoreThatCannotBeWrittenShowsAndIsRetriedASecondLater
   ASSERT_TRUE(strand_.eventually([&] { return durability_->storage_state().failing; }));
   EXPECT_NE(durability_->storage_state().error.find("no space left"), std::string::npos)
       << durability_->storage_state().error;
+  EXPECT_FALSE(durability_->storage_state().holds_slot);
   EXPECT_EQ(stored_through(), first_end);
   EXPECT_EQ(clock_->pending(), 1u);  // the retry
   // Retried a second later, not at once again and again.

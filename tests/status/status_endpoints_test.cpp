@@ -506,6 +506,27 @@ TEST(StorageHealthTest, StatusAndMetricsShowAStorageFailure) {
   auto metrics = render_metrics(snapshot, gauges, nullptr);
   EXPECT_NE(metrics.find("\nshapeproxy_storage_failing 1\n"), std::string::npos) << metrics;
   EXPECT_NE(metrics.find("\nshapeproxy_replication_lag_bytes 600\n"), std::string::npos) << metrics;
+
+  // Only the row store fails: the logs are durable and acknowledged, so
+  // the lag is replication's own; the cause says which part fails.
+  gauges.storage = [] {
+    StorageHealth health{true, "shape state store: cannot write: No space left on device",
+                         std::chrono::system_clock::now() - 30s, 400};
+    health.holds_slot = false;
+    return health;
+  };
+  auto rows_failing = status_body(snapshot, gauges);
+  EXPECT_EQ(rows_failing["status"], "degraded");
+  EXPECT_EQ(rows_failing["storage"]["status"], "failing");
+  EXPECT_NE(rows_failing["cause"].get<std::string>().find("row store cannot be written"),
+            std::string::npos)
+      << rows_failing["cause"];
+  EXPECT_EQ(rows_failing["cause"].get<std::string>().find("not acknowledged"), std::string::npos);
+  EXPECT_EQ(rows_failing["replication"]["lag_bytes"], 0);
+  EXPECT_EQ(rows_failing["replication"]["lag_seconds"], 0.0);
+  metrics = render_metrics(snapshot, gauges, nullptr);
+  EXPECT_NE(metrics.find("\nshapeproxy_storage_failing 1\n"), std::string::npos) << metrics;
+  EXPECT_NE(metrics.find("\nshapeproxy_replication_lag_bytes 0\n"), std::string::npos) << metrics;
 }
 
 }  // namespace
