@@ -242,6 +242,9 @@ Result<std::shared_ptr<StateStore>> StateStore::open_with(const std::filesystem:
   if (!status.ok()) return store_error("cannot open", status);
   auto store = std::shared_ptr<StateStore>(new StateStore());
   store->env_ = std::move(env);
+  // In memory, nothing outlives the process anyway.
+  store->flush_every_ = in_memory ? std::chrono::hours(24 * 365) : options.flush_every;
+  store->last_flush_ = std::chrono::steady_clock::now();
   store->db_.reset(raw);
   std::string next;
   status = store->db_->Get(rocksdb::ReadOptions(), next_id_key(), &next);
@@ -312,11 +315,16 @@ Result<std::vector<std::uint64_t>> StateStore::ids() const {
 }
 
 void StateStore::flush_soon() {
+  std::lock_guard lock(write_mu_);
+  flush_soon_locked();
+  last_flush_ = std::chrono::steady_clock::now();
+}
+
+void StateStore::flush_soon_locked() {
+  if (write_failure_) return;
   rocksdb::FlushOptions options;
   options.wait = false;
   options.allow_write_stall = true;
-  std::lock_guard lock(write_mu_);
-  if (write_failure_) return;
   if (auto status = db_->Flush(options); !status.ok())
     spdlog::warn("shapes: {}", store_error("cannot flush", status).to_string());
 }
@@ -326,6 +334,10 @@ Result<void> StateStore::write(rocksdb::WriteBatch& batch) {
   if (auto writable = writable_locked(); !writable) return writable;
   auto status = db_->Write(write_options(), &batch);
   if (!status.ok()) return failed_locked(status);
+  if (const auto now = std::chrono::steady_clock::now(); now - last_flush_ >= flush_every_) {
+    flush_soon_locked();
+    last_flush_ = now;
+  }
   return {};
 }
 
@@ -342,6 +354,13 @@ Result<void> StateStore::flush() {
     return failed_locked(status);
   }
   return {};
+}
+
+bool StateStore::all_flushed() const {
+  std::uint64_t active = 0, immutable = 0;
+  return db_->GetIntProperty("rocksdb.num-entries-active-mem-table", &active) &&
+         db_->GetIntProperty("rocksdb.num-entries-imm-mem-tables", &immutable) && active == 0 &&
+         immutable == 0;
 }
 
 std::optional<Error> StateStore::write_failure() const {

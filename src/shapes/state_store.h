@@ -45,6 +45,7 @@
 #include <rocksdb/db.h>
 #include <rocksdb/file_system.h>
 
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -67,6 +68,12 @@ struct StateStoreOptions {
   // Tests: the file system the store's files go through (fault injection);
   // the default one when null. Ignored by in_memory().
   std::shared_ptr<rocksdb::FileSystem> file_system;
+  // With no WAL, what a dead process leaves of the store is what reached
+  // table files: a write starts a memtable flush (not awaited) when the
+  // last one is older than this, so a restart after a crash replays at most
+  // about this much of the shape logs, not whole logs of shapes whose
+  // rows never filled a memtable.
+  std::chrono::milliseconds flush_every{5000};
 };
 
 // What a shape's rows in the store are up to date with.
@@ -114,6 +121,8 @@ class StateStore {
   // wait): after a bulk load, the rows leave memory for compressed files,
   // and would not need replaying after a crash.
   void flush_soon();
+  // Whether every write so far is in table files (nothing in memtables).
+  bool all_flushed() const;
   // Writes the memtables to table files and waits: what was written so far
   // survives the process (before a compaction drops the log's prefix that
   // a replay would need).
@@ -144,6 +153,7 @@ class StateStore {
   // Under write_mu_: whether writes may go to RocksDB now (asking it to
   // resume first if an earlier one failed); the error when not.
   Result<void> writable_locked();
+  void flush_soon_locked();
   Error failed_locked(const rocksdb::Status& status);
 
   std::unique_ptr<rocksdb::Env> env_;  // in memory or test file system; outlives db_
@@ -151,6 +161,8 @@ class StateStore {
   std::uint64_t next_id_ = 1;
   mutable std::mutex write_mu_;
   std::optional<Error> write_failure_;  // guarded by write_mu_
+  std::chrono::milliseconds flush_every_{0};
+  std::chrono::steady_clock::time_point last_flush_;  // asked for; guarded by write_mu_
 };
 
 }  // namespace shapeproxy::shapes

@@ -7,6 +7,8 @@
 #include <rocksdb/convenience.h>
 #include <rocksdb/write_batch.h>
 #include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -220,6 +222,45 @@ TEST_F(ShapeStateTest, ABigBulkLoadGoesToCompressedFilesAndNothingIsWrittenTwice
     }
     EXPECT_NE(options.find("bottommost_compression=kZSTD"), std::string::npos) << options;
   }
+}
+
+// The store has no WAL: a process that dies keeps only what reached table
+// files. Writes start a flush once the last is older than flush_every, so a
+// killed process (never closed: _exit in a child) leaves its committed rows
+// and marker behind, not an empty store that makes the loader rebuild
+// every shape from its whole log.
+TEST_F(ShapeStateTest, RowsCommittedBeforeAKillAreInTheStoreAfterIt) {
+  constexpr std::uint64_t kId = 7;
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    StateStoreOptions options;
+    options.flush_every = std::chrono::milliseconds(1);
+    auto opened = StateStore::open(dir_ / "state", options);
+    if (!opened) ::_exit(2);
+    auto& store = opened.value();
+    ShapeState state(store, kId);
+    state.put("a", row({"1"}));
+    state.seal(LogOffset::at(1, 0));
+    if (!state.commit()) ::_exit(3);
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));  // past flush_every
+    state.put("b", row({"2"}));
+    state.seal(LogOffset::at(2, 0));
+    if (!state.commit()) ::_exit(4);
+    // Until the flushes the writes started are done (at most 10 s).
+    for (int i = 0; i < 1000 && !store->all_flushed(); ++i) ::usleep(10'000);
+    ::_exit(0);  // killed: no close, no flush at exit
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  auto store = open();
+  auto marker = store->marker(kId).value();
+  ASSERT_TRUE(marker) << "the killed process left no marker: every shape would be rebuilt";
+  EXPECT_EQ(marker->through, LogOffset::at(2, 0));
+  ShapeState state(store, kId);
+  state.set_loaded(*marker);
+  EXPECT_EQ(all(state), (std::map<std::string, Row>{{"a", row({"1"})}, {"b", row({"2"})}}));
 }
 
 TEST_F(ShapeStateTest, CommittedRowsSurviveAReopenAndIdsAreNotReused) {
