@@ -3,9 +3,11 @@
 // only with commit(), bulk loads, drops, and what survives a reopen.
 #include "shapes/shape_state.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <rocksdb/convenience.h>
 #include <rocksdb/write_batch.h>
+#include <spawn.h>
 #include <stdlib.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -226,39 +228,59 @@ TEST_F(ShapeStateTest, ABigBulkLoadGoesToCompressedFilesAndNothingIsWrittenTwice
 
 // The store has no WAL: a process that dies keeps only what reached table
 // files. Writes start a flush once the last is older than flush_every, so a
-// killed process (never closed: _exit in a child) leaves its committed rows
-// and marker behind, not an empty store that makes the loader rebuild
-// every shape from its whole log.
+// killed process (never closed: _exit) leaves its committed rows and marker
+// behind, not an empty store that makes the loader rebuild every shape from
+// its whole log. The process is this binary run again for the test below
+// (a fork would inherit RocksDB's thread pool without its threads).
+constexpr std::uint64_t kKilledId = 7;
+constexpr const char* kKillChildDir = "SHAPEPROXY_TEST_KILL_CHILD_DIR";
+
+TEST(StateStoreKillChild, DISABLED_CommitsThenDies) {
+  const char* dir = std::getenv(kKillChildDir);
+  if (!dir) GTEST_SKIP() << "run by RowsCommittedBeforeAKillAreInTheStoreAfterIt";
+  StateStoreOptions options;
+  options.flush_every = std::chrono::milliseconds(1);
+  auto opened = StateStore::open(std::filesystem::path(dir) / "state", options);
+  if (!opened) ::_exit(2);
+  auto& store = opened.value();
+  ShapeState state(store, kKilledId);
+  state.put("a", row({"1"}));
+  state.seal(LogOffset::at(1, 0));
+  if (!state.commit()) ::_exit(3);
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));  // past flush_every
+  state.put("b", row({"2"}));
+  state.seal(LogOffset::at(2, 0));
+  if (!state.commit()) ::_exit(4);
+  // Until the flushes the writes started are done (at most 20 s).
+  for (int i = 0; i < 2000 && !store->all_flushed(); ++i) ::usleep(10'000);
+  ::_exit(0);  // killed: no close, no flush at exit
+}
+
 TEST_F(ShapeStateTest, RowsCommittedBeforeAKillAreInTheStoreAfterIt) {
-  constexpr std::uint64_t kId = 7;
-  const pid_t child = ::fork();
-  ASSERT_GE(child, 0);
-  if (child == 0) {
-    StateStoreOptions options;
-    options.flush_every = std::chrono::milliseconds(1);
-    auto opened = StateStore::open(dir_ / "state", options);
-    if (!opened) ::_exit(2);
-    auto& store = opened.value();
-    ShapeState state(store, kId);
-    state.put("a", row({"1"}));
-    state.seal(LogOffset::at(1, 0));
-    if (!state.commit()) ::_exit(3);
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));  // past flush_every
-    state.put("b", row({"2"}));
-    state.seal(LogOffset::at(2, 0));
-    if (!state.commit()) ::_exit(4);
-    // Until the flushes the writes started are done (at most 10 s).
-    for (int i = 0; i < 1000 && !store->all_flushed(); ++i) ::usleep(10'000);
-    ::_exit(0);  // killed: no close, no flush at exit
-  }
+  std::vector<std::string> environment;
+  for (char** each = environ; *each; ++each) environment.emplace_back(*each);
+  environment.push_back(std::string(kKillChildDir) + "=" + dir_.string());
+  std::vector<char*> envp;
+  for (auto& each : environment) envp.push_back(each.data());
+  envp.push_back(nullptr);
+  std::string self = "/proc/self/exe", disabled = "--gtest_also_run_disabled_tests",
+              filter = "--gtest_filter=StateStoreKillChild.DISABLED_CommitsThenDies";
+  char* argv[] = {self.data(), disabled.data(), filter.data(), nullptr};
+  posix_spawn_file_actions_t quiet;  // the child's gtest report is not this test's
+  ::posix_spawn_file_actions_init(&quiet);
+  ::posix_spawn_file_actions_addopen(&quiet, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
+  pid_t child = 0;
+  const int spawned = ::posix_spawn(&child, self.c_str(), &quiet, nullptr, argv, envp.data());
+  ::posix_spawn_file_actions_destroy(&quiet);
+  ASSERT_EQ(spawned, 0);
   int status = 0;
   ASSERT_EQ(::waitpid(child, &status, 0), child);
   ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
   auto store = open();
-  auto marker = store->marker(kId).value();
+  auto marker = store->marker(kKilledId).value();
   ASSERT_TRUE(marker) << "the killed process left no marker: every shape would be rebuilt";
   EXPECT_EQ(marker->through, LogOffset::at(2, 0));
-  ShapeState state(store, kId);
+  ShapeState state(store, kKilledId);
   state.set_loaded(*marker);
   EXPECT_EQ(all(state), (std::map<std::string, Row>{{"a", row({"1"})}, {"b", row({"2"})}}));
 }
