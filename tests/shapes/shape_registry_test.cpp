@@ -1692,6 +1692,9 @@ TEST_F(ShapeRegistryTest, InitialQueryIsCancelledWhenNobodyWaits) {
   EXPECT_TRUE(eventually([&] { return lock_waiters(database_) == 0; }, 5s))
       << "the initial queries still run with nobody waiting";
   (void)locker->exec("ROLLBACK");
+  // The cancelled shapes go once their queries end; until then a read of
+  // one waits on it and gets its failure (503, retry), as a client would.
+  ASSERT_TRUE(eventually([&] { return core.registry().shapes_snapshotting() == 0; }));
   sync(core, shape("slow", "id = 2"));  // asked again later: served
 }
 
