@@ -335,6 +335,17 @@ class FaultyStoreTest : public ShapeStateTest {
     state_->put(key, row({key.c_str()}));
     state_->seal(LogOffset::at(n, 0));
   }
+  // With the fault gone: commits until one goes through (RocksDB resumes by
+  // itself, or when a write asks it to), for at most 30 s; the last result.
+  Result<void> commit_once_resumed() {
+    auto committed = state_->commit();
+    for (auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+         !committed && std::chrono::steady_clock::now() < deadline;) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      committed = state_->commit();
+    }
+    return committed;
+  }
   // The rows the store holds for the shape after a reopen, and its marker.
   std::pair<std::map<std::string, Row>, LogOffset> reopened() {
     state_.reset();
@@ -368,14 +379,8 @@ TEST_F(FaultyStoreTest, AStoreOnAFullDiskTakesWritesAgainOnceThereIsSpace) {
   EXPECT_EQ(state_->committed_through(), LogOffset::at(2, 0));
   EXPECT_EQ(state_->get("c"), row({"c"})) << "the row that could not be stored was dropped";
 
-  // RocksDB resumes (by itself, or when a write asks it to).
   files_->fail(Fault::kNone);
-  auto resumed = state_->commit();
-  for (auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-       !resumed && std::chrono::steady_clock::now() < deadline;) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    resumed = state_->commit();
-  }
+  auto resumed = commit_once_resumed();
   ASSERT_TRUE(resumed) << resumed.error().to_string();
   EXPECT_FALSE(store_->write_failure().has_value());
   EXPECT_EQ(state_->committed_through(), LogOffset::at(3, 0));
@@ -403,12 +408,7 @@ TEST_F(FaultyStoreTest, ChangesWaitingForAFailedStoreStayInOneLayer) {
   EXPECT_EQ(state_->size(), 9u);  // a, b and k0..k6
 
   files_->fail(Fault::kNone);
-  auto resumed = state_->commit();
-  for (auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-       !resumed && std::chrono::steady_clock::now() < deadline;) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    resumed = state_->commit();
-  }
+  auto resumed = commit_once_resumed();
   ASSERT_TRUE(resumed) << resumed.error().to_string();
   EXPECT_EQ(state_->layers(), 0u);
   ASSERT_TRUE(store_->flush());
