@@ -335,8 +335,13 @@ Result<void> StateStore::write(rocksdb::WriteBatch& batch) {
   auto status = db_->Write(write_options(), &batch);
   if (!status.ok()) return failed_locked(status);
   if (const auto now = std::chrono::steady_clock::now(); now - last_flush_ >= flush_every_) {
-    flush_soon_locked();
-    last_flush_ = now;
+    // Not while a flush is still under way: a second immutable memtable
+    // would stall the writes until the first one is written.
+    std::uint64_t immutable = 0;
+    if (db_->GetIntProperty("rocksdb.num-immutable-mem-table", &immutable) && immutable == 0) {
+      flush_soon_locked();
+      last_flush_ = now;
+    }
   }
   return {};
 }

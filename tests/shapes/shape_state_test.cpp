@@ -244,10 +244,14 @@ TEST(StateStoreKillChild, DISABLED_CommitsThenDies) {
   if (!opened) ::_exit(2);
   auto& store = opened.value();
   ShapeState state(store, kKilledId);
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));  // past flush_every
   state.put("a", row({"1"}));
   state.seal(LogOffset::at(1, 0));
   if (!state.commit()) ::_exit(3);
-  std::this_thread::sleep_for(std::chrono::milliseconds(5));  // past flush_every
+  // (A flush under way holds the next one back: wait for it, then past
+  // flush_every.)
+  for (int i = 0; i < 2000 && !store->all_flushed(); ++i) ::usleep(10'000);
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));
   state.put("b", row({"2"}));
   state.seal(LogOffset::at(2, 0));
   if (!state.commit()) ::_exit(4);
