@@ -215,7 +215,9 @@ Result<std::shared_ptr<StateStore>> StateStore::open_with(const std::filesystem:
   // load (rfc/0002). This is also what a power loss did with a WAL that is
   // never synced. In return nothing is written twice, and no WAL file
   // writer exists that a failed write could leave behind (Debian's
-  // librocksdb 7.8 aborts on a later write to it: see the header).
+  // librocksdb 7.8 aborts on a later write to it: see the header). The
+  // recovery mode is for the WAL files a data directory written before may
+  // still hold: replayed up to the first torn record.
   db_options.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;
   if (env) db_options.env = env.get();
   rocksdb::BlockBasedTableOptions table;
